@@ -1,0 +1,805 @@
+//! The blueprint: a plan file resolved against the live catalog into every
+//! name, bound and definition the phases need. It is computed once, by
+//! read-only queries, stored in the control table when a run starts, and
+//! from then on every phase renders its SQL from it alone; so a resumed run
+//! does exactly what the first one planned, whatever the catalog looks like
+//! mid-migration.
+
+use crate::catalog::{self, GrantInfo, ServerInfo, TableInfo};
+use crate::error::Refusal;
+use crate::partition::{self, bounds, KeyKind, KeyValue, LayoutInput};
+use crate::plan_file::{IncomingFk, PlanFile};
+use crate::sql::{Ident, QualifiedName};
+use anyhow::Result;
+use serde::{Deserialize, Serialize};
+use tokio_postgres::Client;
+
+/// Bumped when the stored shape changes; an older binary refuses a newer one.
+pub const FORMAT: u32 = 1;
+
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+pub struct Blueprint {
+    pub format: u32,
+    pub table: QualifiedName,
+    pub shadow: QualifiedName,
+    pub old: QualifiedName,
+    /// The name the routing view takes for a moment during the swap.
+    pub retired_view: QualifiedName,
+    pub owner: String,
+    pub columns: Vec<Column>,
+    pub key: Key,
+    /// Columns that find one row (the primary key, or a unique key).
+    pub row_identity: Vec<Ident>,
+    pub partitions: Vec<PartitionDef>,
+    pub default_partition: Option<Ident>,
+    pub uniques: Vec<UniqueDef>,
+    pub indexes: Vec<IndexDef>,
+    pub foreign_keys: Vec<ForeignKeyDef>,
+    pub incoming_fks: Vec<IncomingFkDef>,
+    pub dependent_views: Vec<ViewDef>,
+    pub grants: Vec<GrantInfo>,
+    pub comment: Option<String>,
+    pub sequences: Vec<SequenceDef>,
+    pub routing: Routing,
+    pub settings: Settings,
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+pub struct Column {
+    pub name: Ident,
+    /// False for generated columns, which are computed, never written.
+    pub writable: bool,
+    pub has_equality: bool,
+    pub default: Option<String>,
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+pub struct Key {
+    pub column: Ident,
+    pub kind: KeyKind,
+    pub type_name: String,
+    pub time_zone: String,
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+pub struct PartitionDef {
+    pub name: Ident,
+    pub from: String,
+    pub to: String,
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+pub struct UniqueDef {
+    /// The original constraint's name, which the new one takes at the swap.
+    pub name: Ident,
+    pub primary: bool,
+    pub columns: Vec<Ident>,
+    pub key_appended: bool,
+    /// Its name on the shadow table until the swap.
+    pub shadow_name: Ident,
+    /// The name the original's constraint takes at the swap.
+    pub old_rename: Ident,
+    pub deferrable: bool,
+    pub deferred: bool,
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+pub struct IndexDef {
+    pub name: Ident,
+    pub shadow_name: Ident,
+    pub old_rename: Ident,
+    /// Method, keys and clauses (`btree (run_id) WHERE ...`), or for a
+    /// unique index the key columns to which the partition key is added.
+    pub body: IndexBody,
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+pub enum IndexBody {
+    Plain(String),
+    Unique(Vec<Ident>),
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+pub struct ForeignKeyDef {
+    pub name: Ident,
+    pub definition: String,
+    pub referenced: QualifiedName,
+    pub columns: Vec<Ident>,
+    pub referenced_columns: Vec<Ident>,
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+pub struct IncomingFkDef {
+    pub name: Ident,
+    pub table: QualifiedName,
+    pub definition: String,
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+pub struct ViewDef {
+    pub name: QualifiedName,
+    pub definition: String,
+    pub options: Vec<String>,
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+pub struct SequenceDef {
+    pub name: QualifiedName,
+    pub column: Ident,
+}
+
+/// Names of the routing objects on the view.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+pub struct Routing {
+    pub insert_rule: Ident,
+    pub insert_function: QualifiedName,
+    pub update_function: QualifiedName,
+    pub delete_function: QualifiedName,
+    pub insert_trigger: Ident,
+    pub update_trigger: Ident,
+    pub delete_trigger: Ident,
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+pub struct Settings {
+    pub batch_rows: u64,
+    pub pause_ms: u64,
+    /// The plan's lock timeout, capped below the server's deadlock_timeout
+    /// so that in any lock cycle with the application the tool's wait ends
+    /// first and the tool is the one that steps back.
+    pub lock_timeout_ms: u64,
+    pub statement_timeout_ms: u64,
+    pub retries: u32,
+    pub keep_old: bool,
+    pub block_size: i64,
+}
+
+/// Something `plan` tells the user; refusals are errors instead.
+#[derive(Clone, Debug, Serialize, PartialEq, Eq)]
+pub struct Finding {
+    pub level: Level,
+    pub message: String,
+}
+
+#[derive(Clone, Copy, Debug, Serialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum Level {
+    Note,
+    Warning,
+}
+
+/// A blueprint and what planning found.
+pub struct Resolved {
+    pub blueprint: Blueprint,
+    pub findings: Vec<Finding>,
+    pub info: TableInfo,
+    pub server: ServerInfo,
+}
+
+impl Blueprint {
+    pub fn writable_columns(&self) -> impl Iterator<Item = &Column> {
+        self.columns.iter().filter(|c| c.writable)
+    }
+
+    pub fn key_type_is_time(&self) -> bool {
+        self.key.kind.is_time()
+    }
+}
+
+/// Resolves a plan against the catalog: every check that can refuse runs
+/// here, before anything changes.
+pub async fn resolve(client: &Client, plan: &PlanFile) -> Result<Resolved> {
+    let server = catalog::server_info(client).await?;
+    if server.version_num < 140000 {
+        return Err(Refusal::new(format!(
+            "the server runs PostgreSQL {}.{}, and this tool needs 14 or newer (it moves rows by TID ranges)",
+            server.version_num / 10000,
+            server.version_num % 10000 / 100
+        ))
+        .into());
+    }
+    let table = &plan.table;
+    let Some(oid) = catalog::relation_oid(client, table).await? else {
+        return Err(plan
+            .key_error("table", &format!("names {table}, which does not exist"))
+            .into());
+    };
+    let info = catalog::table_info(client, oid).await?;
+    let mut refusals: Vec<String> = Vec::new();
+    let mut findings: Vec<Finding> = Vec::new();
+
+    match info.relkind.as_str() {
+        "r" => {}
+        "p" => return Err(Refusal::new(format!("{table} is already partitioned")).into()),
+        "v" => return Err(Refusal::new(format!("{table} is a view, not a table; if it is the view of an unfinished migration, use `migrate resume` or `migrate status`")).into()),
+        "m" => return Err(Refusal::new(format!("{table} is a materialized view, not a table")).into()),
+        "f" => return Err(Refusal::new(format!("{table} is a foreign table, which cannot be repartitioned here")).into()),
+        k => return Err(Refusal::new(format!("{table} is not an ordinary table (relkind {k})")).into()),
+    }
+    if info.persistence == "t" {
+        refusals.push(format!("{table} is a temporary table"));
+    }
+    if info.persistence == "u" {
+        refusals.push(format!(
+            "{table} is unlogged, and its partitioned replacement could not be"
+        ));
+    }
+    if info.is_partition || info.has_inheritance {
+        refusals.push(format!(
+            "{table} takes part in inheritance or is a partition already"
+        ));
+    }
+    if info.row_security {
+        refusals.push(format!(
+            "{table} has row-level security enabled, which the routing view would bypass"
+        ));
+    }
+
+    // The partition key.
+    let spec = &plan.spec.partition;
+    let key_col = info.columns.iter().find(|c| c.name.as_str() == spec.column);
+    let key = match key_col {
+        None => {
+            return Err(plan
+                .key_error(
+                    "partition.column",
+                    &format!("names `{}`, which is not a column of {table}", spec.column),
+                )
+                .into())
+        }
+        Some(c) => {
+            let Some(kind) = KeyKind::from_type_name(&c.type_name) else {
+                return Err(plan
+                    .key_error(
+                        "partition.column",
+                        &format!("names `{}` of type {}; a range key must be timestamptz, timestamp, date, smallint, integer or bigint", spec.column, c.type_name),
+                    )
+                    .into());
+            };
+            if !c.not_null {
+                refusals.push(format!(
+                    "the partition key {} may be NULL; range partitions cannot hold NULL keys (add NOT NULL, after making sure no row has NULL)",
+                    c.name
+                ));
+            }
+            if c.generated {
+                refusals.push(format!(
+                    "the partition key {} is a generated column",
+                    c.name
+                ));
+            }
+            Key {
+                column: c.name.clone(),
+                kind,
+                type_name: c.type_name.clone(),
+                time_zone: spec.time_zone.clone(),
+            }
+        }
+    };
+    if key.kind == KeyKind::Integer && spec.interval.is_some() {
+        return Err(plan
+            .key_error(
+                "partition.interval",
+                &format!(
+                    "is for date and time keys, and {} is {}; use partition.step",
+                    key.column, key.type_name
+                ),
+            )
+            .into());
+    }
+    if key.kind.is_time() && spec.step.is_some() {
+        return Err(plan
+            .key_error(
+                "partition.step",
+                &format!(
+                    "is for integer keys, and {} is {}; use partition.interval",
+                    key.column, key.type_name
+                ),
+            )
+            .into());
+    }
+
+    for c in &info.columns {
+        if c.identity {
+            refusals.push(format!(
+                "column {} is an identity column, which cannot yet be shared between the original and the partitioned table (use a sequence default instead)",
+                c.name
+            ));
+        }
+    }
+    if !info.triggers.is_empty() {
+        refusals.push(format!(
+            "{table} has triggers ({}) that would stop firing for rows in the new table; drop them now and create them on the partitioned table after the swap",
+            info.triggers.join(", ")
+        ));
+    }
+    if !info.rules.is_empty() {
+        refusals.push(format!("{table} has rules ({})", info.rules.join(", ")));
+    }
+
+    // Uniqueness: primary key and unique constraints get the key appended.
+    let mut uniques = Vec::new();
+    let mut row_identity: Option<Vec<Ident>> = None;
+    for con in info
+        .constraints
+        .iter()
+        .filter(|c| matches!(c.kind, 'p' | 'u'))
+    {
+        let mut columns = con.columns.clone();
+        let key_appended = !columns.contains(&key.column);
+        if key_appended {
+            columns.push(key.column.clone());
+        }
+        if !con.plain_columns {
+            refusals.push(format!(
+                "the constraint {} has INCLUDE columns, storage options or NULLS NOT DISTINCT, which are not carried over yet",
+                con.name
+            ));
+        }
+        let all_not_null = con
+            .columns
+            .iter()
+            .all(|n| info.columns.iter().any(|c| &c.name == n && c.not_null));
+        if con.kind == 'p' || (row_identity.is_none() && all_not_null) {
+            row_identity = Some(con.columns.clone());
+        }
+        if key_appended {
+            warn(&mut findings, format!(
+                "{} becomes {} ({}) on the partitioned table: PostgreSQL requires the partition key in every unique constraint, so uniqueness of ({}) alone is no longer enforced by the database",
+                con.name,
+                if con.kind == 'p' { "PRIMARY KEY" } else { "UNIQUE" },
+                crate::sql::list(&columns),
+                crate::sql::list(&con.columns),
+            ));
+        }
+        uniques.push(UniqueDef {
+            name: con.name.clone(),
+            primary: con.kind == 'p',
+            columns,
+            key_appended,
+            shadow_name: con
+                .index
+                .clone()
+                .unwrap_or_else(|| con.name.clone())
+                .derive("__p"),
+            old_rename: con
+                .index
+                .clone()
+                .unwrap_or_else(|| con.name.clone())
+                .derive("__o"),
+            deferrable: con.deferrable,
+            deferred: con.deferred,
+        });
+    }
+    if let Some(pos) = uniques.iter().position(|u| u.primary) {
+        let pk = uniques.remove(pos);
+        uniques.insert(0, pk);
+    }
+    for con in info.constraints.iter().filter(|c| c.kind == 'x') {
+        refusals.push(format!(
+            "the exclusion constraint {} cannot be carried over to a partitioned table",
+            con.name
+        ));
+    }
+    let row_identity = match row_identity {
+        Some(r) => r,
+        None => {
+            refusals.push(format!(
+                "{table} has no primary key or unique NOT NULL constraint, which the view needs to route UPDATE and DELETE to the one row meant"
+            ));
+            Vec::new()
+        }
+    };
+
+    // Other indexes.
+    let mut indexes = Vec::new();
+    for ix in info.indexes.iter().filter(|i| i.constraint.is_none()) {
+        if !ix.valid {
+            warn(&mut findings, format!("index {} is invalid (a failed CREATE INDEX CONCURRENTLY?) and is not carried over", ix.name));
+            continue;
+        }
+        let body = if ix.unique {
+            if ix.has_expressions || ix.has_predicate {
+                refusals.push(format!(
+                    "the unique index {} uses expressions or a WHERE clause, and a unique index on a partitioned table must be on plain columns including the partition key",
+                    ix.name
+                ));
+                continue;
+            }
+            let mut cols = ix.columns.clone();
+            if !cols.contains(&key.column) {
+                warn(&mut findings, format!(
+                    "unique index {} becomes unique on ({}, {}): uniqueness of ({}) alone is no longer enforced",
+                    ix.name,
+                    crate::sql::list(&ix.columns),
+                    key.column,
+                    crate::sql::list(&ix.columns)
+                ));
+                cols.push(key.column.clone());
+            }
+            IndexBody::Unique(cols)
+        } else {
+            match &ix.tail {
+                Some(t) => IndexBody::Plain(t.clone()),
+                None => {
+                    refusals.push(format!(
+                        "the definition of index {} could not be read",
+                        ix.name
+                    ));
+                    continue;
+                }
+            }
+        };
+        indexes.push(IndexDef {
+            name: ix.name.clone(),
+            shadow_name: ix.name.derive("__p"),
+            old_rename: ix.name.derive("__o"),
+            body,
+        });
+    }
+
+    // Foreign keys.
+    let foreign_keys: Vec<ForeignKeyDef> = info
+        .constraints
+        .iter()
+        .filter(|c| c.kind == 'f')
+        .filter_map(|c| {
+            Some(ForeignKeyDef {
+                name: c.name.clone(),
+                definition: c.definition.clone(),
+                referenced: c.referenced.clone()?,
+                columns: c.columns.clone(),
+                referenced_columns: c.referenced_columns.clone(),
+            })
+        })
+        .collect();
+    let mut incoming_fks = Vec::new();
+    if !info.incoming_fks.is_empty() {
+        let names = info
+            .incoming_fks
+            .iter()
+            .map(|f| format!("{} on {}", f.name, f.table))
+            .collect::<Vec<_>>()
+            .join(", ");
+        match plan.spec.foreign_keys.incoming {
+            IncomingFk::Refuse => refusals.push(format!(
+                "foreign keys of other tables reference {table} ({names}) and cannot follow it to a partitioned table whose unique keys include the partition key; drop them first, or set foreign_keys.incoming: drop"
+            )),
+            IncomingFk::Drop => {
+                warn(&mut findings, format!(
+                    "the foreign keys {names} will be dropped when the view goes live and will not exist after the swap (abort restores them)"
+                ));
+                incoming_fks = info
+                    .incoming_fks
+                    .iter()
+                    .map(|f| IncomingFkDef { name: f.name.clone(), table: f.table.clone(), definition: f.definition.clone() })
+                    .collect();
+            }
+        }
+    }
+
+    // Dependent objects.
+    let mut dependent_views = Vec::new();
+    for d in &info.dependents {
+        match d.kind {
+            'v' => {
+                findings.push(Finding {
+                    level: Level::Note,
+                    message: format!("view {} depends on {table}; it is pointed at the routing view when it goes live and at the partitioned table at the swap", d.name),
+                });
+                dependent_views.push(ViewDef { name: d.name.clone(), definition: d.definition.clone(), options: d.options.clone() });
+            }
+            'm' => refusals.push(format!(
+                "materialized view {} depends on {table} and would keep reading the original table; drop it first and create it again after the swap",
+                d.name
+            )),
+            _ => refusals.push(format!(
+                "function {} depends on {table} through a SQL-standard body and would keep reading the original table; drop it first and create it again after the swap",
+                d.name
+            )),
+        }
+    }
+    for p in &info.publications {
+        findings.push(Finding {
+            level: Level::Warning,
+            message: format!("{table} is published by {p}; the partitioned table must be added to it after the swap (unless it publishes all tables)"),
+        });
+    }
+
+    // Sequences: those owned by the table's columns move with the swap.
+    let mut sequences: Vec<SequenceDef> = Vec::new();
+    for s in info.sequences.iter().filter(|s| s.owned) {
+        if !sequences.iter().any(|x| x.name == s.name) {
+            sequences.push(SequenceDef {
+                name: s.name.clone(),
+                column: s.column.clone(),
+            });
+        }
+    }
+    for s in info.sequences.iter().filter(|s| !s.owned) {
+        if !sequences.iter().any(|x| x.name == s.name) {
+            findings.push(Finding {
+                level: Level::Note,
+                message: format!(
+                    "column {} draws from sequence {}, which no column owns; it is shared as it is",
+                    s.column, s.name
+                ),
+            });
+        }
+    }
+
+    // Partition layout.
+    let tz: chrono_tz::Tz = spec
+        .time_zone
+        .parse()
+        .map_err(|_| plan.key_error("partition.time_zone", "is not a known time zone"))?;
+    let (min, max) = key_range(client, table, &key).await?;
+    let start = match &spec.start {
+        Some(b) => Some(
+            bounds::parse_start(key.kind, tz, b)
+                .map_err(|e| plan.key_error("partition.start", &e))?,
+        ),
+        None => None,
+    };
+    let template = spec
+        .naming
+        .clone()
+        .unwrap_or_else(|| partition::naming::default_template(spec.interval).to_string());
+    let layout = partition::layout(&LayoutInput {
+        kind: key.kind,
+        interval: spec.interval,
+        step: spec.step.map(|s| s.0),
+        tz,
+        start,
+        min,
+        max,
+        now: server.now,
+        premake: spec.premake,
+        template: &template,
+        table: table.name.as_str(),
+    })
+    .map_err(|e| plan.key_error("partition", &e))?;
+    let mut seen = std::collections::HashSet::new();
+    for p in &layout {
+        if !seen.insert(p.name.clone()) {
+            return Err(plan
+                .key_error(
+                    "partition.naming",
+                    &format!(
+                        "gives two partitions the name {}; add a token that tells them apart",
+                        p.name
+                    ),
+                )
+                .into());
+        }
+        if p.name.len() > crate::sql::ident::MAX_IDENT_BYTES {
+            return Err(plan
+                .key_error(
+                    "partition.naming",
+                    &format!(
+                        "gives the name {} which is longer than PostgreSQL's 63-byte limit",
+                        p.name
+                    ),
+                )
+                .into());
+        }
+    }
+    let first = bounds::first_bound_value(key.kind, tz, &layout[0]);
+    let below = match (first, min) {
+        (Some(f), Some(m)) if key_less(m, f) => {
+            count_below(client, table, &key, &layout[0].from).await?
+        }
+        _ => 0,
+    };
+    let default_partition = spec
+        .default_partition
+        .then(|| table.name.derive("_default"));
+    if below > 0 {
+        if default_partition.is_some() {
+            warn(&mut findings, format!("{below} existing rows have keys below the first bound {} and will land in the default partition", layout[0].from));
+        } else {
+            refusals.push(format!(
+                "{below} existing rows have keys below the first bound {} and no partition would hold them; move partition.start back or set partition.default_partition: true",
+                layout[0].from
+            ));
+        }
+    }
+    if spec.default_partition {
+        warn(&mut findings, "a DEFAULT partition makes every later partition creation scan it under a strong lock, and forbids DETACH ... CONCURRENTLY".into());
+    }
+
+    // Names the tool will create must be free.
+    let shadow = table.sibling(table.name.derive("__part"));
+    let old = table.sibling(table.name.derive("__orig"));
+    let retired_view = table.sibling(table.name.derive("__view"));
+    let routing = Routing {
+        insert_rule: table.name.derive("__ins_rule"),
+        insert_function: table.sibling(table.name.derive("__ins")),
+        update_function: table.sibling(table.name.derive("__upd")),
+        delete_function: table.sibling(table.name.derive("__del")),
+        insert_trigger: table.name.derive("__ins"),
+        update_trigger: table.name.derive("__upd"),
+        delete_trigger: table.name.derive("__del"),
+    };
+    let mut relations: Vec<QualifiedName> = vec![shadow.clone(), old.clone(), retired_view.clone()];
+    relations.extend(
+        layout
+            .iter()
+            .map(|p| table.sibling(Ident::new(p.name.clone()))),
+    );
+    relations.extend(default_partition.iter().map(|d| table.sibling(d.clone())));
+    for u in &uniques {
+        relations.push(table.sibling(u.shadow_name.clone()));
+        relations.push(table.sibling(u.old_rename.clone()));
+    }
+    for i in &indexes {
+        relations.push(table.sibling(i.shadow_name.clone()));
+        relations.push(table.sibling(i.old_rename.clone()));
+    }
+    let mut taken = Vec::new();
+    for r in &relations {
+        if catalog::relation_oid(client, r).await?.is_some() {
+            taken.push(r.to_string());
+        }
+    }
+    for f in [
+        &routing.insert_function,
+        &routing.update_function,
+        &routing.delete_function,
+    ] {
+        if catalog::function_exists(client, f).await? {
+            taken.push(format!("{f}()"));
+        }
+    }
+    if !taken.is_empty() {
+        refusals.push(format!(
+            "names the migration needs are taken already: {} (left over from an earlier attempt? `migrate status` tells)",
+            taken.join(", ")
+        ));
+    }
+
+    if !refusals.is_empty() {
+        return Err(
+            Refusal::new(format!("cannot migrate {table}: {}", refusals.join("; "))).into(),
+        );
+    }
+
+    let lock_timeout_ms = plan
+        .spec
+        .locks
+        .lock_timeout
+        .0
+        .min((server.deadlock_timeout_ms.max(100) / 2) as u64)
+        .max(10);
+    if lock_timeout_ms < plan.spec.locks.lock_timeout.0 {
+        findings.push(Finding {
+            level: Level::Note,
+            message: format!(
+                "lock_timeout is capped at {lock_timeout_ms}ms, half the server's deadlock_timeout, so that the tool, not the application, steps back from any lock conflict"
+            ),
+        });
+    }
+    let columns = info
+        .columns
+        .iter()
+        .map(|c| Column {
+            name: c.name.clone(),
+            writable: !c.generated,
+            has_equality: c.has_equality,
+            default: c.default.clone(),
+        })
+        .collect();
+    let blueprint = Blueprint {
+        format: FORMAT,
+        table: table.clone(),
+        shadow,
+        old,
+        retired_view,
+        owner: info.owner.clone(),
+        columns,
+        key,
+        row_identity,
+        partitions: layout
+            .into_iter()
+            .map(|p| PartitionDef {
+                name: Ident::new(p.name),
+                from: p.from,
+                to: p.to,
+            })
+            .collect(),
+        default_partition,
+        uniques,
+        indexes,
+        foreign_keys,
+        incoming_fks,
+        dependent_views,
+        grants: info.grants.clone(),
+        comment: info.comment.clone(),
+        sequences,
+        routing,
+        settings: Settings {
+            batch_rows: plan.spec.batch.size.0,
+            pause_ms: plan.spec.batch.pause.0,
+            lock_timeout_ms,
+            statement_timeout_ms: plan.spec.locks.statement_timeout.0,
+            retries: plan.spec.locks.retries,
+            keep_old: plan.spec.swap.keep_old,
+            block_size: server.block_size,
+        },
+    };
+    Ok(Resolved {
+        blueprint,
+        findings,
+        info,
+        server,
+    })
+}
+
+fn warn(findings: &mut Vec<Finding>, message: String) {
+    findings.push(Finding {
+        level: Level::Warning,
+        message,
+    });
+}
+
+fn key_less(a: KeyValue, b: KeyValue) -> bool {
+    match (a, b) {
+        (KeyValue::Instant(a), KeyValue::Instant(b)) => a < b,
+        (KeyValue::Local(a), KeyValue::Local(b)) => a < b,
+        (KeyValue::Day(a), KeyValue::Day(b)) => a < b,
+        (KeyValue::Int(a), KeyValue::Int(b)) => a < b,
+        _ => false,
+    }
+}
+
+/// The smallest and largest key, typed for the layout.
+async fn key_range(
+    client: &Client,
+    table: &QualifiedName,
+    key: &Key,
+) -> Result<(Option<KeyValue>, Option<KeyValue>)> {
+    let sql = format!(
+        "SELECT min({k}), max({k}) FROM ONLY {table}",
+        k = key.column
+    );
+    let sql_int = format!(
+        "SELECT min({k})::int8, max({k})::int8 FROM ONLY {table}",
+        k = key.column
+    );
+    Ok(match key.kind {
+        KeyKind::TimestampTz => {
+            let r = client.query_one(&sql, &[]).await?;
+            let f = |v: Option<chrono::DateTime<chrono::Utc>>| v.map(KeyValue::Instant);
+            (f(r.get(0)), f(r.get(1)))
+        }
+        KeyKind::Timestamp => {
+            let r = client.query_one(&sql, &[]).await?;
+            let f = |v: Option<chrono::NaiveDateTime>| v.map(KeyValue::Local);
+            (f(r.get(0)), f(r.get(1)))
+        }
+        KeyKind::Date => {
+            let r = client.query_one(&sql, &[]).await?;
+            let f = |v: Option<chrono::NaiveDate>| v.map(KeyValue::Day);
+            (f(r.get(0)), f(r.get(1)))
+        }
+        KeyKind::Integer => {
+            let r = client.query_one(&sql_int, &[]).await?;
+            let f = |v: Option<i64>| v.map(KeyValue::Int);
+            (f(r.get(0)), f(r.get(1)))
+        }
+    })
+}
+
+async fn count_below(
+    client: &Client,
+    table: &QualifiedName,
+    key: &Key,
+    first: &str,
+) -> Result<i64> {
+    let sql = format!(
+        "SELECT count(*) FROM ONLY {table} WHERE {k} < $1::text::{ty}",
+        k = key.column,
+        ty = key.type_name
+    );
+    Ok(client.query_one(&sql, &[&first]).await?.get(0))
+}

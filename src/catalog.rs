@@ -1,0 +1,398 @@
+//! Reads what the migration needs to know about a table from the live
+//! catalog. Read-only: `plan` runs exactly this and changes nothing.
+
+use crate::sql::{Ident, QualifiedName};
+use anyhow::{Context, Result};
+use tokio_postgres::Client;
+
+#[derive(Clone, Debug)]
+pub struct TableInfo {
+    pub oid: u32,
+    pub name: QualifiedName,
+    pub relkind: String,
+    pub persistence: String,
+    pub is_partition: bool,
+    pub has_inheritance: bool,
+    pub row_security: bool,
+    pub owner: String,
+    pub comment: Option<String>,
+    pub estimated_rows: f64,
+    pub bytes: i64,
+    pub columns: Vec<ColumnInfo>,
+    pub constraints: Vec<ConstraintInfo>,
+    pub indexes: Vec<IndexInfo>,
+    pub incoming_fks: Vec<IncomingFkInfo>,
+    pub dependents: Vec<DependentInfo>,
+    pub triggers: Vec<String>,
+    pub rules: Vec<String>,
+    pub publications: Vec<String>,
+    pub grants: Vec<GrantInfo>,
+    pub sequences: Vec<SequenceInfo>,
+}
+
+#[derive(Clone, Debug)]
+pub struct ColumnInfo {
+    pub name: Ident,
+    pub type_name: String,
+    pub not_null: bool,
+    pub default: Option<String>,
+    pub generated: bool,
+    pub identity: bool,
+    /// Whether `=` resolves for the type (json, xml, point... have none).
+    pub has_equality: bool,
+}
+
+#[derive(Clone, Debug)]
+pub struct ConstraintInfo {
+    pub name: Ident,
+    /// p, u, f, c, x
+    pub kind: char,
+    pub columns: Vec<Ident>,
+    pub definition: String,
+    pub index: Option<Ident>,
+    pub deferrable: bool,
+    pub deferred: bool,
+    pub referenced: Option<QualifiedName>,
+    pub referenced_columns: Vec<Ident>,
+    /// Whether the unique index has options a plain column list loses
+    /// (INCLUDE, NULLS NOT DISTINCT, storage parameters, tablespace).
+    pub plain_columns: bool,
+}
+
+#[derive(Clone, Debug)]
+pub struct IndexInfo {
+    pub name: Ident,
+    /// `pg_get_indexdef` after `... ON table USING `: the method, keys,
+    /// INCLUDE, WITH and WHERE parts, which apply unchanged to another table.
+    pub tail: Option<String>,
+    pub unique: bool,
+    pub valid: bool,
+    pub has_expressions: bool,
+    pub has_predicate: bool,
+    pub columns: Vec<Ident>,
+    /// Set when the index backs a constraint (those are handled as
+    /// constraints).
+    pub constraint: Option<Ident>,
+}
+
+#[derive(Clone, Debug)]
+pub struct IncomingFkInfo {
+    pub name: Ident,
+    pub table: QualifiedName,
+    pub definition: String,
+}
+
+#[derive(Clone, Debug)]
+pub struct DependentInfo {
+    pub name: QualifiedName,
+    /// v (view), m (materialized view), f (function)
+    pub kind: char,
+    pub definition: String,
+    pub options: Vec<String>,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct GrantInfo {
+    /// None for PUBLIC.
+    pub grantee: Option<String>,
+    pub privilege: String,
+    pub grantable: bool,
+}
+
+#[derive(Clone, Debug)]
+pub struct SequenceInfo {
+    pub name: QualifiedName,
+    pub column: Ident,
+    pub owned: bool,
+}
+
+/// Facts about the server and session that planning needs.
+#[derive(Clone, Debug)]
+pub struct ServerInfo {
+    pub version_num: i32,
+    pub now: chrono::DateTime<chrono::Utc>,
+    pub deadlock_timeout_ms: i64,
+    pub block_size: i64,
+}
+
+pub async fn server_info(client: &Client) -> Result<ServerInfo> {
+    let row = client
+        .query_one(
+            "SELECT current_setting('server_version_num')::int, now(), \
+                    (SELECT setting::bigint * CASE unit WHEN 's' THEN 1000 ELSE 1 END \
+                       FROM pg_settings WHERE name = 'deadlock_timeout'), \
+                    current_setting('block_size')::bigint",
+            &[],
+        )
+        .await
+        .context("cannot read the server's settings")?;
+    Ok(ServerInfo {
+        version_num: row.get(0),
+        now: row.get(1),
+        deadlock_timeout_ms: row.get(2),
+        block_size: row.get(3),
+    })
+}
+
+/// The oid of a relation by name, if it exists.
+pub async fn relation_oid(client: &Client, name: &QualifiedName) -> Result<Option<u32>> {
+    let row = client
+        .query_one("SELECT to_regclass($1)::oid", &[&name.to_regclass_text()])
+        .await?;
+    Ok(row.get(0))
+}
+
+/// Whether a function with this name (any arguments) exists.
+pub async fn function_exists(client: &Client, name: &QualifiedName) -> Result<bool> {
+    let row = client
+        .query_one(
+            "SELECT EXISTS (SELECT 1 FROM pg_proc p JOIN pg_namespace n ON n.oid = p.pronamespace \
+                            WHERE n.nspname = $1 AND p.proname = $2)",
+            &[&name.schema.as_str(), &name.name.as_str()],
+        )
+        .await?;
+    Ok(row.get(0))
+}
+
+fn ident_list(v: Vec<String>) -> Vec<Ident> {
+    v.into_iter().map(Ident::new).collect()
+}
+
+/// Reads everything about the table `oid`.
+pub async fn table_info(client: &Client, oid: u32) -> Result<TableInfo> {
+    let t = client
+        .query_one(
+            "SELECT n.nspname::text, c.relname::text, c.relkind::text, c.relpersistence::text, c.relispartition, \
+                    EXISTS (SELECT 1 FROM pg_inherits i WHERE i.inhrelid = c.oid OR i.inhparent = c.oid), \
+                    c.relrowsecurity, pg_get_userbyid(c.relowner)::text, obj_description(c.oid, 'pg_class'), \
+                    c.reltuples::float8, pg_table_size(c.oid) \
+             FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace WHERE c.oid = $1",
+            &[&oid],
+        )
+        .await
+        .context("cannot read the table from the catalog")?;
+
+    let columns = client
+        .query(
+            "SELECT a.attname::text, format_type(a.atttypid, a.atttypmod), a.attnotnull, \
+                    pg_get_expr(d.adbin, d.adrelid), a.attgenerated <> '', a.attidentity <> '', \
+                    format_type(a.atttypid, NULL) \
+             FROM pg_attribute a LEFT JOIN pg_attrdef d ON d.adrelid = a.attrelid AND d.adnum = a.attnum \
+             WHERE a.attrelid = $1 AND a.attnum > 0 AND NOT a.attisdropped ORDER BY a.attnum",
+            &[&oid],
+        )
+        .await?;
+    let mut cols = Vec::new();
+    for r in columns {
+        let type_name: String = r.get(1);
+        let base_type: String = r.get(6);
+        let has_equality = client
+            .simple_query(&format!(
+                "SELECT NULL::{base_type} IS DISTINCT FROM NULL::{base_type}"
+            ))
+            .await
+            .is_ok();
+        cols.push(ColumnInfo {
+            name: Ident::new(r.get::<_, String>(0)),
+            type_name,
+            not_null: r.get(2),
+            default: r.get(3),
+            generated: r.get(4),
+            identity: r.get(5),
+            has_equality,
+        });
+    }
+
+    let constraints = client
+        .query(
+            "SELECT con.conname::text, con.contype::text, \
+                    coalesce((SELECT array_agg(a.attname::text ORDER BY k.ord) FROM unnest(con.conkey) WITH ORDINALITY k(attnum, ord) \
+                              JOIN pg_attribute a ON a.attrelid = con.conrelid AND a.attnum = k.attnum), '{}'), \
+                    pg_get_constraintdef(con.oid), \
+                    CASE WHEN con.conindid <> 0 AND con.contype IN ('p','u','x') THEN (SELECT relname::text FROM pg_class WHERE oid = con.conindid) END, \
+                    con.condeferrable, con.condeferred, \
+                    CASE WHEN con.contype = 'f' THEN (SELECT nspname::text FROM pg_class fc JOIN pg_namespace fn ON fn.oid = fc.relnamespace WHERE fc.oid = con.confrelid) END, \
+                    CASE WHEN con.contype = 'f' THEN (SELECT relname::text FROM pg_class WHERE oid = con.confrelid) END, \
+                    coalesce((SELECT array_agg(a.attname::text ORDER BY k.ord) FROM unnest(con.confkey) WITH ORDINALITY k(attnum, ord) \
+                              JOIN pg_attribute a ON a.attrelid = con.confrelid AND a.attnum = k.attnum), '{}'), \
+                    coalesce((SELECT i.indnkeyatts = i.indnatts AND x.reloptions IS NULL AND x.reltablespace = 0 \
+                              FROM pg_index i JOIN pg_class x ON x.oid = i.indexrelid WHERE i.indexrelid = con.conindid), true) \
+                    AND pg_get_constraintdef(con.oid) NOT LIKE '%NULLS NOT DISTINCT%' \
+             FROM pg_constraint con WHERE con.conrelid = $1 ORDER BY con.contype, con.conname",
+            &[&oid],
+        )
+        .await?
+        .into_iter()
+        .map(|r| {
+            let schema: Option<String> = r.get(7);
+            let rel: Option<String> = r.get(8);
+            ConstraintInfo {
+                name: Ident::new(r.get::<_, String>(0)),
+                kind: r.get::<_, String>(1).chars().next().unwrap_or('?'),
+                columns: ident_list(r.get(2)),
+                definition: r.get(3),
+                index: r.get::<_, Option<String>>(4).map(Ident::new),
+                deferrable: r.get(5),
+                deferred: r.get(6),
+                referenced: schema.zip(rel).map(|(s, n)| QualifiedName::new(s, n)),
+                referenced_columns: ident_list(r.get(9)),
+                plain_columns: r.get(10),
+            }
+        })
+        .collect();
+
+    let indexes = client
+        .query(
+            "SELECT x.relname::text, \
+                    CASE WHEN starts_with(pg_get_indexdef(i.indexrelid), p.prefix) \
+                         THEN substr(pg_get_indexdef(i.indexrelid), length(p.prefix) + 1) END, i.indisunique, i.indisvalid, \
+                    i.indexprs IS NOT NULL, i.indpred IS NOT NULL, \
+                    coalesce((SELECT array_agg(a.attname::text ORDER BY k.ord) FROM unnest(i.indkey::int2[]) WITH ORDINALITY k(attnum, ord) \
+                              JOIN pg_attribute a ON a.attrelid = i.indrelid AND a.attnum = k.attnum WHERE k.ord <= i.indnkeyatts), '{}'), \
+                    (SELECT conname::text FROM pg_constraint WHERE conindid = i.indexrelid AND conrelid = i.indrelid AND contype IN ('p','u','x')) \
+             FROM pg_index i JOIN pg_class x ON x.oid = i.indexrelid \
+             CROSS JOIN LATERAL (SELECT 'CREATE ' || CASE WHEN i.indisunique THEN 'UNIQUE ' ELSE '' END || 'INDEX ' \
+                    || quote_ident(x.relname) || ' ON ' || quote_ident(n.nspname) || '.' || quote_ident(c.relname) || ' USING ' AS prefix \
+                    FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace WHERE c.oid = i.indrelid) p \
+             WHERE i.indrelid = $1 ORDER BY x.relname",
+            &[&oid],
+        )
+        .await?
+        .into_iter()
+        .map(|r| IndexInfo {
+            name: Ident::new(r.get::<_, String>(0)),
+            tail: r.get(1),
+            unique: r.get(2),
+            valid: r.get(3),
+            has_expressions: r.get(4),
+            has_predicate: r.get(5),
+            columns: ident_list(r.get(6)),
+            constraint: r.get::<_, Option<String>>(7).map(Ident::new),
+        })
+        .collect();
+
+    let incoming_fks = client
+        .query(
+            "SELECT con.conname::text, n.nspname::text, c.relname::text, pg_get_constraintdef(con.oid) \
+             FROM pg_constraint con JOIN pg_class c ON c.oid = con.conrelid JOIN pg_namespace n ON n.oid = c.relnamespace \
+             WHERE con.contype = 'f' AND con.confrelid = $1 AND con.conrelid <> $1 ORDER BY 2, 3, 1",
+            &[&oid],
+        )
+        .await?
+        .into_iter()
+        .map(|r| IncomingFkInfo {
+            name: Ident::new(r.get::<_, String>(0)),
+            table: QualifiedName::new(r.get::<_, String>(1), r.get::<_, String>(2)),
+            definition: r.get(3),
+        })
+        .collect();
+
+    let dependents = client
+        .query(
+            "SELECT DISTINCT n.nspname::text, v.relname::text, v.relkind::text, pg_get_viewdef(v.oid), coalesce(v.reloptions, '{}') \
+             FROM pg_depend d JOIN pg_rewrite r ON r.oid = d.objid JOIN pg_class v ON v.oid = r.ev_class \
+             JOIN pg_namespace n ON n.oid = v.relnamespace \
+             WHERE d.classid = 'pg_rewrite'::regclass AND d.refclassid = 'pg_class'::regclass \
+               AND d.refobjid = $1 AND v.oid <> $1 \
+             UNION ALL \
+             SELECT n.nspname::text, p.proname::text || '(' || pg_get_function_identity_arguments(p.oid) || ')', 'f', '', '{}' \
+             FROM pg_depend d JOIN pg_proc p ON p.oid = d.objid JOIN pg_namespace n ON n.oid = p.pronamespace \
+             WHERE d.classid = 'pg_proc'::regclass AND d.refclassid = 'pg_class'::regclass AND d.refobjid = $1 \
+             ORDER BY 1, 2",
+            &[&oid],
+        )
+        .await?
+        .into_iter()
+        .map(|r| DependentInfo {
+            name: QualifiedName::new(r.get::<_, String>(0), r.get::<_, String>(1)),
+            kind: r.get::<_, String>(2).chars().next().unwrap_or('?'),
+            definition: r.get(3),
+            options: r.get(4),
+        })
+        .collect();
+
+    let triggers = client
+        .query("SELECT tgname::text FROM pg_trigger WHERE tgrelid = $1 AND NOT tgisinternal ORDER BY 1", &[&oid])
+        .await?
+        .iter()
+        .map(|r| r.get(0))
+        .collect();
+    let rules = client
+        .query("SELECT rulename::text FROM pg_rewrite WHERE ev_class = $1 AND rulename <> '_RETURN' ORDER BY 1", &[&oid])
+        .await?
+        .iter()
+        .map(|r| r.get(0))
+        .collect();
+    let publications = client
+        .query(
+            "SELECT p.pubname::text FROM pg_publication p WHERE p.puballtables \
+                OR EXISTS (SELECT 1 FROM pg_publication_rel pr WHERE pr.prpubid = p.oid AND pr.prrelid = $1) ORDER BY 1",
+            &[&oid],
+        )
+        .await?
+        .iter()
+        .map(|r| r.get(0))
+        .collect();
+    let grants = client
+        .query(
+            "SELECT CASE WHEN g.grantee = 0 THEN NULL ELSE pg_get_userbyid(g.grantee)::text END, g.privilege_type, g.is_grantable \
+             FROM pg_class c, aclexplode(c.relacl) g WHERE c.oid = $1 AND g.grantee <> c.relowner ORDER BY 1 NULLS FIRST, 2",
+            &[&oid],
+        )
+        .await?
+        .into_iter()
+        .map(|r| GrantInfo {
+            grantee: r.get(0),
+            privilege: r.get(1),
+            grantable: r.get(2),
+        })
+        .collect();
+    let sequences = client
+        .query(
+            "SELECT DISTINCT sn.nspname::text, s.relname::text, a.attname::text, d.deptype = 'a' \
+             FROM pg_depend d JOIN pg_class s ON s.oid = d.objid AND s.relkind = 'S' \
+             JOIN pg_namespace sn ON sn.oid = s.relnamespace \
+             JOIN pg_attribute a ON a.attrelid = d.refobjid AND a.attnum = d.refobjsubid \
+             WHERE d.classid = 'pg_class'::regclass AND d.refclassid = 'pg_class'::regclass AND d.refobjid = $1 AND d.deptype = 'a' \
+             UNION \
+             SELECT sn.nspname::text, s.relname::text, a.attname::text, false \
+             FROM pg_attrdef ad JOIN pg_depend d ON d.classid = 'pg_attrdef'::regclass AND d.objid = ad.oid \
+             JOIN pg_class s ON s.oid = d.refobjid AND s.relkind = 'S' \
+             JOIN pg_namespace sn ON sn.oid = s.relnamespace \
+             JOIN pg_attribute a ON a.attrelid = ad.adrelid AND a.attnum = ad.adnum \
+             WHERE ad.adrelid = $1 ORDER BY 1, 2, 3, 4 DESC",
+            &[&oid],
+        )
+        .await?
+        .into_iter()
+        .map(|r| SequenceInfo {
+            name: QualifiedName::new(r.get::<_, String>(0), r.get::<_, String>(1)),
+            column: Ident::new(r.get::<_, String>(2)),
+            owned: r.get(3),
+        })
+        .collect();
+
+    Ok(TableInfo {
+        oid,
+        name: QualifiedName::new(t.get::<_, String>(0), t.get::<_, String>(1)),
+        relkind: t.get(2),
+        persistence: t.get(3),
+        is_partition: t.get(4),
+        has_inheritance: t.get(5),
+        row_security: t.get(6),
+        owner: t.get(7),
+        comment: t.get(8),
+        estimated_rows: t.get(9),
+        bytes: t.get(10),
+        columns: cols,
+        constraints,
+        indexes,
+        incoming_fks,
+        dependents,
+        triggers,
+        rules,
+        publications,
+        grants,
+        sequences,
+    })
+}

@@ -1,0 +1,220 @@
+//! Command-line interface: clap types and one function per command.
+
+use crate::control::{self, Phase};
+use crate::error::exit;
+use crate::plan_file::PlanFile;
+use crate::report;
+use crate::runner::{self, Context, Outcome};
+use anyhow::Result;
+use clap::{Parser, Subcommand, ValueEnum};
+use std::path::PathBuf;
+use std::sync::atomic::AtomicBool;
+use std::sync::Arc;
+
+/// Repartition a live PostgreSQL table with zero downtime.
+///
+/// The plan file names the table, the partition layout and the method;
+/// every command takes it. The control schema `repartition` in the target
+/// database records where each migration stands.
+#[derive(Parser, Debug)]
+#[command(name = "migrate", version, about, long_about = None)]
+pub struct Cli {
+    /// Connection string (URL or key=value); the libpq PG* variables fill in
+    /// what it leaves out.
+    #[arg(long, env = "DATABASE_URL", global = true, hide_env_values = true)]
+    pub database_url: Option<String>,
+
+    /// Log format for non-terminal output.
+    #[arg(long, value_enum, default_value_t = LogFormat::Text, global = true)]
+    pub log_format: LogFormat,
+
+    /// No progress bar, even on a terminal.
+    #[arg(long, global = true)]
+    pub quiet: bool,
+
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Clone, Copy, Debug, ValueEnum, PartialEq, Eq)]
+pub enum LogFormat {
+    Text,
+    Json,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum Command {
+    /// Print every statement a run would execute, and what will not survive;
+    /// changes nothing.
+    Plan { plan: PathBuf },
+    /// Run the migration to the end, or up to a phase.
+    Apply {
+        plan: PathBuf,
+        /// Stop once this phase is done (move: every row moved, the swap left
+        /// for a separate step).
+        #[arg(long, value_enum)]
+        until: Option<Until>,
+    },
+    /// Continue a stopped migration.
+    Resume {
+        plan: PathBuf,
+        #[arg(long, value_enum)]
+        until: Option<Until>,
+    },
+    /// Perform only the swap (and drop the emptied original), once every row
+    /// has moved.
+    Swap { plan: PathBuf },
+    /// Undo a migration from any phase before the swap.
+    Abort { plan: PathBuf },
+    /// Show the phase, rows moved and remaining, rate and ETA.
+    Status { plan: PathBuf },
+}
+
+#[derive(Clone, Copy, Debug, ValueEnum, PartialEq, Eq)]
+pub enum Until {
+    Prepare,
+    Route,
+    Move,
+    Swap,
+}
+
+impl Until {
+    fn phase(u: Option<Until>) -> Phase {
+        match u {
+            Some(Until::Prepare) => Phase::Prepared,
+            Some(Until::Route) => Phase::Routed,
+            Some(Until::Move) => Phase::Moved,
+            Some(Until::Swap) => Phase::Swapped,
+            None => Phase::Finished,
+        }
+    }
+}
+
+/// Runs a command; returns the process exit code.
+pub async fn run(cli: Cli) -> Result<i32> {
+    let stop = Arc::new(AtomicBool::new(false));
+    watch_signals(stop.clone());
+    let cfg = crate::db::config(cli.database_url.as_deref(), "migrate")?;
+    let ctx = Context {
+        cfg,
+        reporter: crate::progress::reporter(cli.quiet),
+        stop,
+    };
+    match cli.command {
+        Command::Plan { plan } => {
+            let plan = PlanFile::load(&plan)?;
+            let client = crate::db::connect(&ctx.cfg).await?;
+            let resolved = crate::blueprint::resolve(&client, &plan).await?;
+            print!(
+                "{}",
+                report::plan(&resolved, &crate::db::connect::describe(&ctx.cfg))
+            );
+            Ok(exit::OK)
+        }
+        Command::Apply { plan, until } => {
+            let plan = PlanFile::load(&plan)?;
+            finish(&ctx, runner::apply(&ctx, &plan, Until::phase(until)).await?)
+        }
+        Command::Resume { plan, until } => {
+            let plan = PlanFile::load(&plan)?;
+            finish(
+                &ctx,
+                runner::resume(&ctx, &plan, Until::phase(until)).await?,
+            )
+        }
+        Command::Swap { plan } => {
+            let plan = PlanFile::load(&plan)?;
+            finish(&ctx, runner::swap(&ctx, &plan).await?)
+        }
+        Command::Abort { plan } => {
+            let plan = PlanFile::load(&plan)?;
+            finish(&ctx, crate::aborter::abort(&ctx, &plan).await?)
+        }
+        Command::Status { plan } => {
+            let plan = PlanFile::load(&plan)?;
+            status(&ctx, &plan).await
+        }
+    }
+}
+
+fn finish(ctx: &Context, outcome: Outcome) -> Result<i32> {
+    match outcome {
+        Outcome::Reached(Phase::Finished) => {
+            ctx.reporter
+                .done("migration finished: the table is partitioned");
+            Ok(exit::OK)
+        }
+        Outcome::Reached(p) => {
+            ctx.reporter.done(&format!("stopped after phase {}, as asked; continue with `migrate resume` or `migrate swap`", p.as_str()));
+            Ok(exit::OK)
+        }
+        Outcome::Stopped(p) => {
+            ctx.reporter.done(&format!("interrupted during the phase after {}; every committed batch is recorded: continue with `migrate resume`", p.as_str()));
+            Ok(exit::INTERRUPTED)
+        }
+        Outcome::Aborted => {
+            ctx.reporter
+                .done("migration aborted: the original table is back under its name");
+            Ok(exit::OK)
+        }
+    }
+}
+
+async fn status(ctx: &Context, plan: &PlanFile) -> Result<i32> {
+    let client = crate::db::connect(&ctx.cfg).await?;
+    let table = plan.table.to_string();
+    let Some(m) = control::latest(&client, &table).await? else {
+        println!("No migration of {table} is recorded in this database.");
+        return Ok(exit::OK);
+    };
+    let runner = client
+        .query_opt(
+            "SELECT a.pid, coalesce(a.client_addr::text, 'local'), now() - a.backend_start \
+             FROM pg_locks l JOIN pg_stat_activity a ON a.pid = l.pid \
+             WHERE l.locktype = 'advisory' AND l.granted AND l.classid::int = $1 AND l.objid::int = hashtext($2)",
+            &[&0x5250_4d47i32, &table],
+        )
+        .await?
+        .map(|r| format!("attached (server process {}, from {})", r.get::<_, i32>(0), r.get::<_, String>(1)));
+    let pages_left = if m.phase == Phase::Routed && m.state == "active" {
+        match crate::catalog::relation_oid(&client, &m.blueprint.old).await? {
+            Some(_) => Some(
+                (crate::mover::pages_of(&client, &m.blueprint.old).await? - m.cursor_block).max(0),
+            ),
+            None => None,
+        }
+    } else {
+        None
+    };
+    let live = report::Live {
+        runner,
+        pages_left,
+        rate: control::recent_rate(&client, m.id, "forward").await?,
+        back_rate: control::recent_rate(&client, m.id, "back").await?,
+    };
+    print!("{}", report::status(&m, &live));
+    Ok(exit::OK)
+}
+
+/// First SIGINT/SIGTERM: stop at the next batch boundary. Second: leave
+/// now (the open transaction rolls back on disconnect).
+fn watch_signals(stop: Arc<AtomicBool>) {
+    use std::sync::atomic::Ordering;
+    tokio::spawn(async move {
+        let mut term =
+            match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+                Ok(s) => s,
+                Err(_) => return,
+            };
+        loop {
+            tokio::select! {
+                _ = tokio::signal::ctrl_c() => {}
+                _ = term.recv() => {}
+            }
+            if stop.swap(true, Ordering::SeqCst) {
+                std::process::exit(exit::INTERRUPTED);
+            }
+            tracing::warn!("stopping at the next batch boundary; signal again to leave at once");
+        }
+    });
+}

@@ -1,0 +1,345 @@
+//! The control table: where each migration stands, in the target database.
+//! Every phase updates it in the same transaction as its own DDL, so the
+//! record and the schema can never disagree.
+
+use crate::blueprint::Blueprint;
+use anyhow::{bail, Context, Result};
+use serde::Serialize;
+use tokio_postgres::{Client, GenericClient};
+
+const SCHEMA_SQL: &str = include_str!("schema.sql");
+pub const SCHEMA_VERSION: i32 = 1;
+/// Serialises control-schema creation between concurrent runners.
+const BOOTSTRAP_LOCK: (i32, i32) = (0x5250_4d47, 0);
+
+/// Phases in order; the control row records the last one completed.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Phase {
+    Planned,
+    Prepared,
+    Routed,
+    Moved,
+    Swapped,
+    Finished,
+}
+
+impl Phase {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Phase::Planned => "planned",
+            Phase::Prepared => "prepared",
+            Phase::Routed => "routed",
+            Phase::Moved => "moved",
+            Phase::Swapped => "swapped",
+            Phase::Finished => "finished",
+        }
+    }
+
+    pub fn parse(s: &str) -> Result<Phase> {
+        Ok(match s {
+            "planned" => Phase::Planned,
+            "prepared" => Phase::Prepared,
+            "routed" => Phase::Routed,
+            "moved" => Phase::Moved,
+            "swapped" => Phase::Swapped,
+            "finished" => Phase::Finished,
+            other => bail!("the control table holds an unknown phase `{other}`"),
+        })
+    }
+}
+
+#[derive(Clone, Debug)]
+pub struct MigrationRow {
+    pub id: i64,
+    pub table_name: String,
+    pub state: String,
+    pub phase: Phase,
+    pub blueprint: Blueprint,
+    pub plan_source: String,
+    pub cursor_block: i64,
+    pub sweeps: i32,
+    pub rows_moved: i64,
+    pub rows_total: Option<i64>,
+    pub batches: i64,
+    pub abort_step: Option<String>,
+    pub abort_partition: i32,
+    pub abort_block: i64,
+    pub rows_moved_back: i64,
+    pub created_at: chrono::DateTime<chrono::Utc>,
+    pub updated_at: chrono::DateTime<chrono::Utc>,
+    pub move_started_at: Option<chrono::DateTime<chrono::Utc>>,
+    pub finished_at: Option<chrono::DateTime<chrono::Utc>>,
+    pub last_error: Option<String>,
+}
+
+const COLUMNS: &str = "id, table_name, state, phase, blueprint, plan_source, cursor_block, sweeps, rows_moved, rows_total, \
+    batches, abort_step, abort_partition, abort_block, rows_moved_back, created_at, updated_at, move_started_at, finished_at, last_error";
+
+fn from_row(r: &tokio_postgres::Row) -> Result<MigrationRow> {
+    let bp: serde_json::Value = r.get(4);
+    let format = bp.get("format").and_then(|f| f.as_u64()).unwrap_or(0);
+    if format > u64::from(crate::blueprint::FORMAT) {
+        bail!("this migration was started by a newer version of the tool (blueprint format {format}); use that version to continue it");
+    }
+    Ok(MigrationRow {
+        id: r.get(0),
+        table_name: r.get(1),
+        state: r.get(2),
+        phase: Phase::parse(r.get(3))?,
+        blueprint: serde_json::from_value(bp).context("the stored blueprint cannot be read")?,
+        plan_source: r.get(5),
+        cursor_block: r.get(6),
+        sweeps: r.get(7),
+        rows_moved: r.get(8),
+        rows_total: r.get(9),
+        batches: r.get(10),
+        abort_step: r.get(11),
+        abort_partition: r.get(12),
+        abort_block: r.get(13),
+        rows_moved_back: r.get(14),
+        created_at: r.get(15),
+        updated_at: r.get(16),
+        move_started_at: r.get(17),
+        finished_at: r.get(18),
+        last_error: r.get(19),
+    })
+}
+
+/// Creates or upgrades the control schema.
+pub async fn bootstrap(client: &mut Client) -> Result<()> {
+    if let Some(v) = schema_version(client).await? {
+        if v > SCHEMA_VERSION {
+            bail!("the control schema `repartition` has version {v}, newer than this tool knows ({SCHEMA_VERSION}); use a newer version of the tool");
+        }
+        if v == SCHEMA_VERSION {
+            return Ok(());
+        }
+    }
+    let tx = client.transaction().await?;
+    tx.execute(
+        "SELECT pg_catalog.pg_advisory_xact_lock($1, $2)",
+        &[&BOOTSTRAP_LOCK.0, &BOOTSTRAP_LOCK.1],
+    )
+    .await?;
+    tx.batch_execute(SCHEMA_SQL)
+        .await
+        .context("cannot create the control schema `repartition` (the tool's role needs CREATE on the database)")?;
+    tx.commit().await?;
+    Ok(())
+}
+
+/// The control schema's version, if it exists.
+pub async fn schema_version(client: &impl GenericClient) -> Result<Option<i32>> {
+    let exists: bool = client
+        .query_one("SELECT to_regclass('repartition.meta') IS NOT NULL", &[])
+        .await?
+        .get(0);
+    if !exists {
+        return Ok(None);
+    }
+    let row = client
+        .query_one("SELECT schema_version FROM repartition.meta", &[])
+        .await?;
+    Ok(Some(row.get(0)))
+}
+
+/// The unfinished migration of a table, if any.
+pub async fn unfinished(client: &impl GenericClient, table: &str) -> Result<Option<MigrationRow>> {
+    if schema_version(client).await?.is_none() {
+        return Ok(None);
+    }
+    let sql = format!("SELECT {COLUMNS} FROM repartition.migrations WHERE table_name = $1 AND state IN ('active', 'aborting')");
+    client
+        .query_opt(&sql, &[&table])
+        .await?
+        .as_ref()
+        .map(from_row)
+        .transpose()
+}
+
+/// The most recent migration of a table, finished or not.
+pub async fn latest(client: &impl GenericClient, table: &str) -> Result<Option<MigrationRow>> {
+    if schema_version(client).await?.is_none() {
+        return Ok(None);
+    }
+    let sql = format!("SELECT {COLUMNS} FROM repartition.migrations WHERE table_name = $1 ORDER BY id DESC LIMIT 1");
+    client
+        .query_opt(&sql, &[&table])
+        .await?
+        .as_ref()
+        .map(from_row)
+        .transpose()
+}
+
+pub async fn reload(client: &impl GenericClient, id: i64) -> Result<MigrationRow> {
+    let sql = format!("SELECT {COLUMNS} FROM repartition.migrations WHERE id = $1");
+    from_row(&client.query_one(&sql, &[&id]).await?)
+}
+
+/// Records a new migration, phase `planned`.
+pub async fn insert(client: &impl GenericClient, bp: &Blueprint, plan_source: &str) -> Result<i64> {
+    let json = serde_json::to_value(bp)?;
+    let row = client
+        .query_one(
+            "INSERT INTO repartition.migrations (table_name, method, phase, blueprint, plan_source) \
+             VALUES ($1, 'move', 'planned', $2, $3) RETURNING id",
+            &[&bp.table.to_string(), &json, &plan_source],
+        )
+        .await
+        .context("cannot record the migration in the control table")?;
+    let id: i64 = row.get(0);
+    event(client, id, "planned", "").await?;
+    Ok(id)
+}
+
+/// Moves the record from one phase to the next; fails if another runner
+/// moved it meanwhile.
+pub async fn advance(client: &impl GenericClient, id: i64, from: Phase, to: Phase) -> Result<()> {
+    let n = client
+        .execute(
+            "UPDATE repartition.migrations SET phase = $3, updated_at = now(), last_error = NULL, \
+                 finished_at = CASE WHEN $3 = 'finished' THEN now() END, \
+                 state = CASE WHEN $3 = 'finished' THEN 'done' ELSE state END, \
+                 move_started_at = CASE WHEN $3 = 'routed' THEN now() ELSE move_started_at END \
+             WHERE id = $1 AND phase = $2 AND state = 'active'",
+            &[&id, &from.as_str(), &to.as_str()],
+        )
+        .await?;
+    if n != 1 {
+        bail!(
+            "the control record of migration {id} is no longer at phase {} (another runner?)",
+            from.as_str()
+        );
+    }
+    event(client, id, to.as_str(), "").await
+}
+
+/// Records one committed batch; runs inside the batch's transaction.
+#[allow(clippy::too_many_arguments)]
+pub async fn record_batch(
+    client: &impl GenericClient,
+    id: i64,
+    direction: &str,
+    rows: i64,
+    from_block: i64,
+    to_block: i64,
+    started_at: chrono::DateTime<chrono::Utc>,
+) -> Result<()> {
+    let forward = direction == "forward";
+    client
+        .execute(
+            "WITH m AS (UPDATE repartition.migrations SET \
+                 batches = batches + 1, updated_at = now(), \
+                 cursor_block = CASE WHEN $6::bool THEN $5::bigint ELSE cursor_block END, \
+                 rows_moved = rows_moved + CASE WHEN $6::bool THEN $3::bigint ELSE 0 END, \
+                 abort_block = CASE WHEN $6::bool THEN abort_block ELSE $5::bigint END, \
+                 rows_moved_back = rows_moved_back + CASE WHEN $6::bool THEN 0 ELSE $3::bigint END \
+               WHERE id = $1 RETURNING batches) \
+             INSERT INTO repartition.batches (migration_id, batch_no, direction, rows, from_block, to_block, started_at) \
+             SELECT $1, batches, $2::text, $3::bigint::int, $4::bigint, $5::bigint, $7::timestamptz FROM m",
+            &[&id, &direction, &rows, &from_block, &to_block, &forward, &started_at],
+        )
+        .await?;
+    Ok(())
+}
+
+pub async fn event(client: &impl GenericClient, id: i64, kind: &str, detail: &str) -> Result<()> {
+    client
+        .execute(
+            "INSERT INTO repartition.events (migration_id, kind, detail) VALUES ($1, $2, $3)",
+            &[&id, &kind, &detail],
+        )
+        .await?;
+    Ok(())
+}
+
+pub async fn set_error(client: &impl GenericClient, id: i64, error: &str) -> Result<()> {
+    client
+        .execute(
+            "UPDATE repartition.migrations SET last_error = $2, updated_at = now() WHERE id = $1",
+            &[&id, &error],
+        )
+        .await?;
+    event(client, id, "error", error).await
+}
+
+/// Rate over the recent batches in rows per second, and the time of the
+/// last batch.
+pub async fn recent_rate(
+    client: &impl GenericClient,
+    id: i64,
+    direction: &str,
+) -> Result<Option<f64>> {
+    let row = client
+        .query_one(
+            "SELECT sum(rows)::float8 / nullif(extract(epoch FROM max(finished_at) - min(started_at)), 0)::float8 \
+             FROM (SELECT rows, started_at, finished_at FROM repartition.batches \
+                   WHERE migration_id = $1 AND direction = $2 ORDER BY batch_no DESC LIMIT 50) b",
+            &[&id, &direction],
+        )
+        .await?;
+    Ok(row.get(0))
+}
+
+/// Starts an abort: the record says so before anything is undone.
+pub async fn begin_abort(client: &impl GenericClient, id: i64) -> Result<()> {
+    client
+        .execute(
+            "UPDATE repartition.migrations SET state = 'aborting', updated_at = now() WHERE id = $1 AND state = 'active'",
+            &[&id],
+        )
+        .await?;
+    event(client, id, "abort", "").await
+}
+
+/// Records an abort step, optionally with the move-back cursor.
+pub async fn abort_step(
+    client: &impl GenericClient,
+    id: i64,
+    step: &str,
+    partition: i32,
+    block: i64,
+) -> Result<()> {
+    client
+        .execute(
+            "UPDATE repartition.migrations SET abort_step = $2, abort_partition = $3, abort_block = $4, updated_at = now() \
+             WHERE id = $1 AND state = 'aborting'",
+            &[&id, &step, &partition, &block],
+        )
+        .await?;
+    event(client, id, step, "").await
+}
+
+/// The abort is complete.
+pub async fn aborted(client: &impl GenericClient, id: i64) -> Result<()> {
+    client
+        .execute(
+            "UPDATE repartition.migrations SET state = 'aborted', finished_at = now(), updated_at = now() WHERE id = $1",
+            &[&id],
+        )
+        .await?;
+    event(client, id, "aborted", "").await
+}
+
+/// Starts a sweep pass: the cursor goes back to the first page.
+pub async fn begin_sweep(client: &impl GenericClient, id: i64) -> Result<()> {
+    client
+        .execute(
+            "UPDATE repartition.migrations SET sweeps = sweeps + 1, cursor_block = 0, updated_at = now() WHERE id = $1",
+            &[&id],
+        )
+        .await?;
+    event(client, id, "sweep", "").await
+}
+
+/// Sets the row estimate used for progress.
+pub async fn set_rows_total(client: &impl GenericClient, id: i64, rows: i64) -> Result<()> {
+    client
+        .execute(
+            "UPDATE repartition.migrations SET rows_total = $2 WHERE id = $1",
+            &[&id, &rows],
+        )
+        .await?;
+    Ok(())
+}

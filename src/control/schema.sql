@@ -1,0 +1,65 @@
+-- The control schema: the single source of truth for where each migration
+-- stands. Created idempotently; the version row lets an older binary refuse
+-- a newer layout.
+CREATE SCHEMA IF NOT EXISTS repartition;
+REVOKE ALL ON SCHEMA repartition FROM PUBLIC;
+
+CREATE TABLE IF NOT EXISTS repartition.meta (
+    singleton boolean PRIMARY KEY DEFAULT true CHECK (singleton),
+    schema_version integer NOT NULL
+);
+INSERT INTO repartition.meta (singleton, schema_version) VALUES (true, 1) ON CONFLICT DO NOTHING;
+
+CREATE TABLE IF NOT EXISTS repartition.migrations (
+    id bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+    table_name text NOT NULL,
+    method text NOT NULL,
+    state text NOT NULL DEFAULT 'active'
+        CHECK (state IN ('active', 'aborting', 'done', 'aborted')),
+    phase text NOT NULL
+        CHECK (phase IN ('planned', 'prepared', 'routed', 'moved', 'swapped', 'finished')),
+    blueprint jsonb NOT NULL,
+    plan_source text NOT NULL,
+    cursor_block bigint NOT NULL DEFAULT 0,
+    sweeps integer NOT NULL DEFAULT 0,
+    rows_moved bigint NOT NULL DEFAULT 0,
+    rows_total bigint,
+    batches bigint NOT NULL DEFAULT 0,
+    abort_step text,
+    abort_partition integer NOT NULL DEFAULT 0,
+    abort_block bigint NOT NULL DEFAULT 0,
+    rows_moved_back bigint NOT NULL DEFAULT 0,
+    created_at timestamptz NOT NULL DEFAULT now(),
+    updated_at timestamptz NOT NULL DEFAULT now(),
+    move_started_at timestamptz,
+    finished_at timestamptz,
+    last_error text
+);
+
+-- One unfinished migration per table.
+CREATE UNIQUE INDEX IF NOT EXISTS migrations_one_unfinished
+    ON repartition.migrations (table_name) WHERE state IN ('active', 'aborting');
+
+-- One row per committed batch, written in the batch's own transaction:
+-- rate and ETA come from here.
+CREATE TABLE IF NOT EXISTS repartition.batches (
+    migration_id bigint NOT NULL REFERENCES repartition.migrations (id) ON DELETE CASCADE,
+    batch_no bigint NOT NULL,
+    direction text NOT NULL CHECK (direction IN ('forward', 'back')),
+    rows integer NOT NULL,
+    from_block bigint NOT NULL,
+    to_block bigint NOT NULL,
+    started_at timestamptz NOT NULL,
+    finished_at timestamptz NOT NULL DEFAULT clock_timestamp(),
+    PRIMARY KEY (migration_id, batch_no)
+);
+
+-- Phase changes, retries and errors, for `status` and post-mortems.
+CREATE TABLE IF NOT EXISTS repartition.events (
+    id bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+    migration_id bigint NOT NULL REFERENCES repartition.migrations (id) ON DELETE CASCADE,
+    at timestamptz NOT NULL DEFAULT clock_timestamp(),
+    kind text NOT NULL,
+    detail text NOT NULL DEFAULT ''
+);
+CREATE INDEX IF NOT EXISTS events_by_migration ON repartition.events (migration_id, at);

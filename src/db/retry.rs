@@ -1,0 +1,162 @@
+//! Lock-timeout retries. Every step that takes a strong lock runs under
+//! `SET LOCAL lock_timeout`; when it times out (or is chosen as a deadlock
+//! victim) the tool steps back, waits with jittered exponential backoff and
+//! tries again, within a bounded number of tries. There is no untimed last
+//! try. When the tries run out, the error names the sessions in the way.
+
+use crate::error::Failure;
+use std::future::Future;
+use std::time::Duration;
+use tokio_postgres::error::SqlState;
+use tokio_postgres::Client;
+
+#[derive(Clone, Copy, Debug)]
+pub struct RetryPolicy {
+    pub tries: u32,
+    pub base: Duration,
+    pub cap: Duration,
+}
+
+impl RetryPolicy {
+    pub fn new(retries: u32) -> Self {
+        RetryPolicy {
+            tries: retries + 1,
+            base: Duration::from_millis(50),
+            cap: Duration::from_secs(5),
+        }
+    }
+
+    /// The wait before try `n + 1`: exponential, capped, with jitter so
+    /// that retries do not line up with the application's own rhythm.
+    pub fn backoff(&self, n: u32) -> Duration {
+        let exp = self.base.saturating_mul(1u32 << n.min(16));
+        let ceiling = exp.min(self.cap);
+        let ms = ceiling.as_millis() as u64;
+        Duration::from_millis(ms / 2 + fastrand::u64(0..=ms / 2))
+    }
+}
+
+/// Whether an error means "someone else holds what we need": the tool
+/// yields and tries again.
+pub fn is_contention(e: &tokio_postgres::Error) -> bool {
+    matches!(
+        e.code(),
+        Some(c) if *c == SqlState::LOCK_NOT_AVAILABLE
+            || *c == SqlState::T_R_DEADLOCK_DETECTED
+            || *c == SqlState::T_R_SERIALIZATION_FAILURE
+    )
+}
+
+/// Whether an error is `statement_timeout` firing (or a cancel).
+pub fn is_statement_timeout(e: &tokio_postgres::Error) -> bool {
+    e.code() == Some(&SqlState::QUERY_CANCELED)
+}
+
+/// The database error inside an error chain, if any.
+pub fn pg_error(e: &anyhow::Error) -> Option<&tokio_postgres::Error> {
+    e.chain()
+        .find_map(|c| c.downcast_ref::<tokio_postgres::Error>())
+}
+
+/// Whether an error chain holds a contention error.
+pub fn is_contention_chain(e: &anyhow::Error) -> bool {
+    pg_error(e).is_some_and(is_contention)
+}
+
+/// Runs `step` until it succeeds, fails for a reason other than lock
+/// contention, or the tries run out; then the error names the sessions
+/// holding locks on `relations`. `step` must leave no transaction open when
+/// it fails.
+pub async fn retrying<T, F, Fut>(
+    client: &Client,
+    policy: RetryPolicy,
+    what: &str,
+    relations: &[String],
+    mut step: F,
+) -> anyhow::Result<T>
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = anyhow::Result<T>>,
+{
+    let mut last = String::new();
+    for n in 0..policy.tries {
+        match step().await {
+            Ok(v) => return Ok(v),
+            Err(e) if is_contention_chain(&e) => {
+                let wait = policy.backoff(n);
+                last = pg_error(&e).map(message).unwrap_or_default();
+                tracing::info!(step = what, attempt = n + 1, wait_ms = wait.as_millis() as u64, reason = %last, "lock not available; stepping back");
+                tokio::time::sleep(wait).await;
+            }
+            Err(e) => return Err(e),
+        }
+    }
+    let blockers = blockers(client, relations).await.unwrap_or_default();
+    Err(Failure::LockTimeout(format!(
+        "{what} could not get its locks in {} tries ({last}){}",
+        policy.tries,
+        if blockers.is_empty() {
+            String::new()
+        } else {
+            format!(
+                "; sessions holding locks on the tables: {}",
+                blockers.join("; ")
+            )
+        }
+    ))
+    .into())
+}
+
+/// The server's message for a database error, else the error itself.
+pub fn message(e: &tokio_postgres::Error) -> String {
+    match e.as_db_error() {
+        Some(db) => db.message().to_string(),
+        None => e.to_string(),
+    }
+}
+
+/// Sessions other than ours that hold locks on the given relations.
+pub async fn blockers(client: &Client, relations: &[String]) -> anyhow::Result<Vec<String>> {
+    let rows = client
+        .query(
+            "SELECT DISTINCT a.pid, coalesce(a.usename::text, ''), coalesce(a.state, ''), \
+                    coalesce(extract(epoch FROM now() - a.xact_start)::float8, 0), \
+                    left(regexp_replace(coalesce(a.query, ''), '\\s+', ' ', 'g'), 160), l.mode \
+             FROM pg_catalog.pg_locks l JOIN pg_catalog.pg_stat_activity a ON a.pid = l.pid \
+             WHERE l.granted AND l.pid <> pg_catalog.pg_backend_pid() \
+               AND l.relation IN (SELECT pg_catalog.to_regclass(r) FROM pg_catalog.unnest($1::text[]) r) \
+             ORDER BY 1",
+            &[&relations],
+        )
+        .await?;
+    Ok(rows
+        .iter()
+        .map(|r| {
+            format!(
+                "pid {} ({}, {}, {} held for {:.1}s): {}",
+                r.get::<_, i32>(0),
+                r.get::<_, String>(1),
+                r.get::<_, String>(2),
+                r.get::<_, String>(5),
+                r.get::<_, f64>(3),
+                r.get::<_, String>(4)
+            )
+        })
+        .collect())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn backoff_grows_is_capped_and_jittered() {
+        let p = RetryPolicy::new(10);
+        for n in 0..20 {
+            let d = p.backoff(n);
+            assert!(d <= p.cap);
+        }
+        assert!(p.backoff(0) <= Duration::from_millis(50));
+        assert!(p.backoff(10) >= Duration::from_millis(2500));
+    }
+}

@@ -1,0 +1,59 @@
+//! Errors a user must tell apart, each with its own exit code.
+
+use std::fmt;
+
+/// The plan or the database state does not allow the request; nothing was
+/// changed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Refusal(pub String);
+
+impl Refusal {
+    pub fn new(msg: impl Into<String>) -> Self {
+        Refusal(msg.into())
+    }
+}
+
+impl fmt::Display for Refusal {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl std::error::Error for Refusal {}
+
+/// Kinds of failure with documented exit codes.
+#[derive(Debug, thiserror::Error)]
+pub enum Failure {
+    /// A lock could not be had within the retry budget.
+    #[error("{0}")]
+    LockTimeout(String),
+    /// Another runner holds this migration.
+    #[error("{0}")]
+    Conflict(String),
+}
+
+/// Exit codes, documented in the README.
+pub mod exit {
+    pub const OK: i32 = 0;
+    pub const INTERNAL: i32 = 1;
+    pub const REFUSED: i32 = 2;
+    pub const LOCK_TIMEOUT: i32 = 3;
+    pub const CONFLICT: i32 = 4;
+    pub const INTERRUPTED: i32 = 130;
+}
+
+/// The exit code for an error chain.
+pub fn exit_code(err: &anyhow::Error) -> i32 {
+    for cause in err.chain() {
+        if cause.downcast_ref::<Refusal>().is_some() {
+            return exit::REFUSED;
+        }
+        if let Some(f) = cause.downcast_ref::<Failure>() {
+            return match f {
+                Failure::LockTimeout(_) => exit::LOCK_TIMEOUT,
+                Failure::Conflict(_) => exit::CONFLICT,
+            };
+        }
+    }
+    exit::INTERNAL
+}

@@ -1,0 +1,21 @@
+//! Repartition live PostgreSQL tables with zero downtime.
+//!
+//! A YAML plan is resolved against the live catalog into a [`blueprint`];
+//! [`phase`] renders each phase's SQL from it; the [`runner`] applies the
+//! phases and records progress in the [`control`] table.
+
+pub mod aborter;
+pub mod blueprint;
+pub mod catalog;
+pub mod cli;
+pub mod control;
+pub mod db;
+pub mod error;
+pub mod mover;
+pub mod partition;
+pub mod phase;
+pub mod plan_file;
+pub mod progress;
+pub mod report;
+pub mod runner;
+pub mod sql;

@@ -1,0 +1,407 @@
+//! The batch loop of the move phase, of the sweeps, and of an abort's move
+//! back. See `phase::moving` for the statements and why they are safe.
+
+use crate::blueprint::Blueprint;
+use crate::control::{self, MigrationRow};
+use crate::db::retry::{is_contention, pg_error, retrying, RetryPolicy};
+use crate::phase::{self, moving};
+use crate::progress::MoveProgress;
+use crate::runner::Context;
+use crate::sql::{QualifiedName, Statement};
+use anyhow::{Context as _, Result};
+use std::time::{Duration, Instant};
+use tokio_postgres::{Client, Statement as Prepared};
+
+/// Sweep passes after the main pass, at most; what is left then moves at
+/// the swap.
+const MAX_SWEEPS: i32 = 4;
+/// The widest batch in pages, for stretches of empty pages.
+const MAX_PAGES: i64 = 65_536;
+
+pub enum Pass {
+    Complete,
+    Stopped,
+}
+
+pub struct Mover<'a> {
+    ctx: &'a Context,
+    client: &'a Client,
+    bp: &'a Blueprint,
+    id: i64,
+    cursor: i64,
+    sweeps: i32,
+    rows_moved: i64,
+    pages: i64,
+    rate: Rate,
+}
+
+/// A direction of movement: its statements, prepared once.
+struct Route {
+    from: QualifiedName,
+    direction: &'static str,
+    limits: String,
+    locks: Vec<Prepared>,
+    mv: Prepared,
+}
+
+impl<'a> Mover<'a> {
+    pub async fn new(
+        ctx: &'a Context,
+        client: &'a Client,
+        m: &'a MigrationRow,
+    ) -> Result<Mover<'a>> {
+        let bp = &m.blueprint;
+        let rows_per_page = rows_per_page(client, &bp.old).await?.max(1.0);
+        let pages =
+            ((bp.settings.batch_rows as f64 / rows_per_page).ceil() as i64).clamp(1, MAX_PAGES);
+        Ok(Mover {
+            ctx,
+            client,
+            bp,
+            id: m.id,
+            cursor: m.cursor_block,
+            sweeps: m.sweeps,
+            rows_moved: m.rows_moved,
+            pages,
+            rate: Rate::default(),
+        })
+    }
+
+    async fn route(
+        &self,
+        from: &QualifiedName,
+        to: &str,
+        direction: &'static str,
+    ) -> Result<Route> {
+        let mut limits: Vec<Statement> = phase::session_limits(self.bp);
+        limits.push(Statement::new("", "SET LOCAL synchronous_commit = off"));
+        let limits = limits
+            .iter()
+            .map(|s| format!("{};", s.sql))
+            .collect::<Vec<_>>()
+            .join(" ");
+        let mut locks = Vec::new();
+        for st in moving::parent_locks(self.bp, from, true) {
+            locks.push(
+                self.client
+                    .prepare(&st.sql)
+                    .await
+                    .context("cannot prepare the parent-lock statement")?,
+            );
+        }
+        let mv = moving::move_statement(self.bp, from, true, to);
+        let mv = self
+            .client
+            .prepare(&mv.sql)
+            .await
+            .context("cannot prepare the move statement")?;
+        Ok(Route {
+            from: from.clone(),
+            direction,
+            limits,
+            locks,
+            mv,
+        })
+    }
+
+    /// The main pass and the sweeps, from the recorded cursor.
+    pub async fn run_forward(&mut self) -> Result<Pass> {
+        let route = self
+            .route(&self.bp.old, &self.bp.shadow.to_string(), "forward")
+            .await?;
+        if self.cursor == 0 && self.sweeps == 0 && self.rows_moved == 0 {
+            let estimate = estimated_rows(self.client, &self.bp.old).await?;
+            control::set_rows_total(self.client, self.id, estimate).await?;
+        }
+        // A pass resumed in the middle may have moved rows before the crash:
+        // count it as having moved some, so that one more sweep follows.
+        let mut moved_this_pass: i64 = i64::from(self.cursor > 0);
+        loop {
+            if self.ctx.stopping() {
+                return Ok(Pass::Stopped);
+            }
+            let end = pages_of(self.client, &self.bp.old).await?;
+            if self.cursor >= end {
+                if self.sweeps == 0 || (moved_this_pass > 0 && self.sweeps < MAX_SWEEPS) {
+                    vacuum(self.client, self.bp, &self.bp.old).await;
+                    control::begin_sweep(self.client, self.id).await?;
+                    self.sweeps += 1;
+                    self.cursor = 0;
+                    moved_this_pass = 0;
+                    continue;
+                }
+                return Ok(Pass::Complete);
+            }
+            let to = (self.cursor + self.pages).min(end);
+            let rows = self.batch(&route, self.cursor, to).await?;
+            moved_this_pass += rows;
+            self.rows_moved += rows;
+            self.after_batch(rows, to, end).await;
+        }
+    }
+
+    /// One pass over the original before the swap, for rows updated behind
+    /// the cursor since the move phase ended.
+    pub async fn sweep_once(&mut self) -> Result<Pass> {
+        let route = self
+            .route(&self.bp.old, &self.bp.shadow.to_string(), "forward")
+            .await?;
+        vacuum(self.client, self.bp, &self.bp.old).await;
+        self.cursor = 0;
+        self.sweeps = self.sweeps.max(1);
+        loop {
+            if self.ctx.stopping() {
+                return Ok(Pass::Stopped);
+            }
+            let end = pages_of(self.client, &self.bp.old).await?;
+            if self.cursor >= end {
+                return Ok(Pass::Complete);
+            }
+            let to = (self.cursor + self.pages).min(end);
+            let rows = self.batch(&route, self.cursor, to).await?;
+            self.rows_moved += rows;
+            self.after_batch(rows, to, end).await;
+        }
+    }
+
+    /// Moves every row of each partition back to the original, from the
+    /// abort cursor recorded in the control table.
+    pub async fn run_back(&mut self, start_leaf: usize, start_block: i64) -> Result<Pass> {
+        let leaves = phase::abort::leaves(self.bp);
+        let to_old = self.bp.old.to_string();
+        self.rows_moved = 0;
+        for (i, leaf) in leaves.iter().enumerate().skip(start_leaf) {
+            let route = self.route(leaf, &to_old, "back").await?;
+            self.cursor = if i == start_leaf { start_block } else { 0 };
+            control::abort_step(self.client, self.id, "moving back", i as i32, self.cursor).await?;
+            loop {
+                if self.ctx.stopping() {
+                    return Ok(Pass::Stopped);
+                }
+                let end = pages_of(self.client, leaf).await?;
+                if self.cursor >= end {
+                    break;
+                }
+                let to = (self.cursor + self.pages).min(end);
+                let rows = self.batch(&route, self.cursor, to).await?;
+                self.rows_moved += rows;
+                self.after_batch(rows, to, end).await;
+            }
+        }
+        Ok(Pass::Complete)
+    }
+
+    async fn after_batch(&mut self, rows: i64, to: i64, end: i64) {
+        self.cursor = to;
+        self.rate.add(rows);
+        // Aim the next batch at the plan's row count; stretch over empty
+        // pages quickly.
+        if rows > 0 {
+            let per_page = rows as f64 / self.rate.last_pages.max(1) as f64;
+            self.pages =
+                ((self.bp.settings.batch_rows as f64 / per_page).ceil() as i64).clamp(1, MAX_PAGES);
+        } else {
+            self.pages = (self.pages * 2).min(MAX_PAGES);
+        }
+        self.ctx.reporter.progress(MoveProgress {
+            pages_done: to as u64,
+            pages_total: end as u64,
+            rows_moved: self.rows_moved.max(0) as u64,
+            rows_per_sec: self.rate.per_sec(),
+            sweep: self.sweeps.max(0) as u32,
+        });
+        if self.bp.settings.pause_ms > 0 {
+            tokio::time::sleep(Duration::from_millis(self.bp.settings.pause_ms)).await;
+        }
+    }
+
+    /// One batch in one transaction, retried on contention; when the
+    /// statement timeout fires, the batch is split.
+    async fn batch(&mut self, route: &Route, from: i64, to: i64) -> Result<i64> {
+        let client = self.client;
+        let id = self.id;
+        let mut to = to;
+        let mut splits = 0;
+        loop {
+            let started = chrono::Utc::now();
+            let relations = [route.from.to_string()];
+            let res = retrying(
+                client,
+                RetryPolicy::new(self.bp.settings.retries),
+                "a move batch",
+                &relations,
+                || one_batch(client, route, id, from, to, started),
+            )
+            .await;
+            match res {
+                Ok(rows) => {
+                    self.rate.last_pages = to - from;
+                    return Ok(rows);
+                }
+                Err(e)
+                    if to - from > 1
+                        && splits < 8
+                        && pg_error(&e).is_some_and(crate::db::retry::is_statement_timeout) =>
+                {
+                    splits += 1;
+                    to = from + (to - from) / 2;
+                    self.pages = (to - from).max(1);
+                    tracing::warn!(
+                        from,
+                        to,
+                        "a batch hit the statement timeout; retrying with half the pages"
+                    );
+                }
+                Err(e) => return Err(e),
+            }
+        }
+    }
+}
+
+async fn one_batch(
+    client: &Client,
+    route: &Route,
+    id: i64,
+    from: i64,
+    to: i64,
+    started: chrono::DateTime<chrono::Utc>,
+) -> Result<i64> {
+    let from_s = from.to_string();
+    let to_s = to.to_string();
+    client
+        .batch_execute(&format!("BEGIN; {}", route.limits))
+        .await?;
+    let res: Result<i64> = async {
+        for l in &route.locks {
+            client
+                .query(l, &[&from_s, &to_s])
+                .await
+                .context("locking parent rows of a batch")?;
+        }
+        let rows = client
+            .execute(&route.mv, &[&from_s, &to_s])
+            .await
+            .context("moving a batch")? as i64;
+        control::record_batch(client, id, route.direction, rows, from, to, started).await?;
+        Ok(rows)
+    }
+    .await;
+    match res {
+        Ok(rows) => {
+            client.batch_execute("COMMIT").await?;
+            Ok(rows)
+        }
+        Err(e) => {
+            let _ = client.batch_execute("ROLLBACK").await;
+            if let Some(pe) = pg_error(&e) {
+                if is_contention(pe) {
+                    tracing::debug!(
+                        from,
+                        to,
+                        "batch met a lock held by the application; stepping back"
+                    );
+                }
+            }
+            Err(e)
+        }
+    }
+}
+
+/// After the move: statistics for the partitioned table, so the planner
+/// knows it from the first query after the swap.
+pub async fn finish_move(client: &Client, bp: &Blueprint) -> Result<()> {
+    client
+        .batch_execute(&format!(
+            "SET statement_timeout = 0; ANALYZE {}; RESET statement_timeout",
+            bp.shadow
+        ))
+        .await
+        .context("cannot analyze the partitioned table")?;
+    Ok(())
+}
+
+/// VACUUM so that dead rows and emptied pages at the end go before the
+/// sweeps and the swap. Best effort: a lock timeout only makes sweeps slower.
+pub async fn vacuum(client: &Client, bp: &Blueprint, rel: &QualifiedName) {
+    // VACUUM refuses to run in a transaction block, and a multi-statement
+    // simple query is one: each statement goes on its own.
+    let started = Instant::now();
+    let res = async {
+        client
+            .batch_execute(&format!(
+                "SET lock_timeout = '{}ms'",
+                bp.settings.lock_timeout_ms
+            ))
+            .await?;
+        client.batch_execute("SET statement_timeout = 0").await?;
+        client.batch_execute(&format!("VACUUM {rel}")).await
+    }
+    .await;
+    let _ = client.batch_execute("RESET lock_timeout").await;
+    let _ = client.batch_execute("RESET statement_timeout").await;
+    match res {
+        Ok(()) => tracing::info!(table = %rel, secs = started.elapsed().as_secs_f64(), "vacuumed"),
+        Err(e) => {
+            tracing::warn!(table = %rel, error = %crate::db::retry::message(&e), "vacuum did not run; continuing")
+        }
+    }
+}
+
+pub async fn pages_of(client: &Client, rel: &QualifiedName) -> Result<i64> {
+    Ok(client
+        .query_one(&moving::pages_statement(rel), &[])
+        .await?
+        .get(0))
+}
+
+async fn rows_per_page(client: &Client, rel: &QualifiedName) -> Result<f64> {
+    let row = client
+        .query_one(
+            "SELECT CASE WHEN relpages > 0 AND reltuples > 0 THEN reltuples::float8 / relpages ELSE 50 END \
+             FROM pg_class WHERE oid = to_regclass($1)",
+            &[&rel.to_string()],
+        )
+        .await;
+    Ok(row.map(|r| r.get(0)).unwrap_or(50.0))
+}
+
+async fn estimated_rows(client: &Client, rel: &QualifiedName) -> Result<i64> {
+    let row = client
+        .query_one(
+            "SELECT greatest(reltuples, 0)::bigint FROM pg_class WHERE oid = to_regclass($1)",
+            &[&rel.to_string()],
+        )
+        .await?;
+    Ok(row.get(0))
+}
+
+/// Rows per second over the last batches.
+#[derive(Default)]
+struct Rate {
+    window: std::collections::VecDeque<(Instant, i64)>,
+    last_pages: i64,
+}
+
+impl Rate {
+    fn add(&mut self, rows: i64) {
+        self.window.push_back((Instant::now(), rows));
+        while self.window.len() > 30 {
+            self.window.pop_front();
+        }
+    }
+
+    fn per_sec(&self) -> f64 {
+        match (self.window.front(), self.window.back()) {
+            (Some(a), Some(b)) if self.window.len() > 1 => {
+                let secs = b.0.duration_since(a.0).as_secs_f64();
+                let rows: i64 = self.window.iter().skip(1).map(|(_, r)| r).sum();
+                if secs > 0.0 {
+                    rows as f64 / secs
+                } else {
+                    0.0
+                }
+            }
+            _ => 0.0,
+        }
+    }
+}

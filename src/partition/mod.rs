@@ -1,0 +1,7 @@
+//! Partition layout: which partitions a table gets, their bounds and names.
+//! Pure computation, so that `plan` and tests need no database for it.
+
+pub mod bounds;
+pub mod naming;
+
+pub use bounds::{layout, KeyKind, KeyValue, LayoutInput, Partition};

@@ -1,0 +1,115 @@
+//! The partition naming template.
+//!
+//! Tokens: `{table}` (the table's name), `{YYYY}`, `{MM}`, `{DD}` (the lower
+//! bound's calendar date in the plan's time zone), `{IYYY}` and `{IW}` (ISO
+//! year and week), and for integer keys `{START}` and `{END}`. The MeshHook
+//! style is `{table}_y{YYYY}m{MM}`.
+
+use crate::plan_file::Interval;
+
+const TOKENS: &[&str] = &["table", "YYYY", "MM", "DD", "IYYY", "IW", "START", "END"];
+
+/// Checks that a template uses only known tokens and balanced braces.
+pub fn check_template(t: &str) -> Result<(), String> {
+    let mut rest = t;
+    let mut any_token = false;
+    while let Some(open) = rest.find('{') {
+        let after = &rest[open + 1..];
+        let close = after
+            .find('}')
+            .ok_or_else(|| format!("`{t}` has a `{{` without its `}}`"))?;
+        let token = &after[..close];
+        if !TOKENS.contains(&token) {
+            return Err(format!(
+                "`{t}` uses the unknown token {{{token}}}; known tokens are {}",
+                TOKENS
+                    .iter()
+                    .map(|k| format!("{{{k}}}"))
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            ));
+        }
+        any_token = true;
+        rest = &after[close + 1..];
+    }
+    if rest.contains('}') {
+        return Err(format!("`{t}` has a `}}` without its `{{`"));
+    }
+    if !any_token {
+        return Err(format!(
+            "`{t}` has no token, so every partition would get the same name"
+        ));
+    }
+    Ok(())
+}
+
+/// The default template for a layout.
+pub fn default_template(interval: Option<Interval>) -> &'static str {
+    match interval {
+        Some(Interval::Day) => "{table}_p{YYYY}{MM}{DD}",
+        Some(Interval::Week) => "{table}_p{IYYY}w{IW}",
+        Some(Interval::Month) => "{table}_p{YYYY}{MM}",
+        Some(Interval::Year) => "{table}_p{YYYY}",
+        None => "{table}_p{START}",
+    }
+}
+
+/// Values for the tokens of one partition.
+#[derive(Default)]
+pub struct TokenValues {
+    pub date: Option<chrono::NaiveDate>,
+    pub start: Option<i64>,
+    pub end: Option<i64>,
+}
+
+/// Renders a template. Negative integers are written with an `m` prefix, as
+/// a minus sign would need quoting in every tool that shows the name.
+pub fn render(template: &str, table: &str, v: &TokenValues) -> String {
+    use chrono::Datelike;
+    let int = |n: Option<i64>| match n {
+        Some(n) if n < 0 => format!("m{}", n.unsigned_abs()),
+        Some(n) => n.to_string(),
+        None => String::new(),
+    };
+    let mut out = template.replace("{table}", table);
+    if let Some(d) = v.date {
+        let iso = d.iso_week();
+        out = out
+            .replace("{YYYY}", &format!("{:04}", d.year()))
+            .replace("{MM}", &format!("{:02}", d.month()))
+            .replace("{DD}", &format!("{:02}", d.day()))
+            .replace("{IYYY}", &format!("{:04}", iso.year()))
+            .replace("{IW}", &format!("{:02}", iso.week()));
+    }
+    out.replace("{START}", &int(v.start))
+        .replace("{END}", &int(v.end))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn templates() {
+        assert!(check_template("{table}_y{YYYY}m{MM}").is_ok());
+        assert!(check_template("{table}_{bogus}").is_err());
+        assert!(check_template("{table").is_err());
+        assert!(check_template("fixed").is_err());
+        let d = chrono::NaiveDate::from_ymd_opt(2025, 1, 1).unwrap();
+        let v = TokenValues {
+            date: Some(d),
+            ..Default::default()
+        };
+        assert_eq!(
+            render("{table}_y{YYYY}m{MM}", "workflow_events", &v),
+            "workflow_events_y2025m01"
+        );
+        assert_eq!(render("{table}_p{IYYY}w{IW}", "e", &v), "e_p2025w01");
+        let v = TokenValues {
+            start: Some(-100),
+            end: Some(0),
+            ..Default::default()
+        };
+        assert_eq!(render("{table}_p{START}", "e", &v), "e_pm100");
+    }
+}

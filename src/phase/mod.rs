@@ -1,0 +1,106 @@
+//! Phases: each renders its SQL from the blueprint without touching the
+//! database (that is what `plan` prints), and is applied by the runner,
+//! which executes exactly those statements.
+
+pub mod abort;
+pub mod finish;
+pub mod moving;
+pub mod prepare;
+pub mod route;
+pub mod swap;
+
+use crate::blueprint::Blueprint;
+use crate::sql::{list, quote_literal, Statement};
+
+/// `SET LOCAL` lines every transaction of the tool starts with.
+pub fn session_limits(bp: &Blueprint) -> Vec<Statement> {
+    vec![
+        Statement::new(
+            "never wait long for a lock: the application's statements would queue behind the wait",
+            format!(
+                "SET LOCAL lock_timeout = {}",
+                quote_literal(&format!("{}ms", bp.settings.lock_timeout_ms))
+            ),
+        ),
+        Statement::new(
+            "bound every statement of the tool",
+            format!(
+                "SET LOCAL statement_timeout = {}",
+                quote_literal(&format!("{}ms", bp.settings.statement_timeout_ms))
+            ),
+        ),
+    ]
+}
+
+/// The statement that takes the strong locks of a DDL phase, in one round
+/// trip and in the order the application takes them (outer views first).
+pub fn lock_statement(why: &'static str, relations: &[String]) -> Statement {
+    Statement::new(
+        why,
+        format!("LOCK TABLE {} IN ACCESS EXCLUSIVE MODE", list(relations)),
+    )
+}
+
+/// The plain list of all columns, for SELECT lists.
+pub fn all_columns(bp: &Blueprint) -> String {
+    list(bp.columns.iter().map(|c| &c.name))
+}
+
+/// The writable (non-generated) columns.
+pub fn writable_columns(bp: &Blueprint) -> String {
+    list(bp.writable_columns().map(|c| &c.name))
+}
+
+/// `GRANT` statements that give `target` the table's privileges.
+pub fn grants(bp: &Blueprint, kind: &str, target: &str) -> Vec<Statement> {
+    bp.grants
+        .iter()
+        .map(|g| {
+            let grantee = match &g.grantee {
+                Some(r) => crate::sql::quote_ident(r),
+                None => "PUBLIC".into(),
+            };
+            Statement::new(
+                "carry over the table's privileges",
+                format!(
+                    "GRANT {} ON {kind} {target} TO {grantee}{}",
+                    g.privilege,
+                    if g.grantable {
+                        " WITH GRANT OPTION"
+                    } else {
+                        ""
+                    }
+                ),
+            )
+        })
+        .collect()
+}
+
+/// `CREATE OR REPLACE VIEW` for a dependent view, binding its stored
+/// definition to whatever relation now carries the table's name.
+pub fn rebind_view(v: &crate::blueprint::ViewDef) -> Statement {
+    let opts = if v.options.is_empty() {
+        String::new()
+    } else {
+        // reloptions are stored as key=value texts: render each as such.
+        let parts: Vec<String> = v
+            .options
+            .iter()
+            .map(|o| match o.split_once('=') {
+                Some((k, val)) => {
+                    format!("{} = {}", crate::sql::quote_ident(k), quote_literal(val))
+                }
+                None => crate::sql::quote_ident(o),
+            })
+            .collect();
+        format!(" WITH ({})", parts.join(", "))
+    };
+    Statement::new(
+        "point the dependent view at the table's name again (it bound to the old relation by OID)",
+        format!(
+            "CREATE OR REPLACE VIEW {}{opts} AS {}",
+            v.name,
+            v.definition.trim_end().trim_end_matches(';')
+        ),
+    )
+}

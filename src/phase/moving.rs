@@ -1,0 +1,90 @@
+//! Phase 3, move: batches over ranges of heap pages of the original. Each
+//! batch is one transaction: lock the parents its rows reference (in key
+//! order, the order the application's cascades take), move the rows with
+//! `DELETE ... RETURNING` feeding an `INSERT`, record the cursor, commit.
+//! A row is therefore always in exactly one table, and a resumed run starts
+//! at the first page of the first uncommitted batch.
+//!
+//! TID ranges (PostgreSQL 14+) cost the same however many rows were moved
+//! before, unlike `LIMIT` subqueries that rescan dead rows at the head of
+//! the table. An UPDATE of a row not yet moved may put its new version on a
+//! page already passed; sweeps after the main pass, and the swap itself,
+//! move those.
+
+use crate::blueprint::Blueprint;
+use crate::sql::{list, QualifiedName, Statement};
+
+/// Parameters: `$1` first page, `$2` page after the last (both as text).
+pub fn move_statement(
+    bp: &Blueprint,
+    from: &QualifiedName,
+    from_only: bool,
+    to: &str,
+) -> Statement {
+    let w = super::writable_columns(bp);
+    Statement::new(
+        "move one batch: the rows on pages [$1, $2) leave one table and enter the other in one statement",
+        format!(
+            "WITH moved AS (DELETE FROM {only}{from} WHERE ctid >= ('(' || $1::text || ',0)')::tid AND ctid < ('(' || $2::text || ',0)')::tid RETURNING {w}) \
+             INSERT INTO {to} ({w}) SELECT {w} FROM moved",
+            only = if from_only { "ONLY " } else { "" }
+        ),
+    )
+}
+
+/// Forward batch: original to partitioned table.
+pub fn forward(bp: &Blueprint) -> Statement {
+    move_statement(bp, &bp.old, true, &bp.shadow.to_string())
+}
+
+/// For each outgoing foreign key: lock the referenced rows of a batch first,
+/// as `FOR KEY SHARE` (what the foreign key check takes anyway), ordered,
+/// so that the batch never holds row locks of its own table while waiting
+/// for a parent row that an application transaction holds.
+pub fn parent_locks(bp: &Blueprint, from: &QualifiedName, from_only: bool) -> Vec<Statement> {
+    bp.foreign_keys
+        .iter()
+        .map(|f| {
+            let pcols = list(f.referenced_columns.iter().map(|c| format!("p.{c}")));
+            let ccols = list(f.columns.iter().map(|c| format!("o.{c}")));
+            Statement::new(
+                "lock the parent rows of the batch before its own rows",
+                format!(
+                    "SELECT 1 FROM {parent} AS p WHERE ({pcols}) IN (SELECT {ccols} FROM {only}{from} AS o \
+                     WHERE o.ctid >= ('(' || $1::text || ',0)')::tid AND o.ctid < ('(' || $2::text || ',0)')::tid) \
+                     ORDER BY {pcols} FOR KEY SHARE OF p",
+                    parent = f.referenced,
+                    only = if from_only { "ONLY " } else { "" }
+                ),
+            )
+        })
+        .collect()
+}
+
+/// The size of a table in pages.
+pub fn pages_statement(rel: &QualifiedName) -> String {
+    format!(
+        "SELECT (pg_catalog.pg_relation_size({}::regclass) / current_setting('block_size')::bigint)::bigint",
+        crate::sql::quote_literal(&rel.to_string())
+    )
+}
+
+/// What `plan` shows for this phase.
+pub fn statements(bp: &Blueprint) -> Vec<Statement> {
+    let mut s = super::session_limits(bp);
+    s.push(Statement::new(
+        "batches run with asynchronous commit: each is atomic either way, and a batch lost in a server crash is simply redone",
+        "SET LOCAL synchronous_commit = off",
+    ));
+    s.extend(parent_locks(bp, &bp.old, true));
+    s.push(forward(bp));
+    s.push(Statement::new(
+        "after the main pass: clear dead rows so sweeps and the swap read little",
+        format!("VACUUM {}", bp.old),
+    ));
+    s.push(Statement::new(
+        "statistics for the partitioned table before it goes live",
+        format!("ANALYZE {}", bp.shadow),
+    ));
+    s
+}

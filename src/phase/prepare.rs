@@ -1,0 +1,100 @@
+//! Phase 1, prepare: the partitioned shadow table with its partitions,
+//! constraints, indexes, foreign keys and privileges. It is empty, so every
+//! statement is quick; its strongest lock on another table is the one a
+//! foreign key takes on the table it references.
+
+use super::{grants, session_limits};
+use crate::blueprint::{Blueprint, IndexBody};
+use crate::sql::{list, quote_literal, Statement};
+
+pub fn statements(bp: &Blueprint) -> Vec<Statement> {
+    let mut s = session_limits(bp);
+    let shadow = &bp.shadow;
+    let owner = crate::sql::quote_ident(&bp.owner);
+    s.push(Statement::new(
+        "the partitioned table: same columns, defaults (sharing the original's sequences), NOT NULL and CHECK constraints",
+        format!(
+            "CREATE TABLE {shadow} (LIKE {table} INCLUDING DEFAULTS INCLUDING CONSTRAINTS INCLUDING GENERATED \
+             INCLUDING STORAGE INCLUDING COMMENTS INCLUDING STATISTICS INCLUDING COMPRESSION) PARTITION BY RANGE ({key})",
+            table = bp.table,
+            key = bp.key.column
+        ),
+    ));
+    s.push(Statement::new(
+        "the table's owner owns the new table",
+        format!("ALTER TABLE {shadow} OWNER TO {owner}"),
+    ));
+    for p in &bp.partitions {
+        let name = bp.table.sibling(p.name.clone());
+        s.push(Statement::new(
+            "a partition",
+            format!(
+                "CREATE TABLE {name} PARTITION OF {shadow} FOR VALUES FROM ({}) TO ({})",
+                quote_literal(&p.from),
+                quote_literal(&p.to)
+            ),
+        ));
+        s.push(Statement::new(
+            "the table's owner owns its partitions",
+            format!("ALTER TABLE {name} OWNER TO {owner}"),
+        ));
+    }
+    if let Some(d) = &bp.default_partition {
+        let name = bp.table.sibling(d.clone());
+        s.push(Statement::new(
+            "the default partition, as the plan asks",
+            format!("CREATE TABLE {name} PARTITION OF {shadow} DEFAULT"),
+        ));
+        s.push(Statement::new(
+            "the table's owner owns its partitions",
+            format!("ALTER TABLE {name} OWNER TO {owner}"),
+        ));
+    }
+    for u in &bp.uniques {
+        let deferral = match (u.deferrable, u.deferred) {
+            (true, true) => " DEFERRABLE INITIALLY DEFERRED",
+            (true, false) => " DEFERRABLE",
+            _ => "",
+        };
+        s.push(Statement::new(
+            if u.key_appended {
+                "the unique key, with the partition key appended as PostgreSQL requires"
+            } else {
+                "the unique key"
+            },
+            format!(
+                "ALTER TABLE {shadow} ADD CONSTRAINT {} {} ({}){deferral}",
+                u.shadow_name,
+                if u.primary { "PRIMARY KEY" } else { "UNIQUE" },
+                list(&u.columns)
+            ),
+        ));
+    }
+    for i in &bp.indexes {
+        let sql = match &i.body {
+            IndexBody::Plain(tail) => {
+                format!("CREATE INDEX {} ON {shadow} USING {tail}", i.shadow_name)
+            }
+            IndexBody::Unique(cols) => format!(
+                "CREATE UNIQUE INDEX {} ON {shadow} ({})",
+                i.shadow_name,
+                list(cols)
+            ),
+        };
+        s.push(Statement::new(
+            "an index of the original, on every partition",
+            sql,
+        ));
+    }
+    for f in &bp.foreign_keys {
+        s.push(Statement::new(
+            "the original's foreign key, so that cascades reach rows already moved",
+            format!(
+                "ALTER TABLE {shadow} ADD CONSTRAINT {} {}",
+                f.name, f.definition
+            ),
+        ));
+    }
+    s.extend(grants(bp, "TABLE", &shadow.to_string()));
+    s
+}

@@ -1,0 +1,289 @@
+//! Phase 2, route: in one short transaction the original table steps aside
+//! and a `UNION ALL` view takes its name, with routing so that the
+//! application's INSERT (with RETURNING, and COPY), UPDATE and DELETE keep
+//! working while rows move underneath.
+
+use super::{all_columns, grants, lock_statement, rebind_view, session_limits, writable_columns};
+use crate::blueprint::Blueprint;
+use crate::sql::{list, quote_literal, QualifiedName, Statement};
+
+/// Where the view sends new rows: the shadow table while migrating, the
+/// original table while an abort moves rows back.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum InsertTarget {
+    Shadow,
+    Original,
+}
+
+pub fn statements(bp: &Blueprint) -> Vec<Statement> {
+    let mut s = session_limits(bp);
+    let mut locks: Vec<String> = bp
+        .dependent_views
+        .iter()
+        .map(|v| v.name.to_string())
+        .collect();
+    locks.extend(bp.incoming_fks.iter().map(|f| f.table.to_string()));
+    locks.push(bp.table.to_string());
+    s.push(lock_statement(
+        "take every lock of this phase at once, outer objects first; this blocks the table's users for the rest of this short transaction",
+        &locks,
+    ));
+    for f in &bp.incoming_fks {
+        s.push(Statement::new(
+            "drop an incoming foreign key, as the plan allows (abort restores it)",
+            format!("ALTER TABLE {} DROP CONSTRAINT {}", f.table, f.name),
+        ));
+    }
+    s.push(Statement::new(
+        "the original steps aside; it keeps its rows, indexes and sequences until the swap",
+        format!("ALTER TABLE {} RENAME TO {}", bp.table, bp.old.name),
+    ));
+    s.extend(view_statements(bp));
+    s.extend(routing_statements(bp, InsertTarget::Shadow));
+    for v in &bp.dependent_views {
+        s.push(rebind_view(v));
+    }
+    s
+}
+
+/// The view and everything on it except the routing.
+fn view_statements(bp: &Blueprint) -> Vec<Statement> {
+    let mut s = Vec::new();
+    let cols = all_columns(bp);
+    s.push(Statement::new(
+        "one view over both tables under the table's name; a row is always in exactly one of them",
+        format!(
+            "CREATE VIEW {} AS SELECT {cols} FROM {} UNION ALL SELECT {cols} FROM ONLY {}",
+            bp.table, bp.shadow, bp.old
+        ),
+    ));
+    s.push(Statement::new(
+        "the table's owner owns the view",
+        format!(
+            "ALTER VIEW {} OWNER TO {}",
+            bp.table,
+            crate::sql::quote_ident(&bp.owner)
+        ),
+    ));
+    for c in &bp.columns {
+        if let (Some(d), true) = (&c.default, c.writable) {
+            s.push(Statement::new(
+                "column defaults on the view, so that an INSERT that omits a column gets what the table gave",
+                format!("ALTER VIEW {} ALTER COLUMN {} SET DEFAULT {d}", bp.table, c.name),
+            ));
+        }
+    }
+    s.extend(grants(bp, "TABLE", &bp.table.to_string()));
+    if let Some(c) = &bp.comment {
+        s.push(Statement::new(
+            "keep the table's comment",
+            format!("COMMENT ON VIEW {} IS {}", bp.table, quote_literal(c)),
+        ));
+    }
+    s
+}
+
+/// INSERT rule and INSTEAD OF triggers. Re-rendered with
+/// `InsertTarget::Original` when an abort turns new rows back.
+pub fn routing_statements(bp: &Blueprint, target: InsertTarget) -> Vec<Statement> {
+    let r = &bp.routing;
+    let owner = crate::sql::quote_ident(&bp.owner);
+    let mut s = insert_routing(bp, target);
+    s.push(Statement::new(
+        "UPDATE through the view: find the row in whichever table holds it now",
+        function(&r.update_function, &update_body(bp)),
+    ));
+    s.push(Statement::new(
+        "DELETE through the view: the same search, deleting",
+        function(&r.delete_function, &delete_body(bp)),
+    ));
+    for f in [&r.update_function, &r.delete_function] {
+        s.push(Statement::new(
+            "the table's owner owns the routing",
+            format!("ALTER FUNCTION {f}() OWNER TO {owner}"),
+        ));
+    }
+    s.push(Statement::new(
+        "INSERT rows through COPY reach the same table as INSERT statements",
+        format!(
+            "CREATE TRIGGER {} INSTEAD OF INSERT ON {} FOR EACH ROW EXECUTE FUNCTION {}()",
+            r.insert_trigger, bp.table, r.insert_function
+        ),
+    ));
+    s.push(Statement::new(
+        "route UPDATE",
+        format!(
+            "CREATE TRIGGER {} INSTEAD OF UPDATE ON {} FOR EACH ROW EXECUTE FUNCTION {}()",
+            r.update_trigger, bp.table, r.update_function
+        ),
+    ));
+    s.push(Statement::new(
+        "route DELETE",
+        format!(
+            "CREATE TRIGGER {} INSTEAD OF DELETE ON {} FOR EACH ROW EXECUTE FUNCTION {}()",
+            r.delete_trigger, bp.table, r.delete_function
+        ),
+    ));
+    s
+}
+
+/// The INSERT rule (set-based, supports RETURNING) and the INSTEAD OF
+/// INSERT function (used by COPY, which does not apply rules).
+pub fn insert_routing(bp: &Blueprint, target: InsertTarget) -> Vec<Statement> {
+    let r = &bp.routing;
+    let dest_alias = match target {
+        InsertTarget::Shadow => &bp.shadow,
+        InsertTarget::Original => &bp.old,
+    };
+    let dest = dest_alias.to_string();
+    let wcols = writable_columns(bp);
+    let new_values = list(bp.writable_columns().map(|c| format!("NEW.{}", c.name)));
+    let returning = list(
+        bp.columns
+            .iter()
+            .map(|c| format!("{dest_alias}.{}", c.name)),
+    );
+    let into = list(bp.columns.iter().map(|c| format!("NEW.{}", c.name)));
+    let owner = crate::sql::quote_ident(&bp.owner);
+    vec![
+        Statement::new(
+            "INSERT through the view, with RETURNING",
+            format!(
+                "CREATE OR REPLACE RULE {} AS ON INSERT TO {} DO INSTEAD INSERT INTO {dest} ({wcols}) VALUES ({new_values}) RETURNING {returning}",
+                r.insert_rule, bp.table
+            ),
+        ),
+        Statement::new(
+            "INSERT for COPY into the view",
+            function(
+                &r.insert_function,
+                &format!("BEGIN\n  INSERT INTO {dest} ({wcols}) VALUES ({new_values}) RETURNING {returning} INTO {into};\n  RETURN NEW;\nEND"),
+            ),
+        ),
+        Statement::new("the table's owner owns the routing", format!("ALTER FUNCTION {}() OWNER TO {owner}", r.insert_function)),
+    ]
+}
+
+fn function(name: &QualifiedName, body: &str) -> String {
+    format!(
+        "CREATE OR REPLACE FUNCTION {name}() RETURNS trigger LANGUAGE plpgsql AS {}",
+        dollar_quote(body)
+    )
+}
+
+/// Dollar-quotes a function body with a tag that does not occur in it.
+fn dollar_quote(body: &str) -> String {
+    let mut tag = String::from("$routing$");
+    let mut n = 0;
+    while body.contains(&tag) {
+        n += 1;
+        tag = format!("$routing{n}$");
+    }
+    format!("{tag}\n{body}\n{tag}")
+}
+
+/// SET list of an UPDATE: each column takes the statement's new value only
+/// where the statement changed it, and keeps the row's current value
+/// otherwise, so that concurrent updates of different columns of one row
+/// both survive.
+fn merge_set(bp: &Blueprint) -> String {
+    list(bp.writable_columns().map(|c| {
+        let changed = if c.has_equality {
+            format!("NEW.{n} IS DISTINCT FROM OLD.{n}", n = c.name)
+        } else {
+            format!("NEW.{n}::text IS DISTINCT FROM OLD.{n}::text", n = c.name)
+        };
+        format!(
+            "{n} = CASE WHEN {changed} THEN NEW.{n} ELSE t.{n} END",
+            n = c.name
+        )
+    }))
+}
+
+/// The searches for the row of OLD, in an order that finds it whichever way
+/// rows are moving: original, partitioned (pruned by key, then by identity
+/// alone in case a concurrent update changed the key), original again.
+fn searches(bp: &Blueprint) -> Vec<(String, String)> {
+    let ident = |alias: &str| {
+        bp.row_identity
+            .iter()
+            .map(|c| format!("{alias}.{c} = OLD.{c}"))
+            .collect::<Vec<_>>()
+            .join(" AND ")
+    };
+    let by_id = ident("t");
+    let with_key = format!("{by_id} AND t.{k} = OLD.{k}", k = bp.key.column);
+    let mut v = vec![(format!("ONLY {}", bp.old), by_id.clone())];
+    v.push((bp.shadow.to_string(), with_key));
+    if !bp.row_identity.contains(&bp.key.column) {
+        v.push((bp.shadow.to_string(), by_id.clone()));
+    }
+    v.push((format!("ONLY {}", bp.old), by_id));
+    v
+}
+
+fn update_body(bp: &Blueprint) -> String {
+    let set = merge_set(bp);
+    let mut body = String::from("BEGIN\n");
+    for (rel, cond) in searches(bp) {
+        body.push_str(&format!(
+            "  UPDATE {rel} AS t SET {set} WHERE {cond};\n  IF FOUND THEN RETURN NEW; END IF;\n"
+        ));
+    }
+    body.push_str("  RETURN NULL;\nEND");
+    body
+}
+
+fn delete_body(bp: &Blueprint) -> String {
+    let mut body = String::from("BEGIN\n");
+    for (rel, cond) in searches(bp) {
+        body.push_str(&format!(
+            "  DELETE FROM {rel} AS t WHERE {cond};\n  IF FOUND THEN RETURN OLD; END IF;\n"
+        ));
+    }
+    body.push_str("  RETURN NULL;\nEND");
+    body
+}
+
+/// Statements that undo this phase (for abort, once the original holds
+/// every row again): the original takes its name back, dependents follow
+/// it, the view and its routing go, dropped foreign keys come back.
+pub fn revert_statements(bp: &Blueprint) -> Vec<Statement> {
+    let r = &bp.routing;
+    let mut s = vec![
+        Statement::new(
+            "the view steps aside (dependent views still bind to it)",
+            format!("ALTER VIEW {} RENAME TO {}", bp.table, bp.retired_view.name),
+        ),
+        Statement::new(
+            "the original takes its name back",
+            format!("ALTER TABLE {} RENAME TO {}", bp.old, bp.table.name),
+        ),
+    ];
+    for v in &bp.dependent_views {
+        s.push(rebind_view(v));
+    }
+    s.push(Statement::new(
+        "the view and its rule and triggers go",
+        format!("DROP VIEW {}", bp.retired_view),
+    ));
+    s.push(Statement::new(
+        "the routing functions go",
+        format!(
+            "DROP FUNCTION {}(), {}(), {}()",
+            r.insert_function, r.update_function, r.delete_function
+        ),
+    ));
+    for f in &bp.incoming_fks {
+        let def = if f.definition.contains("NOT VALID") {
+            f.definition.clone()
+        } else {
+            format!("{} NOT VALID", f.definition)
+        };
+        s.push(Statement::new(
+            "restore a dropped incoming foreign key (validated afterwards, without blocking writers)",
+            format!("ALTER TABLE {} ADD CONSTRAINT {} {def}", f.table, f.name),
+        ));
+    }
+    s
+}

@@ -1,0 +1,503 @@
+//! The YAML plan file: its types, defaults and the checks that need no
+//! database. Every error names the key and, where it can be found, its line.
+
+use crate::error::Refusal;
+use crate::sql::QualifiedName;
+use serde::{Deserialize, Serialize};
+use std::path::Path;
+use std::time::Duration;
+
+/// A parsed plan, with its source kept so later checks can cite lines.
+#[derive(Clone, Debug)]
+pub struct PlanFile {
+    pub path: String,
+    pub source: String,
+    pub spec: PlanSpec,
+    pub table: QualifiedName,
+}
+
+#[derive(Clone, Debug, Deserialize, Serialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct PlanSpec {
+    /// The table to repartition, schema-qualified.
+    pub table: String,
+    pub partition: PartitionSpec,
+    pub method: Method,
+    #[serde(default)]
+    pub batch: BatchSpec,
+    #[serde(default)]
+    pub locks: LockSpec,
+    #[serde(default)]
+    pub foreign_keys: ForeignKeySpec,
+    #[serde(default)]
+    pub swap: SwapSpec,
+}
+
+#[derive(Clone, Copy, Debug, Deserialize, Serialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum Method {
+    Move,
+}
+
+#[derive(Clone, Copy, Debug, Deserialize, Serialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum Strategy {
+    Range,
+}
+
+#[derive(Clone, Copy, Debug, Deserialize, Serialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum Interval {
+    Day,
+    Week,
+    Month,
+    Year,
+}
+
+#[derive(Clone, Debug, Deserialize, Serialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct PartitionSpec {
+    pub by: Strategy,
+    /// The partition key column.
+    pub column: String,
+    /// For date and time keys.
+    #[serde(default)]
+    pub interval: Option<Interval>,
+    /// For integer keys: the width of each partition.
+    #[serde(default)]
+    pub step: Option<Positive>,
+    /// The time zone in which calendar bounds are computed.
+    #[serde(default = "default_time_zone")]
+    pub time_zone: String,
+    /// The first lower bound; derived from `min(column)` when absent.
+    #[serde(default)]
+    pub start: Option<Bound>,
+    /// Partitions to create beyond the current period (time keys) or beyond
+    /// the highest key (integer keys).
+    #[serde(default = "default_premake")]
+    pub premake: u32,
+    /// A DEFAULT partition; off unless asked for.
+    #[serde(default)]
+    pub default_partition: bool,
+    /// Naming template for partitions; see the README for the tokens.
+    #[serde(default)]
+    pub naming: Option<String>,
+}
+
+/// A first bound as written: a date or timestamp string, or an integer.
+#[derive(Clone, Debug, Deserialize, Serialize, PartialEq)]
+#[serde(untagged)]
+pub enum Bound {
+    Integer(i64),
+    Text(String),
+}
+
+#[derive(Clone, Debug, Deserialize, Serialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct BatchSpec {
+    /// Rows per move batch (a target: batches follow heap pages).
+    #[serde(default = "default_batch_size")]
+    pub size: Positive,
+    /// Pause between batches.
+    #[serde(default)]
+    pub pause: Millis,
+}
+
+#[derive(Clone, Debug, Deserialize, Serialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct LockSpec {
+    /// How long any statement of the tool may wait for a lock.
+    #[serde(default = "default_lock_timeout")]
+    pub lock_timeout: Millis,
+    /// How long any statement of the tool may run.
+    #[serde(default = "default_statement_timeout")]
+    pub statement_timeout: Millis,
+    /// How many times a step that met a lock timeout or deadlock is retried.
+    #[serde(default = "default_retries")]
+    pub retries: u32,
+}
+
+#[derive(Clone, Debug, Default, Deserialize, Serialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct ForeignKeySpec {
+    /// What to do with foreign keys of other tables that reference this one.
+    #[serde(default)]
+    pub incoming: IncomingFk,
+}
+
+#[derive(Clone, Copy, Debug, Default, Deserialize, Serialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum IncomingFk {
+    /// Refuse to plan while any exist.
+    #[default]
+    Refuse,
+    /// Drop them when the view goes live (restored by `abort`).
+    Drop,
+}
+
+#[derive(Clone, Debug, Default, Deserialize, Serialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct SwapSpec {
+    /// Keep the emptied original table after the swap instead of dropping it.
+    #[serde(default)]
+    pub keep_old: bool,
+}
+
+impl Default for BatchSpec {
+    fn default() -> Self {
+        BatchSpec {
+            size: default_batch_size(),
+            pause: Millis(0),
+        }
+    }
+}
+
+impl Default for LockSpec {
+    fn default() -> Self {
+        LockSpec {
+            lock_timeout: default_lock_timeout(),
+            statement_timeout: default_statement_timeout(),
+            retries: default_retries(),
+        }
+    }
+}
+
+fn default_time_zone() -> String {
+    "UTC".into()
+}
+fn default_premake() -> u32 {
+    3
+}
+fn default_batch_size() -> Positive {
+    Positive(5000)
+}
+fn default_lock_timeout() -> Millis {
+    Millis(2000)
+}
+fn default_statement_timeout() -> Millis {
+    Millis(60_000)
+}
+fn default_retries() -> u32 {
+    30
+}
+
+/// A whole number above zero.
+#[derive(Clone, Copy, Debug, Deserialize, Serialize, PartialEq, Eq)]
+#[serde(try_from = "i64")]
+pub struct Positive(pub u64);
+
+impl TryFrom<i64> for Positive {
+    type Error = String;
+    fn try_from(v: i64) -> Result<Self, String> {
+        if v > 0 {
+            Ok(Positive(v as u64))
+        } else {
+            Err(format!("must be a whole number above zero, not {v}"))
+        }
+    }
+}
+
+/// A duration written as `250ms`, `2s`, `1m`, or a number of milliseconds.
+#[derive(Clone, Copy, Debug, Default, Deserialize, Serialize, PartialEq, Eq)]
+#[serde(try_from = "DurationText", into = "String")]
+pub struct Millis(pub u64);
+
+impl Millis {
+    pub fn duration(self) -> Duration {
+        Duration::from_millis(self.0)
+    }
+}
+
+impl From<Millis> for String {
+    fn from(m: Millis) -> String {
+        format!("{}ms", m.0)
+    }
+}
+
+#[derive(Deserialize)]
+#[serde(untagged)]
+enum DurationText {
+    Number(i64),
+    Text(String),
+}
+
+impl TryFrom<DurationText> for Millis {
+    type Error = String;
+    fn try_from(v: DurationText) -> Result<Self, String> {
+        match v {
+            DurationText::Number(n) if n >= 0 => Ok(Millis(n as u64)),
+            DurationText::Number(n) => Err(format!("must not be negative, not {n}")),
+            DurationText::Text(t) => parse_duration(&t).map(Millis),
+        }
+    }
+}
+
+fn parse_duration(text: &str) -> Result<u64, String> {
+    let t = text.trim();
+    let split = t.find(|c: char| !c.is_ascii_digit()).unwrap_or(t.len());
+    let (num, unit) = t.split_at(split);
+    let n: u64 = num
+        .parse()
+        .map_err(|_| format!("`{text}` is not a duration such as 250ms, 2s or 1m"))?;
+    let factor = match unit.trim() {
+        "" | "ms" => 1,
+        "s" => 1000,
+        "m" | "min" => 60_000,
+        _ => {
+            return Err(format!(
+                "`{text}` is not a duration such as 250ms, 2s or 1m"
+            ))
+        }
+    };
+    n.checked_mul(factor)
+        .ok_or_else(|| format!("`{text}` is too long a duration"))
+}
+
+impl PlanFile {
+    pub fn load(path: &Path) -> Result<PlanFile, Refusal> {
+        let source = std::fs::read_to_string(path).map_err(|e| {
+            Refusal::new(format!("cannot read the plan file {}: {e}", path.display()))
+        })?;
+        Self::parse(&path.display().to_string(), &source)
+    }
+
+    pub fn parse(path: &str, source: &str) -> Result<PlanFile, Refusal> {
+        let spec: PlanSpec = serde_yaml::from_str(source).map_err(|e| {
+            Refusal::new(format!(
+                "the plan file {path} is invalid: {}",
+                yaml_error(source, &e.to_string())
+            ))
+        })?;
+        let plan = PlanFile {
+            path: path.to_string(),
+            source: source.to_string(),
+            table: QualifiedName::parse(&spec.table).map_err(|e| {
+                Refusal::new(format!("the plan file {path} is invalid: table: {e}"))
+            })?,
+            spec,
+        };
+        plan.check()?;
+        Ok(plan)
+    }
+
+    /// Checks of the plan on its own, before any database is asked.
+    fn check(&self) -> Result<(), Refusal> {
+        let p = &self.spec.partition;
+        if p.column.is_empty() {
+            return Err(self.key_error("partition.column", "must name a column"));
+        }
+        if p.interval.is_some() && p.step.is_some() {
+            return Err(self.key_error(
+                "partition.step",
+                "cannot be given together with partition.interval: use interval for date and time keys, step for integer keys",
+            ));
+        }
+        if p.interval.is_none() && p.step.is_none() {
+            return Err(self.key_error(
+                "partition",
+                "needs either interval (day, week, month or year, for date and time keys) or step (for integer keys)",
+            ));
+        }
+        if p.time_zone.parse::<chrono_tz::Tz>().is_err() {
+            return Err(self.key_error(
+                "partition.time_zone",
+                &format!(
+                    "`{}` is not a known time zone name (for example UTC or Europe/Berlin)",
+                    p.time_zone
+                ),
+            ));
+        }
+        if p.premake > 1000 {
+            return Err(self.key_error("partition.premake", "must be at most 1000"));
+        }
+        if let Some(t) = &p.naming {
+            crate::partition::naming::check_template(t)
+                .map_err(|e| self.key_error("partition.naming", &e))?;
+        }
+        let l = &self.spec.locks;
+        if l.lock_timeout.0 == 0 {
+            return Err(self.key_error(
+                "locks.lock_timeout",
+                "must be above zero: an untimed lock wait can block the application indefinitely",
+            ));
+        }
+        if l.statement_timeout.0 == 0 {
+            return Err(self.key_error("locks.statement_timeout", "must be above zero"));
+        }
+        if l.lock_timeout.0 > 60_000 {
+            return Err(self.key_error(
+                "locks.lock_timeout",
+                "must be at most 60s: while the tool waits for a lock, the application's statements queue behind it",
+            ));
+        }
+        if self.spec.batch.size.0 > 1_000_000 {
+            return Err(self.key_error("batch.size", "must be at most 1000000 rows"));
+        }
+        Ok(())
+    }
+
+    /// A refusal naming a key of the plan and its line.
+    pub fn key_error(&self, key: &str, problem: &str) -> Refusal {
+        match line_of(&self.source, key) {
+            Some(line) => Refusal::new(format!(
+                "the plan file {} is invalid: {key} (line {line}) {problem}",
+                self.path
+            )),
+            None => Refusal::new(format!(
+                "the plan file {} is invalid: {key} {problem}",
+                self.path
+            )),
+        }
+    }
+}
+
+/// Rewrites serde_yaml's message as `key.path (line N) problem`, naming
+/// the full path of the key on the reported line.
+fn yaml_error(source: &str, msg: &str) -> String {
+    let msg = msg.replace('\n', " ");
+    let Some((body, loc)) = msg.rsplit_once(" at line ") else {
+        return msg;
+    };
+    let Some(line) = loc
+        .split_whitespace()
+        .next()
+        .and_then(|l| l.parse::<usize>().ok())
+    else {
+        return msg;
+    };
+    let body = match body.split_once(": ") {
+        Some((p, rest))
+            if !p.is_empty() && p.chars().all(|c| c.is_alphanumeric() || "._[]".contains(c)) =>
+        {
+            rest
+        }
+        _ => body,
+    };
+    match path_at_line(source, line) {
+        Some(path) => format!("{path} (line {line}) {body}"),
+        None => format!("line {line}: {body}"),
+    }
+}
+
+/// The 1-based line where a dotted key path is written in block-style YAML.
+pub fn line_of(source: &str, path: &str) -> Option<usize> {
+    key_lines(source)
+        .into_iter()
+        .find(|(_, p)| p == path)
+        .map(|(l, _)| l)
+}
+
+/// The dotted path of the mapping key written on a 1-based line.
+fn path_at_line(source: &str, line: usize) -> Option<String> {
+    key_lines(source)
+        .into_iter()
+        .find(|(l, _)| *l == line)
+        .map(|(_, p)| p)
+}
+
+/// Every mapping key of block-style YAML with its line and dotted path,
+/// found by indentation.
+fn key_lines(source: &str) -> Vec<(usize, String)> {
+    let mut out = Vec::new();
+    let mut stack: Vec<(usize, String)> = Vec::new();
+    for (no, raw) in source.lines().enumerate() {
+        let line = raw.split(" #").next().unwrap_or("");
+        let trimmed = line.trim_start();
+        if trimmed.is_empty() || trimmed.starts_with('#') || trimmed.starts_with('-') {
+            continue;
+        }
+        let indent = line.len() - trimmed.len();
+        let Some((key, _)) = trimmed.split_once(':') else {
+            continue;
+        };
+        while stack.last().is_some_and(|(i, _)| *i >= indent) {
+            stack.pop();
+        }
+        stack.push((
+            indent,
+            key.trim()
+                .trim_matches(|c| c == '"' || c == '\'')
+                .to_string(),
+        ));
+        out.push((
+            no + 1,
+            stack
+                .iter()
+                .map(|(_, k)| k.as_str())
+                .collect::<Vec<_>>()
+                .join("."),
+        ));
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const MINIMAL: &str = "table: public.workflow_events\npartition:\n  by: range\n  column: ts\n  interval: month\nmethod: move\nbatch:\n  size: 5000\n";
+
+    #[test]
+    fn minimal_plan_takes_defaults() {
+        let p = PlanFile::parse("p.yaml", MINIMAL).unwrap();
+        assert_eq!(p.spec.partition.time_zone, "UTC");
+        assert_eq!(p.spec.partition.premake, 3);
+        assert!(!p.spec.partition.default_partition);
+        assert_eq!(p.spec.locks.lock_timeout, Millis(2000));
+        assert_eq!(p.spec.batch.size, Positive(5000));
+        assert_eq!(p.table.to_string(), "\"public\".\"workflow_events\"");
+    }
+
+    fn err(src: &str) -> String {
+        PlanFile::parse("p.yaml", src).unwrap_err().to_string()
+    }
+
+    #[test]
+    fn errors_name_key_and_line() {
+        let e = err(&MINIMAL.replace("size: 5000", "size: 0"));
+        assert!(e.contains("batch.size") && e.contains("line 8"), "{e}");
+        let e = err(&MINIMAL.replace("size: 5000", "size: lots"));
+        assert!(e.contains("batch.size") && e.contains("line 8"), "{e}");
+        let e = err(&MINIMAL.replace("interval: month", "interval: monthly"));
+        assert!(
+            e.contains("partition.interval") && e.contains("line 5"),
+            "{e}"
+        );
+        let e = err(&format!("{MINIMAL}colour: blue\n"));
+        assert!(e.contains("colour") && e.contains("line 9"), "{e}");
+        let e = err(&format!("{MINIMAL}locks:\n  lock_timeout: 0\n"));
+        assert!(e.contains("locks.lock_timeout (line 10)"), "{e}");
+        let e = err(&MINIMAL.replace("public.workflow_events", "workflow_events"));
+        assert!(e.contains("schema-qualified"), "{e}");
+        let e = err(&MINIMAL.replace(
+            "  interval: month\n",
+            "  interval: month\n  time_zone: Mars/Base\n",
+        ));
+        assert!(e.contains("partition.time_zone (line 6)"), "{e}");
+        let e = err(&MINIMAL.replace("  interval: month\n", ""));
+        assert!(e.contains("needs either interval"), "{e}");
+        let e = err(&format!("{MINIMAL}locks:\n  lock_timeout: 5 parsecs\n"));
+        assert!(
+            e.contains("locks.lock_timeout") && e.contains("line 10"),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn durations() {
+        assert_eq!(parse_duration("250ms"), Ok(250));
+        assert_eq!(parse_duration("2s"), Ok(2000));
+        assert_eq!(parse_duration("1m"), Ok(60_000));
+        assert!(parse_duration("-1s").is_err());
+        assert!(parse_duration("s").is_err());
+    }
+
+    #[test]
+    fn line_finder_handles_nesting() {
+        let src = "a:\n  b: 1\nc:\n  b: 2\n  d:\n    e: 3\n";
+        assert_eq!(line_of(src, "c.b"), Some(4));
+        assert_eq!(line_of(src, "c.d.e"), Some(6));
+        assert_eq!(line_of(src, "a.b"), Some(2));
+        assert_eq!(line_of(src, "x"), None);
+    }
+}

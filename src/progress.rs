@@ -1,0 +1,109 @@
+//! Progress: a bar with rate and ETA on a terminal, structured log lines
+//! everywhere else. Library code reports through this and never prints.
+
+use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
+use std::io::IsTerminal;
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+/// One snapshot of the move.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct MoveProgress {
+    pub pages_done: u64,
+    pub pages_total: u64,
+    pub rows_moved: u64,
+    pub rows_per_sec: f64,
+    pub sweep: u32,
+}
+
+pub trait Reporter: Send + Sync {
+    fn phase(&self, name: &str, detail: &str);
+    fn progress(&self, p: MoveProgress);
+    fn done(&self, message: &str);
+}
+
+/// Picks the bar on a terminal, logs otherwise.
+pub fn reporter(quiet: bool) -> Box<dyn Reporter> {
+    if !quiet && std::io::stderr().is_terminal() {
+        Box::new(Bar::new())
+    } else {
+        Box::new(Log::default())
+    }
+}
+
+pub struct Bar {
+    bar: ProgressBar,
+}
+
+impl Bar {
+    fn new() -> Self {
+        let bar = ProgressBar::with_draw_target(Some(0), ProgressDrawTarget::stderr());
+        bar.set_style(
+            ProgressStyle::with_template(
+                "{spinner} {prefix:>8} [{bar:30}] {percent:>3}% {msg} elapsed {elapsed_precise} eta {eta}",
+            )
+            .expect("valid template")
+            .progress_chars("=> "),
+        );
+        bar.enable_steady_tick(Duration::from_millis(200));
+        Bar { bar }
+    }
+}
+
+impl Reporter for Bar {
+    fn phase(&self, name: &str, detail: &str) {
+        self.bar.set_prefix(name.to_string());
+        self.bar.set_message(detail.to_string());
+        self.bar.println(format!("phase {name}: {detail}"));
+    }
+
+    fn progress(&self, p: MoveProgress) {
+        self.bar.set_length(p.pages_total.max(1));
+        self.bar.set_position(p.pages_done.min(p.pages_total));
+        let sweep = if p.sweep > 0 {
+            format!(" (sweep {})", p.sweep)
+        } else {
+            String::new()
+        };
+        self.bar.set_message(format!(
+            "{} rows moved, {:.0} rows/s{sweep}",
+            p.rows_moved, p.rows_per_sec
+        ));
+    }
+
+    fn done(&self, message: &str) {
+        self.bar.finish_and_clear();
+        eprintln!("{message}");
+    }
+}
+
+#[derive(Default)]
+pub struct Log {
+    last: Mutex<Option<Instant>>,
+}
+
+impl Reporter for Log {
+    fn phase(&self, name: &str, detail: &str) {
+        tracing::info!(phase = name, "{detail}");
+    }
+
+    fn progress(&self, p: MoveProgress) {
+        let mut last = self.last.lock().expect("progress lock");
+        if last.is_some_and(|t| t.elapsed() < Duration::from_secs(5)) {
+            return;
+        }
+        *last = Some(Instant::now());
+        tracing::info!(
+            pages_done = p.pages_done,
+            pages_total = p.pages_total,
+            rows_moved = p.rows_moved,
+            rows_per_sec = p.rows_per_sec as u64,
+            sweep = p.sweep,
+            "moving rows"
+        );
+    }
+
+    fn done(&self, message: &str) {
+        tracing::info!("{message}");
+    }
+}

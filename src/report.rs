@@ -1,0 +1,280 @@
+//! What `plan` and `status` show. Rendering only: the data come from the
+//! blueprint and the control table.
+
+use crate::blueprint::{Blueprint, Level, Resolved};
+use crate::control::{MigrationRow, Phase};
+use crate::phase;
+use crate::sql::Statement;
+use std::fmt::Write;
+
+/// Application statements a `UNION ALL` view cannot serve as a table would.
+pub const VIEW_LIMITS: &[&str] = &[
+    "INSERT ... ON CONFLICT (PostgreSQL refuses it on a view with rules or INSTEAD OF triggers)",
+    "SELECT ... FOR UPDATE / FOR SHARE (refused on a UNION ALL view)",
+    "TRUNCATE (refused on a view)",
+    "concurrent read-modify-write UPDATEs of the same row (SET n = n + 1, or a claim guarded by WHERE status = ...): the view's routing applies the new value the statement computed, so one of two racing increments can be lost; updates of different columns of a row are merged correctly",
+    "UPDATE or DELETE ... WHERE CURRENT OF a cursor",
+];
+
+pub struct PhasePlan {
+    pub name: &'static str,
+    pub how: &'static str,
+    pub statements: Vec<Statement>,
+}
+
+/// Every phase's statements, in order.
+pub fn phases(bp: &Blueprint) -> Vec<PhasePlan> {
+    vec![
+        PhasePlan { name: "prepare", how: "one transaction", statements: phase::prepare::statements(bp) },
+        PhasePlan { name: "route", how: "one short transaction", statements: phase::route::statements(bp) },
+        PhasePlan {
+            name: "move",
+            how: "repeated for each batch of heap pages, one transaction per batch; then sweeps over pages passed",
+            statements: phase::moving::statements(bp),
+        },
+        PhasePlan { name: "swap", how: "one short transaction", statements: phase::swap::statements(bp) },
+        PhasePlan {
+            name: "finish",
+            how: "its own transaction after the swap",
+            statements: phase::finish::statements(bp),
+        },
+    ]
+}
+
+fn thousands(n: i64) -> String {
+    let s = n.abs().to_string();
+    let mut out = String::new();
+    for (i, c) in s.chars().enumerate() {
+        if i > 0 && (s.len() - i) % 3 == 0 {
+            out.push(',');
+        }
+        out.push(c);
+    }
+    if n < 0 {
+        format!("-{out}")
+    } else {
+        out
+    }
+}
+
+pub fn bytes(n: i64) -> String {
+    let units = ["B", "kB", "MB", "GB", "TB"];
+    let mut v = n as f64;
+    let mut u = 0;
+    while v >= 1024.0 && u < units.len() - 1 {
+        v /= 1024.0;
+        u += 1;
+    }
+    format!("{v:.1} {}", units[u])
+}
+
+/// The `plan` report.
+pub fn plan(r: &Resolved, where_: &str) -> String {
+    let bp = &r.blueprint;
+    let mut o = String::new();
+    let _ = writeln!(
+        o,
+        "Plan: repartition {} by range on {} ({}) with the move method",
+        bp.table, bp.key.column, bp.key.type_name
+    );
+    let _ = writeln!(o, "Target: {where_}, PostgreSQL {}", r.server.version_num);
+    let _ = writeln!(
+        o,
+        "Table: about {} rows, {}; the move writes roughly {} of WAL (about 3.4 times the table)",
+        thousands(r.info.estimated_rows.max(0.0) as i64),
+        bytes(r.info.bytes),
+        bytes((r.info.bytes as f64 * 3.4) as i64)
+    );
+    let first = bp
+        .partitions
+        .first()
+        .map(|p| p.from.as_str())
+        .unwrap_or("?");
+    let last = bp.partitions.last().map(|p| p.to.as_str()).unwrap_or("?");
+    let _ = writeln!(
+        o,
+        "Partitions: {} from {first} to {last}{}{}",
+        bp.partitions.len(),
+        if bp.key.kind.is_time() {
+            format!(", bounds computed in {}", bp.key.time_zone)
+        } else {
+            String::new()
+        },
+        match &bp.default_partition {
+            Some(d) => format!(", default partition {d}"),
+            None => ", no default partition".into(),
+        }
+    );
+    let _ = writeln!(
+        o,
+        "Batches: about {} rows each, pause {}ms; lock_timeout {}ms, statement_timeout {}ms, {} retries",
+        bp.settings.batch_rows, bp.settings.pause_ms, bp.settings.lock_timeout_ms, bp.settings.statement_timeout_ms, bp.settings.retries
+    );
+    let _ = writeln!(o);
+    if !r.findings.is_empty() {
+        let _ = writeln!(o, "Findings:");
+        for f in &r.findings {
+            let level = match f.level {
+                Level::Warning => "warning",
+                Level::Note => "note",
+            };
+            let _ = writeln!(o, "  {level}: {}", f.message);
+        }
+        let _ = writeln!(o);
+    }
+    let _ = writeln!(
+        o,
+        "While the view is in place (from route to swap) the application cannot rely on:"
+    );
+    for l in VIEW_LIMITS {
+        let _ = writeln!(o, "  - {l}");
+    }
+    let _ = writeln!(o);
+    for (i, p) in phases(bp).iter().enumerate() {
+        let _ = writeln!(o, "== Phase {} of 5: {} ({}) ==", i + 1, p.name, p.how);
+        if p.statements.is_empty() {
+            let _ = writeln!(
+                o,
+                "-- nothing: the plan keeps the emptied original {}",
+                bp.old
+            );
+        }
+        for st in &p.statements {
+            let _ = writeln!(o, "{st}");
+        }
+        let _ = writeln!(o);
+    }
+    let _ = writeln!(o, "Nothing was changed.");
+    o
+}
+
+/// Live figures for `status`, read next to the control row.
+pub struct Live {
+    pub runner: Option<String>,
+    pub pages_left: Option<i64>,
+    pub rate: Option<f64>,
+    pub back_rate: Option<f64>,
+}
+
+pub fn status(m: &MigrationRow, live: &Live) -> String {
+    let mut o = String::new();
+    let doing = match (m.state.as_str(), m.phase) {
+        ("done", _) => "done",
+        ("aborted", _) => "aborted; the original table is back as it was",
+        ("aborting", _) => "aborting",
+        (_, Phase::Planned) => "planned; next: prepare",
+        (_, Phase::Prepared) => "prepared; next: route (the view goes live)",
+        (_, Phase::Routed) => "routed; moving rows",
+        (_, Phase::Moved) => {
+            "all rows moved; waiting for the swap (`migrate swap` or `migrate resume`)"
+        }
+        (_, Phase::Swapped) => "swapped; next: drop the emptied original",
+        (_, Phase::Finished) => "finished",
+    };
+    let _ = writeln!(
+        o,
+        "Migration {} of {}: {} (phase {})",
+        m.id,
+        m.table_name,
+        doing,
+        m.phase.as_str()
+    );
+    match &live.runner {
+        Some(r) => {
+            let _ = writeln!(o, "Runner: {r}");
+        }
+        None if m.state == "active" || m.state == "aborting" => {
+            let _ = writeln!(
+                o,
+                "Runner: none attached; continue with `migrate resume` (or `migrate abort`)"
+            );
+        }
+        None => {}
+    }
+    let total = m.rows_total.unwrap_or(0);
+    let pct = if total > 0 {
+        format!(
+            " ({:.1}%)",
+            (m.rows_moved as f64 / total as f64 * 100.0).min(100.0)
+        )
+    } else {
+        String::new()
+    };
+    let _ = writeln!(
+        o,
+        "Rows moved: {} of about {}{pct} in {} batches{}",
+        thousands(m.rows_moved),
+        thousands(total),
+        thousands(m.batches),
+        if m.sweeps > 0 {
+            format!(", sweep {}", m.sweeps)
+        } else {
+            String::new()
+        }
+    );
+    if m.phase == Phase::Routed && m.state == "active" {
+        if let Some(left) = live.pages_left {
+            let remaining_rows = (total - m.rows_moved).max(0);
+            let _ = write!(
+                o,
+                "Remaining: {} pages, about {} rows",
+                thousands(left),
+                thousands(remaining_rows)
+            );
+            match live.rate {
+                Some(r) if r > 0.0 => {
+                    let secs = remaining_rows as f64 / r;
+                    let _ = writeln!(
+                        o,
+                        "; rate {} rows/s over recent batches; ETA {}",
+                        thousands(r as i64),
+                        hms(secs)
+                    );
+                }
+                _ => {
+                    let _ = writeln!(o);
+                }
+            }
+        }
+    }
+    if m.state == "aborting" {
+        let _ = writeln!(
+            o,
+            "Abort: step {}, {} rows moved back{}",
+            m.abort_step.as_deref().unwrap_or("starting"),
+            thousands(m.rows_moved_back),
+            live.back_rate
+                .map(|r| format!(", {} rows/s", thousands(r as i64)))
+                .unwrap_or_default()
+        );
+    }
+    let _ = writeln!(
+        o,
+        "Started: {}; last update: {}",
+        m.created_at.format("%Y-%m-%d %H:%M:%S UTC"),
+        m.updated_at.format("%Y-%m-%d %H:%M:%S UTC")
+    );
+    if let Some(f) = m.finished_at {
+        let _ = writeln!(o, "Finished: {}", f.format("%Y-%m-%d %H:%M:%S UTC"));
+    }
+    if let Some(e) = &m.last_error {
+        let _ = writeln!(o, "Last error: {e}");
+    }
+    o
+}
+
+fn hms(secs: f64) -> String {
+    let s = secs.max(0.0) as u64;
+    format!("{:02}:{:02}:{:02}", s / 3600, s / 60 % 60, s % 60)
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn numbers() {
+        assert_eq!(super::thousands(1234567), "1,234,567");
+        assert_eq!(super::thousands(12), "12");
+        assert_eq!(super::bytes(2048), "2.0 kB");
+        assert_eq!(super::hms(3725.0), "01:02:05");
+    }
+}

@@ -1,0 +1,387 @@
+//! Drives a migration from its control record: each call reads where the
+//! migration stands and runs the phases after it, so `apply`, `resume` and
+//! `swap` are the same loop with different end points.
+
+use crate::blueprint::{self, Blueprint};
+use crate::control::{self, MigrationRow, Phase};
+use crate::db::advisory::RunnerLock;
+use crate::db::retry::{retrying, RetryPolicy};
+use crate::error::Refusal;
+use crate::mover::{self, Mover};
+use crate::phase;
+use crate::plan_file::{PlanFile, PlanSpec};
+use crate::progress::Reporter;
+use crate::sql::Statement;
+use anyhow::{Context as _, Result};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use tokio_postgres::Client;
+
+/// What every command needs.
+pub struct Context {
+    pub cfg: tokio_postgres::Config,
+    pub reporter: Box<dyn Reporter>,
+    /// Set on SIGINT/SIGTERM: stop at the next batch boundary.
+    pub stop: Arc<AtomicBool>,
+}
+
+impl Context {
+    pub fn stopping(&self) -> bool {
+        self.stop.load(Ordering::Relaxed)
+    }
+}
+
+/// How a run ended.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Outcome {
+    /// Reached this phase, as asked.
+    Reached(Phase),
+    /// Stopped by a signal; resumable.
+    Stopped(Phase),
+    Aborted,
+}
+
+/// A connection, the runner lock, and the migration's record.
+pub struct Session {
+    pub client: deadpool_postgres::Object,
+    _lock: RunnerLock,
+    pub m: MigrationRow,
+}
+
+/// What to record in the control table in a phase's own transaction.
+pub enum Record {
+    Advance(Phase, Phase),
+    AbortStep(&'static str),
+    Aborted,
+}
+
+/// Opens the worker connection and the lock connection, and creates the
+/// control schema if needed.
+pub async fn connect(
+    ctx: &Context,
+    plan: &PlanFile,
+) -> Result<(deadpool_postgres::Object, RunnerLock)> {
+    let pool = crate::db::connect::pool(&ctx.cfg, 2)?;
+    let mut client = pool.get().await.with_context(|| {
+        format!(
+            "cannot connect to the {}",
+            crate::db::connect::describe(&ctx.cfg)
+        )
+    })?;
+    control::bootstrap(&mut client).await?;
+    let mut lock_cfg = ctx.cfg.clone();
+    lock_cfg.application_name("migrate (runner lock)");
+    let lock_client = crate::db::connect(&lock_cfg).await?;
+    let lock = RunnerLock::acquire(lock_client, &plan.table.to_string()).await?;
+    Ok((client, lock))
+}
+
+/// Starts a migration, or continues the unfinished one of the same plan.
+pub async fn apply(ctx: &Context, plan: &PlanFile, until: Phase) -> Result<Outcome> {
+    let (client, lock) = connect(ctx, plan).await?;
+    let table = plan.table.to_string();
+    let m = match control::unfinished(&**client, &table).await? {
+        Some(m) => {
+            check_same_plan(&m, plan)?;
+            if m.state == "aborting" {
+                return Err(Refusal::new(format!(
+                    "an abort of {table} is in progress; run `migrate abort` again to finish it"
+                ))
+                .into());
+            }
+            ctx.reporter.phase(
+                m.phase.as_str(),
+                &format!("continuing the unfinished migration of {table}"),
+            );
+            m
+        }
+        None => {
+            let resolved = blueprint::resolve(&client, plan).await?;
+            let id = control::insert(&**client, &resolved.blueprint, &plan.source).await?;
+            control::reload(&**client, id).await?
+        }
+    };
+    let mut s = Session {
+        client,
+        _lock: lock,
+        m,
+    };
+    drive(ctx, &mut s, until).await
+}
+
+/// Continues the unfinished migration of the plan's table.
+pub async fn resume(ctx: &Context, plan: &PlanFile, until: Phase) -> Result<Outcome> {
+    let mut s = open_unfinished(ctx, plan).await?;
+    if s.m.state == "aborting" {
+        return Err(Refusal::new(format!(
+            "an abort of {} is in progress; run `migrate abort` again to finish it",
+            s.m.table_name
+        ))
+        .into());
+    }
+    drive(ctx, &mut s, until).await
+}
+
+/// Only the swap (and dropping the emptied original).
+pub async fn swap(ctx: &Context, plan: &PlanFile) -> Result<Outcome> {
+    let mut s = open_unfinished(ctx, plan).await?;
+    if s.m.state == "aborting" {
+        return Err(Refusal::new(format!(
+            "an abort of {} is in progress; it cannot be swapped",
+            s.m.table_name
+        ))
+        .into());
+    }
+    if s.m.phase < Phase::Moved {
+        return Err(Refusal::new(format!(
+            "{} is at phase {}: rows are still to be moved; run `migrate resume --until move` first",
+            s.m.table_name,
+            s.m.phase.as_str()
+        ))
+        .into());
+    }
+    drive(ctx, &mut s, Phase::Finished).await
+}
+
+pub async fn open_unfinished(ctx: &Context, plan: &PlanFile) -> Result<Session> {
+    let (client, lock) = connect(ctx, plan).await?;
+    let table = plan.table.to_string();
+    let Some(m) = control::unfinished(&**client, &table).await? else {
+        let hint = match control::latest(&**client, &table).await? {
+            Some(m) if m.state == "done" => "; its last migration is done",
+            Some(m) if m.state == "aborted" => "; its last migration was aborted",
+            _ => "; start one with `migrate apply`",
+        };
+        return Err(
+            Refusal::new(format!("there is no unfinished migration of {table}{hint}")).into(),
+        );
+    };
+    check_same_plan(&m, plan)?;
+    Ok(Session {
+        client,
+        _lock: lock,
+        m,
+    })
+}
+
+fn check_same_plan(m: &MigrationRow, plan: &PlanFile) -> Result<()> {
+    let stored: Option<PlanSpec> = serde_yaml::from_str(&m.plan_source).ok();
+    if stored.as_ref() != Some(&plan.spec) {
+        return Err(Refusal::new(format!(
+            "the unfinished migration of {} was started with a different plan; continue it with that plan (`migrate status` shows it) or abort it",
+            m.table_name
+        ))
+        .into());
+    }
+    Ok(())
+}
+
+/// Runs the phases after the recorded one, up to `until`.
+pub async fn drive(ctx: &Context, s: &mut Session, until: Phase) -> Result<Outcome> {
+    loop {
+        let phase = s.m.phase;
+        if phase >= until {
+            return Ok(Outcome::Reached(phase));
+        }
+        if ctx.stopping() {
+            return Ok(Outcome::Stopped(phase));
+        }
+        let bp = s.m.blueprint.clone();
+        let id = s.m.id;
+        let result = match phase {
+            Phase::Planned => {
+                ctx.reporter.phase(
+                    "prepare",
+                    &format!(
+                        "creating {} with {} partitions",
+                        bp.shadow,
+                        bp.partitions.len()
+                    ),
+                );
+                ddl(
+                    &s.client,
+                    &bp,
+                    "prepare",
+                    &phase::prepare::statements(&bp),
+                    &prepare_relations(&bp),
+                    id,
+                    Record::Advance(Phase::Planned, Phase::Prepared),
+                )
+                .await
+            }
+            Phase::Prepared => {
+                ctx.reporter.phase(
+                    "route",
+                    &format!("putting the view in front of {}", bp.table),
+                );
+                ddl(
+                    &s.client,
+                    &bp,
+                    "route",
+                    &phase::route::statements(&bp),
+                    &route_relations(&bp),
+                    id,
+                    Record::Advance(Phase::Prepared, Phase::Routed),
+                )
+                .await
+            }
+            Phase::Routed => {
+                ctx.reporter.phase(
+                    "move",
+                    &format!("moving rows from {} to {}", bp.old, bp.shadow),
+                );
+                let mut mover = Mover::new(ctx, &s.client, &s.m).await?;
+                match mover.run_forward().await? {
+                    mover::Pass::Complete => {
+                        mover::finish_move(&s.client, &bp).await?;
+                        record(&s.client, id, &Record::Advance(Phase::Routed, Phase::Moved)).await
+                    }
+                    mover::Pass::Stopped => return Ok(Outcome::Stopped(phase)),
+                }
+            }
+            Phase::Moved => {
+                ctx.reporter.phase(
+                    "swap",
+                    "moving stragglers, then swapping names in one short transaction",
+                );
+                let mut mover = Mover::new(ctx, &s.client, &s.m).await?;
+                if let mover::Pass::Stopped = mover.sweep_once().await? {
+                    return Ok(Outcome::Stopped(phase));
+                }
+                ddl(
+                    &s.client,
+                    &bp,
+                    "swap",
+                    &phase::swap::statements(&bp),
+                    &swap_relations(&bp),
+                    id,
+                    Record::Advance(Phase::Moved, Phase::Swapped),
+                )
+                .await
+            }
+            Phase::Swapped => {
+                ctx.reporter.phase(
+                    "finish",
+                    if bp.settings.keep_old {
+                        "keeping the emptied original, as the plan says"
+                    } else {
+                        "dropping the emptied original"
+                    },
+                );
+                let rels: Vec<String> = bp
+                    .foreign_keys
+                    .iter()
+                    .map(|f| f.referenced.to_string())
+                    .chain([bp.old.to_string()])
+                    .collect();
+                ddl(
+                    &s.client,
+                    &bp,
+                    "finish",
+                    &phase::finish::statements(&bp),
+                    &rels,
+                    id,
+                    Record::Advance(Phase::Swapped, Phase::Finished),
+                )
+                .await
+            }
+            Phase::Finished => return Ok(Outcome::Reached(Phase::Finished)),
+        };
+        if let Err(e) = result {
+            let _ = control::set_error(&**s.client, id, &format!("{e:#}")).await;
+            return Err(e);
+        }
+        s.m = control::reload(&**s.client, id).await?;
+    }
+}
+
+fn prepare_relations(bp: &Blueprint) -> Vec<String> {
+    bp.foreign_keys
+        .iter()
+        .map(|f| f.referenced.to_string())
+        .chain([bp.table.to_string()])
+        .collect()
+}
+
+fn route_relations(bp: &Blueprint) -> Vec<String> {
+    bp.dependent_views
+        .iter()
+        .map(|v| v.name.to_string())
+        .chain(bp.incoming_fks.iter().map(|f| f.table.to_string()))
+        .chain([bp.table.to_string()])
+        .collect()
+}
+
+pub fn swap_relations(bp: &Blueprint) -> Vec<String> {
+    bp.dependent_views
+        .iter()
+        .map(|v| v.name.to_string())
+        .chain([
+            bp.table.to_string(),
+            bp.shadow.to_string(),
+            bp.old.to_string(),
+        ])
+        .collect()
+}
+
+/// Writes a control record in the current transaction.
+pub async fn record(client: &Client, id: i64, r: &Record) -> Result<()> {
+    match r {
+        Record::Advance(from, to) => control::advance(client, id, *from, *to).await,
+        Record::AbortStep(step) => control::abort_step(client, id, step, 0, 0).await,
+        Record::Aborted => control::aborted(client, id).await,
+    }
+}
+
+/// Runs statements and their control record in one transaction, retried
+/// on lock contention.
+pub async fn ddl(
+    client: &Client,
+    bp: &Blueprint,
+    what: &str,
+    stmts: &[Statement],
+    relations: &[String],
+    id: i64,
+    rec: Record,
+) -> Result<()> {
+    let policy = RetryPolicy::new(bp.settings.retries);
+    let rec = &rec;
+    retrying(client, policy, what, relations, || async move {
+        in_tx(client, what, stmts, id, rec).await
+    })
+    .await
+}
+
+async fn in_tx(
+    client: &Client,
+    what: &str,
+    stmts: &[Statement],
+    id: i64,
+    rec: &Record,
+) -> Result<()> {
+    client.batch_execute("BEGIN").await?;
+    let res: Result<()> = async {
+        for st in stmts {
+            client
+                .batch_execute(&st.sql)
+                .await
+                .with_context(|| format!("{what} failed at the step \"{}\"", st.why))?;
+        }
+        record(client, id, rec).await
+    }
+    .await;
+    match res {
+        Ok(()) => {
+            client
+                .batch_execute("COMMIT")
+                .await
+                .with_context(|| format!("{what} could not commit"))?;
+            tracing::info!(phase = what, "committed");
+            Ok(())
+        }
+        Err(e) => {
+            let _ = client.batch_execute("ROLLBACK").await;
+            Err(e)
+        }
+    }
+}
