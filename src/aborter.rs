@@ -32,8 +32,7 @@ pub async fn abort(ctx: &Context, plan: &PlanFile) -> Result<Outcome> {
             control::aborted(&***client, id).await?;
         }
         Phase::Prepared => {
-            ctx.reporter
-                .phase("abort", &format!("dropping {}", bp.shadow));
+            ctx.reporter.phase("abort", &format!("dropping {}", bp.shadow));
             ddl(
                 client,
                 &bp,
@@ -48,8 +47,7 @@ pub async fn abort(ctx: &Context, plan: &PlanFile) -> Result<Outcome> {
         Phase::Routed | Phase::Moved => {
             let mut step = s.m.abort_step.clone().unwrap_or_default();
             if step.is_empty() {
-                ctx.reporter
-                    .phase("abort", "routing new rows to the original table");
+                ctx.reporter.phase("abort", "routing new rows to the original table");
                 ddl(
                     client,
                     &bp,
@@ -63,8 +61,7 @@ pub async fn abort(ctx: &Context, plan: &PlanFile) -> Result<Outcome> {
                 step = "rerouted".into();
             }
             if step == "rerouted" || step == "moving back" {
-                ctx.reporter
-                    .phase("abort", &format!("moving rows back to {}", bp.old));
+                ctx.reporter.phase("abort", &format!("moving rows back to {}", bp.old));
                 let mut mover = Mover::new(ctx, client, &s.m).await?;
                 let (leaf, block) = if step == "moving back" {
                     (s.m.abort_partition.max(0) as usize, s.m.abort_block)
@@ -96,8 +93,7 @@ pub async fn abort(ctx: &Context, plan: &PlanFile) -> Result<Outcome> {
                 step = "unrouted".into();
             }
             if step == "unrouted" {
-                ctx.reporter
-                    .phase("abort", &format!("dropping {}", bp.shadow));
+                ctx.reporter.phase("abort", &format!("dropping {}", bp.shadow));
                 let rels: Vec<String> = bp
                     .foreign_keys
                     .iter()

@@ -225,9 +225,7 @@ pub async fn resolve(client: &Client, plan: &PlanFile) -> Result<Resolved> {
         ));
     }
     if info.is_partition || info.has_inheritance {
-        refusals.push(format!(
-            "{table} takes part in inheritance or is a partition already"
-        ));
+        refusals.push(format!("{table} takes part in inheritance or is a partition already"));
     }
     if info.row_security {
         refusals.push(format!(
@@ -263,10 +261,7 @@ pub async fn resolve(client: &Client, plan: &PlanFile) -> Result<Resolved> {
                 ));
             }
             if c.generated {
-                refusals.push(format!(
-                    "the partition key {} is a generated column",
-                    c.name
-                ));
+                refusals.push(format!("the partition key {} is a generated column", c.name));
             }
             Key {
                 column: c.name.clone(),
@@ -320,11 +315,7 @@ pub async fn resolve(client: &Client, plan: &PlanFile) -> Result<Resolved> {
     // Uniqueness: primary key and unique constraints get the key appended.
     let mut uniques = Vec::new();
     let mut row_identity: Option<Vec<Ident>> = None;
-    for con in info
-        .constraints
-        .iter()
-        .filter(|c| matches!(c.kind, 'p' | 'u'))
-    {
+    for con in info.constraints.iter().filter(|c| matches!(c.kind, 'p' | 'u')) {
         let mut columns = con.columns.clone();
         let key_appended = !columns.contains(&key.column);
         if key_appended {
@@ -357,16 +348,8 @@ pub async fn resolve(client: &Client, plan: &PlanFile) -> Result<Resolved> {
             primary: con.kind == 'p',
             columns,
             key_appended,
-            shadow_name: con
-                .index
-                .clone()
-                .unwrap_or_else(|| con.name.clone())
-                .derive("__p"),
-            old_rename: con
-                .index
-                .clone()
-                .unwrap_or_else(|| con.name.clone())
-                .derive("__o"),
+            shadow_name: con.index.clone().unwrap_or_else(|| con.name.clone()).derive("__p"),
+            old_rename: con.index.clone().unwrap_or_else(|| con.name.clone()).derive("__o"),
             deferrable: con.deferrable,
             deferred: con.deferred,
         });
@@ -395,7 +378,13 @@ pub async fn resolve(client: &Client, plan: &PlanFile) -> Result<Resolved> {
     let mut indexes = Vec::new();
     for ix in info.indexes.iter().filter(|i| i.constraint.is_none()) {
         if !ix.valid {
-            warn(&mut findings, format!("index {} is invalid (a failed CREATE INDEX CONCURRENTLY?) and is not carried over", ix.name));
+            warn(
+                &mut findings,
+                format!(
+                    "index {} is invalid (a failed CREATE INDEX CONCURRENTLY?) and is not carried over",
+                    ix.name
+                ),
+            );
             continue;
         }
         let body = if ix.unique {
@@ -408,13 +397,16 @@ pub async fn resolve(client: &Client, plan: &PlanFile) -> Result<Resolved> {
             }
             let mut cols = ix.columns.clone();
             if !cols.contains(&key.column) {
-                warn(&mut findings, format!(
-                    "unique index {} becomes unique on ({}, {}): uniqueness of ({}) alone is no longer enforced",
-                    ix.name,
-                    crate::sql::list(&ix.columns),
-                    key.column,
-                    crate::sql::list(&ix.columns)
-                ));
+                warn(
+                    &mut findings,
+                    format!(
+                        "unique index {} becomes unique on ({}, {}): uniqueness of ({}) alone is no longer enforced",
+                        ix.name,
+                        crate::sql::list(&ix.columns),
+                        key.column,
+                        crate::sql::list(&ix.columns)
+                    ),
+                );
                 cols.push(key.column.clone());
             }
             IndexBody::Unique(cols)
@@ -422,10 +414,7 @@ pub async fn resolve(client: &Client, plan: &PlanFile) -> Result<Resolved> {
             match &ix.tail {
                 Some(t) => IndexBody::Plain(t.clone()),
                 None => {
-                    refusals.push(format!(
-                        "the definition of index {} could not be read",
-                        ix.name
-                    ));
+                    refusals.push(format!("the definition of index {} could not be read", ix.name));
                     continue;
                 }
             }
@@ -535,10 +524,7 @@ pub async fn resolve(client: &Client, plan: &PlanFile) -> Result<Resolved> {
         .map_err(|_| plan.key_error("partition.time_zone", "is not a known time zone"))?;
     let (min, max) = key_range(client, table, &key).await?;
     let start = match &spec.start {
-        Some(b) => Some(
-            bounds::parse_start(key.kind, tz, b)
-                .map_err(|e| plan.key_error("partition.start", &e))?,
-        ),
+        Some(b) => Some(bounds::parse_start(key.kind, tz, b).map_err(|e| plan.key_error("partition.start", &e))?),
         None => None,
     };
     let template = spec
@@ -586,17 +572,19 @@ pub async fn resolve(client: &Client, plan: &PlanFile) -> Result<Resolved> {
     }
     let first = bounds::first_bound_value(key.kind, tz, &layout[0]);
     let below = match (first, min) {
-        (Some(f), Some(m)) if key_less(m, f) => {
-            count_below(client, table, &key, &layout[0].from).await?
-        }
+        (Some(f), Some(m)) if key_less(m, f) => count_below(client, table, &key, &layout[0].from).await?,
         _ => 0,
     };
-    let default_partition = spec
-        .default_partition
-        .then(|| table.name.derive("_default"));
+    let default_partition = spec.default_partition.then(|| table.name.derive("_default"));
     if below > 0 {
         if default_partition.is_some() {
-            warn(&mut findings, format!("{below} existing rows have keys below the first bound {} and will land in the default partition", layout[0].from));
+            warn(
+                &mut findings,
+                format!(
+                    "{below} existing rows have keys below the first bound {} and will land in the default partition",
+                    layout[0].from
+                ),
+            );
         } else {
             refusals.push(format!(
                 "{below} existing rows have keys below the first bound {} and no partition would hold them; move partition.start back or set partition.default_partition: true",
@@ -622,11 +610,7 @@ pub async fn resolve(client: &Client, plan: &PlanFile) -> Result<Resolved> {
         delete_trigger: table.name.derive("__del"),
     };
     let mut relations: Vec<QualifiedName> = vec![shadow.clone(), old.clone(), retired_view.clone()];
-    relations.extend(
-        layout
-            .iter()
-            .map(|p| table.sibling(Ident::new(p.name.clone()))),
-    );
+    relations.extend(layout.iter().map(|p| table.sibling(Ident::new(p.name.clone()))));
     relations.extend(default_partition.iter().map(|d| table.sibling(d.clone())));
     for u in &uniques {
         relations.push(table.sibling(u.shadow_name.clone()));
@@ -659,9 +643,7 @@ pub async fn resolve(client: &Client, plan: &PlanFile) -> Result<Resolved> {
     }
 
     if !refusals.is_empty() {
-        return Err(
-            Refusal::new(format!("cannot migrate {table}: {}", refusals.join("; "))).into(),
-        );
+        return Err(Refusal::new(format!("cannot migrate {table}: {}", refusals.join("; "))).into());
     }
 
     let lock_timeout_ms = plan
@@ -753,15 +735,8 @@ fn key_less(a: KeyValue, b: KeyValue) -> bool {
 }
 
 /// The smallest and largest key, typed for the layout.
-async fn key_range(
-    client: &Client,
-    table: &QualifiedName,
-    key: &Key,
-) -> Result<(Option<KeyValue>, Option<KeyValue>)> {
-    let sql = format!(
-        "SELECT min({k}), max({k}) FROM ONLY {table}",
-        k = key.column
-    );
+async fn key_range(client: &Client, table: &QualifiedName, key: &Key) -> Result<(Option<KeyValue>, Option<KeyValue>)> {
+    let sql = format!("SELECT min({k}), max({k}) FROM ONLY {table}", k = key.column);
     let sql_int = format!(
         "SELECT min({k})::int8, max({k})::int8 FROM ONLY {table}",
         k = key.column
@@ -790,12 +765,7 @@ async fn key_range(
     })
 }
 
-async fn count_below(
-    client: &Client,
-    table: &QualifiedName,
-    key: &Key,
-    first: &str,
-) -> Result<i64> {
+async fn count_below(client: &Client, table: &QualifiedName, key: &Key, first: &str) -> Result<i64> {
     let sql = format!(
         "SELECT count(*) FROM ONLY {table} WHERE {k} < $1::text::{ty}",
         k = key.column,

@@ -187,9 +187,7 @@ pub async fn table_info(client: &Client, oid: u32) -> Result<TableInfo> {
         let type_name: String = r.get(1);
         let base_type: String = r.get(6);
         let has_equality = client
-            .simple_query(&format!(
-                "SELECT NULL::{base_type} IS DISTINCT FROM NULL::{base_type}"
-            ))
+            .simple_query(&format!("SELECT NULL::{base_type} IS DISTINCT FROM NULL::{base_type}"))
             .await
             .is_ok();
         cols.push(ColumnInfo {
@@ -312,13 +310,19 @@ pub async fn table_info(client: &Client, oid: u32) -> Result<TableInfo> {
         .collect();
 
     let triggers = client
-        .query("SELECT tgname::text FROM pg_trigger WHERE tgrelid = $1 AND NOT tgisinternal ORDER BY 1", &[&oid])
+        .query(
+            "SELECT tgname::text FROM pg_trigger WHERE tgrelid = $1 AND NOT tgisinternal ORDER BY 1",
+            &[&oid],
+        )
         .await?
         .iter()
         .map(|r| r.get(0))
         .collect();
     let rules = client
-        .query("SELECT rulename::text FROM pg_rewrite WHERE ev_class = $1 AND rulename <> '_RETURN' ORDER BY 1", &[&oid])
+        .query(
+            "SELECT rulename::text FROM pg_rewrite WHERE ev_class = $1 AND rulename <> '_RETURN' ORDER BY 1",
+            &[&oid],
+        )
         .await?
         .iter()
         .map(|r| r.get(0))

@@ -105,10 +105,7 @@ pub async fn run(cli: Cli) -> Result<i32> {
             let plan = PlanFile::load(&plan)?;
             let client = crate::db::connect(&ctx.cfg).await?;
             let resolved = crate::blueprint::resolve(&client, &plan).await?;
-            print!(
-                "{}",
-                report::plan(&resolved, &crate::db::connect::describe(&ctx.cfg))
-            );
+            print!("{}", report::plan(&resolved, &crate::db::connect::describe(&ctx.cfg)));
             Ok(exit::OK)
         }
         Command::Apply { plan, until } => {
@@ -117,10 +114,7 @@ pub async fn run(cli: Cli) -> Result<i32> {
         }
         Command::Resume { plan, until } => {
             let plan = PlanFile::load(&plan)?;
-            finish(
-                &ctx,
-                runner::resume(&ctx, &plan, Until::phase(until)).await?,
-            )
+            finish(&ctx, runner::resume(&ctx, &plan, Until::phase(until)).await?)
         }
         Command::Swap { plan } => {
             let plan = PlanFile::load(&plan)?;
@@ -140,12 +134,14 @@ pub async fn run(cli: Cli) -> Result<i32> {
 fn finish(ctx: &Context, outcome: Outcome) -> Result<i32> {
     match outcome {
         Outcome::Reached(Phase::Finished) => {
-            ctx.reporter
-                .done("migration finished: the table is partitioned");
+            ctx.reporter.done("migration finished: the table is partitioned");
             Ok(exit::OK)
         }
         Outcome::Reached(p) => {
-            ctx.reporter.done(&format!("stopped after phase {}, as asked; continue with `migrate resume` or `migrate swap`", p.as_str()));
+            ctx.reporter.done(&format!(
+                "stopped after phase {}, as asked; continue with `migrate resume` or `migrate swap`",
+                p.as_str()
+            ));
             Ok(exit::OK)
         }
         Outcome::Stopped(p) => {
@@ -175,12 +171,16 @@ async fn status(ctx: &Context, plan: &PlanFile) -> Result<i32> {
             &[&0x5250_4d47i32, &table],
         )
         .await?
-        .map(|r| format!("attached (server process {}, from {})", r.get::<_, i32>(0), r.get::<_, String>(1)));
+        .map(|r| {
+            format!(
+                "attached (server process {}, from {})",
+                r.get::<_, i32>(0),
+                r.get::<_, String>(1)
+            )
+        });
     let pages_left = if m.phase == Phase::Routed && m.state == "active" {
         match crate::catalog::relation_oid(&client, &m.blueprint.old).await? {
-            Some(_) => Some(
-                (crate::mover::pages_of(&client, &m.blueprint.old).await? - m.cursor_block).max(0),
-            ),
+            Some(_) => Some((crate::mover::pages_of(&client, &m.blueprint.old).await? - m.cursor_block).max(0)),
             None => None,
         }
     } else {
@@ -201,11 +201,10 @@ async fn status(ctx: &Context, plan: &PlanFile) -> Result<i32> {
 fn watch_signals(stop: Arc<AtomicBool>) {
     use std::sync::atomic::Ordering;
     tokio::spawn(async move {
-        let mut term =
-            match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-                Ok(s) => s,
-                Err(_) => return,
-            };
+        let mut term = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(s) => s,
+            Err(_) => return,
+        };
         loop {
             tokio::select! {
                 _ = tokio::signal::ctrl_c() => {}

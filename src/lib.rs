@@ -11,6 +11,7 @@ pub mod cli;
 pub mod control;
 pub mod db;
 pub mod error;
+pub mod failpoint;
 pub mod mover;
 pub mod partition;
 pub mod phase;

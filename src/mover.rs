@@ -45,15 +45,10 @@ struct Route {
 }
 
 impl<'a> Mover<'a> {
-    pub async fn new(
-        ctx: &'a Context,
-        client: &'a Client,
-        m: &'a MigrationRow,
-    ) -> Result<Mover<'a>> {
+    pub async fn new(ctx: &'a Context, client: &'a Client, m: &'a MigrationRow) -> Result<Mover<'a>> {
         let bp = &m.blueprint;
         let rows_per_page = rows_per_page(client, &bp.old).await?.max(1.0);
-        let pages =
-            ((bp.settings.batch_rows as f64 / rows_per_page).ceil() as i64).clamp(1, MAX_PAGES);
+        let pages = ((bp.settings.batch_rows as f64 / rows_per_page).ceil() as i64).clamp(1, MAX_PAGES);
         Ok(Mover {
             ctx,
             client,
@@ -67,12 +62,7 @@ impl<'a> Mover<'a> {
         })
     }
 
-    async fn route(
-        &self,
-        from: &QualifiedName,
-        to: &str,
-        direction: &'static str,
-    ) -> Result<Route> {
+    async fn route(&self, from: &QualifiedName, to: &str, direction: &'static str) -> Result<Route> {
         let mut limits: Vec<Statement> = phase::session_limits(self.bp);
         limits.push(Statement::new("", "SET LOCAL synchronous_commit = off"));
         let limits = limits
@@ -106,9 +96,7 @@ impl<'a> Mover<'a> {
 
     /// The main pass and the sweeps, from the recorded cursor.
     pub async fn run_forward(&mut self) -> Result<Pass> {
-        let route = self
-            .route(&self.bp.old, &self.bp.shadow.to_string(), "forward")
-            .await?;
+        let route = self.route(&self.bp.old, &self.bp.shadow.to_string(), "forward").await?;
         if self.cursor == 0 && self.sweeps == 0 && self.rows_moved == 0 {
             let estimate = estimated_rows(self.client, &self.bp.old).await?;
             control::set_rows_total(self.client, self.id, estimate).await?;
@@ -123,6 +111,7 @@ impl<'a> Mover<'a> {
             let end = pages_of(self.client, &self.bp.old).await?;
             if self.cursor >= end {
                 if self.sweeps == 0 || (moved_this_pass > 0 && self.sweeps < MAX_SWEEPS) {
+                    crate::failpoint::hit("move:before-sweep");
                     vacuum(self.client, self.bp, &self.bp.old).await;
                     control::begin_sweep(self.client, self.id).await?;
                     self.sweeps += 1;
@@ -143,9 +132,7 @@ impl<'a> Mover<'a> {
     /// One pass over the original before the swap, for rows updated behind
     /// the cursor since the move phase ended.
     pub async fn sweep_once(&mut self) -> Result<Pass> {
-        let route = self
-            .route(&self.bp.old, &self.bp.shadow.to_string(), "forward")
-            .await?;
+        let route = self.route(&self.bp.old, &self.bp.shadow.to_string(), "forward").await?;
         vacuum(self.client, self.bp, &self.bp.old).await;
         self.cursor = 0;
         self.sweeps = self.sweeps.max(1);
@@ -198,8 +185,7 @@ impl<'a> Mover<'a> {
         // pages quickly.
         if rows > 0 {
             let per_page = rows as f64 / self.rate.last_pages.max(1) as f64;
-            self.pages =
-                ((self.bp.settings.batch_rows as f64 / per_page).ceil() as i64).clamp(1, MAX_PAGES);
+            self.pages = ((self.bp.settings.batch_rows as f64 / per_page).ceil() as i64).clamp(1, MAX_PAGES);
         } else {
             self.pages = (self.pages * 2).min(MAX_PAGES);
         }
@@ -268,9 +254,7 @@ async fn one_batch(
 ) -> Result<i64> {
     let from_s = from.to_string();
     let to_s = to.to_string();
-    client
-        .batch_execute(&format!("BEGIN; {}", route.limits))
-        .await?;
+    client.batch_execute(&format!("BEGIN; {}", route.limits)).await?;
     let res: Result<i64> = async {
         for l in &route.locks {
             client
@@ -288,18 +272,16 @@ async fn one_batch(
     .await;
     match res {
         Ok(rows) => {
+            crate::failpoint::hit(&format!("batch-{}:before-commit", route.direction));
             client.batch_execute("COMMIT").await?;
+            crate::failpoint::hit(&format!("batch-{}:after-commit", route.direction));
             Ok(rows)
         }
         Err(e) => {
             let _ = client.batch_execute("ROLLBACK").await;
             if let Some(pe) = pg_error(&e) {
                 if is_contention(pe) {
-                    tracing::debug!(
-                        from,
-                        to,
-                        "batch met a lock held by the application; stepping back"
-                    );
+                    tracing::debug!(from, to, "batch met a lock held by the application; stepping back");
                 }
             }
             Err(e)
@@ -328,10 +310,7 @@ pub async fn vacuum(client: &Client, bp: &Blueprint, rel: &QualifiedName) {
     let started = Instant::now();
     let res = async {
         client
-            .batch_execute(&format!(
-                "SET lock_timeout = '{}ms'",
-                bp.settings.lock_timeout_ms
-            ))
+            .batch_execute(&format!("SET lock_timeout = '{}ms'", bp.settings.lock_timeout_ms))
             .await?;
         client.batch_execute("SET statement_timeout = 0").await?;
         client.batch_execute(&format!("VACUUM {rel}")).await
@@ -348,10 +327,7 @@ pub async fn vacuum(client: &Client, bp: &Blueprint, rel: &QualifiedName) {
 }
 
 pub async fn pages_of(client: &Client, rel: &QualifiedName) -> Result<i64> {
-    Ok(client
-        .query_one(&moving::pages_statement(rel), &[])
-        .await?
-        .get(0))
+    Ok(client.query_one(&moving::pages_statement(rel), &[]).await?.get(0))
 }
 
 async fn rows_per_page(client: &Client, rel: &QualifiedName) -> Result<f64> {

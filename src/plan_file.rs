@@ -243,11 +243,7 @@ fn parse_duration(text: &str) -> Result<u64, String> {
         "" | "ms" => 1,
         "s" => 1000,
         "m" | "min" => 60_000,
-        _ => {
-            return Err(format!(
-                "`{text}` is not a duration such as 250ms, 2s or 1m"
-            ))
-        }
+        _ => return Err(format!("`{text}` is not a duration such as 250ms, 2s or 1m")),
     };
     n.checked_mul(factor)
         .ok_or_else(|| format!("`{text}` is too long a duration"))
@@ -255,25 +251,18 @@ fn parse_duration(text: &str) -> Result<u64, String> {
 
 impl PlanFile {
     pub fn load(path: &Path) -> Result<PlanFile, Refusal> {
-        let source = std::fs::read_to_string(path).map_err(|e| {
-            Refusal::new(format!("cannot read the plan file {}: {e}", path.display()))
-        })?;
+        let source = std::fs::read_to_string(path)
+            .map_err(|e| Refusal::new(format!("cannot read the plan file {}: {e}", path.display())))?;
         Self::parse(&path.display().to_string(), &source)
     }
 
     pub fn parse(path: &str, source: &str) -> Result<PlanFile, Refusal> {
-        let spec: PlanSpec = serde_yaml::from_str(source).map_err(|e| {
-            Refusal::new(format!(
-                "the plan file {path} is invalid: {}",
-                yaml_error(source, &e.to_string())
-            ))
-        })?;
+        let spec: PlanSpec = serde_yaml::from_str(source)
+            .map_err(|e| Refusal::new(format!("{path}: {}", yaml_error(source, &e.to_string()))))?;
         let plan = PlanFile {
             path: path.to_string(),
             source: source.to_string(),
-            table: QualifiedName::parse(&spec.table).map_err(|e| {
-                Refusal::new(format!("the plan file {path} is invalid: table: {e}"))
-            })?,
+            table: QualifiedName::parse(&spec.table).map_err(|e| Refusal::new(format!("{path}: table {e}")))?,
             spec,
         };
         plan.check()?;
@@ -311,8 +300,7 @@ impl PlanFile {
             return Err(self.key_error("partition.premake", "must be at most 1000"));
         }
         if let Some(t) = &p.naming {
-            crate::partition::naming::check_template(t)
-                .map_err(|e| self.key_error("partition.naming", &e))?;
+            crate::partition::naming::check_template(t).map_err(|e| self.key_error("partition.naming", &e))?;
         }
         let l = &self.spec.locks;
         if l.lock_timeout.0 == 0 {
@@ -339,14 +327,8 @@ impl PlanFile {
     /// A refusal naming a key of the plan and its line.
     pub fn key_error(&self, key: &str, problem: &str) -> Refusal {
         match line_of(&self.source, key) {
-            Some(line) => Refusal::new(format!(
-                "the plan file {} is invalid: {key} (line {line}) {problem}",
-                self.path
-            )),
-            None => Refusal::new(format!(
-                "the plan file {} is invalid: {key} {problem}",
-                self.path
-            )),
+            Some(line) => Refusal::new(format!("{}: {key} (line {line}) {problem}", self.path)),
+            None => Refusal::new(format!("{}: {key} {problem}", self.path)),
         }
     }
 }
@@ -358,19 +340,11 @@ fn yaml_error(source: &str, msg: &str) -> String {
     let Some((body, loc)) = msg.rsplit_once(" at line ") else {
         return msg;
     };
-    let Some(line) = loc
-        .split_whitespace()
-        .next()
-        .and_then(|l| l.parse::<usize>().ok())
-    else {
+    let Some(line) = loc.split_whitespace().next().and_then(|l| l.parse::<usize>().ok()) else {
         return msg;
     };
     let body = match body.split_once(": ") {
-        Some((p, rest))
-            if !p.is_empty() && p.chars().all(|c| c.is_alphanumeric() || "._[]".contains(c)) =>
-        {
-            rest
-        }
+        Some((p, rest)) if !p.is_empty() && p.chars().all(|c| c.is_alphanumeric() || "._[]".contains(c)) => rest,
         _ => body,
     };
     match path_at_line(source, line) {
@@ -381,18 +355,12 @@ fn yaml_error(source: &str, msg: &str) -> String {
 
 /// The 1-based line where a dotted key path is written in block-style YAML.
 pub fn line_of(source: &str, path: &str) -> Option<usize> {
-    key_lines(source)
-        .into_iter()
-        .find(|(_, p)| p == path)
-        .map(|(l, _)| l)
+    key_lines(source).into_iter().find(|(_, p)| p == path).map(|(l, _)| l)
 }
 
 /// The dotted path of the mapping key written on a 1-based line.
 fn path_at_line(source: &str, line: usize) -> Option<String> {
-    key_lines(source)
-        .into_iter()
-        .find(|(l, _)| *l == line)
-        .map(|(_, p)| p)
+    key_lines(source).into_iter().find(|(l, _)| *l == line).map(|(_, p)| p)
 }
 
 /// Every mapping key of block-style YAML with its line and dotted path,
@@ -413,19 +381,10 @@ fn key_lines(source: &str) -> Vec<(usize, String)> {
         while stack.last().is_some_and(|(i, _)| *i >= indent) {
             stack.pop();
         }
-        stack.push((
-            indent,
-            key.trim()
-                .trim_matches(|c| c == '"' || c == '\'')
-                .to_string(),
-        ));
+        stack.push((indent, key.trim().trim_matches(|c| c == '"' || c == '\'').to_string()));
         out.push((
             no + 1,
-            stack
-                .iter()
-                .map(|(_, k)| k.as_str())
-                .collect::<Vec<_>>()
-                .join("."),
+            stack.iter().map(|(_, k)| k.as_str()).collect::<Vec<_>>().join("."),
         ));
     }
     out
@@ -459,28 +418,19 @@ mod tests {
         let e = err(&MINIMAL.replace("size: 5000", "size: lots"));
         assert!(e.contains("batch.size") && e.contains("line 8"), "{e}");
         let e = err(&MINIMAL.replace("interval: month", "interval: monthly"));
-        assert!(
-            e.contains("partition.interval") && e.contains("line 5"),
-            "{e}"
-        );
+        assert!(e.contains("partition.interval") && e.contains("line 5"), "{e}");
         let e = err(&format!("{MINIMAL}colour: blue\n"));
         assert!(e.contains("colour") && e.contains("line 9"), "{e}");
         let e = err(&format!("{MINIMAL}locks:\n  lock_timeout: 0\n"));
         assert!(e.contains("locks.lock_timeout (line 10)"), "{e}");
         let e = err(&MINIMAL.replace("public.workflow_events", "workflow_events"));
         assert!(e.contains("schema-qualified"), "{e}");
-        let e = err(&MINIMAL.replace(
-            "  interval: month\n",
-            "  interval: month\n  time_zone: Mars/Base\n",
-        ));
+        let e = err(&MINIMAL.replace("  interval: month\n", "  interval: month\n  time_zone: Mars/Base\n"));
         assert!(e.contains("partition.time_zone (line 6)"), "{e}");
         let e = err(&MINIMAL.replace("  interval: month\n", ""));
         assert!(e.contains("needs either interval"), "{e}");
         let e = err(&format!("{MINIMAL}locks:\n  lock_timeout: 5 parsecs\n"));
-        assert!(
-            e.contains("locks.lock_timeout") && e.contains("line 10"),
-            "{e}"
-        );
+        assert!(e.contains("locks.lock_timeout") && e.contains("line 10"), "{e}");
     }
 
     #[test]

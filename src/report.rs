@@ -25,14 +25,26 @@ pub struct PhasePlan {
 /// Every phase's statements, in order.
 pub fn phases(bp: &Blueprint) -> Vec<PhasePlan> {
     vec![
-        PhasePlan { name: "prepare", how: "one transaction", statements: phase::prepare::statements(bp) },
-        PhasePlan { name: "route", how: "one short transaction", statements: phase::route::statements(bp) },
+        PhasePlan {
+            name: "prepare",
+            how: "one transaction",
+            statements: phase::prepare::statements(bp),
+        },
+        PhasePlan {
+            name: "route",
+            how: "one short transaction",
+            statements: phase::route::statements(bp),
+        },
         PhasePlan {
             name: "move",
             how: "repeated for each batch of heap pages, one transaction per batch; then sweeps over pages passed",
             statements: phase::moving::statements(bp),
         },
-        PhasePlan { name: "swap", how: "one short transaction", statements: phase::swap::statements(bp) },
+        PhasePlan {
+            name: "swap",
+            how: "one short transaction",
+            statements: phase::swap::statements(bp),
+        },
         PhasePlan {
             name: "finish",
             how: "its own transaction after the swap",
@@ -85,11 +97,7 @@ pub fn plan(r: &Resolved, where_: &str) -> String {
         bytes(r.info.bytes),
         bytes((r.info.bytes as f64 * 3.4) as i64)
     );
-    let first = bp
-        .partitions
-        .first()
-        .map(|p| p.from.as_str())
-        .unwrap_or("?");
+    let first = bp.partitions.first().map(|p| p.from.as_str()).unwrap_or("?");
     let last = bp.partitions.last().map(|p| p.to.as_str()).unwrap_or("?");
     let _ = writeln!(
         o,
@@ -108,7 +116,11 @@ pub fn plan(r: &Resolved, where_: &str) -> String {
     let _ = writeln!(
         o,
         "Batches: about {} rows each, pause {}ms; lock_timeout {}ms, statement_timeout {}ms, {} retries",
-        bp.settings.batch_rows, bp.settings.pause_ms, bp.settings.lock_timeout_ms, bp.settings.statement_timeout_ms, bp.settings.retries
+        bp.settings.batch_rows,
+        bp.settings.pause_ms,
+        bp.settings.lock_timeout_ms,
+        bp.settings.statement_timeout_ms,
+        bp.settings.retries
     );
     let _ = writeln!(o);
     if !r.findings.is_empty() {
@@ -133,11 +145,7 @@ pub fn plan(r: &Resolved, where_: &str) -> String {
     for (i, p) in phases(bp).iter().enumerate() {
         let _ = writeln!(o, "== Phase {} of 5: {} ({}) ==", i + 1, p.name, p.how);
         if p.statements.is_empty() {
-            let _ = writeln!(
-                o,
-                "-- nothing: the plan keeps the emptied original {}",
-                bp.old
-            );
+            let _ = writeln!(o, "-- nothing: the plan keeps the emptied original {}", bp.old);
         }
         for st in &p.statements {
             let _ = writeln!(o, "{st}");
@@ -165,9 +173,7 @@ pub fn status(m: &MigrationRow, live: &Live) -> String {
         (_, Phase::Planned) => "planned; next: prepare",
         (_, Phase::Prepared) => "prepared; next: route (the view goes live)",
         (_, Phase::Routed) => "routed; moving rows",
-        (_, Phase::Moved) => {
-            "all rows moved; waiting for the swap (`migrate swap` or `migrate resume`)"
-        }
+        (_, Phase::Moved) => "all rows moved; waiting for the swap (`migrate swap` or `migrate resume`)",
         (_, Phase::Swapped) => "swapped; next: drop the emptied original",
         (_, Phase::Finished) => "finished",
     };
@@ -193,10 +199,7 @@ pub fn status(m: &MigrationRow, live: &Live) -> String {
     }
     let total = m.rows_total.unwrap_or(0);
     let pct = if total > 0 {
-        format!(
-            " ({:.1}%)",
-            (m.rows_moved as f64 / total as f64 * 100.0).min(100.0)
-        )
+        format!(" ({:.1}%)", (m.rows_moved as f64 / total as f64 * 100.0).min(100.0))
     } else {
         String::new()
     };

@@ -57,18 +57,12 @@ pub enum Record {
 
 /// Opens the worker connection and the lock connection, and creates the
 /// control schema if needed.
-pub async fn connect(
-    ctx: &Context,
-    plan: &PlanFile,
-) -> Result<(deadpool_postgres::Object, RunnerLock)> {
+pub async fn connect(ctx: &Context, plan: &PlanFile) -> Result<(deadpool_postgres::Object, RunnerLock)> {
     let pool = crate::db::connect::pool(&ctx.cfg, 2)?;
-    let mut client = pool.get().await.with_context(|| {
-        format!(
-            "cannot connect to the {}",
-            crate::db::connect::describe(&ctx.cfg)
-        )
-    })?;
-    control::bootstrap(&mut client).await?;
+    let client = pool
+        .get()
+        .await
+        .with_context(|| format!("cannot connect to the {}", crate::db::connect::describe(&ctx.cfg)))?;
     let mut lock_cfg = ctx.cfg.clone();
     lock_cfg.application_name("migrate (runner lock)");
     let lock_client = crate::db::connect(&lock_cfg).await?;
@@ -78,7 +72,7 @@ pub async fn connect(
 
 /// Starts a migration, or continues the unfinished one of the same plan.
 pub async fn apply(ctx: &Context, plan: &PlanFile, until: Phase) -> Result<Outcome> {
-    let (client, lock) = connect(ctx, plan).await?;
+    let (mut client, lock) = connect(ctx, plan).await?;
     let table = plan.table.to_string();
     let m = match control::unfinished(&**client, &table).await? {
         Some(m) => {
@@ -96,16 +90,15 @@ pub async fn apply(ctx: &Context, plan: &PlanFile, until: Phase) -> Result<Outco
             m
         }
         None => {
+            // Every check runs before the first change, the control schema
+            // included.
             let resolved = blueprint::resolve(&client, plan).await?;
+            control::bootstrap(&mut client).await?;
             let id = control::insert(&**client, &resolved.blueprint, &plan.source).await?;
             control::reload(&**client, id).await?
         }
     };
-    let mut s = Session {
-        client,
-        _lock: lock,
-        m,
-    };
+    let mut s = Session { client, _lock: lock, m };
     drive(ctx, &mut s, until).await
 }
 
@@ -152,16 +145,10 @@ pub async fn open_unfinished(ctx: &Context, plan: &PlanFile) -> Result<Session> 
             Some(m) if m.state == "aborted" => "; its last migration was aborted",
             _ => "; start one with `migrate apply`",
         };
-        return Err(
-            Refusal::new(format!("there is no unfinished migration of {table}{hint}")).into(),
-        );
+        return Err(Refusal::new(format!("there is no unfinished migration of {table}{hint}")).into());
     };
     check_same_plan(&m, plan)?;
-    Ok(Session {
-        client,
-        _lock: lock,
-        m,
-    })
+    Ok(Session { client, _lock: lock, m })
 }
 
 fn check_same_plan(m: &MigrationRow, plan: &PlanFile) -> Result<()> {
@@ -192,11 +179,7 @@ pub async fn drive(ctx: &Context, s: &mut Session, until: Phase) -> Result<Outco
             Phase::Planned => {
                 ctx.reporter.phase(
                     "prepare",
-                    &format!(
-                        "creating {} with {} partitions",
-                        bp.shadow,
-                        bp.partitions.len()
-                    ),
+                    &format!("creating {} with {} partitions", bp.shadow, bp.partitions.len()),
                 );
                 ddl(
                     &s.client,
@@ -210,10 +193,8 @@ pub async fn drive(ctx: &Context, s: &mut Session, until: Phase) -> Result<Outco
                 .await
             }
             Phase::Prepared => {
-                ctx.reporter.phase(
-                    "route",
-                    &format!("putting the view in front of {}", bp.table),
-                );
+                ctx.reporter
+                    .phase("route", &format!("putting the view in front of {}", bp.table));
                 ddl(
                     &s.client,
                     &bp,
@@ -226,10 +207,8 @@ pub async fn drive(ctx: &Context, s: &mut Session, until: Phase) -> Result<Outco
                 .await
             }
             Phase::Routed => {
-                ctx.reporter.phase(
-                    "move",
-                    &format!("moving rows from {} to {}", bp.old, bp.shadow),
-                );
+                ctx.reporter
+                    .phase("move", &format!("moving rows from {} to {}", bp.old, bp.shadow));
                 let mut mover = Mover::new(ctx, &s.client, &s.m).await?;
                 match mover.run_forward().await? {
                     mover::Pass::Complete => {
@@ -316,11 +295,7 @@ pub fn swap_relations(bp: &Blueprint) -> Vec<String> {
     bp.dependent_views
         .iter()
         .map(|v| v.name.to_string())
-        .chain([
-            bp.table.to_string(),
-            bp.shadow.to_string(),
-            bp.old.to_string(),
-        ])
+        .chain([bp.table.to_string(), bp.shadow.to_string(), bp.old.to_string()])
         .collect()
 }
 
@@ -352,13 +327,7 @@ pub async fn ddl(
     .await
 }
 
-async fn in_tx(
-    client: &Client,
-    what: &str,
-    stmts: &[Statement],
-    id: i64,
-    rec: &Record,
-) -> Result<()> {
+async fn in_tx(client: &Client, what: &str, stmts: &[Statement], id: i64, rec: &Record) -> Result<()> {
     client.batch_execute("BEGIN").await?;
     let res: Result<()> = async {
         for st in stmts {

@@ -149,7 +149,9 @@ pub async fn unfinished(client: &impl GenericClient, table: &str) -> Result<Opti
     if schema_version(client).await?.is_none() {
         return Ok(None);
     }
-    let sql = format!("SELECT {COLUMNS} FROM repartition.migrations WHERE table_name = $1 AND state IN ('active', 'aborting')");
+    let sql = format!(
+        "SELECT {COLUMNS} FROM repartition.migrations WHERE table_name = $1 AND state IN ('active', 'aborting')"
+    );
     client
         .query_opt(&sql, &[&table])
         .await?
@@ -266,11 +268,7 @@ pub async fn set_error(client: &impl GenericClient, id: i64, error: &str) -> Res
 
 /// Rate over the recent batches in rows per second, and the time of the
 /// last batch.
-pub async fn recent_rate(
-    client: &impl GenericClient,
-    id: i64,
-    direction: &str,
-) -> Result<Option<f64>> {
+pub async fn recent_rate(client: &impl GenericClient, id: i64, direction: &str) -> Result<Option<f64>> {
     let row = client
         .query_one(
             "SELECT sum(rows)::float8 / nullif(extract(epoch FROM max(finished_at) - min(started_at)), 0)::float8 \
@@ -294,13 +292,7 @@ pub async fn begin_abort(client: &impl GenericClient, id: i64) -> Result<()> {
 }
 
 /// Records an abort step, optionally with the move-back cursor.
-pub async fn abort_step(
-    client: &impl GenericClient,
-    id: i64,
-    step: &str,
-    partition: i32,
-    block: i64,
-) -> Result<()> {
+pub async fn abort_step(client: &impl GenericClient, id: i64, step: &str, partition: i32, block: i64) -> Result<()> {
     client
         .execute(
             "UPDATE repartition.migrations SET abort_step = $2, abort_partition = $3, abort_block = $4, updated_at = now() \

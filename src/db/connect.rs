@@ -10,7 +10,8 @@ use tokio_postgres::config::Host;
 use tokio_postgres::{Client, Config, NoTls};
 
 /// The settings every session of the tool starts with.
-const SESSION_OPTIONS: &str = "-c TimeZone=UTC -c search_path=pg_catalog -c DateStyle=ISO,YMD -c IntervalStyle=postgres -c extra_float_digits=3";
+const SESSION_OPTIONS: &str =
+    "-c TimeZone=UTC -c search_path=pg_catalog -c DateStyle=ISO,YMD -c IntervalStyle=postgres -c extra_float_digits=3";
 
 /// Builds the connection configuration.
 pub fn config(url: Option<&str>, application_name: &str) -> Result<Config> {
@@ -18,10 +19,7 @@ pub fn config(url: Option<&str>, application_name: &str) -> Result<Config> {
     let mut cfg = match url {
         Some(u) => Config::from_str(u).map_err(|e| {
             // The URL may hold a password: never echo it back.
-            anyhow::anyhow!(
-                "the database URL is not valid: {}",
-                redact(&e.to_string(), u)
-            )
+            anyhow::anyhow!("the database URL is not valid: {}", redact(&e.to_string(), u))
         })?,
         None => Config::new(),
     };
@@ -55,8 +53,7 @@ pub fn config(url: Option<&str>, application_name: &str) -> Result<Config> {
         cfg.user(&user);
     }
     if cfg.get_dbname().is_none() {
-        let db =
-            env("PGDATABASE").unwrap_or_else(|| cfg.get_user().unwrap_or("postgres").to_string());
+        let db = env("PGDATABASE").unwrap_or_else(|| cfg.get_user().unwrap_or("postgres").to_string());
         cfg.dbname(&db);
     }
     if cfg.get_password().is_none() {
@@ -65,9 +62,7 @@ pub fn config(url: Option<&str>, application_name: &str) -> Result<Config> {
         }
     }
     if cfg.get_connect_timeout().is_none() {
-        let secs = env("PGCONNECT_TIMEOUT")
-            .and_then(|s| s.parse().ok())
-            .unwrap_or(10u64);
+        let secs = env("PGCONNECT_TIMEOUT").and_then(|s| s.parse().ok()).unwrap_or(10u64);
         cfg.connect_timeout(Duration::from_secs(secs.max(1)));
     }
     if let Some(mode) = env("PGSSLMODE") {

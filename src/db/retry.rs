@@ -54,8 +54,7 @@ pub fn is_statement_timeout(e: &tokio_postgres::Error) -> bool {
 
 /// The database error inside an error chain, if any.
 pub fn pg_error(e: &anyhow::Error) -> Option<&tokio_postgres::Error> {
-    e.chain()
-        .find_map(|c| c.downcast_ref::<tokio_postgres::Error>())
+    e.chain().find_map(|c| c.downcast_ref::<tokio_postgres::Error>())
 }
 
 /// Whether an error chain holds a contention error.
@@ -98,10 +97,7 @@ where
         if blockers.is_empty() {
             String::new()
         } else {
-            format!(
-                "; sessions holding locks on the tables: {}",
-                blockers.join("; ")
-            )
+            format!("; sessions holding locks on the tables: {}", blockers.join("; "))
         }
     ))
     .into())

@@ -76,15 +76,13 @@ pub struct LayoutInput<'a> {
 pub fn layout(input: &LayoutInput) -> Result<Vec<Partition>, String> {
     match (input.kind, input.interval, input.step) {
         (KeyKind::Integer, None, Some(step)) => integer_layout(input, step),
-        (KeyKind::Integer, Some(_), _) => Err(
-            "partition.interval is for date and time keys; an integer key needs partition.step"
-                .into(),
-        ),
+        (KeyKind::Integer, Some(_), _) => {
+            Err("partition.interval is for date and time keys; an integer key needs partition.step".into())
+        }
         (_, Some(interval), None) => time_layout(input, interval),
-        (_, _, Some(_)) => Err(
-            "partition.step is for integer keys; a date or time key needs partition.interval"
-                .into(),
-        ),
+        (_, _, Some(_)) => {
+            Err("partition.step is for integer keys; a date or time key needs partition.interval".into())
+        }
         _ => Err("partition needs an interval or a step".into()),
     }
 }
@@ -133,9 +131,7 @@ fn local_instant(tz: Tz, t: NaiveDateTime) -> DateTime<Tz> {
 
 fn render_bound(kind: KeyKind, tz: Tz, t: NaiveDateTime) -> String {
     match kind {
-        KeyKind::TimestampTz => local_instant(tz, t)
-            .format("%Y-%m-%d %H:%M:%S%:z")
-            .to_string(),
+        KeyKind::TimestampTz => local_instant(tz, t).format("%Y-%m-%d %H:%M:%S%:z").to_string(),
         KeyKind::Timestamp => t.format("%Y-%m-%d %H:%M:%S").to_string(),
         KeyKind::Date => t.date().format("%Y-%m-%d").to_string(),
         KeyKind::Integer => unreachable!(),
@@ -173,8 +169,7 @@ fn time_layout(input: &LayoutInput, interval: Interval) -> Result<Vec<Partition>
     let mut lower = first;
     let mut extra = 0;
     loop {
-        let upper =
-            next_local(lower, interval).ok_or("the partition bounds run past the calendar")?;
+        let upper = next_local(lower, interval).ok_or("the partition bounds run past the calendar")?;
         let date = lower.date();
         out.push(Partition {
             name: render(
@@ -256,25 +251,16 @@ pub fn parse_start(kind: KeyKind, tz: Tz, b: &crate::plan_file::Bound) -> Result
     use crate::plan_file::Bound;
     match (kind, b) {
         (KeyKind::Integer, Bound::Integer(n)) => Ok(KeyValue::Int(*n)),
-        (KeyKind::Integer, Bound::Text(t)) => Err(format!(
-            "`{t}` is not an integer, and the key is an integer column"
-        )),
-        (_, Bound::Integer(n)) => Err(format!(
-            "`{n}` is not a date, and the key is a date or time column"
-        )),
+        (KeyKind::Integer, Bound::Text(t)) => Err(format!("`{t}` is not an integer, and the key is an integer column")),
+        (_, Bound::Integer(n)) => Err(format!("`{n}` is not a date, and the key is a date or time column")),
         (kind, Bound::Text(t)) => {
             let local = NaiveDateTime::parse_from_str(t, "%Y-%m-%d %H:%M:%S")
                 .or_else(|_| {
-                    NaiveDate::parse_from_str(t, "%Y-%m-%d")
-                        .map(|d| d.and_hms_opt(0, 0, 0).expect("midnight"))
+                    NaiveDate::parse_from_str(t, "%Y-%m-%d").map(|d| d.and_hms_opt(0, 0, 0).expect("midnight"))
                 })
-                .map_err(|_| {
-                    format!("`{t}` is not a date (YYYY-MM-DD) or local time (YYYY-MM-DD HH:MM:SS)")
-                })?;
+                .map_err(|_| format!("`{t}` is not a date (YYYY-MM-DD) or local time (YYYY-MM-DD HH:MM:SS)"))?;
             Ok(match kind {
-                KeyKind::TimestampTz => {
-                    KeyValue::Instant(local_instant(tz, local).with_timezone(&Utc))
-                }
+                KeyKind::TimestampTz => KeyValue::Instant(local_instant(tz, local).with_timezone(&Utc)),
                 KeyKind::Timestamp => KeyValue::Local(local),
                 _ => KeyValue::Day(local.date()),
             })
@@ -295,9 +281,7 @@ pub fn first_bound_value(kind: KeyKind, tz: Tz, p: &Partition) -> Option<KeyValu
             .map(KeyValue::Local),
         KeyKind::Date => {
             let _ = tz;
-            NaiveDate::parse_from_str(&p.from, "%Y-%m-%d")
-                .ok()
-                .map(KeyValue::Day)
+            NaiveDate::parse_from_str(&p.from, "%Y-%m-%d").ok().map(KeyValue::Day)
         }
     }
 }
@@ -390,10 +374,7 @@ mod tests {
             .unwrap()
             .and_hms_opt(0, 0, 0)
             .unwrap();
-        assert_eq!(
-            render_bound(KeyKind::TimestampTz, tz, t),
-            "2024-09-08 01:00:00-03:00"
-        );
+        assert_eq!(render_bound(KeyKind::TimestampTz, tz, t), "2024-09-08 01:00:00-03:00");
     }
 
     #[test]
@@ -425,10 +406,7 @@ mod tests {
         i.template = "{table}_p{START}";
         let parts = layout(&i).unwrap();
         let names: Vec<_> = parts.iter().map(|p| p.name.as_str()).collect();
-        assert_eq!(
-            names,
-            ["ev_pm1000", "ev_p0", "ev_p1000", "ev_p2000", "ev_p3000"]
-        );
+        assert_eq!(names, ["ev_pm1000", "ev_p0", "ev_p1000", "ev_p2000", "ev_p3000"]);
     }
 
     #[test]

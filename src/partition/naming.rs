@@ -22,11 +22,7 @@ pub fn check_template(t: &str) -> Result<(), String> {
         if !TOKENS.contains(&token) {
             return Err(format!(
                 "`{t}` uses the unknown token {{{token}}}; known tokens are {}",
-                TOKENS
-                    .iter()
-                    .map(|k| format!("{{{k}}}"))
-                    .collect::<Vec<_>>()
-                    .join(", ")
+                TOKENS.iter().map(|k| format!("{{{k}}}")).collect::<Vec<_>>().join(", ")
             ));
         }
         any_token = true;
@@ -81,8 +77,7 @@ pub fn render(template: &str, table: &str, v: &TokenValues) -> String {
             .replace("{IYYY}", &format!("{:04}", iso.year()))
             .replace("{IW}", &format!("{:02}", iso.week()));
     }
-    out.replace("{START}", &int(v.start))
-        .replace("{END}", &int(v.end))
+    out.replace("{START}", &int(v.start)).replace("{END}", &int(v.end))
 }
 
 #[cfg(test)]

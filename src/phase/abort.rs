@@ -10,11 +10,7 @@ use crate::sql::{QualifiedName, Statement};
 
 /// Leaf partitions, in the order rows move back.
 pub fn leaves(bp: &Blueprint) -> Vec<QualifiedName> {
-    let mut v: Vec<QualifiedName> = bp
-        .partitions
-        .iter()
-        .map(|p| bp.table.sibling(p.name.clone()))
-        .collect();
+    let mut v: Vec<QualifiedName> = bp.partitions.iter().map(|p| bp.table.sibling(p.name.clone())).collect();
     if let Some(d) = &bp.default_partition {
         v.push(bp.table.sibling(d.clone()));
     }
@@ -40,19 +36,12 @@ pub fn back(bp: &Blueprint, leaf: &QualifiedName) -> Statement {
 /// Step 3: the last rows move back and the original takes its name back.
 pub fn unroute(bp: &Blueprint) -> Vec<Statement> {
     let mut s = session_limits(bp);
-    let mut locks: Vec<String> = bp
-        .dependent_views
-        .iter()
-        .map(|v| v.name.to_string())
-        .collect();
+    let mut locks: Vec<String> = bp.dependent_views.iter().map(|v| v.name.to_string()).collect();
     locks.push(bp.table.to_string());
     locks.push(bp.shadow.to_string());
     locks.push(bp.old.to_string());
     locks.extend(bp.incoming_fks.iter().map(|f| f.table.to_string()));
-    s.push(lock_statement(
-        "take every lock at once, outer objects first",
-        &locks,
-    ));
+    s.push(lock_statement("take every lock at once, outer objects first", &locks));
     let w = super::writable_columns(bp);
     s.push(Statement::new(
         "the last rows move back",

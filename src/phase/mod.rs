@@ -35,10 +35,7 @@ pub fn session_limits(bp: &Blueprint) -> Vec<Statement> {
 /// The statement that takes the strong locks of a DDL phase, in one round
 /// trip and in the order the application takes them (outer views first).
 pub fn lock_statement(why: &'static str, relations: &[String]) -> Statement {
-    Statement::new(
-        why,
-        format!("LOCK TABLE {} IN ACCESS EXCLUSIVE MODE", list(relations)),
-    )
+    Statement::new(why, format!("LOCK TABLE {} IN ACCESS EXCLUSIVE MODE", list(relations)))
 }
 
 /// The plain list of all columns, for SELECT lists.
@@ -65,11 +62,7 @@ pub fn grants(bp: &Blueprint, kind: &str, target: &str) -> Vec<Statement> {
                 format!(
                     "GRANT {} ON {kind} {target} TO {grantee}{}",
                     g.privilege,
-                    if g.grantable {
-                        " WITH GRANT OPTION"
-                    } else {
-                        ""
-                    }
+                    if g.grantable { " WITH GRANT OPTION" } else { "" }
                 ),
             )
         })

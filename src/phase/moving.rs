@@ -15,12 +15,7 @@ use crate::blueprint::Blueprint;
 use crate::sql::{list, QualifiedName, Statement};
 
 /// Parameters: `$1` first page, `$2` page after the last (both as text).
-pub fn move_statement(
-    bp: &Blueprint,
-    from: &QualifiedName,
-    from_only: bool,
-    to: &str,
-) -> Statement {
+pub fn move_statement(bp: &Blueprint, from: &QualifiedName, from_only: bool, to: &str) -> Statement {
     let w = super::writable_columns(bp);
     Statement::new(
         "move one batch: the rows on pages [$1, $2) leave one table and enter the other in one statement",

@@ -75,24 +75,14 @@ pub fn statements(bp: &Blueprint) -> Vec<Statement> {
             IndexBody::Plain(tail) => {
                 format!("CREATE INDEX {} ON {shadow} USING {tail}", i.shadow_name)
             }
-            IndexBody::Unique(cols) => format!(
-                "CREATE UNIQUE INDEX {} ON {shadow} ({})",
-                i.shadow_name,
-                list(cols)
-            ),
+            IndexBody::Unique(cols) => format!("CREATE UNIQUE INDEX {} ON {shadow} ({})", i.shadow_name, list(cols)),
         };
-        s.push(Statement::new(
-            "an index of the original, on every partition",
-            sql,
-        ));
+        s.push(Statement::new("an index of the original, on every partition", sql));
     }
     for f in &bp.foreign_keys {
         s.push(Statement::new(
             "the original's foreign key, so that cascades reach rows already moved",
-            format!(
-                "ALTER TABLE {shadow} ADD CONSTRAINT {} {}",
-                f.name, f.definition
-            ),
+            format!("ALTER TABLE {shadow} ADD CONSTRAINT {} {}", f.name, f.definition),
         ));
     }
     s.extend(grants(bp, "TABLE", &shadow.to_string()));

@@ -17,11 +17,7 @@ pub enum InsertTarget {
 
 pub fn statements(bp: &Blueprint) -> Vec<Statement> {
     let mut s = session_limits(bp);
-    let mut locks: Vec<String> = bp
-        .dependent_views
-        .iter()
-        .map(|v| v.name.to_string())
-        .collect();
+    let mut locks: Vec<String> = bp.dependent_views.iter().map(|v| v.name.to_string()).collect();
     locks.extend(bp.incoming_fks.iter().map(|f| f.table.to_string()));
     locks.push(bp.table.to_string());
     s.push(lock_statement(
@@ -138,11 +134,7 @@ pub fn insert_routing(bp: &Blueprint, target: InsertTarget) -> Vec<Statement> {
     let dest = dest_alias.to_string();
     let wcols = writable_columns(bp);
     let new_values = list(bp.writable_columns().map(|c| format!("NEW.{}", c.name)));
-    let returning = list(
-        bp.columns
-            .iter()
-            .map(|c| format!("{dest_alias}.{}", c.name)),
-    );
+    let returning = list(bp.columns.iter().map(|c| format!("{dest_alias}.{}", c.name)));
     let into = list(bp.columns.iter().map(|c| format!("NEW.{}", c.name)));
     let owner = crate::sql::quote_ident(&bp.owner);
     vec![
@@ -193,10 +185,7 @@ fn merge_set(bp: &Blueprint) -> String {
         } else {
             format!("NEW.{n}::text IS DISTINCT FROM OLD.{n}::text", n = c.name)
         };
-        format!(
-            "{n} = CASE WHEN {changed} THEN NEW.{n} ELSE t.{n} END",
-            n = c.name
-        )
+        format!("{n} = CASE WHEN {changed} THEN NEW.{n} ELSE t.{n} END", n = c.name)
     }))
 }
 

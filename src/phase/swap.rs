@@ -9,11 +9,7 @@ use crate::sql::{list, quote_literal, Statement};
 
 pub fn statements(bp: &Blueprint) -> Vec<Statement> {
     let mut s = session_limits(bp);
-    let mut locks: Vec<String> = bp
-        .dependent_views
-        .iter()
-        .map(|v| v.name.to_string())
-        .collect();
+    let mut locks: Vec<String> = bp.dependent_views.iter().map(|v| v.name.to_string()).collect();
     locks.push(bp.table.to_string());
     locks.push(bp.shadow.to_string());
     locks.push(bp.old.to_string());
@@ -54,7 +50,10 @@ pub fn statements(bp: &Blueprint) -> Vec<Statement> {
         ));
         s.push(Statement::new(
             "the new constraint takes the original's name (ON CONFLICT ON CONSTRAINT keeps working)",
-            format!("ALTER TABLE {} RENAME CONSTRAINT {} TO {}", bp.table, u.shadow_name, u.name),
+            format!(
+                "ALTER TABLE {} RENAME CONSTRAINT {} TO {}",
+                bp.table, u.shadow_name, u.name
+            ),
         ));
     }
     for i in &bp.indexes {

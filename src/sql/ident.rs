@@ -172,9 +172,7 @@ fn split_qualified(text: &str) -> Result<Vec<Ident>, String> {
                     break;
                 }
                 if c == '"' {
-                    return Err(format!(
-                        "`{text}` has a double quote inside an unquoted name"
-                    ));
+                    return Err(format!("`{text}` has a double quote inside an unquoted name"));
                 }
                 part.extend(c.to_lowercase());
                 chars.next();
@@ -189,19 +187,13 @@ fn split_qualified(text: &str) -> Result<Vec<Ident>, String> {
             return Err(format!("`{text}` has an empty name part"));
         }
         if part.len() > MAX_IDENT_BYTES {
-            return Err(format!(
-                "`{part}` is longer than PostgreSQL's 63-byte identifier limit"
-            ));
+            return Err(format!("`{part}` is longer than PostgreSQL's 63-byte identifier limit"));
         }
         parts.push(Ident(part));
         match chars.next() {
             None => return Ok(parts),
             Some('.') => continue,
-            Some(c) => {
-                return Err(format!(
-                    "`{text}` has an unexpected `{c}` after a quoted name"
-                ))
-            }
+            Some(c) => return Err(format!("`{text}` has an unexpected `{c}` after a quoted name")),
         }
     }
 }

@@ -16,10 +16,7 @@ pub struct Statement {
 
 impl Statement {
     pub fn new(why: &'static str, sql: impl Into<String>) -> Self {
-        Statement {
-            sql: sql.into(),
-            why,
-        }
+        Statement { sql: sql.into(), why }
     }
 }
 
@@ -35,9 +32,5 @@ where
     I: IntoIterator<Item = T>,
     T: fmt::Display,
 {
-    items
-        .into_iter()
-        .map(|i| i.to_string())
-        .collect::<Vec<_>>()
-        .join(", ")
+    items.into_iter().map(|i| i.to_string()).collect::<Vec<_>>().join(", ")
 }

@@ -1,0 +1,403 @@
+//! Test harness: a throwaway PostgreSQL cluster per test (initdb + pg_ctl
+//! on a temporary data directory with a private socket directory), torn
+//! down on drop, so tests are hermetic and run in parallel.
+//!
+//! `MIGRATE_TEST_ADMIN_URL` points the tests at an existing server instead:
+//! each test then creates its own database there.
+#![allow(dead_code)]
+
+pub mod workload;
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output, Stdio};
+use std::sync::atomic::{AtomicU32, Ordering};
+use tokio_postgres::{Client, NoTls};
+
+static NEXT_DB: AtomicU32 = AtomicU32::new(0);
+
+pub struct Cluster {
+    dir: Option<tempfile::TempDir>,
+    bin: PathBuf,
+    /// key=value connection string of the maintenance database.
+    admin: String,
+}
+
+fn is_root() -> bool {
+    std::env::var("USER").map(|u| u == "root").unwrap_or(false)
+        || Command::new("id")
+            .arg("-u")
+            .output()
+            .map(|o| o.stdout.starts_with(b"0"))
+            .unwrap_or(false)
+}
+
+/// Where PostgreSQL's server binaries are: `PG_BIN`, else the newest
+/// Debian installation, else `pg_config --bindir`.
+pub fn pg_bin() -> PathBuf {
+    if let Ok(b) = std::env::var("PG_BIN") {
+        return PathBuf::from(b);
+    }
+    let mut versions: Vec<(u32, PathBuf)> = std::fs::read_dir("/usr/lib/postgresql")
+        .into_iter()
+        .flatten()
+        .flatten()
+        .filter_map(|e| {
+            let v: u32 = e.file_name().to_str()?.parse().ok()?;
+            let bin = e.path().join("bin");
+            bin.join("initdb").exists().then_some((v, bin))
+        })
+        .collect();
+    versions.sort();
+    if let Some((_, b)) = versions.pop() {
+        return b;
+    }
+    if let Ok(o) = Command::new("pg_config").arg("--bindir").output() {
+        let p = PathBuf::from(String::from_utf8_lossy(&o.stdout).trim());
+        if p.join("initdb").exists() {
+            return p;
+        }
+    }
+    panic!("PostgreSQL server binaries not found: install PostgreSQL (scripts/install-postgres.sh) or set PG_BIN");
+}
+
+fn as_postgres(bin: &Path, tool: &str) -> Command {
+    if is_root() {
+        let mut c = Command::new("runuser");
+        c.args(["-u", "postgres", "--"]).arg(bin.join(tool));
+        c
+    } else {
+        Command::new(bin.join(tool))
+    }
+}
+
+fn check(out: Output, what: &str) {
+    assert!(
+        out.status.success(),
+        "{what} failed: {}\n{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+impl Cluster {
+    pub fn start() -> Cluster {
+        if let Ok(admin) = std::env::var("MIGRATE_TEST_ADMIN_URL") {
+            return Cluster {
+                dir: None,
+                bin: PathBuf::new(),
+                admin,
+            };
+        }
+        let bin = pg_bin();
+        let dir = tempfile::Builder::new()
+            .prefix("migrate-test-")
+            .tempdir()
+            .expect("temp dir");
+        let data = dir.path().join("data");
+        let sock = dir.path().join("sock");
+        std::fs::create_dir_all(&sock).unwrap();
+        if is_root() {
+            check(
+                Command::new("chown")
+                    .args(["-R", "postgres:postgres"])
+                    .arg(dir.path())
+                    .output()
+                    .unwrap(),
+                "chown",
+            );
+        }
+        check(
+            as_postgres(&bin, "initdb")
+                .args([
+                    "-A",
+                    "trust",
+                    "-U",
+                    "postgres",
+                    "--no-sync",
+                    "-E",
+                    "UTF8",
+                    "--locale",
+                    "C",
+                    "-D",
+                ])
+                .arg(&data)
+                .output()
+                .expect("initdb runs"),
+            "initdb",
+        );
+        let opts = format!(
+            "-k {} -p 5432 -c listen_addresses='' -c fsync=off -c synchronous_commit=off -c full_page_writes=off \
+             -c shared_buffers=64MB -c max_connections=60 -c autovacuum_naptime=5s",
+            sock.display()
+        );
+        check(
+            as_postgres(&bin, "pg_ctl")
+                .args(["-w", "-t", "60", "-D"])
+                .arg(&data)
+                .arg("-o")
+                .arg(&opts)
+                .arg("-l")
+                .arg(dir.path().join("server.log"))
+                .arg("start")
+                .stdout(Stdio::null())
+                .output()
+                .expect("pg_ctl runs"),
+            "pg_ctl start",
+        );
+        let admin = format!("host={} port=5432 user=postgres dbname=postgres", sock.display());
+        Cluster {
+            dir: Some(dir),
+            bin,
+            admin,
+        }
+    }
+
+    /// A fresh database; returns its connection string.
+    pub async fn database(&self) -> Db {
+        let name = format!("t{}_{}", std::process::id(), NEXT_DB.fetch_add(1, Ordering::SeqCst));
+        let admin = connect(&self.admin).await;
+        admin.batch_execute(&format!("CREATE DATABASE {name}")).await.unwrap();
+        let url = replace_dbname(&self.admin, &name);
+        Db { url }
+    }
+
+    pub fn server_log(&self) -> String {
+        self.dir
+            .as_ref()
+            .and_then(|d| std::fs::read_to_string(d.path().join("server.log")).ok())
+            .unwrap_or_default()
+    }
+}
+
+fn replace_dbname(conn: &str, name: &str) -> String {
+    if conn.contains("://") {
+        // postgres://user@host:port/db?params
+        let (base, params) = conn
+            .split_once('?')
+            .map(|(b, p)| (b, format!("?{p}")))
+            .unwrap_or((conn, String::new()));
+        let scheme_end = base.find("://").unwrap() + 3;
+        let path = base[scheme_end..]
+            .find('/')
+            .map(|i| scheme_end + i)
+            .unwrap_or(base.len());
+        format!("{}/{name}{params}", &base[..path])
+    } else {
+        let mut parts: Vec<String> = conn
+            .split_whitespace()
+            .filter(|p| !p.starts_with("dbname="))
+            .map(String::from)
+            .collect();
+        parts.push(format!("dbname={name}"));
+        parts.join(" ")
+    }
+}
+
+impl Drop for Cluster {
+    fn drop(&mut self) {
+        if let Some(dir) = &self.dir {
+            let _ = as_postgres(&self.bin, "pg_ctl")
+                .args(["-D"])
+                .arg(dir.path().join("data"))
+                .args(["-m", "immediate", "stop"])
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .status();
+        }
+    }
+}
+
+pub async fn connect(url: &str) -> Client {
+    let (client, conn) = tokio_postgres::connect(url, NoTls)
+        .await
+        .unwrap_or_else(|e| panic!("connect {url}: {e}"));
+    tokio::spawn(async move {
+        let _ = conn.await;
+    });
+    client
+}
+
+#[derive(Clone)]
+pub struct Db {
+    pub url: String,
+}
+
+/// What a run of the binary printed and returned.
+pub struct Run {
+    pub code: i32,
+    pub stdout: String,
+    pub stderr: String,
+}
+
+impl Run {
+    pub fn ok(&self) -> &Self {
+        assert_eq!(
+            self.code, 0,
+            "migrate failed:\nstdout:\n{}\nstderr:\n{}",
+            self.stdout, self.stderr
+        );
+        self
+    }
+}
+
+impl Db {
+    pub async fn client(&self) -> Client {
+        connect(&self.url).await
+    }
+
+    pub async fn exec(&self, sql: &str) {
+        self.client()
+            .await
+            .batch_execute(sql)
+            .await
+            .unwrap_or_else(|e| panic!("{sql}: {e:?}"));
+    }
+
+    pub async fn scalar_i64(&self, sql: &str) -> i64 {
+        self.client()
+            .await
+            .query_one(sql, &[])
+            .await
+            .unwrap_or_else(|e| panic!("{sql}: {e:?}"))
+            .get(0)
+    }
+
+    pub async fn scalar_str(&self, sql: &str) -> Option<String> {
+        self.client()
+            .await
+            .query_one(sql, &[])
+            .await
+            .unwrap_or_else(|e| panic!("{sql}: {e:?}"))
+            .get(0)
+    }
+
+    /// Writes a plan file and returns its path (kept in the given dir).
+    pub fn plan_file(&self, dir: &Path, name: &str, yaml: &str) -> PathBuf {
+        let p = dir.join(name);
+        std::fs::write(&p, yaml).unwrap();
+        p
+    }
+
+    pub fn command(&self, args: &[&str], env: &[(&str, &str)]) -> tokio::process::Command {
+        let mut c = tokio::process::Command::new(env!("CARGO_BIN_EXE_migrate"));
+        c.args(args)
+            .env("DATABASE_URL", &self.url)
+            .env_remove("MIGRATE_FAILPOINT")
+            .env("MIGRATE_LOG", "info")
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .kill_on_drop(true);
+        for (k, v) in env {
+            c.env(k, v);
+        }
+        c
+    }
+
+    /// Runs the binary to completion.
+    pub async fn migrate(&self, args: &[&str]) -> Run {
+        self.migrate_env(args, &[]).await
+    }
+
+    pub async fn migrate_env(&self, args: &[&str], env: &[(&str, &str)]) -> Run {
+        let out = self.command(args, env).output().await.expect("migrate runs");
+        Run {
+            code: out.status.code().unwrap_or(-1),
+            stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
+            stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+        }
+    }
+
+    /// Names of everything in the database outside the system schemas:
+    /// relations, functions, schemas; for "nothing changed" and "nothing
+    /// left behind" checks.
+    pub async fn objects(&self) -> Vec<String> {
+        let c = self.client().await;
+        let rows = c
+            .query(
+                "SELECT n.nspname || '.' || c.relname || ':' || c.relkind::text FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace \
+                 WHERE n.nspname NOT IN ('pg_catalog', 'information_schema', 'pg_toast', 'repartition') \
+                 UNION ALL SELECT n.nspname || '.' || p.proname || '()' FROM pg_proc p JOIN pg_namespace n ON n.oid = p.pronamespace \
+                 WHERE n.nspname NOT IN ('pg_catalog', 'information_schema') \
+                 UNION ALL SELECT 'constraint ' || conname || ' on ' || conrelid::regclass FROM pg_constraint WHERE connamespace = 'public'::regnamespace \
+                 UNION ALL SELECT 'rule ' || rulename || ' on ' || ev_class::regclass FROM pg_rewrite r JOIN pg_class c ON c.oid = r.ev_class \
+                   WHERE c.relnamespace = 'public'::regnamespace AND rulename <> '_RETURN' \
+                 UNION ALL SELECT 'trigger ' || tgname || ' on ' || tgrelid::regclass FROM pg_trigger WHERE NOT tgisinternal \
+                 ORDER BY 1",
+                &[],
+            )
+            .await
+            .unwrap();
+        rows.iter().map(|r| r.get(0)).collect()
+    }
+}
+
+/// A scratch directory for plan files.
+pub fn scratch() -> tempfile::TempDir {
+    tempfile::Builder::new().prefix("migrate-plans-").tempdir().unwrap()
+}
+
+/// The event-log schema of the tests, with a parent table whose deletes
+/// cascade, a dependent view, an extra role with privileges and a comment.
+pub const EVENT_SCHEMA: &str = "
+DO $$ BEGIN CREATE ROLE app_rw; EXCEPTION WHEN duplicate_object THEN NULL; END $$;
+CREATE TABLE public.workflow_runs (id bigserial PRIMARY KEY, name text NOT NULL DEFAULT '');
+CREATE TABLE public.workflow_events (
+    id bigserial PRIMARY KEY,
+    run_id bigint NOT NULL REFERENCES public.workflow_runs (id) ON DELETE CASCADE,
+    ts timestamptz NOT NULL DEFAULT now(),
+    type text NOT NULL,
+    payload jsonb NOT NULL DEFAULT '{}',
+    n integer NOT NULL DEFAULT 0,
+    note json,
+    CHECK (n >= 0)
+);
+CREATE INDEX workflow_events_run_ts ON public.workflow_events (run_id, ts);
+CREATE INDEX workflow_events_type ON public.workflow_events (type);
+CREATE VIEW public.event_types AS SELECT type, count(*) AS events FROM public.workflow_events GROUP BY type;
+GRANT SELECT, INSERT, UPDATE, DELETE ON public.workflow_events TO app_rw;
+COMMENT ON TABLE public.workflow_events IS 'the event log';
+";
+
+/// Seeds `runs` runs and `events` events spread over the last ~4 months.
+pub async fn seed(db: &Db, runs: i64, events: i64) {
+    db.exec(EVENT_SCHEMA).await;
+    db.exec(&format!(
+        "INSERT INTO workflow_runs (name) SELECT 'run ' || g FROM generate_series(1, {runs}) g;
+         INSERT INTO workflow_events (run_id, ts, type, payload, n)
+         SELECT 1 + (g % {runs}), now() - (g % 120) * interval '1 day' - (g % 1440) * interval '1 minute',
+                't' || (g % 7), jsonb_build_object('g', g, 'pad', repeat('x', 100)), g % 100
+         FROM generate_series(1, {events}) g;
+         ANALYZE workflow_events;"
+    ))
+    .await;
+}
+
+pub fn event_plan(batch: u64, extra: &str) -> String {
+    format!(
+        "table: public.workflow_events
+partition:
+  by: range
+  column: ts
+  interval: month
+  naming: \"{{table}}_y{{YYYY}}m{{MM}}\"
+method: move
+batch:
+  size: {batch}
+{extra}"
+    )
+}
+
+/// Every row of the events table (through its name), in id order.
+pub async fn all_events(db: &Db) -> Vec<(i64, i64, String, String, String, i32)> {
+    let c = db.client().await;
+    c.query(
+        "SELECT id, run_id, ts::text, type, payload::text, n FROM public.workflow_events ORDER BY id",
+        &[],
+    )
+    .await
+    .unwrap()
+    .iter()
+    .map(|r| (r.get(0), r.get(1), r.get(2), r.get(3), r.get(4), r.get(5)))
+    .collect()
+}

@@ -1,0 +1,431 @@
+//! An application workload through the table's name, with an oracle of
+//! what committed.
+//!
+//! Each worker owns a disjoint set of runs, and every event belongs to the
+//! worker owning its run, so each worker knows exactly what its own rows
+//! must look like: the union of the workers' oracles is the whole table.
+//! A worker checks every reported row count and every row it reads.
+
+use super::Db;
+use chrono::{DateTime, Duration, Utc};
+use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use tokio::task::JoinHandle;
+use tokio_postgres::Client;
+
+#[derive(Clone, Debug, PartialEq)]
+pub struct Event {
+    pub run_id: i64,
+    pub ts: DateTime<Utc>,
+    pub kind: String,
+    pub payload: serde_json::Value,
+    pub n: i32,
+}
+
+#[derive(Default, Debug)]
+pub struct Report {
+    pub oracle: BTreeMap<i64, Event>,
+    pub ops: BTreeMap<&'static str, u64>,
+    pub errors: Vec<String>,
+}
+
+impl Report {
+    pub fn total_ops(&self) -> u64 {
+        self.ops.values().sum()
+    }
+}
+
+pub struct Workload {
+    stop: Arc<AtomicBool>,
+    handles: Vec<JoinHandle<Report>>,
+}
+
+/// The whole table, typed, for comparison with the oracle.
+pub async fn table_rows(db: &Db) -> BTreeMap<i64, Event> {
+    let c = db.client().await;
+    c.query(
+        "SELECT id, run_id, ts, type, payload, n FROM public.workflow_events",
+        &[],
+    )
+    .await
+    .unwrap()
+    .iter()
+    .map(|r| {
+        (
+            r.get(0),
+            Event {
+                run_id: r.get(1),
+                ts: r.get(2),
+                kind: r.get(3),
+                payload: r.get(4),
+                n: r.get(5),
+            },
+        )
+    })
+    .collect()
+}
+
+impl Workload {
+    /// Starts `workers` connections working through the table's name.
+    pub async fn start(db: &Db, workers: usize, seed: u64) -> Workload {
+        let stop = Arc::new(AtomicBool::new(false));
+        let rows = table_rows(db).await;
+        let c = db.client().await;
+        let runs: Vec<i64> = c
+            .query("SELECT id FROM workflow_runs", &[])
+            .await
+            .unwrap()
+            .iter()
+            .map(|r| r.get(0))
+            .collect();
+        let mut handles = Vec::new();
+        for w in 0..workers {
+            let mine: Vec<i64> = runs.iter().copied().filter(|r| (*r as usize) % workers == w).collect();
+            let oracle: BTreeMap<i64, Event> = rows
+                .iter()
+                .filter(|(_, e)| mine.contains(&e.run_id))
+                .map(|(k, v)| (*k, v.clone()))
+                .collect();
+            let client = db.client().await;
+            let stop = stop.clone();
+            handles.push(tokio::spawn(async move {
+                let mut worker = Worker::new(client, mine, oracle, seed.wrapping_add(w as u64)).await;
+                while !stop.load(Ordering::Relaxed) {
+                    worker.step().await;
+                }
+                worker.report
+            }));
+        }
+        Workload { stop, handles }
+    }
+
+    pub async fn stop(self) -> Report {
+        self.stop.store(true, Ordering::Relaxed);
+        let mut all = Report::default();
+        for h in self.handles {
+            let r = h.await.expect("worker panicked");
+            all.oracle.extend(r.oracle);
+            for (k, v) in r.ops {
+                *all.ops.entry(k).or_default() += v;
+            }
+            all.errors.extend(r.errors);
+        }
+        all
+    }
+}
+
+struct Worker {
+    client: Client,
+    runs: Vec<i64>,
+    report: Report,
+    rng: fastrand::Rng,
+    now: DateTime<Utc>,
+    insert: tokio_postgres::Statement,
+    read: tokio_postgres::Statement,
+    update: tokio_postgres::Statement,
+}
+
+impl Worker {
+    async fn new(client: Client, runs: Vec<i64>, oracle: BTreeMap<i64, Event>, seed: u64) -> Worker {
+        // Prepared before the migration starts and used throughout it: the
+        // plan cache must follow the table's name through route and swap.
+        let insert = client
+            .prepare("INSERT INTO public.workflow_events (run_id, ts, type, payload, n) VALUES ($1, $2, $3, $4, $5) RETURNING id")
+            .await
+            .unwrap();
+        let read = client
+            .prepare("SELECT run_id, ts, type, payload, n FROM public.workflow_events WHERE id = $1")
+            .await
+            .unwrap();
+        let update = client
+            .prepare("UPDATE public.workflow_events SET payload = $2, n = $3 WHERE id = $1")
+            .await
+            .unwrap();
+        Worker {
+            client,
+            runs,
+            report: Report {
+                oracle,
+                ..Default::default()
+            },
+            rng: fastrand::Rng::with_seed(seed),
+            now: Utc::now(),
+            insert,
+            read,
+            update,
+        }
+    }
+
+    fn some_ts(&mut self) -> DateTime<Utc> {
+        // Within the seeded span and the premade future months.
+        self.now - Duration::minutes(self.rng.i64(0..120 * 1440)) + Duration::days(self.rng.i64(0..40))
+    }
+
+    fn some_event(&mut self) -> Option<i64> {
+        let len = self.report.oracle.len();
+        if len == 0 {
+            return None;
+        }
+        self.report.oracle.keys().nth(self.rng.usize(0..len)).copied()
+    }
+
+    fn count(&mut self, op: &'static str) {
+        *self.report.ops.entry(op).or_default() += 1;
+    }
+
+    fn error(&mut self, what: String) {
+        if self.report.errors.len() < 50 {
+            self.report.errors.push(what);
+        }
+    }
+
+    fn expect_one(&mut self, op: &str, id: i64, r: Result<u64, tokio_postgres::Error>) -> bool {
+        match r {
+            Ok(1) => true,
+            Ok(n) => {
+                self.error(format!("{op} of event {id} affected {n} rows"));
+                false
+            }
+            Err(e) => {
+                self.error(format!("{op} of event {id}: {}", db_message(&e)));
+                false
+            }
+        }
+    }
+
+    async fn step(&mut self) {
+        let dice = self.rng.u32(0..100);
+        match dice {
+            0..=29 => self.insert_one().await,
+            30..=34 => self.insert_many().await,
+            35..=54 => self.update_payload().await,
+            55..=62 => self.update_key().await,
+            63..=70 => self.delete_one().await,
+            71..=94 => self.read_check().await,
+            95..=96 => self.delete_run().await,
+            _ => self.run_with_events().await,
+        }
+    }
+
+    fn new_event(&mut self) -> Event {
+        let run_id = self.runs[self.rng.usize(0..self.runs.len())];
+        Event {
+            run_id,
+            ts: self.some_ts(),
+            kind: format!("k{}", self.rng.u8(0..5)),
+            payload: serde_json::json!({ "w": self.rng.u32(..), "s": "x".repeat(self.rng.usize(0..50)) }),
+            n: self.rng.i32(0..1000),
+        }
+    }
+
+    async fn insert_one(&mut self) {
+        self.count("insert (prepared, RETURNING)");
+        let e = self.new_event();
+        match self
+            .client
+            .query_one(&self.insert, &[&e.run_id, &e.ts, &e.kind, &e.payload, &e.n])
+            .await
+        {
+            Ok(row) => {
+                let id: i64 = row.get(0);
+                self.report.oracle.insert(id, e);
+            }
+            Err(err) => self.error(format!("insert: {}", db_message(&err))),
+        }
+    }
+
+    async fn insert_many(&mut self) {
+        self.count("insert 3 rows (RETURNING)");
+        let evs: Vec<Event> = (0..3).map(|_| self.new_event()).collect();
+        let res = self
+            .client
+            .query(
+                "INSERT INTO public.workflow_events (run_id, ts, type, payload, n) \
+                 SELECT * FROM unnest($1::bigint[], $2::timestamptz[], $3::text[], $4::jsonb[], $5::int[]) \
+                 RETURNING id, run_id, ts, type, payload, n",
+                &[
+                    &evs.iter().map(|e| e.run_id).collect::<Vec<_>>(),
+                    &evs.iter().map(|e| e.ts).collect::<Vec<_>>(),
+                    &evs.iter().map(|e| e.kind.clone()).collect::<Vec<_>>(),
+                    &evs.iter().map(|e| e.payload.clone()).collect::<Vec<_>>(),
+                    &evs.iter().map(|e| e.n).collect::<Vec<_>>(),
+                ],
+            )
+            .await;
+        match res {
+            Ok(rows) if rows.len() == 3 => {
+                for r in rows {
+                    let e = Event {
+                        run_id: r.get(1),
+                        ts: r.get(2),
+                        kind: r.get(3),
+                        payload: r.get(4),
+                        n: r.get(5),
+                    };
+                    self.report.oracle.insert(r.get(0), e);
+                }
+            }
+            Ok(rows) => self.error(format!("insert of 3 rows returned {}", rows.len())),
+            Err(err) => self.error(format!("insert of 3 rows: {}", db_message(&err))),
+        }
+    }
+
+    async fn update_payload(&mut self) {
+        self.count("update payload (prepared)");
+        let Some(id) = self.some_event() else { return };
+        let payload = serde_json::json!({ "updated": self.rng.u32(..) });
+        let n = self.rng.i32(0..1000);
+        let r = self.client.execute(&self.update, &[&id, &payload, &n]).await;
+        if self.expect_one("update", id, r) {
+            let e = self.report.oracle.get_mut(&id).unwrap();
+            e.payload = payload;
+            e.n = n;
+        }
+    }
+
+    async fn update_key(&mut self) {
+        self.count("update partition key");
+        let Some(id) = self.some_event() else { return };
+        let ts = self.some_ts();
+        let r = self
+            .client
+            .execute(
+                "UPDATE public.workflow_events SET ts = $2, type = type || '' WHERE id = $1",
+                &[&id, &ts],
+            )
+            .await;
+        if self.expect_one("update of the key", id, r) {
+            self.report.oracle.get_mut(&id).unwrap().ts = ts;
+        }
+    }
+
+    async fn delete_one(&mut self) {
+        self.count("delete");
+        let Some(id) = self.some_event() else { return };
+        let r = self
+            .client
+            .execute("DELETE FROM public.workflow_events WHERE id = $1", &[&id])
+            .await;
+        if self.expect_one("delete", id, r) {
+            self.report.oracle.remove(&id);
+        }
+    }
+
+    async fn read_check(&mut self) {
+        self.count("read and compare");
+        let Some(id) = self.some_event() else { return };
+        match self.client.query(&self.read, &[&id]).await {
+            Ok(rows) if rows.len() == 1 => {
+                let r = &rows[0];
+                let got = Event {
+                    run_id: r.get(0),
+                    ts: r.get(1),
+                    kind: r.get(2),
+                    payload: r.get(3),
+                    n: r.get(4),
+                };
+                let want = self.report.oracle[&id].clone();
+                if got != want {
+                    self.error(format!("event {id} reads {got:?}, expected {want:?}"));
+                }
+            }
+            Ok(rows) => self.error(format!("event {id} read {} times", rows.len())),
+            Err(e) => self.error(format!("read of {id}: {}", db_message(&e))),
+        }
+    }
+
+    async fn delete_run(&mut self) {
+        if self.runs.len() < 3 {
+            return;
+        }
+        self.count("delete run (cascade)");
+        let i = self.rng.usize(0..self.runs.len());
+        let run = self.runs[i];
+        match self
+            .client
+            .execute("DELETE FROM public.workflow_runs WHERE id = $1", &[&run])
+            .await
+        {
+            Ok(1) => {
+                self.runs.swap_remove(i);
+                self.report.oracle.retain(|_, e| e.run_id != run);
+            }
+            Ok(n) => self.error(format!("delete of run {run} affected {n} rows")),
+            Err(e) => self.error(format!("delete of run {run}: {}", db_message(&e))),
+        }
+    }
+
+    /// A transaction writing both tables: a new run and two events.
+    async fn run_with_events(&mut self) {
+        self.count("transaction: run + events");
+        let res: Result<(i64, Vec<(i64, Event)>), tokio_postgres::Error> = async {
+            self.client.batch_execute("BEGIN").await?;
+            let run: i64 = self
+                .client
+                .query_one(
+                    "INSERT INTO public.workflow_runs (name) VALUES ('app') RETURNING id",
+                    &[],
+                )
+                .await?
+                .get(0);
+            let mut evs = Vec::new();
+            for _ in 0..2 {
+                let mut e = self.new_event();
+                e.run_id = run;
+                let id: i64 = self
+                    .client
+                    .query_one(&self.insert, &[&e.run_id, &e.ts, &e.kind, &e.payload, &e.n])
+                    .await?
+                    .get(0);
+                evs.push((id, e));
+            }
+            self.client.batch_execute("COMMIT").await?;
+            Ok((run, evs))
+        }
+        .await;
+        match res {
+            Ok((run, evs)) => {
+                // Keep ownership consistent: this worker owns the new run.
+                self.runs.push(run);
+                self.report.oracle.extend(evs);
+            }
+            Err(e) => {
+                let _ = self.client.batch_execute("ROLLBACK").await;
+                self.error(format!("transaction: {}", db_message(&e)));
+            }
+        }
+    }
+}
+
+pub fn db_message(e: &tokio_postgres::Error) -> String {
+    match e.as_db_error() {
+        Some(d) => format!("{} ({})", d.message(), d.code().code()),
+        None => e.to_string(),
+    }
+}
+
+/// Compares the table with the oracle; returns the number of rows compared.
+pub async fn compare(db: &Db, oracle: &BTreeMap<i64, Event>) -> usize {
+    let table = table_rows(db).await;
+    let mut problems = Vec::new();
+    for (id, want) in oracle {
+        match table.get(id) {
+            None => problems.push(format!("event {id} is missing")),
+            Some(got) if got != want => problems.push(format!("event {id} is {got:?}, expected {want:?}")),
+            _ => {}
+        }
+    }
+    for id in table.keys() {
+        if !oracle.contains_key(id) {
+            problems.push(format!("event {id} should not exist"));
+        }
+    }
+    assert!(
+        problems.is_empty(),
+        "{} differences, first: {:?}",
+        problems.len(),
+        &problems[..problems.len().min(10)]
+    );
+    table.len()
+}

@@ -1,0 +1,277 @@
+//! Each phase, run one at a time and end to end, with what it must leave.
+
+mod common;
+use common::*;
+
+async fn relkind(db: &Db, name: &str) -> Option<String> {
+    db.scalar_str(&format!(
+        "SELECT (SELECT relkind::text FROM pg_class WHERE oid = to_regclass('{name}'))"
+    ))
+    .await
+}
+
+async fn status(db: &Db, plan: &str) -> String {
+    let run = db.migrate(&["status", plan]).await;
+    run.ok();
+    run.stdout
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn phases_one_at_a_time_then_the_swap() {
+    let cluster = Cluster::start();
+    let db = cluster.database().await;
+    seed(&db, 30, 3000).await;
+    let before = all_events(&db).await;
+    let dir = scratch();
+    let plan = db.plan_file(dir.path(), "p.yaml", &event_plan(400, ""));
+    let plan = plan.to_str().unwrap();
+
+    db.migrate(&["apply", plan, "--until", "prepare"]).await.ok();
+    assert_eq!(relkind(&db, "public.workflow_events").await.as_deref(), Some("r"));
+    assert_eq!(relkind(&db, "public.workflow_events__part").await.as_deref(), Some("p"));
+    assert!(status(&db, plan).await.contains("(phase prepared)"));
+    assert_eq!(
+        db.scalar_i64("SELECT count(*) FROM pg_inherits WHERE inhparent = 'public.workflow_events__part'::regclass")
+            .await,
+        db.scalar_i64("SELECT count(*) FROM pg_class WHERE relname LIKE 'workflow\\_events\\_y%' AND relkind = 'r'")
+            .await
+    );
+
+    db.migrate(&["resume", plan, "--until", "route"]).await.ok();
+    assert_eq!(relkind(&db, "public.workflow_events").await.as_deref(), Some("v"));
+    assert_eq!(relkind(&db, "public.workflow_events__orig").await.as_deref(), Some("r"));
+    assert_eq!(all_events(&db).await, before, "the view shows every row");
+    // The dependent view reads through the routing view now.
+    assert_eq!(db.scalar_i64("SELECT sum(events)::bigint FROM event_types").await, 3000);
+    // INSERT ... RETURNING through the view, with defaults.
+    let id = db
+        .scalar_i64("INSERT INTO workflow_events (run_id, type) VALUES (1, 'via view') RETURNING id")
+        .await;
+    assert_eq!(
+        db.scalar_i64(&format!("SELECT count(*) FROM workflow_events__part WHERE id = {id}"))
+            .await,
+        1
+    );
+    assert_eq!(db.scalar_i64("SELECT count(*) FROM workflow_events__part").await, 1);
+    // COPY into the view goes through the INSTEAD OF INSERT trigger.
+    let c = db.client().await;
+    {
+        use futures_util::SinkExt;
+        let sink = c
+            .copy_in("COPY workflow_events (run_id, type) FROM STDIN")
+            .await
+            .unwrap();
+        futures_util::pin_mut!(sink);
+        sink.send(bytes::Bytes::from_static(b"2\tcopied\n3\tcopied\n"))
+            .await
+            .unwrap();
+        assert_eq!(sink.finish().await.unwrap(), 2);
+    }
+    assert_eq!(
+        db.scalar_i64("SELECT count(*) FROM workflow_events__part WHERE type = 'copied'")
+            .await,
+        2
+    );
+    // UPDATE and DELETE report the right counts wherever the rows are.
+    assert_eq!(
+        c.execute("UPDATE workflow_events SET n = 7 WHERE id IN (1, 2, $1)", &[&id])
+            .await
+            .unwrap(),
+        3
+    );
+    assert_eq!(
+        c.execute("DELETE FROM workflow_events WHERE type = 'copied'", &[])
+            .await
+            .unwrap(),
+        2
+    );
+    assert_eq!(
+        c.execute("DELETE FROM workflow_events WHERE id = -5", &[])
+            .await
+            .unwrap(),
+        0
+    );
+    // A partition-key update of a row in the original keeps one copy.
+    assert_eq!(
+        c.execute(
+            "UPDATE workflow_events SET ts = now() - interval '3 days' WHERE id = 5",
+            &[]
+        )
+        .await
+        .unwrap(),
+        1
+    );
+    assert_eq!(
+        db.scalar_i64("SELECT count(*) FROM workflow_events WHERE id = 5").await,
+        1
+    );
+    let expected = all_events(&db).await;
+
+    db.migrate(&["resume", plan, "--until", "move"]).await.ok();
+    assert_eq!(
+        db.scalar_i64("SELECT count(*) FROM ONLY workflow_events__orig").await,
+        0
+    );
+    assert!(status(&db, plan).await.contains("(phase moved)"));
+    assert_eq!(all_events(&db).await, expected);
+    assert!(
+        db.scalar_i64("SELECT count(*) FROM repartition.batches").await > 3,
+        "moved in several batches"
+    );
+
+    db.migrate(&["swap", plan]).await.ok();
+    assert_eq!(relkind(&db, "public.workflow_events").await.as_deref(), Some("p"));
+    assert_eq!(
+        relkind(&db, "public.workflow_events__orig").await,
+        None,
+        "the emptied original is dropped"
+    );
+    assert_eq!(relkind(&db, "public.workflow_events__part").await, None);
+    assert_eq!(all_events(&db).await, expected);
+    assert!(status(&db, plan).await.contains(": done (phase finished)"));
+
+    // What the swap carries over.
+    let names = |sql: &str| {
+        let db = db.clone();
+        let sql = sql.to_string();
+        async move {
+            db.client()
+                .await
+                .query(&sql, &[])
+                .await
+                .unwrap()
+                .iter()
+                .map(|r| r.get::<_, String>(0))
+                .collect::<Vec<_>>()
+        }
+    };
+    assert_eq!(
+        names("SELECT conname || ' ' || pg_get_constraintdef(oid) FROM pg_constraint WHERE conrelid = 'workflow_events'::regclass ORDER BY 1").await,
+        vec![
+            "workflow_events_n_check CHECK ((n >= 0))".to_string(),
+            "workflow_events_pkey PRIMARY KEY (id, ts)".to_string(),
+            "workflow_events_run_id_fkey FOREIGN KEY (run_id) REFERENCES workflow_runs(id) ON DELETE CASCADE".to_string(),
+        ]
+    );
+    assert_eq!(
+        names(
+            "SELECT indexrelid::regclass::text FROM pg_index WHERE indrelid = 'workflow_events'::regclass ORDER BY 1"
+        )
+        .await,
+        vec!["workflow_events_pkey", "workflow_events_run_ts", "workflow_events_type"]
+    );
+    assert_eq!(
+        db.scalar_str("SELECT array_to_string(relacl, ',') FROM pg_class WHERE oid = 'workflow_events'::regclass")
+            .await
+            .unwrap_or_default()
+            .contains("app_rw=arwd"),
+        true
+    );
+    assert_eq!(
+        db.scalar_str("SELECT obj_description('workflow_events'::regclass, 'pg_class')")
+            .await
+            .as_deref(),
+        Some("the event log")
+    );
+    // The sequence moved with the table and is past every id.
+    assert_eq!(
+        db.scalar_str("SELECT d.refobjid::regclass::text FROM pg_depend d WHERE d.objid = 'workflow_events_id_seq'::regclass AND d.deptype = 'a'").await.as_deref(),
+        Some("workflow_events")
+    );
+    let next = db
+        .scalar_i64("INSERT INTO workflow_events (run_id, type) VALUES (1, 'after') RETURNING id")
+        .await;
+    assert!(next > expected.iter().map(|e| e.0).max().unwrap());
+    // The dependent view now reads the partitioned table.
+    assert_eq!(
+        db.scalar_str("SELECT string_agg(DISTINCT refobjid::regclass::text, ',') FROM pg_depend d JOIN pg_rewrite r ON r.oid = d.objid \
+                       WHERE r.ev_class = 'event_types'::regclass AND refobjid <> 'event_types'::regclass").await.as_deref(),
+        Some("workflow_events")
+    );
+    // Nothing of the tool's is left but its control schema.
+    let left: Vec<String> = db.objects().await.into_iter().filter(|o| o.contains("__")).collect();
+    assert!(left.is_empty(), "left behind: {left:?}");
+    // Running it again is refused: the table is partitioned now.
+    let again = db.migrate(&["apply", plan]).await;
+    assert_eq!(again.code, 2, "{}", again.stderr);
+    assert!(again.stderr.contains("already partitioned"), "{}", again.stderr);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn keep_old_integer_key_and_order_of_commands() {
+    let cluster = Cluster::start();
+    let db = cluster.database().await;
+    db.exec(
+        "CREATE TABLE public.builds (id bigserial PRIMARY KEY, project int NOT NULL, status text NOT NULL DEFAULT 'new', \
+         big bigint GENERATED ALWAYS AS (project * 10) STORED);
+         INSERT INTO builds (project) SELECT g % 50 FROM generate_series(1, 5000) g;",
+    )
+    .await;
+    let before: Vec<(i64, i32, i64)> = db
+        .client()
+        .await
+        .query("SELECT id, project, big FROM builds ORDER BY id", &[])
+        .await
+        .unwrap()
+        .iter()
+        .map(|r| (r.get(0), r.get(1), r.get(2)))
+        .collect();
+    let dir = scratch();
+    let plan = db.plan_file(
+        dir.path(),
+        "b.yaml",
+        "table: public.builds\npartition:\n  by: range\n  column: id\n  step: 1000\n  premake: 2\nmethod: move\nbatch:\n  size: 300\nswap:\n  keep_old: true\n",
+    );
+    let plan = plan.to_str().unwrap();
+    let early = db.migrate(&["swap", plan]).await;
+    assert_eq!(early.code, 2);
+    assert!(early.stderr.contains("no unfinished migration"), "{}", early.stderr);
+    db.migrate(&["apply", plan, "--until", "route"]).await.ok();
+    let early = db.migrate(&["swap", plan]).await;
+    assert_eq!(early.code, 2);
+    assert!(early.stderr.contains("rows are still to be moved"), "{}", early.stderr);
+    // Two runners at once: the second is told who holds the table.
+    let holder = db.client().await;
+    holder
+        .execute(
+            "SELECT pg_advisory_lock(1380994375, hashtext('\"public\".\"builds\"'))",
+            &[],
+        )
+        .await
+        .unwrap();
+    let second = db.migrate(&["resume", plan]).await;
+    assert_eq!(second.code, 4, "{}", second.stderr);
+    assert!(
+        second
+            .stderr
+            .contains("another migrate process is already working on \"public\".\"builds\""),
+        "{}",
+        second.stderr
+    );
+    drop(holder);
+    tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    db.migrate(&["resume", plan]).await.ok();
+    let after: Vec<(i64, i32, i64)> = db
+        .client()
+        .await
+        .query("SELECT id, project, big FROM builds ORDER BY id", &[])
+        .await
+        .unwrap()
+        .iter()
+        .map(|r| (r.get(0), r.get(1), r.get(2)))
+        .collect();
+    assert_eq!(after, before);
+    assert_eq!(
+        db.scalar_i64("SELECT count(*) FROM pg_inherits WHERE inhparent = 'builds'::regclass")
+            .await,
+        8
+    );
+    assert_eq!(
+        db.scalar_i64("SELECT count(*) FROM ONLY builds__orig").await,
+        0,
+        "kept, and empty"
+    );
+    let abort = db.migrate(&["abort", plan]).await;
+    assert_eq!(abort.code, 2);
+    assert!(abort.stderr.contains("no unfinished migration"), "{}", abort.stderr);
+}

@@ -1,0 +1,225 @@
+//! `plan` changes nothing and shows every statement; every refusal is a
+//! sentence with exit code 2 and leaves the database as it was.
+
+mod common;
+use common::*;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn plan_prints_every_phase_and_changes_nothing() {
+    let cluster = Cluster::start();
+    let db = cluster.database().await;
+    seed(&db, 20, 2000).await;
+    let before = db.objects().await;
+    let dir = scratch();
+    let plan = db.plan_file(dir.path(), "p.yaml", &event_plan(500, ""));
+    let run = db.migrate(&["plan", plan.to_str().unwrap()]).await;
+    run.ok();
+    for needle in [
+        "== Phase 1 of 5: prepare",
+        "== Phase 2 of 5: route",
+        "== Phase 3 of 5: move",
+        "== Phase 4 of 5: swap",
+        "== Phase 5 of 5: finish",
+        "PARTITION BY RANGE (\"ts\")",
+        "ALTER TABLE \"public\".\"workflow_events__part\" ADD CONSTRAINT \"workflow_events_pkey__p\" PRIMARY KEY (\"id\", \"ts\")",
+        "uniqueness of (\"id\") alone is no longer enforced",
+        "view \"public\".\"event_types\" depends on",
+        "INSERT ... ON CONFLICT",
+        "SELECT ... FOR UPDATE",
+        "DELETE FROM ONLY \"public\".\"workflow_events__orig\" WHERE ctid >=",
+        "DROP TABLE \"public\".\"workflow_events__orig\"",
+        "ALTER SEQUENCE \"public\".\"workflow_events_id_seq\" OWNED BY",
+        "Nothing was changed.",
+    ] {
+        assert!(run.stdout.contains(needle), "plan output lacks {needle:?}:\n{}", run.stdout);
+    }
+    assert_eq!(db.objects().await, before, "plan changed the database");
+    assert_eq!(
+        db.scalar_i64("SELECT count(*) FROM pg_namespace WHERE nspname = 'repartition'")
+            .await,
+        0
+    );
+}
+
+struct Case {
+    name: &'static str,
+    setup: &'static str,
+    plan: String,
+    expect: &'static str,
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn refusals_are_one_sentence_and_change_nothing() {
+    let cluster = Cluster::start();
+    let dir = scratch();
+    let p = |extra: &str| event_plan(500, extra);
+    let cases = vec![
+        Case {
+            name: "missing table",
+            setup: "",
+            plan: p("").replace("public.workflow_events", "public.nope"),
+            expect: "table (line 1) names \"public\".\"nope\", which does not exist",
+        },
+        Case {
+            name: "missing column",
+            setup: "",
+            plan: p("").replace("column: ts", "column: tss"),
+            expect: "`tss`, which is not a column",
+        },
+        Case {
+            name: "key of another type",
+            setup: "",
+            plan: p("").replace("column: ts", "column: type"),
+            expect: "of type text",
+        },
+        Case {
+            name: "nullable key",
+            setup: "ALTER TABLE workflow_events ADD COLUMN t2 timestamptz",
+            plan: p("").replace("column: ts", "column: t2"),
+            expect: "may be NULL",
+        },
+        Case {
+            name: "integer key with an interval",
+            setup: "",
+            plan: p("").replace("column: ts", "column: n"),
+            expect: "use partition.step",
+        },
+        Case {
+            name: "incoming foreign key",
+            setup: "CREATE TABLE event_refs (event_id bigint REFERENCES workflow_events (id))",
+            plan: p(""),
+            expect: "(\"event_refs_event_id_fkey\" on \"public\".\"event_refs\")",
+        },
+        Case {
+            name: "materialized view",
+            setup: "CREATE MATERIALIZED VIEW ev_mv AS SELECT id FROM workflow_events",
+            plan: p(""),
+            expect: "materialized view \"public\".\"ev_mv\"",
+        },
+        Case {
+            name: "trigger",
+            setup: "CREATE FUNCTION tg() RETURNS trigger LANGUAGE plpgsql AS 'BEGIN RETURN NEW; END'; \
+                    CREATE TRIGGER audit BEFORE INSERT ON workflow_events FOR EACH ROW EXECUTE FUNCTION tg()",
+            plan: p(""),
+            expect: "has triggers (audit)",
+        },
+        Case {
+            name: "no primary key",
+            setup: "ALTER TABLE workflow_events DROP CONSTRAINT workflow_events_pkey",
+            plan: p(""),
+            expect: "no primary key or unique NOT NULL constraint",
+        },
+        Case {
+            name: "rows below the first bound",
+            setup: "",
+            plan: p("").replace("  interval: month\n", "  interval: month\n  start: \"2099-01-01\"\n"),
+            expect: "existing rows have keys below the first bound",
+        },
+        Case {
+            name: "already partitioned",
+            setup: "CREATE TABLE parted (id int, ts timestamptz NOT NULL) PARTITION BY RANGE (ts)",
+            plan: p("").replace("public.workflow_events", "public.parted"),
+            expect: "is already partitioned",
+        },
+        Case {
+            name: "a view",
+            setup: "",
+            plan: p("").replace("public.workflow_events", "public.event_types"),
+            expect: "is a view, not a table",
+        },
+        Case {
+            name: "unknown key",
+            setup: "",
+            plan: format!("{}colour: blue\n", p("")),
+            expect: "colour (line 10) unknown field `colour`",
+        },
+        Case {
+            name: "zero batch",
+            setup: "",
+            plan: p("").replace("size: 500", "size: 0"),
+            expect: "batch.size (line 9) must be a whole number above zero",
+        },
+        Case {
+            name: "untimed lock",
+            setup: "",
+            plan: p("locks:\n  lock_timeout: 0\n"),
+            expect: "locks.lock_timeout (line 11) must be above zero",
+        },
+        Case {
+            name: "name taken",
+            setup: "CREATE TABLE workflow_events__part (x int)",
+            plan: p(""),
+            expect: "names the migration needs are taken already: \"public\".\"workflow_events__part\"",
+        },
+    ];
+    for case in cases {
+        let db = cluster.database().await;
+        seed(&db, 5, 200).await;
+        if !case.setup.is_empty() {
+            db.exec(case.setup).await;
+        }
+        let before = db.objects().await;
+        let plan = db.plan_file(dir.path(), "p.yaml", &case.plan);
+        for cmd in ["plan", "apply"] {
+            let run = db.migrate(&[cmd, plan.to_str().unwrap()]).await;
+            assert_eq!(
+                run.code, 2,
+                "{}: {cmd} should refuse with exit code 2:\n{}{}",
+                case.name, run.stdout, run.stderr
+            );
+            let last = run.stderr.lines().last().unwrap_or("");
+            assert!(last.starts_with("migrate: "), "{}: {last}", case.name);
+            assert!(
+                last.contains(case.expect),
+                "{}: expected {:?} in: {last}",
+                case.name,
+                case.expect
+            );
+            assert!(
+                !last.contains("backtrace") && !last.contains("panicked"),
+                "{}: {last}",
+                case.name
+            );
+        }
+        assert_eq!(
+            db.objects().await,
+            before,
+            "{}: a refusal changed the database",
+            case.name
+        );
+        assert_eq!(
+            db.scalar_i64("SELECT count(*) FROM pg_namespace WHERE nspname = 'repartition'")
+                .await,
+            0,
+            "{}: a refusal created the control schema",
+            case.name
+        );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bad_connection_and_missing_plan_are_sentences() {
+    let cluster = Cluster::start();
+    let db = cluster.database().await;
+    let run = db.migrate(&["plan", "/nonexistent/plan.yaml"]).await;
+    assert_eq!(run.code, 2);
+    assert!(
+        run.stderr.contains("cannot read the plan file /nonexistent/plan.yaml"),
+        "{}",
+        run.stderr
+    );
+    let dir = scratch();
+    let plan = db.plan_file(dir.path(), "p.yaml", &event_plan(500, ""));
+    let bad = Db {
+        url: "postgres://someone:hunter2@127.0.0.1:1/nowhere".into(),
+    };
+    let run = bad.migrate(&["plan", plan.to_str().unwrap()]).await;
+    assert_eq!(run.code, 1);
+    assert!(
+        run.stderr
+            .contains("cannot connect to the database nowhere on 127.0.0.1:1"),
+        "{}",
+        run.stderr
+    );
+    assert!(!run.stderr.contains("hunter2"), "the password leaked: {}", run.stderr);
+}
