@@ -342,7 +342,10 @@ async fn in_tx(client: &Client, what: &str, stmts: &[Statement], id: i64, rec: &
     match res {
         Ok(()) => {
             crate::failpoint::hit(&format!("{what}:before-commit"));
-            client.batch_execute("COMMIT").await.with_context(|| format!("{what} could not commit"))?;
+            client
+                .batch_execute("COMMIT")
+                .await
+                .with_context(|| format!("{what} could not commit"))?;
             crate::failpoint::hit(&format!("{what}:after-commit"));
             tracing::info!(phase = what, "committed");
             Ok(())

@@ -160,13 +160,11 @@ async fn phases_one_at_a_time_then_the_swap() {
         .await,
         vec!["workflow_events_pkey", "workflow_events_run_ts", "workflow_events_type"]
     );
-    assert_eq!(
-        db.scalar_str("SELECT array_to_string(relacl, ',') FROM pg_class WHERE oid = 'workflow_events'::regclass")
-            .await
-            .unwrap_or_default()
-            .contains("app_rw=arwd"),
-        true
-    );
+    let acl = db
+        .scalar_str("SELECT array_to_string(relacl, ',') FROM pg_class WHERE oid = 'workflow_events'::regclass")
+        .await
+        .unwrap_or_default();
+    assert!(acl.contains("app_rw=arwd"), "privileges were not carried over: {acl}");
     assert_eq!(
         db.scalar_str("SELECT obj_description('workflow_events'::regclass, 'pg_class')")
             .await

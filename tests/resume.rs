@@ -14,24 +14,40 @@ async fn crash_then_resume(point: &str) {
     let plan = db.plan_file(dir.path(), "p.yaml", &event_plan(200, ""));
     let plan = plan.to_str().unwrap();
     let run = db.migrate_env(&["apply", plan], &[("MIGRATE_FAILPOINT", point)]).await;
-    assert_eq!(run.code, 86, "{point}: the failpoint should end the process:\n{}", run.stderr);
+    assert_eq!(
+        run.code, 86,
+        "{point}: the failpoint should end the process:\n{}",
+        run.stderr
+    );
     // Whatever was committed, the table's name serves every row.
     assert_eq!(all_events(&db).await, before, "{point}: rows changed after the crash");
     let status = db.migrate(&["status", plan]).await;
     status.ok();
-    assert!(status.stdout.contains("Runner: none attached"), "{point}: {}", status.stdout);
+    assert!(
+        status.stdout.contains("Runner: none attached"),
+        "{point}: {}",
+        status.stdout
+    );
     let run = db.migrate(&["resume", plan]).await;
     run.ok();
-    assert_eq!(all_events(&db).await, before, "{point}: rows changed by the resumed run");
     assert_eq!(
-        db.scalar_str("SELECT (SELECT relkind::text FROM pg_class WHERE oid = to_regclass('public.workflow_events'))").await.as_deref(),
+        all_events(&db).await,
+        before,
+        "{point}: rows changed by the resumed run"
+    );
+    assert_eq!(
+        db.scalar_str("SELECT (SELECT relkind::text FROM pg_class WHERE oid = to_regclass('public.workflow_events'))")
+            .await
+            .as_deref(),
         Some("p"),
         "{point}"
     );
     let left: Vec<String> = db.objects().await.into_iter().filter(|o| o.contains("__")).collect();
     assert!(left.is_empty(), "{point}: left behind: {left:?}");
     assert_eq!(
-        db.scalar_str("SELECT state || '/' || phase FROM repartition.migrations").await.as_deref(),
+        db.scalar_str("SELECT state || '/' || phase FROM repartition.migrations")
+            .await
+            .as_deref(),
         Some("done/finished")
     );
 }

@@ -150,7 +150,8 @@ impl Worker {
                 ..Default::default()
             },
             rng: fastrand::Rng::with_seed(seed),
-            now: Utc::now(),
+            // PostgreSQL keeps microseconds.
+            now: chrono::SubsecRound::trunc_subsecs(Utc::now(), 6),
             insert,
             read,
             update,
