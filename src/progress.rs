@@ -24,44 +24,69 @@ pub trait Reporter: Send + Sync {
 
 /// Picks the bar on a terminal, logs otherwise.
 pub fn reporter(quiet: bool) -> Box<dyn Reporter> {
-    if !quiet && std::io::stderr().is_terminal() {
+    if uses_bar(quiet) {
         Box::new(Bar::new())
     } else {
         Box::new(Log::default())
     }
 }
 
+/// Whether progress goes to a bar (a terminal, not silenced).
+pub fn uses_bar(quiet: bool) -> bool {
+    !quiet && std::io::stderr().is_terminal()
+}
+
 pub struct Bar {
     bar: ProgressBar,
+    moving: std::sync::atomic::AtomicBool,
 }
 
 impl Bar {
     fn new() -> Self {
-        let bar = ProgressBar::with_draw_target(Some(0), ProgressDrawTarget::stderr());
-        bar.set_style(
-            ProgressStyle::with_template(
-                "{spinner} {prefix:>8} [{bar:30}] {percent:>3}% {msg} elapsed {elapsed_precise} eta {eta}",
-            )
-            .expect("valid template")
-            .progress_chars("=> "),
-        );
-        bar.enable_steady_tick(Duration::from_millis(200));
-        Bar { bar }
+        // Hidden until a phase starts, so commands that report nothing
+        // draw nothing.
+        let bar = ProgressBar::with_draw_target(Some(0), ProgressDrawTarget::hidden());
+        Bar {
+            bar,
+            moving: std::sync::atomic::AtomicBool::new(false),
+        }
+    }
+
+    fn spinner_style() -> ProgressStyle {
+        ProgressStyle::with_template("{spinner} {prefix:>7}  {msg}  {elapsed}").expect("valid template")
+    }
+
+    fn bar_style() -> ProgressStyle {
+        ProgressStyle::with_template(
+            "{spinner} {prefix:>7} [{bar:30}] {percent:>3}%  {msg}  elapsed {elapsed}, eta {eta}",
+        )
+        .expect("valid template")
+        .progress_chars("=> ")
     }
 }
 
 impl Reporter for Bar {
     fn phase(&self, name: &str, detail: &str) {
+        if self.bar.is_hidden() {
+            self.bar.set_draw_target(ProgressDrawTarget::stderr());
+            self.bar.enable_steady_tick(Duration::from_millis(120));
+        }
+        self.moving.store(false, std::sync::atomic::Ordering::Relaxed);
+        self.bar.set_style(Self::spinner_style());
         self.bar.set_prefix(name.to_string());
         self.bar.set_message(detail.to_string());
-        self.bar.println(format!("phase {name}: {detail}"));
+        self.bar.println(format!("{name}: {detail}"));
     }
 
     fn progress(&self, p: MoveProgress) {
+        if !self.moving.swap(true, std::sync::atomic::Ordering::Relaxed) {
+            self.bar.set_style(Self::bar_style());
+            self.bar.reset_eta();
+        }
         self.bar.set_length(p.pages_total.max(1));
         self.bar.set_position(p.pages_done.min(p.pages_total));
         let sweep = if p.sweep > 0 {
-            format!(" (sweep {})", p.sweep)
+            format!(", sweep {}", p.sweep)
         } else {
             String::new()
         };
