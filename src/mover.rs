@@ -98,7 +98,11 @@ impl<'a> Mover<'a> {
     pub async fn run_forward(&mut self) -> Result<Pass> {
         let route = self.route(&self.bp.old, &self.bp.shadow.to_string(), "forward").await?;
         if self.cursor == 0 && self.sweeps == 0 && self.rows_moved == 0 {
-            let estimate = estimated_rows(self.client, &self.bp.old).await?;
+            if estimated_rows(self.client, &self.bp.old).await? < 0 {
+                // Never analyzed: a sample gives progress and ETA a basis.
+                self.client.batch_execute(&format!("ANALYZE {}", self.bp.old)).await?;
+            }
+            let estimate = estimated_rows(self.client, &self.bp.old).await?.max(0);
             control::set_rows_total(self.client, self.id, estimate).await?;
         }
         // A pass resumed in the middle may have moved rows before the crash:
@@ -344,7 +348,7 @@ async fn rows_per_page(client: &Client, rel: &QualifiedName) -> Result<f64> {
 async fn estimated_rows(client: &Client, rel: &QualifiedName) -> Result<i64> {
     let row = client
         .query_one(
-            "SELECT greatest(reltuples, 0)::bigint FROM pg_class WHERE oid = to_regclass($1)",
+            "SELECT reltuples::bigint FROM pg_class WHERE oid = to_regclass($1)",
             &[&rel.to_string()],
         )
         .await?;

@@ -336,7 +336,10 @@ impl PlanFile {
 /// Rewrites serde_yaml's message as `key.path (line N) problem`, naming
 /// the full path of the key on the reported line.
 fn yaml_error(source: &str, msg: &str) -> String {
-    let msg = msg.replace('\n', " ");
+    let msg = msg.replace('\n', " ").replace(
+        "struct PlanSpec",
+        "a mapping of plan keys (table, partition, method, ...)",
+    );
     let Some((body, loc)) = msg.rsplit_once(" at line ") else {
         return msg;
     };

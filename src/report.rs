@@ -90,10 +90,14 @@ pub fn plan(r: &Resolved, where_: &str) -> String {
         bp.table, bp.key.column, bp.key.type_name
     );
     let _ = writeln!(o, "Target: {where_}, PostgreSQL {}", r.server.version_num);
+    let rows = if r.info.estimated_rows < 0.0 {
+        "an unknown number of rows (never analyzed)".to_string()
+    } else {
+        format!("about {} rows", thousands(r.info.estimated_rows as i64))
+    };
     let _ = writeln!(
         o,
-        "Table: about {} rows, {}; the move writes roughly {} of WAL (about 3.4 times the table)",
-        thousands(r.info.estimated_rows.max(0.0) as i64),
+        "Table: {rows}, {}; the move writes roughly {} of WAL (about 3.4 times the table)",
         bytes(r.info.bytes),
         bytes((r.info.bytes as f64 * 3.4) as i64)
     );

@@ -273,3 +273,58 @@ async fn keep_old_integer_key_and_order_of_commands() {
     assert_eq!(abort.code, 2);
     assert!(abort.stderr.contains("no unfinished migration"), "{}", abort.stderr);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn names_that_need_quoting_survive_every_phase() {
+    let cluster = Cluster::start();
+    let db = cluster.database().await;
+    db.exec(
+        r#"CREATE SCHEMA "My Schema";
+        CREATE TABLE "My Schema"."Weird ""Events"" Ünï" (
+            "ID" bigserial PRIMARY KEY,
+            "Happened At" timestamp NOT NULL,
+            "select" text NOT NULL DEFAULT 'x''y',
+            "a.b" int
+        );
+        CREATE INDEX "idx; DROP TABLE x" ON "My Schema"."Weird ""Events"" Ünï" ("select");
+        CREATE VIEW "My Schema"."v ""q""" AS SELECT "ID", "select" FROM "My Schema"."Weird ""Events"" Ünï";
+        INSERT INTO "My Schema"."Weird ""Events"" Ünï" ("Happened At", "a.b")
+            SELECT timestamp '2025-01-01' + g * interval '1 hour', g FROM generate_series(1, 2000) g;"#,
+    )
+    .await;
+    let dir = scratch();
+    let plan = db.plan_file(
+        dir.path(),
+        "w.yaml",
+        "table: '\"My Schema\".\"Weird \"\"Events\"\" Ünï\"'\npartition:\n  by: range\n  column: Happened At\n  interval: week\n  start: \"2024-12-30\"\nmethod: move\nbatch:\n  size: 200\n",
+    );
+    let plan = plan.to_str().unwrap();
+    db.migrate(&["plan", plan]).await.ok();
+    db.migrate(&["apply", plan, "--until", "route"]).await.ok();
+    db.exec(r#"INSERT INTO "My Schema"."Weird ""Events"" Ünï" ("Happened At") VALUES ('2025-01-02')"#)
+        .await;
+    db.exec(r#"UPDATE "My Schema"."Weird ""Events"" Ünï" SET "select" = 'upd' WHERE "ID" <= 10"#)
+        .await;
+    db.migrate(&["resume", plan]).await.ok();
+    assert_eq!(
+        db.scalar_i64(r#"SELECT count(*) FROM "My Schema"."Weird ""Events"" Ünï""#)
+            .await,
+        2001
+    );
+    assert_eq!(
+        db.scalar_i64(r#"SELECT count(*) FROM "My Schema"."v ""q""" WHERE "select" = 'upd'"#)
+            .await,
+        10
+    );
+    assert_eq!(
+        db.scalar_str(r#"SELECT (SELECT relkind::text FROM pg_class WHERE oid = to_regclass('"My Schema"."Weird ""Events"" Ünï"'))"#)
+            .await
+            .as_deref(),
+        Some("p")
+    );
+    assert_eq!(
+        db.scalar_i64(r#"SELECT count(*) FROM pg_class WHERE relname = 'idx; DROP TABLE x' AND relkind = 'I'"#)
+            .await,
+        1
+    );
+}
