@@ -39,6 +39,8 @@ pub struct Blueprint {
     pub dependent_views: Vec<ViewDef>,
     pub grants: Vec<GrantInfo>,
     pub comment: Option<String>,
+    /// The original's storage parameters, given to each partition.
+    pub storage: Vec<String>,
     pub sequences: Vec<SequenceDef>,
     pub routing: Routing,
     pub settings: Settings,
@@ -697,6 +699,7 @@ pub async fn resolve(client: &Client, plan: &PlanFile) -> Result<Resolved> {
         dependent_views,
         grants: info.grants.clone(),
         comment: info.comment.clone(),
+        storage: info.reloptions.clone(),
         sequences,
         routing,
         settings: Settings {

@@ -18,6 +18,8 @@ pub struct TableInfo {
     pub comment: Option<String>,
     pub estimated_rows: f64,
     pub bytes: i64,
+    /// Storage parameters (`fillfactor=70`, `autovacuum_enabled=false`).
+    pub reloptions: Vec<String>,
     pub columns: Vec<ColumnInfo>,
     pub constraints: Vec<ConstraintInfo>,
     pub indexes: Vec<IndexInfo>,
@@ -165,7 +167,7 @@ pub async fn table_info(client: &Client, oid: u32) -> Result<TableInfo> {
             "SELECT n.nspname::text, c.relname::text, c.relkind::text, c.relpersistence::text, c.relispartition, \
                     EXISTS (SELECT 1 FROM pg_inherits i WHERE i.inhrelid = c.oid OR i.inhparent = c.oid), \
                     c.relrowsecurity, pg_get_userbyid(c.relowner)::text, obj_description(c.oid, 'pg_class'), \
-                    c.reltuples::float8, pg_table_size(c.oid) \
+                    c.reltuples::float8, pg_table_size(c.oid), coalesce(c.reloptions, '{}') \
              FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace WHERE c.oid = $1",
             &[&oid],
         )
@@ -388,6 +390,7 @@ pub async fn table_info(client: &Client, oid: u32) -> Result<TableInfo> {
         comment: t.get(8),
         estimated_rows: t.get(9),
         bytes: t.get(10),
+        reloptions: t.get(11),
         columns: cols,
         constraints,
         indexes,

@@ -17,6 +17,7 @@ async fn abort_from(
     let cluster = Cluster::start();
     let db = cluster.database().await;
     seed(&db, 20, 2000).await;
+    db.exec("ALTER TABLE workflow_events SET (fillfactor = 90)").await;
     if !extra_setup.is_empty() {
         db.exec(extra_setup).await;
     }

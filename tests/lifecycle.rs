@@ -201,7 +201,7 @@ async fn keep_old_integer_key_and_order_of_commands() {
     let db = cluster.database().await;
     db.exec(
         "CREATE TABLE public.builds (id bigserial PRIMARY KEY, project int NOT NULL, status text NOT NULL DEFAULT 'new', \
-         big bigint GENERATED ALWAYS AS (project * 10) STORED);
+         big bigint GENERATED ALWAYS AS (project * 10) STORED) WITH (fillfactor = 80);
          INSERT INTO builds (project) SELECT g % 50 FROM generate_series(1, 5000) g;",
     )
     .await;
@@ -263,6 +263,15 @@ async fn keep_old_integer_key_and_order_of_commands() {
         db.scalar_i64("SELECT count(*) FROM pg_inherits WHERE inhparent = 'builds'::regclass")
             .await,
         8
+    );
+    assert_eq!(
+        db.scalar_i64(
+            "SELECT count(*) FROM pg_inherits i JOIN pg_class c ON c.oid = i.inhrelid \
+             WHERE i.inhparent = 'builds'::regclass AND c.reloptions = '{fillfactor=80}'"
+        )
+        .await,
+        8,
+        "partitions take the original's storage parameters"
     );
     assert_eq!(
         db.scalar_i64("SELECT count(*) FROM ONLY builds__orig").await,

@@ -69,30 +69,31 @@ pub fn grants(bp: &Blueprint, kind: &str, target: &str) -> Vec<Statement> {
         .collect()
 }
 
+/// ` WITH (name = 'value', ...)` for stored `name=value` options, or
+/// nothing.
+pub fn options_clause(options: &[String]) -> String {
+    if options.is_empty() {
+        return String::new();
+    }
+    let parts: Vec<String> = options
+        .iter()
+        .map(|o| match o.split_once('=') {
+            Some((k, val)) => format!("{} = {}", crate::sql::quote_ident(k), quote_literal(val)),
+            None => crate::sql::quote_ident(o),
+        })
+        .collect();
+    format!(" WITH ({})", parts.join(", "))
+}
+
 /// `CREATE OR REPLACE VIEW` for a dependent view, binding its stored
 /// definition to whatever relation now carries the table's name.
 pub fn rebind_view(v: &crate::blueprint::ViewDef) -> Statement {
-    let opts = if v.options.is_empty() {
-        String::new()
-    } else {
-        // reloptions are stored as key=value texts: render each as such.
-        let parts: Vec<String> = v
-            .options
-            .iter()
-            .map(|o| match o.split_once('=') {
-                Some((k, val)) => {
-                    format!("{} = {}", crate::sql::quote_ident(k), quote_literal(val))
-                }
-                None => crate::sql::quote_ident(o),
-            })
-            .collect();
-        format!(" WITH ({})", parts.join(", "))
-    };
     Statement::new(
         "point the dependent view at the table's name again (it bound to the old relation by OID)",
         format!(
-            "CREATE OR REPLACE VIEW {}{opts} AS {}",
+            "CREATE OR REPLACE VIEW {}{} AS {}",
             v.name,
+            options_clause(&v.options),
             v.definition.trim_end().trim_end_matches(';')
         ),
     )

@@ -11,6 +11,9 @@ pub fn statements(bp: &Blueprint) -> Vec<Statement> {
     let mut s = session_limits(bp);
     let shadow = &bp.shadow;
     let owner = crate::sql::quote_ident(&bp.owner);
+    // The original's storage parameters (fillfactor, autovacuum tuning)
+    // apply to each partition; a partitioned parent takes none.
+    let storage = super::options_clause(&bp.storage);
     s.push(Statement::new(
         "the partitioned table: same columns, defaults (sharing the original's sequences), NOT NULL and CHECK constraints",
         format!(
@@ -29,7 +32,7 @@ pub fn statements(bp: &Blueprint) -> Vec<Statement> {
         s.push(Statement::new(
             "a partition",
             format!(
-                "CREATE TABLE {name} PARTITION OF {shadow} FOR VALUES FROM ({}) TO ({})",
+                "CREATE TABLE {name} PARTITION OF {shadow} FOR VALUES FROM ({}) TO ({}){storage}",
                 quote_literal(&p.from),
                 quote_literal(&p.to)
             ),
@@ -43,7 +46,7 @@ pub fn statements(bp: &Blueprint) -> Vec<Statement> {
         let name = bp.table.sibling(d.clone());
         s.push(Statement::new(
             "the default partition, as the plan asks",
-            format!("CREATE TABLE {name} PARTITION OF {shadow} DEFAULT"),
+            format!("CREATE TABLE {name} PARTITION OF {shadow} DEFAULT{storage}"),
         ));
         s.push(Statement::new(
             "the table's owner owns its partitions",

@@ -34,6 +34,10 @@ pub fn statements(bp: &Blueprint) -> Vec<Statement> {
         "the original steps aside; it keeps its rows, indexes and sequences until the swap",
         format!("ALTER TABLE {} RENAME TO {}", bp.table, bp.old.name),
     ));
+    s.push(Statement::new(
+        "no autovacuum on the original while it empties: the tool vacuums it itself, and an autovacuum would make the swap wait",
+        format!("ALTER TABLE {} SET (autovacuum_enabled = false)", bp.old),
+    ));
     s.extend(view_statements(bp));
     s.extend(routing_statements(bp, InsertTarget::Shadow));
     for v in &bp.dependent_views {
@@ -249,6 +253,18 @@ pub fn revert_statements(bp: &Blueprint) -> Vec<Statement> {
             format!("ALTER TABLE {} RENAME TO {}", bp.old, bp.table.name),
         ),
     ];
+    let autovacuum = bp.storage.iter().find_map(|o| o.strip_prefix("autovacuum_enabled="));
+    s.push(Statement::new(
+        "autovacuum as it was",
+        match autovacuum {
+            Some(v) => format!(
+                "ALTER TABLE {} SET (autovacuum_enabled = {})",
+                bp.table,
+                quote_literal(v)
+            ),
+            None => format!("ALTER TABLE {} RESET (autovacuum_enabled)", bp.table),
+        },
+    ));
     for v in &bp.dependent_views {
         s.push(rebind_view(v));
     }
