@@ -8,7 +8,7 @@
 use crate::catalog::{self, GrantInfo, ServerInfo, TableInfo};
 use crate::error::Refusal;
 use crate::partition::{self, bounds, KeyKind, KeyValue, LayoutInput};
-use crate::plan_file::{IncomingFk, PlanFile};
+use crate::plan_file::{IncomingFk, Method, PlanFile};
 use crate::sql::{Ident, QualifiedName};
 use anyhow::Result;
 use serde::{Deserialize, Serialize};
@@ -20,6 +20,7 @@ pub const FORMAT: u32 = 1;
 #[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
 pub struct Blueprint {
     pub format: u32,
+    pub method: Method,
     pub table: QualifiedName,
     pub shadow: QualifiedName,
     pub old: QualifiedName,
@@ -43,7 +44,41 @@ pub struct Blueprint {
     pub storage: Vec<String>,
     pub sequences: Vec<SequenceDef>,
     pub routing: Routing,
+    pub mirror: Mirror,
+    pub attach: Option<AttachDef>,
     pub settings: Settings,
+}
+
+/// Names of the sync method's triggers: forward (original to partitioned)
+/// before the swap, back (partitioned to retired) after it.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+pub struct Mirror {
+    pub function: QualifiedName,
+    pub trigger: Ident,
+    pub truncate_function: QualifiedName,
+    pub truncate_trigger: Ident,
+    pub back_function: QualifiedName,
+    pub back_trigger: Ident,
+    pub back_truncate_function: QualifiedName,
+    pub back_truncate_trigger: Ident,
+}
+
+/// The attach method: the original becomes the partition of keys below
+/// `cutoff`.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+pub struct AttachDef {
+    pub cutoff: String,
+    /// The CHECK constraint that proves every row lies below the cutoff.
+    pub check: Ident,
+    /// Unique indexes built concurrently on the original so that it can
+    /// carry the partitioned table's unique keys (which include the key).
+    pub key_indexes: Vec<KeyIndex>,
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+pub struct KeyIndex {
+    pub name: Ident,
+    pub columns: Vec<Ident>,
 }
 
 #[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
@@ -476,7 +511,7 @@ pub async fn resolve(client: &Client, plan: &PlanFile) -> Result<Resolved> {
             'v' => {
                 findings.push(Finding {
                     level: Level::Note,
-                    message: format!("view {} depends on {table}; it is pointed at the routing view when it goes live and at the partitioned table at the swap", d.name),
+                    message: format!("view {} depends on {table}; it is rebound to whatever carries the name when that changes (the routing view of the move method, the partitioned table at the swap)", d.name),
                 });
                 dependent_views.push(ViewDef { name: d.name.clone(), definition: d.definition.clone(), options: d.options.clone() });
             }
@@ -525,9 +560,13 @@ pub async fn resolve(client: &Client, plan: &PlanFile) -> Result<Resolved> {
         .parse()
         .map_err(|_| plan.key_error("partition.time_zone", "is not a known time zone"))?;
     let (min, max) = key_range(client, table, &key).await?;
-    let start = match &spec.start {
-        Some(b) => Some(bounds::parse_start(key.kind, tz, b).map_err(|e| plan.key_error("partition.start", &e))?),
-        None => None,
+    let method = plan.spec.method;
+    let start = match (&spec.start, &plan.spec.attach.cutoff) {
+        (_, Some(c)) if method == Method::Attach => {
+            Some(bounds::parse_start(key.kind, tz, c).map_err(|e| plan.key_error("attach.cutoff", &e))?)
+        }
+        (Some(b), _) => Some(bounds::parse_start(key.kind, tz, b).map_err(|e| plan.key_error("partition.start", &e))?),
+        (None, _) => None,
     };
     let template = spec
         .naming
@@ -547,6 +586,59 @@ pub async fn resolve(client: &Client, plan: &PlanFile) -> Result<Resolved> {
         table: table.name.as_str(),
     })
     .map_err(|e| plan.key_error("partition", &e))?;
+    // Attach: the original keeps every existing key as the first
+    // partition; new partitions start at the cutoff.
+    let mut layout = layout;
+    let mut attach = None;
+    if method == Method::Attach {
+        if plan.spec.attach.cutoff.is_none() {
+            let now = match key.kind {
+                KeyKind::TimestampTz => KeyValue::Instant(server.now),
+                KeyKind::Timestamp => KeyValue::Local(server.now.with_timezone(&tz).naive_local()),
+                KeyKind::Date => KeyValue::Day(server.now.with_timezone(&tz).date_naive()),
+                KeyKind::Integer => KeyValue::Int(i64::MIN),
+            };
+            let newest = match max {
+                Some(m) if key_less(now, m) => m,
+                _ => now,
+            };
+            let first_after = layout
+                .iter()
+                .position(|p| bounds::first_bound_value(key.kind, tz, p).is_some_and(|b| key_less(newest, b)))
+                .unwrap_or(layout.len().saturating_sub(1));
+            layout.drain(..first_after);
+        }
+        let cutoff = layout[0].from.clone();
+        if let (Some(m), Some(c)) = (max, bounds::first_bound_value(key.kind, tz, &layout[0])) {
+            if !key_less(m, c) {
+                refusals.push(format!(
+                    "existing rows have keys at or after the cutoff {cutoff}; the original can only become the partition of keys below it"
+                ));
+            }
+        }
+        warn(
+            &mut findings,
+            format!(
+                "between the constrain and swap phases the original refuses rows with {} at or after {cutoff}; the cutoff must lie beyond every key the application writes until the swap",
+                key.column
+            ),
+        );
+        // A unique key that already holds the partition key is adopted as it
+        // is; the others get an index with the key appended.
+        let key_indexes = uniques
+            .iter()
+            .filter(|u| u.key_appended)
+            .map(|u| KeyIndex {
+                name: u.name.derive("__k"),
+                columns: u.columns.clone(),
+            })
+            .collect();
+        attach = Some(AttachDef {
+            cutoff,
+            check: table.name.derive("__cutoff"),
+            key_indexes,
+        });
+    }
     let mut seen = std::collections::HashSet::new();
     for p in &layout {
         if !seen.insert(p.name.clone()) {
@@ -574,6 +666,7 @@ pub async fn resolve(client: &Client, plan: &PlanFile) -> Result<Resolved> {
     }
     let first = bounds::first_bound_value(key.kind, tz, &layout[0]);
     let below = match (first, min) {
+        _ if method == Method::Attach => 0,
         (Some(f), Some(m)) if key_less(m, f) => count_below(client, table, &key, &layout[0].from).await?,
         _ => 0,
     };
@@ -600,7 +693,23 @@ pub async fn resolve(client: &Client, plan: &PlanFile) -> Result<Resolved> {
 
     // Names the tool will create must be free.
     let shadow = table.sibling(table.name.derive("__part"));
-    let old = table.sibling(table.name.derive("__orig"));
+    // Where the original goes when it steps aside: behind the view (move),
+    // retired but kept in sync (sync), or the first partition (attach).
+    let old = table.sibling(table.name.derive(match method {
+        Method::Move => "__orig",
+        Method::Sync => "__retired",
+        Method::Attach => "_p0",
+    }));
+    let mirror = Mirror {
+        function: table.sibling(table.name.derive("__mirror")),
+        trigger: table.name.derive("__mirror"),
+        truncate_function: table.sibling(table.name.derive("__mirror_trunc")),
+        truncate_trigger: table.name.derive("__mirror_trunc"),
+        back_function: table.sibling(table.name.derive("__back")),
+        back_trigger: table.name.derive("__back"),
+        back_truncate_function: table.sibling(table.name.derive("__back_trunc")),
+        back_truncate_trigger: table.name.derive("__back_trunc"),
+    };
     let retired_view = table.sibling(table.name.derive("__view"));
     let routing = Routing {
         insert_rule: table.name.derive("__ins_rule"),
@@ -622,6 +731,9 @@ pub async fn resolve(client: &Client, plan: &PlanFile) -> Result<Resolved> {
         relations.push(table.sibling(i.shadow_name.clone()));
         relations.push(table.sibling(i.old_rename.clone()));
     }
+    for k in attach.iter().flat_map(|a| &a.key_indexes) {
+        relations.push(table.sibling(k.name.clone()));
+    }
     let mut taken = Vec::new();
     for r in &relations {
         if catalog::relation_oid(client, r).await?.is_some() {
@@ -632,6 +744,10 @@ pub async fn resolve(client: &Client, plan: &PlanFile) -> Result<Resolved> {
         &routing.insert_function,
         &routing.update_function,
         &routing.delete_function,
+        &mirror.function,
+        &mirror.truncate_function,
+        &mirror.back_function,
+        &mirror.back_truncate_function,
     ] {
         if catalog::function_exists(client, f).await? {
             taken.push(format!("{f}()"));
@@ -675,6 +791,7 @@ pub async fn resolve(client: &Client, plan: &PlanFile) -> Result<Resolved> {
         .collect();
     let blueprint = Blueprint {
         format: FORMAT,
+        method,
         table: table.clone(),
         shadow,
         old,
@@ -702,6 +819,8 @@ pub async fn resolve(client: &Client, plan: &PlanFile) -> Result<Resolved> {
         storage: info.reloptions.clone(),
         sequences,
         routing,
+        mirror,
+        attach,
         settings: Settings {
             batch_rows: plan.spec.batch.size.0,
             pause_ms: plan.spec.batch.pause.0,

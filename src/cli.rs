@@ -2,7 +2,7 @@
 
 use crate::control::{self, Phase};
 use crate::error::exit;
-use crate::plan_file::PlanFile;
+use crate::plan_file::{Method, PlanFile};
 use crate::report;
 use crate::runner::{self, Context, Outcome};
 use anyhow::Result;
@@ -66,27 +66,57 @@ pub enum Command {
     Swap { plan: PathBuf },
     /// Undo a migration from any phase before the swap.
     Abort { plan: PathBuf },
+    /// sync: return to the retired original after a swap; writes made since
+    /// the swap are in it.
+    Unswap { plan: PathBuf },
+    /// sync: drop the retired original and its triggers, ending the
+    /// migration.
+    Cleanup { plan: PathBuf },
     /// Show the phase, rows moved and remaining, rate and ETA.
     Status { plan: PathBuf },
 }
 
 #[derive(Clone, Copy, Debug, ValueEnum, PartialEq, Eq)]
 pub enum Until {
+    /// attach
+    Constrain,
     Prepare,
+    /// move
     Route,
+    /// move
     Move,
+    /// sync
+    Backfill,
+    /// sync
+    Verify,
     Swap,
 }
 
 impl Until {
-    fn phase(u: Option<Until>) -> Phase {
-        match u {
-            Some(Until::Prepare) => Phase::Prepared,
-            Some(Until::Route) => Phase::Routed,
-            Some(Until::Move) => Phase::Moved,
-            Some(Until::Swap) => Phase::Swapped,
-            None => Phase::Finished,
+    /// The phase to stop after, checked against the plan's method.
+    fn phase(u: Option<Until>, plan: &PlanFile) -> Result<Phase> {
+        let method = plan.spec.method;
+        let Some(u) = u else {
+            return Ok(runner::default_until(method));
+        };
+        let (phase, methods): (Phase, &[Method]) = match u {
+            Until::Constrain => (Phase::Constrained, &[Method::Attach]),
+            Until::Prepare => (Phase::Prepared, &[Method::Move, Method::Sync, Method::Attach]),
+            Until::Route => (Phase::Routed, &[Method::Move]),
+            Until::Move => (Phase::Moved, &[Method::Move]),
+            Until::Backfill => (Phase::Backfilled, &[Method::Sync]),
+            Until::Verify => (Phase::Verified, &[Method::Sync]),
+            Until::Swap => (Phase::Swapped, &[Method::Move, Method::Sync, Method::Attach]),
+        };
+        if !methods.contains(&method) {
+            return Err(crate::error::Refusal::new(format!(
+                "the {} method has no phase {}",
+                method.as_str(),
+                phase.as_str()
+            ))
+            .into());
         }
+        Ok(phase)
     }
 }
 
@@ -110,19 +140,29 @@ pub async fn run(cli: Cli) -> Result<i32> {
         }
         Command::Apply { plan, until } => {
             let plan = PlanFile::load(&plan)?;
-            finish(&ctx, runner::apply(&ctx, &plan, Until::phase(until)).await?)
+            let until = Until::phase(until, &plan)?;
+            finish(&ctx, plan.spec.method, runner::apply(&ctx, &plan, until).await?)
         }
         Command::Resume { plan, until } => {
             let plan = PlanFile::load(&plan)?;
-            finish(&ctx, runner::resume(&ctx, &plan, Until::phase(until)).await?)
+            let until = Until::phase(until, &plan)?;
+            finish(&ctx, plan.spec.method, runner::resume(&ctx, &plan, until).await?)
         }
         Command::Swap { plan } => {
             let plan = PlanFile::load(&plan)?;
-            finish(&ctx, runner::swap(&ctx, &plan).await?)
+            finish(&ctx, plan.spec.method, runner::swap(&ctx, &plan).await?)
         }
         Command::Abort { plan } => {
             let plan = PlanFile::load(&plan)?;
-            finish(&ctx, crate::aborter::abort(&ctx, &plan).await?)
+            finish(&ctx, plan.spec.method, crate::aborter::abort(&ctx, &plan).await?)
+        }
+        Command::Unswap { plan } => {
+            let plan = PlanFile::load(&plan)?;
+            finish(&ctx, plan.spec.method, runner::unswap(&ctx, &plan).await?)
+        }
+        Command::Cleanup { plan } => {
+            let plan = PlanFile::load(&plan)?;
+            finish(&ctx, plan.spec.method, runner::cleanup(&ctx, &plan).await?)
         }
         Command::Status { plan } => {
             let plan = PlanFile::load(&plan)?;
@@ -131,10 +171,14 @@ pub async fn run(cli: Cli) -> Result<i32> {
     }
 }
 
-fn finish(ctx: &Context, outcome: Outcome) -> Result<i32> {
+fn finish(ctx: &Context, method: Method, outcome: Outcome) -> Result<i32> {
     match outcome {
         Outcome::Reached(Phase::Finished) => {
             ctx.reporter.done("migration finished: the table is partitioned");
+            Ok(exit::OK)
+        }
+        Outcome::Reached(Phase::Swapped) if method == Method::Sync => {
+            ctx.reporter.done("swapped: the partitioned table carries the name; the retired original is kept in step until `migrate cleanup` (or `migrate unswap` to go back)");
             Ok(exit::OK)
         }
         Outcome::Reached(p) => {
@@ -178,13 +222,16 @@ async fn status(ctx: &Context, plan: &PlanFile) -> Result<i32> {
                 r.get::<_, String>(1)
             )
         });
-    let pages_left = if m.phase == Phase::Routed && m.state == "active" {
-        match crate::catalog::relation_oid(&client, &m.blueprint.old).await? {
-            Some(_) => Some((crate::mover::pages_of(&client, &m.blueprint.old).await? - m.cursor_block).max(0)),
-            None => None,
+    let source = match (m.blueprint.method, m.phase) {
+        (Method::Move, Phase::Routed) => Some(&m.blueprint.old),
+        (Method::Sync, Phase::Prepared) => Some(&m.blueprint.table),
+        _ => None,
+    };
+    let pages_left = match source {
+        Some(rel) if m.state == "active" && crate::catalog::relation_oid(&client, rel).await?.is_some() => {
+            Some((crate::mover::pages_of(&client, rel).await? - m.cursor_block).max(0))
         }
-    } else {
-        None
+        _ => None,
     };
     let live = report::Live {
         runner,

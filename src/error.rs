@@ -30,6 +30,9 @@ pub enum Failure {
     /// Another runner holds this migration.
     #[error("{0}")]
     Conflict(String),
+    /// Stopped by a signal at a safe point.
+    #[error("{0} was interrupted; run it again to continue")]
+    Interrupted(String),
 }
 
 /// Exit codes, documented in the README.
@@ -52,6 +55,7 @@ pub fn exit_code(err: &anyhow::Error) -> i32 {
             return match f {
                 Failure::LockTimeout(_) => exit::LOCK_TIMEOUT,
                 Failure::Conflict(_) => exit::CONFLICT,
+                Failure::Interrupted(_) => exit::INTERRUPTED,
             };
         }
     }

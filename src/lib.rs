@@ -5,6 +5,7 @@
 //! phases and records progress in the [`control`] table.
 
 pub mod aborter;
+pub mod attach;
 pub mod blueprint;
 pub mod catalog;
 pub mod cli;
@@ -20,3 +21,4 @@ pub mod progress;
 pub mod report;
 pub mod runner;
 pub mod sql;
+pub mod verify;

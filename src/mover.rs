@@ -45,9 +45,15 @@ struct Route {
 }
 
 impl<'a> Mover<'a> {
-    pub async fn new(ctx: &'a Context, client: &'a Client, m: &'a MigrationRow) -> Result<Mover<'a>> {
+    /// A mover whose batches read `source` (for the first batch size).
+    pub async fn new(
+        ctx: &'a Context,
+        client: &'a Client,
+        m: &'a MigrationRow,
+        source: &QualifiedName,
+    ) -> Result<Mover<'a>> {
         let bp = &m.blueprint;
-        let rows_per_page = rows_per_page(client, &bp.old).await?.max(1.0);
+        let rows_per_page = rows_per_page(client, source).await?.max(1.0);
         let pages = ((bp.settings.batch_rows as f64 / rows_per_page).ceil() as i64).clamp(1, MAX_PAGES);
         Ok(Mover {
             ctx,
@@ -63,6 +69,13 @@ impl<'a> Mover<'a> {
     }
 
     async fn route(&self, from: &QualifiedName, to: &str, direction: &'static str) -> Result<Route> {
+        let mv = moving::move_statement(self.bp, from, true, to);
+        self.route_with(from, mv, direction).await
+    }
+
+    /// A route whose batch statement is `mv` (parameters: first page, page
+    /// after the last).
+    async fn route_with(&self, from: &QualifiedName, mv: Statement, direction: &'static str) -> Result<Route> {
         let mut limits: Vec<Statement> = phase::session_limits(self.bp);
         limits.push(Statement::new("", "SET LOCAL synchronous_commit = off"));
         let limits = limits
@@ -79,7 +92,6 @@ impl<'a> Mover<'a> {
                     .context("cannot prepare the parent-lock statement")?,
             );
         }
-        let mv = moving::move_statement(self.bp, from, true, to);
         let mv = self
             .client
             .prepare(&mv.sql)
@@ -94,17 +106,47 @@ impl<'a> Mover<'a> {
         })
     }
 
+    /// Records the row estimate progress and ETA are measured against.
+    async fn estimate(&self, source: &QualifiedName) -> Result<()> {
+        if self.cursor == 0 && self.sweeps == 0 && self.rows_moved == 0 {
+            if estimated_rows(self.client, source).await? < 0 {
+                // Never analyzed: a sample gives progress and ETA a basis.
+                self.client.batch_execute(&format!("ANALYZE {source}")).await?;
+            }
+            let estimate = estimated_rows(self.client, source).await?.max(0);
+            control::set_rows_total(self.client, self.id, estimate).await?;
+        }
+        Ok(())
+    }
+
+    /// Sync: one pass copying the original's pages into the partitioned
+    /// table. Rows written meanwhile are the mirror's business, so no sweep
+    /// follows.
+    pub async fn run_backfill(&mut self) -> Result<Pass> {
+        let source = self.bp.table.clone();
+        let route = self
+            .route_with(&source, crate::phase::sync::backfill(self.bp), "forward")
+            .await?;
+        self.estimate(&source).await?;
+        // Pages added after the backfill started hold only rows the mirror
+        // has written already; the pass ends at the size it started with.
+        let end = pages_of(self.client, &source).await?;
+        while self.cursor < end {
+            if self.ctx.stopping() {
+                return Ok(Pass::Stopped);
+            }
+            let to = (self.cursor + self.pages).min(end);
+            let rows = self.batch(&route, self.cursor, to).await?;
+            self.rows_moved += rows;
+            self.after_batch(rows, to, end).await;
+        }
+        Ok(Pass::Complete)
+    }
+
     /// The main pass and the sweeps, from the recorded cursor.
     pub async fn run_forward(&mut self) -> Result<Pass> {
         let route = self.route(&self.bp.old, &self.bp.shadow.to_string(), "forward").await?;
-        if self.cursor == 0 && self.sweeps == 0 && self.rows_moved == 0 {
-            if estimated_rows(self.client, &self.bp.old).await? < 0 {
-                // Never analyzed: a sample gives progress and ETA a basis.
-                self.client.batch_execute(&format!("ANALYZE {}", self.bp.old)).await?;
-            }
-            let estimate = estimated_rows(self.client, &self.bp.old).await?.max(0);
-            control::set_rows_total(self.client, self.id, estimate).await?;
-        }
+        self.estimate(&self.bp.old.clone()).await?;
         // A pass resumed in the middle may have moved rows before the crash:
         // count it as having moved some, so that one more sweep follows.
         let mut moved_this_pass: i64 = i64::from(self.cursor > 0);
@@ -293,13 +335,13 @@ async fn one_batch(
     }
 }
 
-/// After the move: statistics for the partitioned table, so the planner
-/// knows it from the first query after the swap.
-pub async fn finish_move(client: &Client, bp: &Blueprint) -> Result<()> {
+/// Statistics for the partitioned table, so the planner knows it from the
+/// first query after the swap (autovacuum never analyzes a partitioned
+/// parent).
+pub async fn analyze(client: &Client, rel: &QualifiedName) -> Result<()> {
     client
         .batch_execute(&format!(
-            "SET statement_timeout = 0; ANALYZE {}; RESET statement_timeout",
-            bp.shadow
+            "SET statement_timeout = 0; ANALYZE {rel}; RESET statement_timeout"
         ))
         .await
         .context("cannot analyze the partitioned table")?;

@@ -31,12 +31,41 @@ pub struct PlanSpec {
     pub foreign_keys: ForeignKeySpec,
     #[serde(default)]
     pub swap: SwapSpec,
+    #[serde(default)]
+    pub attach: AttachSpec,
+}
+
+#[derive(Clone, Debug, Default, Deserialize, Serialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct AttachSpec {
+    /// For `method: attach`: the bound below which every existing row lies;
+    /// the original becomes the partition holding keys below it. Default:
+    /// the first partition bound after the current period and the highest
+    /// key.
+    #[serde(default)]
+    pub cutoff: Option<Bound>,
 }
 
 #[derive(Clone, Copy, Debug, Deserialize, Serialize, PartialEq, Eq)]
 #[serde(rename_all = "lowercase")]
 pub enum Method {
+    /// A view over both tables while rows move in batches.
     Move,
+    /// Triggers mirror writes into a partitioned copy; renames swap them,
+    /// reversibly.
+    Sync,
+    /// The original becomes the first partition; no rows move.
+    Attach,
+}
+
+impl Method {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Method::Move => "move",
+            Method::Sync => "sync",
+            Method::Attach => "attach",
+        }
+    }
 }
 
 #[derive(Clone, Copy, Debug, Deserialize, Serialize, PartialEq, Eq)]
@@ -301,6 +330,15 @@ impl PlanFile {
         }
         if let Some(t) = &p.naming {
             crate::partition::naming::check_template(t).map_err(|e| self.key_error("partition.naming", &e))?;
+        }
+        if self.spec.attach.cutoff.is_some() && self.spec.method != Method::Attach {
+            return Err(self.key_error("attach.cutoff", "is only for method: attach"));
+        }
+        if self.spec.swap.keep_old && self.spec.method != Method::Move {
+            return Err(self.key_error(
+                "swap.keep_old",
+                "is only for method: move (sync keeps the retired original until `migrate cleanup`; attach keeps it as the first partition)",
+            ));
         }
         let l = &self.spec.locks;
         if l.lock_timeout.0 == 0 {

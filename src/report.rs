@@ -4,6 +4,7 @@
 use crate::blueprint::{Blueprint, Level, Resolved};
 use crate::control::{MigrationRow, Phase};
 use crate::phase;
+use crate::plan_file::Method;
 use crate::sql::Statement;
 use std::fmt::Write;
 
@@ -24,33 +25,118 @@ pub struct PhasePlan {
 
 /// Every phase's statements, in order.
 pub fn phases(bp: &Blueprint) -> Vec<PhasePlan> {
-    vec![
-        PhasePlan {
-            name: "prepare",
-            how: "one transaction",
-            statements: phase::prepare::statements(bp),
-        },
-        PhasePlan {
-            name: "route",
-            how: "one short transaction",
-            statements: phase::route::statements(bp),
-        },
-        PhasePlan {
-            name: "move",
-            how: "repeated for each batch of heap pages, one transaction per batch; then sweeps over pages passed",
-            statements: phase::moving::statements(bp),
-        },
-        PhasePlan {
-            name: "swap",
-            how: "one short transaction",
-            statements: phase::swap::statements(bp),
-        },
-        PhasePlan {
-            name: "finish",
-            how: "its own transaction after the swap",
-            statements: phase::finish::statements(bp),
-        },
-    ]
+    match bp.method {
+        Method::Move => vec![
+            PhasePlan {
+                name: "prepare",
+                how: "one transaction",
+                statements: phase::prepare::statements(bp),
+            },
+            PhasePlan {
+                name: "route",
+                how: "one short transaction",
+                statements: phase::route::statements(bp),
+            },
+            PhasePlan {
+                name: "move",
+                how: "repeated for each batch of heap pages, one transaction per batch; then sweeps over pages passed",
+                statements: phase::moving::statements(bp),
+            },
+            PhasePlan {
+                name: "swap",
+                how: "one short transaction",
+                statements: phase::swap::statements(bp),
+            },
+            PhasePlan {
+                name: "finish",
+                how: "its own transaction after the swap",
+                statements: phase::finish::statements(bp),
+            },
+        ],
+        Method::Sync => vec![
+            PhasePlan {
+                name: "prepare",
+                how: "one transaction; from its commit every write to the original is mirrored",
+                statements: phase::sync::prepare(bp),
+            },
+            PhasePlan {
+                name: "backfill",
+                how: "repeated for each batch of heap pages, one transaction per batch",
+                statements: vec![phase::sync::backfill(bp)],
+            },
+            PhasePlan {
+                name: "verify",
+                how: "read-only; a range that differs is copied again under row locks and compared again",
+                statements: crate::verify::statements(bp),
+            },
+            PhasePlan {
+                name: "swap",
+                how: "one short transaction; `apply` stops here, the retired original kept in step",
+                statements: phase::sync::swap(bp),
+            },
+            PhasePlan {
+                name: "unswap",
+                how: "only if you run `migrate unswap`: one short transaction back to the original",
+                statements: phase::sync::unswap(bp),
+            },
+            PhasePlan {
+                name: "cleanup",
+                how: "only when you run `migrate cleanup`: the retired original goes",
+                statements: phase::sync::cleanup(bp),
+            },
+        ],
+        Method::Attach => {
+            let mut constrain = phase::attach::add_check(bp);
+            constrain.push(phase::attach::validate_check(bp));
+            constrain.extend(phase::attach::key_indexes(bp));
+            vec![
+                PhasePlan {
+                    name: "constrain",
+                    how: "a brief lock to add the constraint, then validation and index builds that let the application read and write",
+                    statements: constrain,
+                },
+                PhasePlan { name: "prepare", how: "one transaction", statements: phase::attach::prepare(bp) },
+                PhasePlan { name: "swap", how: "one short transaction; no row moves", statements: phase::attach::swap(bp) },
+                PhasePlan {
+                    name: "finish",
+                    how: "statistics for the partitioned table",
+                    statements: vec![Statement::new("statistics", format!("ANALYZE {}", bp.table))],
+                },
+            ]
+        }
+    }
+}
+
+/// What the application can and cannot do, method by method.
+pub fn application_notes(bp: &Blueprint) -> Vec<String> {
+    let mut v: Vec<String> = Vec::new();
+    match bp.method {
+        Method::Move => {
+            v.push("From route to swap the table's name is a view. SELECT, INSERT (with RETURNING, and COPY), UPDATE and DELETE (with RETURNING and correct row counts) keep working, prepared statements included. Not served by the view:".into());
+            v.extend(VIEW_LIMITS.iter().map(|l| format!("  - {l}")));
+        }
+        Method::Sync => {
+            v.push("Until the swap the application uses the original table itself: every statement works, INSERT ... ON CONFLICT, SELECT ... FOR UPDATE, COPY and TRUNCATE included.".into());
+            v.push("Every write to the original also writes the partitioned copy in the same transaction (a row trigger): writes cost about twice as much until the swap.".into());
+            v.push("After the swap every write is mirrored back into the retired original until `migrate cleanup`, so that `migrate unswap` loses nothing.".into());
+        }
+        Method::Attach => {
+            let a = phase::attach::def(bp);
+            v.push("No row moves and the application uses its table throughout: every statement works.".into());
+            v.push(format!(
+                "From the constrain phase until the swap the original refuses rows with {} at or after {}.",
+                bp.key.column, a.cutoff
+            ));
+            v.push(
+                "All existing rows stay in one large first partition; `split` work to break it up is separate.".into(),
+            );
+        }
+    }
+    v.push(format!(
+        "After the swap the table is partitioned: INSERT ... ON CONFLICT must name a unique key that includes {} (ON CONFLICT ON CONSTRAINT <name> keeps working, names are kept); RETURNING xmax is refused on partitioned tables; queries without {} in WHERE read every partition.",
+        bp.key.column, bp.key.column
+    ));
+    v
 }
 
 fn thousands(n: i64) -> String {
@@ -86,8 +172,11 @@ pub fn plan(r: &Resolved, where_: &str) -> String {
     let mut o = String::new();
     let _ = writeln!(
         o,
-        "Plan: repartition {} by range on {} ({}) with the move method",
-        bp.table, bp.key.column, bp.key.type_name
+        "Plan: repartition {} by range on {} ({}) with the {} method",
+        bp.table,
+        bp.key.column,
+        bp.key.type_name,
+        bp.method.as_str()
     );
     let _ = writeln!(o, "Target: {where_}, PostgreSQL {}", r.server.version_num);
     let rows = if r.info.estimated_rows < 0.0 {
@@ -95,12 +184,12 @@ pub fn plan(r: &Resolved, where_: &str) -> String {
     } else {
         format!("about {} rows", thousands(r.info.estimated_rows as i64))
     };
-    let _ = writeln!(
-        o,
-        "Table: {rows}, {}; the move writes roughly {} of WAL (about 3.4 times the table)",
-        bytes(r.info.bytes),
-        bytes((r.info.bytes as f64 * 3.4) as i64)
-    );
+    let wal = match bp.method {
+        Method::Move => format!("the move writes roughly {} of WAL (about 3.4 times the table)", bytes((r.info.bytes as f64 * 3.4) as i64)),
+        Method::Sync => "the backfill writes the table and its indexes again, and the mirror doubles every write's WAL until cleanup".into(),
+        Method::Attach => "no row is written; the unique index builds write their own size".into(),
+    };
+    let _ = writeln!(o, "Table: {rows}, {}; {wal}", bytes(r.info.bytes));
     let first = bp.partitions.first().map(|p| p.from.as_str()).unwrap_or("?");
     let last = bp.partitions.last().map(|p| p.to.as_str()).unwrap_or("?");
     let _ = writeln!(
@@ -138,16 +227,14 @@ pub fn plan(r: &Resolved, where_: &str) -> String {
         }
         let _ = writeln!(o);
     }
-    let _ = writeln!(
-        o,
-        "While the view is in place (from route to swap) the application cannot rely on:"
-    );
-    for l in VIEW_LIMITS {
-        let _ = writeln!(o, "  - {l}");
+    let _ = writeln!(o, "What the application can do:");
+    for l in application_notes(bp) {
+        let _ = writeln!(o, "  {l}");
     }
     let _ = writeln!(o);
-    for (i, p) in phases(bp).iter().enumerate() {
-        let _ = writeln!(o, "== Phase {} of 5: {} ({}) ==", i + 1, p.name, p.how);
+    let all = phases(bp);
+    for (i, p) in all.iter().enumerate() {
+        let _ = writeln!(o, "== Phase {} of {}: {} ({}) ==", i + 1, all.len(), p.name, p.how);
         if p.statements.is_empty() {
             let _ = writeln!(o, "-- nothing: the plan keeps the emptied original {}", bp.old);
         }
@@ -174,7 +261,20 @@ pub fn status(m: &MigrationRow, live: &Live) -> String {
         ("done", _) => "done",
         ("aborted", _) => "aborted; the original table is back as it was",
         ("aborting", _) => "aborting",
+        (_, Phase::Planned) if m.blueprint.method == crate::plan_file::Method::Attach => "planned; next: constrain",
         (_, Phase::Planned) => "planned; next: prepare",
+        (_, Phase::Constrained) => "constrained; next: prepare the partitioned table",
+        (_, Phase::Prepared) if m.blueprint.method == crate::plan_file::Method::Sync => {
+            "prepared, mirroring writes; next: backfill"
+        }
+        (_, Phase::Prepared) if m.blueprint.method == crate::plan_file::Method::Attach => {
+            "prepared; next: swap (attach)"
+        }
+        (_, Phase::Backfilled) => "backfilled, mirroring writes; next: verify",
+        (_, Phase::Verified) => "verified, mirroring writes; waiting for the swap (`migrate swap`)",
+        (_, Phase::Swapped) if m.blueprint.method == crate::plan_file::Method::Sync => {
+            "swapped; the retired original is kept in step (`migrate unswap` to go back, `migrate cleanup` to drop it)"
+        }
         (_, Phase::Prepared) => "prepared; next: route (the view goes live)",
         (_, Phase::Routed) => "routed; moving rows",
         (_, Phase::Moved) => "all rows moved; waiting for the swap (`migrate swap` or `migrate resume`)",
@@ -219,7 +319,7 @@ pub fn status(m: &MigrationRow, live: &Live) -> String {
             String::new()
         }
     );
-    if m.phase == Phase::Routed && m.state == "active" {
+    if matches!(m.phase, Phase::Routed | Phase::Prepared) && m.state == "active" && m.batches > 0 {
         if let Some(left) = live.pages_left {
             let remaining_rows = (total - m.rows_moved).max(0);
             let _ = write!(

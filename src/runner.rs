@@ -9,10 +9,10 @@ use crate::db::retry::{retrying, RetryPolicy};
 use crate::error::Refusal;
 use crate::mover::{self, Mover};
 use crate::phase;
-use crate::plan_file::{PlanFile, PlanSpec};
+use crate::plan_file::{Method, PlanFile, PlanSpec};
 use crate::progress::Reporter;
 use crate::sql::Statement;
-use anyhow::{Context as _, Result};
+use anyhow::{bail, Context as _, Result};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use tokio_postgres::Client;
@@ -125,15 +125,27 @@ pub async fn swap(ctx: &Context, plan: &PlanFile) -> Result<Outcome> {
         ))
         .into());
     }
-    if s.m.phase < Phase::Moved {
-        return Err(Refusal::new(format!(
-            "{} is at phase {}: rows are still to be moved; run `migrate resume --until move` first",
-            s.m.table_name,
-            s.m.phase.as_str()
-        ))
-        .into());
+    let (ready, hint, target) = match s.m.blueprint.method {
+        Method::Move => (
+            Phase::Moved,
+            "rows are still to be moved; run `migrate resume --until move` first",
+            Phase::Finished,
+        ),
+        Method::Sync => (
+            Phase::Backfilled,
+            "rows are still to be copied; run `migrate resume --until backfill` first",
+            Phase::Swapped,
+        ),
+        Method::Attach => (
+            Phase::Prepared,
+            "the partitioned table is not ready; run `migrate resume --until prepare` first",
+            Phase::Finished,
+        ),
+    };
+    if s.m.phase < ready {
+        return Err(Refusal::new(format!("{} is at phase {}: {hint}", s.m.table_name, s.m.phase.as_str())).into());
     }
-    drive(ctx, &mut s, Phase::Finished).await
+    drive(ctx, &mut s, target).await
 }
 
 pub async fn open_unfinished(ctx: &Context, plan: &PlanFile) -> Result<Session> {
@@ -173,104 +185,284 @@ pub async fn drive(ctx: &Context, s: &mut Session, until: Phase) -> Result<Outco
         if ctx.stopping() {
             return Ok(Outcome::Stopped(phase));
         }
-        let bp = s.m.blueprint.clone();
         let id = s.m.id;
-        let result = match phase {
-            Phase::Planned => {
-                ctx.reporter.phase(
-                    "prepare",
-                    &format!("creating {} with {} partitions", bp.shadow, bp.partitions.len()),
-                );
-                ddl(
-                    &s.client,
-                    &bp,
-                    "prepare",
-                    &phase::prepare::statements(&bp),
-                    &prepare_relations(&bp),
-                    id,
-                    Record::Advance(Phase::Planned, Phase::Prepared),
-                )
-                .await
-            }
-            Phase::Prepared => {
-                ctx.reporter
-                    .phase("route", &format!("putting the view in front of {}", bp.table));
-                ddl(
-                    &s.client,
-                    &bp,
-                    "route",
-                    &phase::route::statements(&bp),
-                    &route_relations(&bp),
-                    id,
-                    Record::Advance(Phase::Prepared, Phase::Routed),
-                )
-                .await
-            }
-            Phase::Routed => {
-                ctx.reporter
-                    .phase("move", &format!("moving rows from {} to {}", bp.old, bp.shadow));
-                let mut mover = Mover::new(ctx, &s.client, &s.m).await?;
-                match mover.run_forward().await? {
-                    mover::Pass::Complete => {
-                        mover::finish_move(&s.client, &bp).await?;
-                        record(&s.client, id, &Record::Advance(Phase::Routed, Phase::Moved)).await
-                    }
-                    mover::Pass::Stopped => return Ok(Outcome::Stopped(phase)),
-                }
-            }
-            Phase::Moved => {
-                ctx.reporter.phase(
-                    "swap",
-                    "moving stragglers, then swapping names in one short transaction",
-                );
-                let mut mover = Mover::new(ctx, &s.client, &s.m).await?;
-                if let mover::Pass::Stopped = mover.sweep_once().await? {
-                    return Ok(Outcome::Stopped(phase));
-                }
-                ddl(
-                    &s.client,
-                    &bp,
-                    "swap",
-                    &phase::swap::statements(&bp),
-                    &swap_relations(&bp),
-                    id,
-                    Record::Advance(Phase::Moved, Phase::Swapped),
-                )
-                .await
-            }
-            Phase::Swapped => {
-                ctx.reporter.phase(
-                    "finish",
-                    if bp.settings.keep_old {
-                        "keeping the emptied original, as the plan says"
-                    } else {
-                        "dropping the emptied original"
-                    },
-                );
-                let rels: Vec<String> = bp
-                    .foreign_keys
-                    .iter()
-                    .map(|f| f.referenced.to_string())
-                    .chain([bp.old.to_string()])
-                    .collect();
-                ddl(
-                    &s.client,
-                    &bp,
-                    "finish",
-                    &phase::finish::statements(&bp),
-                    &rels,
-                    id,
-                    Record::Advance(Phase::Swapped, Phase::Finished),
-                )
-                .await
-            }
-            Phase::Finished => return Ok(Outcome::Reached(Phase::Finished)),
+        let result = match s.m.blueprint.method {
+            Method::Move => step_move(ctx, s).await,
+            Method::Sync => step_sync(ctx, s).await,
+            Method::Attach => crate::attach::step(ctx, s).await,
         };
-        if let Err(e) = result {
-            let _ = control::set_error(&**s.client, id, &format!("{e:#}")).await;
-            return Err(e);
+        match result {
+            Ok(Step::Done) => {}
+            Ok(Step::Stopped) => return Ok(Outcome::Stopped(phase)),
+            Err(e) => {
+                let _ = control::set_error(&**s.client, id, &format!("{e:#}")).await;
+                return Err(e);
+            }
         }
         s.m = control::reload(&**s.client, id).await?;
+    }
+}
+
+/// The result of one step of a method.
+pub enum Step {
+    Done,
+    Stopped,
+}
+
+async fn step_move(ctx: &Context, s: &mut Session) -> Result<Step> {
+    let bp = s.m.blueprint.clone();
+    let id = s.m.id;
+    let c = &s.client;
+    match s.m.phase {
+        Phase::Planned => {
+            ctx.reporter.phase(
+                "prepare",
+                &format!("creating {} with {} partitions", bp.shadow, bp.partitions.len()),
+            );
+            let rels = prepare_relations(&bp);
+            ddl(
+                c,
+                &bp,
+                "prepare",
+                &phase::prepare::statements(&bp),
+                &rels,
+                id,
+                Record::Advance(Phase::Planned, Phase::Prepared),
+            )
+            .await?;
+        }
+        Phase::Prepared => {
+            ctx.reporter
+                .phase("route", &format!("putting the view in front of {}", bp.table));
+            let rels = route_relations(&bp);
+            ddl(
+                c,
+                &bp,
+                "route",
+                &phase::route::statements(&bp),
+                &rels,
+                id,
+                Record::Advance(Phase::Prepared, Phase::Routed),
+            )
+            .await?;
+        }
+        Phase::Routed => {
+            ctx.reporter
+                .phase("move", &format!("moving rows from {} to {}", bp.old, bp.shadow));
+            let mut mover = Mover::new(ctx, c, &s.m, &bp.old).await?;
+            if let mover::Pass::Stopped = mover.run_forward().await? {
+                return Ok(Step::Stopped);
+            }
+            mover::analyze(c, &bp.shadow).await?;
+            record(c, id, &Record::Advance(Phase::Routed, Phase::Moved)).await?;
+        }
+        Phase::Moved => {
+            ctx.reporter.phase(
+                "swap",
+                "moving stragglers, then swapping names in one short transaction",
+            );
+            let mut mover = Mover::new(ctx, c, &s.m, &bp.old).await?;
+            if let mover::Pass::Stopped = mover.sweep_once().await? {
+                return Ok(Step::Stopped);
+            }
+            let rels = swap_relations(&bp);
+            ddl(
+                c,
+                &bp,
+                "swap",
+                &phase::swap::statements(&bp),
+                &rels,
+                id,
+                Record::Advance(Phase::Moved, Phase::Swapped),
+            )
+            .await?;
+        }
+        Phase::Swapped => finish(ctx, c, &bp, id).await?,
+        other => bail!("the move method has no phase {}", other.as_str()),
+    }
+    Ok(Step::Done)
+}
+
+/// Drops the emptied original after the swap (move and attach's split).
+async fn finish(ctx: &Context, c: &Client, bp: &Blueprint, id: i64) -> Result<()> {
+    ctx.reporter.phase(
+        "finish",
+        if bp.settings.keep_old {
+            "keeping the emptied original, as the plan says"
+        } else {
+            "dropping the emptied original"
+        },
+    );
+    let rels: Vec<String> = bp
+        .foreign_keys
+        .iter()
+        .map(|f| f.referenced.to_string())
+        .chain([bp.old.to_string()])
+        .collect();
+    ddl(
+        c,
+        bp,
+        "finish",
+        &phase::finish::statements(bp),
+        &rels,
+        id,
+        Record::Advance(Phase::Swapped, Phase::Finished),
+    )
+    .await
+}
+
+async fn step_sync(ctx: &Context, s: &mut Session) -> Result<Step> {
+    let bp = s.m.blueprint.clone();
+    let id = s.m.id;
+    let c = &s.client;
+    match s.m.phase {
+        Phase::Planned => {
+            ctx.reporter.phase(
+                "prepare",
+                &format!("creating {} and the mirror triggers on {}", bp.shadow, bp.table),
+            );
+            let mut rels = prepare_relations(&bp);
+            rels.push(bp.table.to_string());
+            ddl(
+                c,
+                &bp,
+                "prepare",
+                &phase::sync::prepare(&bp),
+                &rels,
+                id,
+                Record::Advance(Phase::Planned, Phase::Prepared),
+            )
+            .await?;
+        }
+        Phase::Prepared => {
+            ctx.reporter
+                .phase("backfill", &format!("copying rows from {} to {}", bp.table, bp.shadow));
+            let mut mover = Mover::new(ctx, c, &s.m, &bp.table).await?;
+            if let mover::Pass::Stopped = mover.run_backfill().await? {
+                return Ok(Step::Stopped);
+            }
+            mover::analyze(c, &bp.shadow).await?;
+            record(c, id, &Record::Advance(Phase::Prepared, Phase::Backfilled)).await?;
+        }
+        Phase::Backfilled => {
+            ctx.reporter
+                .phase("verify", "comparing row counts and checksums per partition range");
+            let out = crate::verify::verify(c, &bp).await?;
+            let detail = format!(
+                "{} rows in {} ranges compared; {} ranges repaired{}",
+                out.rows,
+                out.ranges,
+                out.repaired.len(),
+                if out.repaired.is_empty() {
+                    String::new()
+                } else {
+                    format!(": {}", out.repaired.join("; "))
+                }
+            );
+            ctx.reporter.phase("verify", &detail);
+            control::event(&***c, id, "verify", &detail).await?;
+            crate::failpoint::hit("verify:before-record");
+            record(c, id, &Record::Advance(Phase::Backfilled, Phase::Verified)).await?;
+        }
+        Phase::Verified => {
+            ctx.reporter.phase(
+                "swap",
+                "renaming in one short transaction; the original stays in step behind it",
+            );
+            let rels = phase::sync::swap_locks(&bp, &bp.table, &bp.shadow);
+            ddl(
+                c,
+                &bp,
+                "swap",
+                &phase::sync::swap(&bp),
+                &rels,
+                id,
+                Record::Advance(Phase::Verified, Phase::Swapped),
+            )
+            .await?;
+        }
+        Phase::Swapped => {
+            ctx.reporter
+                .phase("cleanup", &format!("dropping the retired original {}", bp.old));
+            let rels = vec![bp.table.to_string(), bp.old.to_string()];
+            ddl(
+                c,
+                &bp,
+                "cleanup",
+                &phase::sync::cleanup(&bp),
+                &rels,
+                id,
+                Record::Advance(Phase::Swapped, Phase::Finished),
+            )
+            .await?;
+        }
+        other => bail!("the sync method has no phase {}", other.as_str()),
+    }
+    Ok(Step::Done)
+}
+
+/// sync: back to the retired original after a swap.
+pub async fn unswap(ctx: &Context, plan: &PlanFile) -> Result<Outcome> {
+    let s = open_unfinished(ctx, plan).await?;
+    let bp = s.m.blueprint.clone();
+    if bp.method != Method::Sync {
+        return Err(Refusal::new(format!(
+            "unswap is for the sync method; {} uses {}",
+            s.m.table_name,
+            bp.method.as_str()
+        ))
+        .into());
+    }
+    if s.m.phase != Phase::Swapped {
+        return Err(Refusal::new(format!(
+            "{} is at phase {}; unswap undoes a swap that happened",
+            s.m.table_name,
+            s.m.phase.as_str()
+        ))
+        .into());
+    }
+    ctx.reporter
+        .phase("unswap", &format!("giving {} back to the original table", bp.table));
+    let rels = phase::sync::swap_locks(&bp, &bp.table, &bp.old);
+    ddl(
+        &s.client,
+        &bp,
+        "unswap",
+        &phase::sync::unswap(&bp),
+        &rels,
+        s.m.id,
+        Record::Advance(Phase::Swapped, Phase::Verified),
+    )
+    .await?;
+    for st in phase::abort::validate_fks(&bp) {
+        if let Err(e) = s.client.batch_execute(&st.sql).await {
+            tracing::warn!(error = %crate::db::retry::message(&e), "a restored foreign key could not be validated; it stays NOT VALID");
+        }
+    }
+    Ok(Outcome::Reached(Phase::Verified))
+}
+
+/// sync: drop the retired original once the operator is sure.
+pub async fn cleanup(ctx: &Context, plan: &PlanFile) -> Result<Outcome> {
+    let mut s = open_unfinished(ctx, plan).await?;
+    if s.m.blueprint.method != Method::Sync || s.m.phase != Phase::Swapped {
+        return Err(Refusal::new(format!(
+            "cleanup drops the retired original of a swapped sync migration; {} is a {} migration at phase {}",
+            s.m.table_name,
+            s.m.blueprint.method.as_str(),
+            s.m.phase.as_str()
+        ))
+        .into());
+    }
+    drive(ctx, &mut s, Phase::Finished).await
+}
+
+/// Where `apply` and `resume` stop by default: sync keeps the retired
+/// original (for unswap) until `cleanup`.
+pub fn default_until(method: Method) -> Phase {
+    match method {
+        Method::Sync => Phase::Swapped,
+        _ => Phase::Finished,
     }
 }
 

@@ -17,8 +17,17 @@ const BOOTSTRAP_LOCK: (i32, i32) = (0x5250_4d47, 0);
 #[serde(rename_all = "lowercase")]
 pub enum Phase {
     Planned,
+    /// attach: the cutoff constraint is validated and the unique indexes
+    /// that include the key are built.
+    Constrained,
     Prepared,
+    /// move: the view is in front of both tables.
     Routed,
+    /// sync: every row is copied and triggers keep the copy in step.
+    Backfilled,
+    /// sync: the copy was compared with the original, range by range.
+    Verified,
+    /// move: every row is in the partitioned table.
     Moved,
     Swapped,
     Finished,
@@ -28,7 +37,10 @@ impl Phase {
     pub fn as_str(self) -> &'static str {
         match self {
             Phase::Planned => "planned",
+            Phase::Constrained => "constrained",
             Phase::Prepared => "prepared",
+            Phase::Backfilled => "backfilled",
+            Phase::Verified => "verified",
             Phase::Routed => "routed",
             Phase::Moved => "moved",
             Phase::Swapped => "swapped",
@@ -39,7 +51,10 @@ impl Phase {
     pub fn parse(s: &str) -> Result<Phase> {
         Ok(match s {
             "planned" => Phase::Planned,
+            "constrained" => Phase::Constrained,
             "prepared" => Phase::Prepared,
+            "backfilled" => Phase::Backfilled,
+            "verified" => Phase::Verified,
             "routed" => Phase::Routed,
             "moved" => Phase::Moved,
             "swapped" => Phase::Swapped,
@@ -185,8 +200,8 @@ pub async fn insert(client: &impl GenericClient, bp: &Blueprint, plan_source: &s
     let row = client
         .query_one(
             "INSERT INTO repartition.migrations (table_name, method, phase, blueprint, plan_source) \
-             VALUES ($1, 'move', 'planned', $2, $3) RETURNING id",
-            &[&bp.table.to_string(), &json, &plan_source],
+             VALUES ($1, $4, 'planned', $2, $3) RETURNING id",
+            &[&bp.table.to_string(), &json, &plan_source, &bp.method.as_str()],
         )
         .await
         .context("cannot record the migration in the control table")?;

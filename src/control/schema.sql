@@ -13,11 +13,12 @@ INSERT INTO repartition.meta (singleton, schema_version) VALUES (true, 1) ON CON
 CREATE TABLE IF NOT EXISTS repartition.migrations (
     id bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
     table_name text NOT NULL,
-    method text NOT NULL,
+    method text NOT NULL CHECK (method IN ('move', 'sync', 'attach', 'split')),
     state text NOT NULL DEFAULT 'active'
         CHECK (state IN ('active', 'aborting', 'done', 'aborted')),
     phase text NOT NULL
-        CHECK (phase IN ('planned', 'prepared', 'routed', 'moved', 'swapped', 'finished')),
+        CHECK (phase IN ('planned', 'constrained', 'prepared', 'routed', 'backfilled', 'verified', 'moved',
+                         'swapped', 'finished')),
     blueprint jsonb NOT NULL,
     plan_source text NOT NULL,
     cursor_block bigint NOT NULL DEFAULT 0,

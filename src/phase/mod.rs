@@ -3,11 +3,13 @@
 //! which executes exactly those statements.
 
 pub mod abort;
+pub mod attach;
 pub mod finish;
 pub mod moving;
 pub mod prepare;
 pub mod route;
 pub mod swap;
+pub mod sync;
 
 use crate::blueprint::Blueprint;
 use crate::sql::{list, quote_literal, Statement};
@@ -35,7 +37,12 @@ pub fn session_limits(bp: &Blueprint) -> Vec<Statement> {
 /// The statement that takes the strong locks of a DDL phase, in one round
 /// trip and in the order the application takes them (outer views first).
 pub fn lock_statement(why: &'static str, relations: &[String]) -> Statement {
-    Statement::new(why, format!("LOCK TABLE {} IN ACCESS EXCLUSIVE MODE", list(relations)))
+    lock_in_mode(why, relations, "ACCESS EXCLUSIVE")
+}
+
+/// The same, in a weaker mode.
+pub fn lock_in_mode(why: &'static str, relations: &[String], mode: &str) -> Statement {
+    Statement::new(why, format!("LOCK TABLE {} IN {mode} MODE", list(relations)))
 }
 
 /// The plain list of all columns, for SELECT lists.

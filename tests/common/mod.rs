@@ -89,10 +89,12 @@ impl Cluster {
             };
         }
         let bin = pg_bin();
+        reap_orphans(&bin);
         let dir = tempfile::Builder::new()
             .prefix("migrate-test-")
             .tempdir()
             .expect("temp dir");
+        std::fs::write(dir.path().join("owner.pid"), std::process::id().to_string()).unwrap();
         let data = dir.path().join("data");
         let sock = dir.path().join("sock");
         std::fs::create_dir_all(&sock).unwrap();
@@ -190,6 +192,38 @@ fn replace_dbname(conn: &str, name: &str) -> String {
             .collect();
         parts.push(format!("dbname={name}"));
         parts.join(" ")
+    }
+}
+
+/// Stops clusters left by test processes that died without tearing them
+/// down (killed by a timeout, say), so they do not pile up.
+fn reap_orphans(bin: &Path) {
+    let Ok(entries) = std::fs::read_dir(std::env::temp_dir()) else {
+        return;
+    };
+    for e in entries.flatten() {
+        let path = e.path();
+        if !path
+            .file_name()
+            .and_then(|n| n.to_str())
+            .is_some_and(|n| n.starts_with("migrate-test-"))
+        {
+            continue;
+        }
+        let Ok(pid) = std::fs::read_to_string(path.join("owner.pid")) else {
+            continue;
+        };
+        let alive = Path::new("/proc").join(pid.trim()).exists();
+        if !alive {
+            let _ = as_postgres(bin, "pg_ctl")
+                .arg("-D")
+                .arg(path.join("data"))
+                .args(["-m", "immediate", "stop"])
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .status();
+            let _ = std::fs::remove_dir_all(&path);
+        }
     }
 }
 

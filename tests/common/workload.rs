@@ -66,9 +66,32 @@ pub async fn table_rows(db: &Db) -> BTreeMap<i64, Event> {
     .collect()
 }
 
+/// What the workload does besides inserts, updates, deletes and reads.
+#[derive(Clone, Copy, Debug)]
+pub struct Features {
+    /// `INSERT ... ON CONFLICT ON CONSTRAINT ... DO UPDATE` and
+    /// `SELECT ... FOR UPDATE` then an increment: a table, not a view.
+    pub upsert_and_lock: bool,
+    /// How far into the future new keys may lie.
+    pub future_days: i64,
+}
+
+impl Default for Features {
+    fn default() -> Self {
+        Features {
+            upsert_and_lock: false,
+            future_days: 40,
+        }
+    }
+}
+
 impl Workload {
     /// Starts `workers` connections working through the table's name.
     pub async fn start(db: &Db, workers: usize, seed: u64) -> Workload {
+        Self::start_with(db, workers, seed, Features::default()).await
+    }
+
+    pub async fn start_with(db: &Db, workers: usize, seed: u64, features: Features) -> Workload {
         let stop = Arc::new(AtomicBool::new(false));
         let rows = table_rows(db).await;
         let c = db.client().await;
@@ -90,9 +113,12 @@ impl Workload {
             let client = db.client().await;
             let stop = stop.clone();
             handles.push(tokio::spawn(async move {
-                let mut worker = Worker::new(client, mine, oracle, seed.wrapping_add(w as u64)).await;
+                let mut worker = Worker::new(client, mine, oracle, seed.wrapping_add(w as u64), features).await;
                 while !stop.load(Ordering::Relaxed) {
                     worker.step().await;
+                    // A step can finish without waiting on the server (say,
+                    // with nothing left to update): never starve the test.
+                    tokio::task::yield_now().await;
                 }
                 worker.report
             }));
@@ -117,6 +143,7 @@ impl Workload {
 
 struct Worker {
     client: Client,
+    features: Features,
     runs: Vec<i64>,
     report: Report,
     rng: fastrand::Rng,
@@ -127,7 +154,13 @@ struct Worker {
 }
 
 impl Worker {
-    async fn new(client: Client, runs: Vec<i64>, oracle: BTreeMap<i64, Event>, seed: u64) -> Worker {
+    async fn new(
+        client: Client,
+        runs: Vec<i64>,
+        oracle: BTreeMap<i64, Event>,
+        seed: u64,
+        features: Features,
+    ) -> Worker {
         // Prepared before the migration starts and used throughout it: the
         // plan cache must follow the table's name through route and swap.
         let insert = client
@@ -144,6 +177,7 @@ impl Worker {
             .unwrap();
         Worker {
             client,
+            features,
             runs,
             report: Report {
                 oracle,
@@ -160,7 +194,13 @@ impl Worker {
 
     fn some_ts(&mut self) -> DateTime<Utc> {
         // Within the seeded span and the premade future months.
-        self.now - Duration::minutes(self.rng.i64(0..120 * 1440)) + Duration::days(self.rng.i64(0..40))
+        let ahead = self.rng.i64(0..=self.features.future_days);
+        let back = self.rng.i64(0..120 * 1440);
+        if ahead == 0 {
+            self.now - Duration::minutes(back)
+        } else {
+            self.now - Duration::minutes(back) + Duration::days(ahead)
+        }
     }
 
     fn some_event(&mut self) -> Option<i64> {
@@ -203,6 +243,8 @@ impl Worker {
             35..=54 => self.update_payload().await,
             55..=62 => self.update_key().await,
             63..=70 => self.delete_one().await,
+            71..=80 if self.features.upsert_and_lock => self.upsert().await,
+            81..=86 if self.features.upsert_and_lock => self.lock_and_increment().await,
             71..=94 => self.read_check().await,
             95..=96 => self.delete_run().await,
             _ => self.run_with_events().await,
@@ -310,6 +352,61 @@ impl Worker {
             .await;
         if self.expect_one("delete", id, r) {
             self.report.oracle.remove(&id);
+        }
+    }
+
+    /// Upsert of an existing row (same id and key, so it conflicts both on
+    /// the original's key and on the partitioned one), naming the
+    /// constraint, whose name survives the swap.
+    async fn upsert(&mut self) {
+        self.count("insert ... on conflict do update");
+        let Some(id) = self.some_event() else { return };
+        let e = self.report.oracle[&id].clone();
+        let n = self.rng.i32(0..1000);
+        let r = self
+            .client
+            .execute(
+                "INSERT INTO public.workflow_events (id, run_id, ts, type, payload, n) VALUES ($1, $2, $3, $4, $5, $6) \
+                 ON CONFLICT ON CONSTRAINT workflow_events_pkey DO UPDATE SET n = EXCLUDED.n",
+                &[&id, &e.run_id, &e.ts, &e.kind, &e.payload, &n],
+            )
+            .await;
+        if self.expect_one("upsert", id, r) {
+            self.report.oracle.get_mut(&id).unwrap().n = n;
+        }
+    }
+
+    /// A read-modify-write under a row lock.
+    async fn lock_and_increment(&mut self) {
+        self.count("select for update, then increment");
+        let Some(id) = self.some_event() else { return };
+        let res: Result<i32, tokio_postgres::Error> = async {
+            self.client.batch_execute("BEGIN").await?;
+            let n: i32 = self
+                .client
+                .query_one("SELECT n FROM public.workflow_events WHERE id = $1 FOR UPDATE", &[&id])
+                .await?
+                .get(0);
+            self.client
+                .execute("UPDATE public.workflow_events SET n = n + 1 WHERE id = $1", &[&id])
+                .await?;
+            self.client.batch_execute("COMMIT").await?;
+            Ok(n)
+        }
+        .await;
+        match res {
+            Ok(n) => {
+                let e = self.report.oracle.get_mut(&id).unwrap();
+                if e.n != n {
+                    let want = e.n;
+                    self.error(format!("event {id} had n = {n} under its row lock, expected {want}"));
+                }
+                self.report.oracle.get_mut(&id).unwrap().n = n + 1;
+            }
+            Err(e) => {
+                let _ = self.client.batch_execute("ROLLBACK").await;
+                self.error(format!("select for update of {id}: {}", db_message(&e)));
+            }
         }
     }
 

@@ -1,0 +1,385 @@
+//! The sync method: the application keeps using the original table; row
+//! triggers mirror every write into the partitioned copy; a backfill copies
+//! the rest; a verification compares both; the swap is a rename in one
+//! short transaction, after which triggers mirror writes back into the
+//! retired original so that `unswap` can return to it without losing one.
+//!
+//! The backfill locks the rows it copies (`FOR SHARE`) in its own
+//! transaction, so a concurrent UPDATE or DELETE of one of them waits for
+//! the batch and then mirrors against the committed copy: a row deleted
+//! meanwhile never comes back, a row whose key changed never exists twice,
+//! and the mirror never meets a duplicate.
+
+use super::{lock_statement, rebind_view, session_limits};
+use crate::blueprint::Blueprint;
+use crate::sql::{list, quote_literal, QualifiedName, Statement};
+
+fn dollar(body: &str) -> String {
+    format!("$mirror$\n{body}\n$mirror$")
+}
+
+fn function(name: &QualifiedName, body: &str) -> String {
+    format!(
+        "CREATE OR REPLACE FUNCTION {name}() RETURNS trigger LANGUAGE plpgsql AS {}",
+        dollar(body)
+    )
+}
+
+/// `t.id = OLD.id AND t.ts = OLD.ts`: the row of OLD in the other table.
+fn same_row(bp: &Blueprint) -> String {
+    let mut cols: Vec<_> = bp.row_identity.iter().collect();
+    if !cols.contains(&&bp.key.column) {
+        cols.push(&bp.key.column);
+    }
+    cols.iter()
+        .map(|c| format!("t.{c} = OLD.{c}"))
+        .collect::<Vec<_>>()
+        .join(" AND ")
+}
+
+fn insert_new(bp: &Blueprint, target: &str, upsert: bool) -> String {
+    let w = super::writable_columns(bp);
+    let values = list(bp.writable_columns().map(|c| format!("NEW.{}", c.name)));
+    let conflict = if upsert {
+        format!(
+            " ON CONFLICT ({}) DO UPDATE SET {}",
+            list(&bp.row_identity),
+            list(bp.writable_columns().map(|c| format!("{n} = EXCLUDED.{n}", n = c.name)))
+        )
+    } else {
+        String::new()
+    };
+    format!("INSERT INTO {target} ({w}) VALUES ({values}){conflict}")
+}
+
+/// The body of a row trigger that mirrors writes into `target`.
+fn mirror_body(bp: &Blueprint, target: &str, upsert: bool) -> String {
+    let ins = insert_new(bp, target, upsert);
+    let del = format!("DELETE FROM {target} AS t WHERE {}", same_row(bp));
+    format!(
+        "BEGIN\n  IF TG_OP = 'INSERT' THEN\n    {ins};\n  ELSIF TG_OP = 'UPDATE' THEN\n    {del};\n    {ins};\n  ELSE\n    {del};\n  END IF;\n  RETURN NULL;\nEND"
+    )
+}
+
+/// Forward mirror, original to partitioned; part of prepare and unswap.
+pub fn forward_mirror(bp: &Blueprint) -> Vec<Statement> {
+    let m = &bp.mirror;
+    let owner = crate::sql::quote_ident(&bp.owner);
+    vec![
+        Statement::new(
+            "mirror every row write on the original into the partitioned table",
+            function(&m.function, &mirror_body(bp, &bp.shadow.to_string(), false)),
+        ),
+        Statement::new(
+            "mirror TRUNCATE too",
+            function(
+                &m.truncate_function,
+                &format!("BEGIN\n  TRUNCATE {};\n  RETURN NULL;\nEND", bp.shadow),
+            ),
+        ),
+        Statement::new(
+            "the table's owner owns the mirror",
+            format!("ALTER FUNCTION {}() OWNER TO {owner}", m.function),
+        ),
+        Statement::new(
+            "the table's owner owns the mirror",
+            format!("ALTER FUNCTION {}() OWNER TO {owner}", m.truncate_function),
+        ),
+        Statement::new(
+            "fire the mirror in the application's own transaction",
+            format!(
+                "CREATE TRIGGER {} AFTER INSERT OR UPDATE OR DELETE ON {} FOR EACH ROW EXECUTE FUNCTION {}()",
+                m.trigger, bp.table, m.function
+            ),
+        ),
+        Statement::new(
+            "and for TRUNCATE",
+            format!(
+                "CREATE TRIGGER {} AFTER TRUNCATE ON {} FOR EACH STATEMENT EXECUTE FUNCTION {}()",
+                m.truncate_trigger, bp.table, m.truncate_function
+            ),
+        ),
+    ]
+}
+
+fn drop_forward(bp: &Blueprint, on: &QualifiedName) -> Vec<Statement> {
+    let m = &bp.mirror;
+    vec![
+        Statement::new("the forward mirror goes", format!("DROP TRIGGER {} ON {on}", m.trigger)),
+        Statement::new(
+            "the forward mirror goes",
+            format!("DROP TRIGGER {} ON {on}", m.truncate_trigger),
+        ),
+        Statement::new(
+            "the forward mirror goes",
+            format!("DROP FUNCTION {}(), {}()", m.function, m.truncate_function),
+        ),
+    ]
+}
+
+/// Back mirror, partitioned to retired; installed by the swap.
+fn back_mirror(bp: &Blueprint) -> Vec<Statement> {
+    let m = &bp.mirror;
+    let owner = crate::sql::quote_ident(&bp.owner);
+    // A row moving between partitions fires DELETE and INSERT, in either
+    // order: the insert upserts by identity, the delete matches the old key.
+    vec![
+        Statement::new(
+            "mirror every write on the partitioned table back into the retired original, so that unswap loses nothing",
+            function(&m.back_function, &mirror_body(bp, &bp.old.to_string(), true)),
+        ),
+        Statement::new(
+            "mirror TRUNCATE back too",
+            function(
+                &m.back_truncate_function,
+                &format!("BEGIN\n  TRUNCATE {};\n  RETURN NULL;\nEND", bp.old),
+            ),
+        ),
+        Statement::new(
+            "the table's owner owns the mirror",
+            format!("ALTER FUNCTION {}() OWNER TO {owner}", m.back_function),
+        ),
+        Statement::new(
+            "the table's owner owns the mirror",
+            format!("ALTER FUNCTION {}() OWNER TO {owner}", m.back_truncate_function),
+        ),
+        Statement::new(
+            "fire the back mirror in the application's own transaction (on every partition)",
+            format!(
+                "CREATE TRIGGER {} AFTER INSERT OR UPDATE OR DELETE ON {} FOR EACH ROW EXECUTE FUNCTION {}()",
+                m.back_trigger, bp.table, m.back_function
+            ),
+        ),
+        Statement::new(
+            "and for TRUNCATE",
+            format!(
+                "CREATE TRIGGER {} AFTER TRUNCATE ON {} FOR EACH STATEMENT EXECUTE FUNCTION {}()",
+                m.back_truncate_trigger, bp.table, m.back_truncate_function
+            ),
+        ),
+    ]
+}
+
+fn drop_back(bp: &Blueprint, on: &QualifiedName) -> Vec<Statement> {
+    let m = &bp.mirror;
+    vec![
+        Statement::new(
+            "the back mirror goes",
+            format!("DROP TRIGGER {} ON {on}", m.back_trigger),
+        ),
+        Statement::new(
+            "the back mirror goes",
+            format!("DROP TRIGGER {} ON {on}", m.back_truncate_trigger),
+        ),
+        Statement::new(
+            "the back mirror goes",
+            format!("DROP FUNCTION {}(), {}()", m.back_function, m.back_truncate_function),
+        ),
+    ]
+}
+
+/// Phase prepare: the partitioned table, then the mirror.
+pub fn prepare(bp: &Blueprint) -> Vec<Statement> {
+    let mut s = super::prepare::statements(bp);
+    s.push(super::lock_in_mode(
+        "the mirror's triggers need a brief lock on the original (writers wait, readers do not)",
+        &[bp.table.to_string()],
+        "SHARE ROW EXCLUSIVE",
+    ));
+    s.extend(forward_mirror(bp));
+    s
+}
+
+/// Phase backfill, one batch over pages [$1, $2) of the original.
+pub fn backfill(bp: &Blueprint) -> Statement {
+    let w = super::writable_columns(bp);
+    Statement::new(
+        "copy one batch: rows on pages [$1, $2), locked FOR SHARE until the batch commits; rows the mirror wrote already are skipped",
+        format!(
+            "INSERT INTO {shadow} ({w}) SELECT {w} FROM ONLY {table} \
+             WHERE ctid >= ('(' || $1::text || ',0)')::tid AND ctid < ('(' || $2::text || ',0)')::tid \
+             FOR SHARE ON CONFLICT DO NOTHING",
+            shadow = bp.shadow,
+            table = bp.table
+        ),
+    )
+}
+
+/// Renames of unique constraints and indexes between two tables: `from`
+/// gives up the original names, `to` takes them.
+pub fn rename_keys(bp: &Blueprint, giver: &QualifiedName, taker: &QualifiedName, forward: bool) -> Vec<Statement> {
+    let mut s = Vec::new();
+    for u in &bp.uniques {
+        let (give_to, take_from) = if forward {
+            (&u.old_rename, &u.shadow_name)
+        } else {
+            (&u.shadow_name, &u.old_rename)
+        };
+        s.push(Statement::new(
+            "a unique constraint steps aside",
+            format!("ALTER TABLE {giver} RENAME CONSTRAINT {} TO {give_to}", u.name),
+        ));
+        s.push(Statement::new(
+            "the other table's constraint takes the name (ON CONFLICT ON CONSTRAINT keeps working)",
+            format!("ALTER TABLE {taker} RENAME CONSTRAINT {take_from} TO {}", u.name),
+        ));
+    }
+    for i in &bp.indexes {
+        let (give_to, take_from) = if forward {
+            (&i.old_rename, &i.shadow_name)
+        } else {
+            (&i.shadow_name, &i.old_rename)
+        };
+        s.push(Statement::new(
+            "an index steps aside",
+            format!("ALTER INDEX {} RENAME TO {give_to}", bp.table.sibling(i.name.clone())),
+        ));
+        s.push(Statement::new(
+            "the other table's index takes the name",
+            format!(
+                "ALTER INDEX {} RENAME TO {}",
+                bp.table.sibling(take_from.clone()),
+                i.name
+            ),
+        ));
+    }
+    s
+}
+
+pub fn sequences_to(bp: &Blueprint, owner_table: &QualifiedName) -> Vec<Statement> {
+    let mut s = Vec::new();
+    for seq in &bp.sequences {
+        s.push(Statement::new(
+            "the sequence belongs to the table that carries the name",
+            format!("ALTER SEQUENCE {} OWNED BY {owner_table}.{}", seq.name, seq.column),
+        ));
+        s.push(Statement::new(
+            "make sure the sequence is past every key in the table",
+            format!(
+                "SELECT pg_catalog.setval({seq}::regclass, s.m) FROM (SELECT max({col})::bigint AS m FROM {owner_table}) s \
+                 WHERE s.m > (SELECT last_value FROM {name})",
+                seq = quote_literal(&seq.name.to_string()),
+                col = seq.column,
+                name = seq.name
+            ),
+        ));
+    }
+    s
+}
+
+/// Locks of the swap and unswap, outer objects first.
+pub fn swap_locks(bp: &Blueprint, a: &QualifiedName, b: &QualifiedName) -> Vec<String> {
+    let mut v: Vec<String> = bp.dependent_views.iter().map(|v| v.name.to_string()).collect();
+    v.extend(bp.incoming_fks.iter().map(|f| f.table.to_string()));
+    v.push(a.to_string());
+    v.push(b.to_string());
+    v
+}
+
+/// Phase swap: renames in one short transaction; the back mirror starts.
+pub fn swap(bp: &Blueprint) -> Vec<Statement> {
+    let mut s = session_limits(bp);
+    s.push(lock_statement(
+        "take every lock of the swap at once: dependent views, then the original, then the partitioned table",
+        &swap_locks(bp, &bp.table, &bp.shadow),
+    ));
+    for f in &bp.incoming_fks {
+        s.push(Statement::new(
+            "drop an incoming foreign key, as the plan allows (unswap restores it)",
+            format!("ALTER TABLE {} DROP CONSTRAINT {}", f.table, f.name),
+        ));
+    }
+    s.extend(drop_forward(bp, &bp.table));
+    s.push(Statement::new(
+        "the original retires, kept in step from now on",
+        format!("ALTER TABLE {} RENAME TO {}", bp.table, bp.old.name),
+    ));
+    s.push(Statement::new(
+        "the partitioned table takes the name",
+        format!("ALTER TABLE {} RENAME TO {}", bp.shadow, bp.table.name),
+    ));
+    s.extend(rename_keys(bp, &bp.old, &bp.table, true));
+    for v in &bp.dependent_views {
+        s.push(rebind_view(v));
+    }
+    s.extend(sequences_to(bp, &bp.table));
+    if let Some(c) = &bp.comment {
+        s.push(Statement::new(
+            "keep the table's comment",
+            format!("COMMENT ON TABLE {} IS {}", bp.table, quote_literal(c)),
+        ));
+    }
+    s.extend(back_mirror(bp));
+    s
+}
+
+/// `unswap`: back to the original, which the back mirror kept current.
+pub fn unswap(bp: &Blueprint) -> Vec<Statement> {
+    let mut s = session_limits(bp);
+    s.push(lock_statement(
+        "take every lock of the unswap at once: dependent views, then the partitioned table, then the retired original",
+        &swap_locks(bp, &bp.table, &bp.old),
+    ));
+    s.extend(drop_back(bp, &bp.table));
+    s.push(Statement::new(
+        "the partitioned table steps aside",
+        format!("ALTER TABLE {} RENAME TO {}", bp.table, bp.shadow.name),
+    ));
+    s.push(Statement::new(
+        "the original takes its name back",
+        format!("ALTER TABLE {} RENAME TO {}", bp.old, bp.table.name),
+    ));
+    s.extend(rename_keys(bp, &bp.shadow, &bp.table, false));
+    for v in &bp.dependent_views {
+        s.push(rebind_view(v));
+    }
+    s.extend(sequences_to(bp, &bp.table));
+    for f in &bp.incoming_fks {
+        s.push(Statement::new(
+            "restore a dropped incoming foreign key (validated afterwards, without blocking writers)",
+            format!(
+                "ALTER TABLE {} ADD CONSTRAINT {} {}",
+                f.table,
+                f.name,
+                not_valid(&f.definition)
+            ),
+        ));
+    }
+    s.extend(forward_mirror(bp));
+    s
+}
+
+pub fn not_valid(def: &str) -> String {
+    if def.contains("NOT VALID") {
+        def.to_string()
+    } else {
+        format!("{def} NOT VALID")
+    }
+}
+
+/// `cleanup`: the retired original and the back mirror go.
+pub fn cleanup(bp: &Blueprint) -> Vec<Statement> {
+    let mut s = session_limits(bp);
+    s.push(lock_statement(
+        "the back mirror's triggers go from every partition: lock the tree at once, parent first",
+        &[bp.table.to_string(), bp.old.to_string()],
+    ));
+    s.extend(drop_back(bp, &bp.table));
+    s.push(Statement::new(
+        "drop the retired original",
+        format!("DROP TABLE {}", bp.old),
+    ));
+    s
+}
+
+/// Abort before the swap: the mirror goes first (the application stops
+/// paying for it), then the partitioned table.
+pub fn abort(bp: &Blueprint) -> Vec<Statement> {
+    let mut s = session_limits(bp);
+    s.push(lock_statement(
+        "the mirror's triggers go: a brief lock",
+        &[bp.table.to_string()],
+    ));
+    s.extend(drop_forward(bp, &bp.table));
+    s
+}

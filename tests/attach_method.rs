@@ -1,0 +1,175 @@
+//! The attach method: the original becomes the first partition without
+//! moving a row. The application writes throughout (upserts and
+//! SELECT ... FOR UPDATE included); the migrator dies in the constrain
+//! phase and resumes; the swap adopts the indexes built concurrently
+//! instead of building any under its lock.
+
+mod common;
+use common::workload::{compare, Features, Workload};
+use common::*;
+use std::time::{Duration, Instant};
+
+fn attach_plan(extra: &str) -> String {
+    event_plan(1000, extra).replace("method: move", "method: attach")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn attach_under_load_through_a_crash() {
+    let cluster = Cluster::start();
+    let db = cluster.database().await;
+    seed(&db, 200, 20_000).await;
+    let dir = scratch();
+    let plan = db.plan_file(dir.path(), "p.yaml", &attach_plan(""));
+    let plan = plan.to_str().unwrap();
+    let started = Instant::now();
+    // Keys stay below the cutoff (the start of next month) until the swap.
+    let features = Features {
+        upsert_and_lock: true,
+        future_days: 0,
+    };
+    let workload = Workload::start_with(&db, 4, 31, features).await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let run = db
+        .migrate_env(&["apply", plan], &[("MIGRATE_FAILPOINT", "constrain:after-check")])
+        .await;
+    assert_eq!(run.code, 86, "{}", run.stderr);
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let run = db
+        .migrate_env(
+            &["resume", plan, "--until", "prepare"],
+            &[("MIGRATE_FAILPOINT", "constrain:after-index")],
+        )
+        .await;
+    assert_eq!(run.code, 86, "{}", run.stderr);
+    db.migrate(&["resume", plan, "--until", "prepare"]).await.ok();
+    let built: Vec<u32> = db
+        .client()
+        .await
+        .query(
+            "SELECT indexrelid FROM pg_index WHERE indrelid = 'workflow_events'::regclass ORDER BY 1",
+            &[],
+        )
+        .await
+        .unwrap()
+        .iter()
+        .map(|r| r.get(0))
+        .collect();
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    db.migrate(&["resume", plan]).await.ok();
+    // The swap adopted the indexes: the first partition has exactly the
+    // indexes it had, none built under the swap's lock.
+    let after: Vec<u32> = db
+        .client()
+        .await
+        .query(
+            "SELECT indexrelid FROM pg_index WHERE indrelid = 'workflow_events_p0'::regclass ORDER BY 1",
+            &[],
+        )
+        .await
+        .unwrap()
+        .iter()
+        .map(|r| r.get(0))
+        .collect();
+    let new: Vec<&u32> = after.iter().filter(|o| !built.contains(o)).collect();
+    assert!(new.is_empty(), "the swap built indexes under its lock: {new:?}");
+    assert_eq!(after.len(), built.len() - 1, "only the original primary key gave way");
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let report = workload.stop().await;
+    assert!(
+        report.errors.is_empty(),
+        "the application saw errors: {:?}",
+        &report.errors[..report.errors.len().min(8)]
+    );
+    let compared = compare(&db, &report.oracle).await;
+    println!(
+        "attach under load: {} operations, 0 errors, {} rows compared, {:.1}s",
+        report.total_ops(),
+        compared,
+        started.elapsed().as_secs_f64()
+    );
+    assert!(report.ops.get("insert ... on conflict do update").copied().unwrap_or(0) > 0);
+    assert!(
+        report
+            .ops
+            .get("select for update, then increment")
+            .copied()
+            .unwrap_or(0)
+            > 0
+    );
+    assert_eq!(
+        db.scalar_str("SELECT pg_get_expr(relpartbound, oid) FROM pg_class WHERE oid = 'workflow_events_p0'::regclass")
+            .await
+            .unwrap(),
+        format!(
+            "FOR VALUES FROM (MINVALUE) TO ('{}')",
+            db.scalar_str("SELECT blueprint->'attach'->>'cutoff' FROM repartition.migrations")
+                .await
+                .unwrap()
+                .trim_end_matches(":00")
+        )
+    );
+    // New keys go to the new partitions.
+    db.exec("INSERT INTO workflow_events (run_id, type, ts) VALUES (1, 'future', now() + interval '45 days')")
+        .await;
+    let home = db
+        .scalar_str("SELECT tableoid::regclass::text FROM workflow_events WHERE type = 'future'")
+        .await
+        .unwrap();
+    assert!(!home.contains("_p0"), "a new key landed in {home}");
+    let left: Vec<String> = db
+        .objects()
+        .await
+        .into_iter()
+        .filter(|o| o.contains("__cutoff"))
+        .collect();
+    assert!(left.is_empty(), "left behind: {left:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn attach_crashes_and_aborts() {
+    let cluster = Cluster::start();
+    for point in ["prepare:before-commit", "swap:before-commit", "swap:after-commit"] {
+        let db = cluster.database().await;
+        seed(&db, 10, 1500).await;
+        let before = all_events(&db).await;
+        let dir = scratch();
+        let plan = db.plan_file(dir.path(), "p.yaml", &attach_plan(""));
+        let plan = plan.to_str().unwrap();
+        let run = db.migrate_env(&["apply", plan], &[("MIGRATE_FAILPOINT", point)]).await;
+        assert_eq!(run.code, 86, "{point}: {}", run.stderr);
+        assert_eq!(all_events(&db).await, before, "{point}");
+        db.migrate(&["resume", plan]).await.ok();
+        assert_eq!(all_events(&db).await, before, "{point}");
+    }
+    for until in ["constrain", "prepare"] {
+        let db = cluster.database().await;
+        seed(&db, 10, 1500).await;
+        let objects = db.objects().await;
+        let dir = scratch();
+        let plan = db.plan_file(dir.path(), "p.yaml", &attach_plan(""));
+        let plan = plan.to_str().unwrap();
+        db.migrate(&["apply", plan, "--until", until]).await.ok();
+        db.exec("INSERT INTO workflow_events (run_id, type) VALUES (2, 'x')")
+            .await;
+        let expected = all_events(&db).await;
+        db.migrate(&["abort", plan]).await.ok();
+        assert_eq!(all_events(&db).await, expected, "{until}");
+        assert_eq!(
+            db.objects().await,
+            objects,
+            "abort after {until} left the database different"
+        );
+    }
+    // A cutoff below existing keys is refused before anything changes.
+    let db = cluster.database().await;
+    seed(&db, 5, 300).await;
+    let dir = scratch();
+    let plan = db.plan_file(
+        dir.path(),
+        "p.yaml",
+        &attach_plan("attach:\n  cutoff: \"2020-01-01\"\n"),
+    );
+    let run = db.migrate(&["plan", plan.to_str().unwrap()]).await;
+    assert_eq!(run.code, 2, "{}", run.stderr);
+    assert!(run.stderr.contains("at or after the cutoff"), "{}", run.stderr);
+}
