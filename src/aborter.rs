@@ -4,9 +4,10 @@
 
 use crate::blueprint::Blueprint;
 use crate::control::{self, Phase};
+use crate::db::retry::{retrying, RetryPolicy};
 use crate::error::Refusal;
 use crate::mover::{self, Mover, Pass};
-use crate::phase::{abort as steps, attach as attach_sql, sync as sync_sql};
+use crate::phase::{abort as steps, attach as attach_sql, split as split_sql, sync as sync_sql};
 use crate::plan_file::{Method, PlanFile};
 use crate::runner::{ddl, open_unfinished, swap_relations, Context, Outcome, Record, Session};
 use anyhow::Result;
@@ -97,6 +98,10 @@ async fn abort_move(ctx: &Context, s: &Session, bp: &Blueprint) -> Result<()> {
             ctx.reporter.phase("abort", "nothing was changed yet");
             control::aborted(&***client, id).await?;
         }
+        Phase::Prepared if bp.split.is_some() => {
+            ctx.reporter.phase("abort", "nothing was changed yet");
+            control::aborted(&***client, id).await?;
+        }
         Phase::Prepared => drop_shadow(ctx, s, bp).await?,
         _ => {
             let mut step = s.m.abort_step.clone().unwrap_or_default();
@@ -128,6 +133,47 @@ async fn abort_move(ctx: &Context, s: &Session, bp: &Blueprint) -> Result<()> {
                 mover::vacuum(client, bp, &bp.shadow).await;
                 control::abort_step(&***client, id, "moved back", 0, 0).await?;
                 step = "moved back".into();
+            }
+            if step == "moved back" && bp.split.is_some() {
+                ctx.reporter
+                    .phase("abort", &format!("attaching {} again as the first partition", bp.old));
+                let rels = [bp.old.to_string()];
+                let check = bp
+                    .split
+                    .as_ref()
+                    .map(|d| d.check.as_str().to_string())
+                    .unwrap_or_default();
+                let exists: bool = client
+                    .query_one(
+                        "SELECT EXISTS (SELECT 1 FROM pg_constraint WHERE conrelid = to_regclass($1) AND conname = $2)",
+                        &[&bp.old.to_string(), &check],
+                    )
+                    .await?
+                    .get(0);
+                if !exists {
+                    retrying(
+                        client,
+                        RetryPolicy::new(bp.settings.retries),
+                        "abort (bound)",
+                        &rels,
+                        || async { crate::attach::simple_tx(client, &split_sql::abort_check(bp)).await },
+                    )
+                    .await?;
+                }
+                crate::attach::unbounded(client, bp, &split_sql::abort_validate(bp).sql).await?;
+                let mut rels = swap_relations(bp);
+                rels.push(bp.old.to_string());
+                ddl(
+                    client,
+                    bp,
+                    "abort (unroute)",
+                    &split_sql::unroute(bp),
+                    &rels,
+                    id,
+                    Record::Aborted,
+                )
+                .await?;
+                return Ok(());
             }
             if step == "moved back" {
                 ctx.reporter

@@ -46,7 +46,20 @@ pub struct Blueprint {
     pub routing: Routing,
     pub mirror: Mirror,
     pub attach: Option<AttachDef>,
+    /// Set when this is the split of an attached first partition: the move
+    /// machinery with the partitioned table as target and the first
+    /// partition as source.
+    #[serde(default)]
+    pub split: Option<SplitDef>,
     pub settings: Settings,
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+pub struct SplitDef {
+    /// The first partition's upper bound.
+    pub cutoff: String,
+    /// The CHECK constraint an abort adds to re-attach it without a scan.
+    pub check: Ident,
 }
 
 /// Names of the sync method's triggers: forward (original to partitioned)
@@ -821,6 +834,7 @@ pub async fn resolve(client: &Client, plan: &PlanFile) -> Result<Resolved> {
         routing,
         mirror,
         attach,
+        split: None,
         settings: Settings {
             batch_rows: plan.spec.batch.size.0,
             pause_ms: plan.spec.batch.pause.0,
@@ -894,4 +908,131 @@ async fn count_below(client: &Client, table: &QualifiedName, key: &Key, first: &
         ty = key.type_name
     );
     Ok(client.query_one(&sql, &[&first]).await?.get(0))
+}
+
+/// The blueprint of a split: the move machinery with the attached first
+/// partition (`old`) as source and the partitioned table (renamed to
+/// `shadow` while the view carries the name) as target, gaining proper
+/// partitions for the first partition's range.
+pub async fn resolve_split(client: &Client, plan: &PlanFile, attached: &Blueprint) -> Result<Blueprint> {
+    let table = &attached.table;
+    let Some(a) = &attached.attach else {
+        return Err(Refusal::new(format!(
+            "the last migration of {table} was not an attach; there is no first partition to split"
+        ))
+        .into());
+    };
+    let zero = &attached.old;
+    let bound: Option<String> = client
+        .query_opt(
+            "SELECT pg_get_expr(c.relpartbound, c.oid) FROM pg_class c JOIN pg_inherits i ON i.inhrelid = c.oid \
+             WHERE c.oid = to_regclass($1) AND i.inhparent = to_regclass($2)",
+            &[&zero.to_string(), &table.to_string()],
+        )
+        .await?
+        .map(|r| r.get(0));
+    if bound.is_none() {
+        return Err(Refusal::new(format!(
+            "{zero} is not a partition of {table} any more; there is nothing to split"
+        ))
+        .into());
+    }
+    let spec = &plan.spec.partition;
+    let tz: chrono_tz::Tz = spec
+        .time_zone
+        .parse()
+        .map_err(|_| plan.key_error("partition.time_zone", "is not a known time zone"))?;
+    let key = attached.key.clone();
+    let (min, _) = key_range(client, zero, &key).await?;
+    let Some(min) = min else {
+        return Err(Refusal::new(format!("{zero} is empty; detach and drop it instead of splitting it")).into());
+    };
+    let cutoff = bounds::bound_value(key.kind, tz, &a.cutoff)
+        .ok_or_else(|| anyhow::anyhow!("the stored cutoff {} cannot be read", a.cutoff))?;
+    let server = catalog::server_info(client).await?;
+    let template = spec
+        .naming
+        .clone()
+        .unwrap_or_else(|| partition::naming::default_template(spec.interval).to_string());
+    let layout = partition::layout(&LayoutInput {
+        kind: key.kind,
+        interval: spec.interval,
+        step: spec.step.map(|s| s.0),
+        tz,
+        start: None,
+        min: Some(min),
+        max: Some(cutoff),
+        now: server.now,
+        premake: 0,
+        template: &template,
+        table: table.name.as_str(),
+    })
+    .map_err(|e| plan.key_error("partition", &e))?;
+    let mut partitions = Vec::new();
+    for p in layout {
+        let from = bounds::first_bound_value(key.kind, tz, &p);
+        let to = bounds::bound_value(key.kind, tz, &p.to);
+        match (from, to) {
+            (Some(f), _) if !key_less(f, cutoff) => break,
+            (_, Some(t)) if key_less(cutoff, t) => {
+                partitions.push(PartitionDef {
+                    name: Ident::new(p.name),
+                    from: p.from,
+                    to: a.cutoff.clone(),
+                });
+            }
+            _ => partitions.push(PartitionDef {
+                name: Ident::new(p.name),
+                from: p.from,
+                to: p.to,
+            }),
+        }
+    }
+    let mut bp = attached.clone();
+    bp.method = Method::Move;
+    bp.shadow = table.sibling(table.name.derive("__part"));
+    bp.partitions = partitions;
+    bp.default_partition = None;
+    bp.incoming_fks = Vec::new();
+    bp.settings.keep_old = false;
+    // The first partition's rows are found by the partitioned key.
+    bp.row_identity = attached
+        .uniques
+        .iter()
+        .find(|u| u.primary)
+        .map(|u| u.columns.clone())
+        .unwrap_or(attached.row_identity.clone());
+    bp.split = Some(SplitDef {
+        cutoff: a.cutoff.clone(),
+        check: table.name.derive("__cutoff"),
+    });
+    bp.attach = None;
+    // Dependent views as they are now.
+    if let Some(oid) = catalog::relation_oid(client, table).await? {
+        let info = catalog::table_info(client, oid).await?;
+        bp.dependent_views = info
+            .dependents
+            .iter()
+            .filter(|d| d.kind == 'v')
+            .map(|d| ViewDef {
+                name: d.name.clone(),
+                definition: d.definition.clone(),
+                options: d.options.clone(),
+            })
+            .collect();
+        bp.grants = info.grants.clone();
+        bp.comment = info.comment.clone();
+    }
+    let mut taken = Vec::new();
+    let mut names: Vec<QualifiedName> = vec![bp.shadow.clone(), bp.retired_view.clone()];
+    names.extend(bp.partitions.iter().map(|p| table.sibling(p.name.clone())));
+    for r in &names {
+        if catalog::relation_oid(client, r).await?.is_some() {
+            taken.push(r.to_string());
+        }
+    }
+    if !taken.is_empty() {
+        return Err(Refusal::new(format!("names the split needs are taken already: {}", taken.join(", "))).into());
+    }
+    Ok(bp)
 }

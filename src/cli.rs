@@ -72,6 +72,9 @@ pub enum Command {
     /// sync: drop the retired original and its triggers, ending the
     /// migration.
     Cleanup { plan: PathBuf },
+    /// attach: break the first partition into proper partitions online
+    /// (resume and abort work on it as on any migration).
+    Split { plan: PathBuf },
     /// Show the phase, rows moved and remaining, rate and ETA.
     Status { plan: PathBuf },
 }
@@ -163,6 +166,10 @@ pub async fn run(cli: Cli) -> Result<i32> {
         Command::Cleanup { plan } => {
             let plan = PlanFile::load(&plan)?;
             finish(&ctx, plan.spec.method, runner::cleanup(&ctx, &plan).await?)
+        }
+        Command::Split { plan } => {
+            let plan = PlanFile::load(&plan)?;
+            finish(&ctx, Method::Move, runner::split(&ctx, &plan).await?)
         }
         Command::Status { plan } => {
             let plan = PlanFile::load(&plan)?;

@@ -214,6 +214,20 @@ async fn step_move(ctx: &Context, s: &mut Session) -> Result<Step> {
     let id = s.m.id;
     let c = &s.client;
     match s.m.phase {
+        Phase::Planned if bp.split.is_some() => {
+            // A split creates its partitions once the first partition has
+            // left the table, in the route transaction.
+            ddl(
+                c,
+                &bp,
+                "prepare",
+                &[],
+                &[],
+                id,
+                Record::Advance(Phase::Planned, Phase::Prepared),
+            )
+            .await?;
+        }
         Phase::Planned => {
             ctx.reporter.phase(
                 "prepare",
@@ -232,14 +246,26 @@ async fn step_move(ctx: &Context, s: &mut Session) -> Result<Step> {
             .await?;
         }
         Phase::Prepared => {
-            ctx.reporter
-                .phase("route", &format!("putting the view in front of {}", bp.table));
+            let (what, stmts) = match bp.split {
+                Some(_) => (
+                    format!(
+                        "detaching {} and putting the view in front of it and {}",
+                        bp.old, bp.table
+                    ),
+                    phase::split::route(&bp),
+                ),
+                None => (
+                    format!("putting the view in front of {}", bp.table),
+                    phase::route::statements(&bp),
+                ),
+            };
+            ctx.reporter.phase("route", &what);
             let rels = route_relations(&bp);
             ddl(
                 c,
                 &bp,
                 "route",
-                &phase::route::statements(&bp),
+                &stmts,
                 &rels,
                 id,
                 Record::Advance(Phase::Prepared, Phase::Routed),
@@ -270,7 +296,11 @@ async fn step_move(ctx: &Context, s: &mut Session) -> Result<Step> {
                 c,
                 &bp,
                 "swap",
-                &phase::swap::statements(&bp),
+                &if bp.split.is_some() {
+                    phase::split::swap(&bp)
+                } else {
+                    phase::swap::statements(&bp)
+                },
                 &rels,
                 id,
                 Record::Advance(Phase::Moved, Phase::Swapped),
@@ -399,6 +429,47 @@ async fn step_sync(ctx: &Context, s: &mut Session) -> Result<Step> {
         other => bail!("the sync method has no phase {}", other.as_str()),
     }
     Ok(Step::Done)
+}
+
+/// attach: break the first partition into proper partitions, online.
+pub async fn split(ctx: &Context, plan: &PlanFile) -> Result<Outcome> {
+    let (mut client, lock) = connect(ctx, plan).await?;
+    let table = plan.table.to_string();
+    if plan.spec.method != Method::Attach {
+        return Err(Refusal::new(
+            "split breaks up the first partition of the attach method; the plan's method is not attach",
+        )
+        .into());
+    }
+    let m = match control::unfinished(&**client, &table).await? {
+        Some(m) if m.method == "split" => {
+            check_same_plan(&m, plan)?;
+            m
+        }
+        Some(m) => {
+            return Err(Refusal::new(format!(
+                "the {} migration of {table} is not finished (phase {}); finish or abort it first",
+                m.method,
+                m.phase.as_str()
+            ))
+            .into())
+        }
+        None => {
+            let Some(attached) = control::latest_done(&**client, &table, "attach").await? else {
+                return Err(Refusal::new(format!(
+                    "{table} has no finished attach migration whose first partition could be split"
+                ))
+                .into());
+            };
+            let attached = attached.blueprint;
+            let bp = blueprint::resolve_split(&client, plan, &attached).await?;
+            control::bootstrap(&mut client).await?;
+            let id = control::insert(&**client, &bp, &plan.source).await?;
+            control::reload(&**client, id).await?
+        }
+    };
+    let mut s = Session { client, _lock: lock, m };
+    drive(ctx, &mut s, Phase::Finished).await
 }
 
 /// sync: back to the retired original after a swap.

@@ -173,3 +173,89 @@ async fn attach_crashes_and_aborts() {
     assert_eq!(run.code, 2, "{}", run.stderr);
     assert!(run.stderr.contains("at or after the cutoff"), "{}", run.stderr);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn split_breaks_up_the_first_partition_under_load() {
+    let cluster = Cluster::start();
+    let db = cluster.database().await;
+    seed(&db, 200, 20_000).await;
+    let dir = scratch();
+    let plan = db.plan_file(
+        dir.path(),
+        "p.yaml",
+        &attach_plan("  pause: 2ms\n").replace("size: 1000", "size: 300"),
+    );
+    let plan = plan.to_str().unwrap();
+    db.migrate(&["apply", plan]).await.ok();
+    let started = Instant::now();
+    let workload = Workload::start(&db, 4, 37).await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let run = db
+        .migrate_env(
+            &["split", plan],
+            &[("MIGRATE_FAILPOINT", "batch-forward:after-commit@8")],
+        )
+        .await;
+    assert_eq!(run.code, 86, "{}", run.stderr);
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    db.migrate(&["resume", plan]).await.ok();
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let report = workload.stop().await;
+    assert!(
+        report.errors.is_empty(),
+        "the application saw errors: {:?}",
+        &report.errors[..report.errors.len().min(8)]
+    );
+    let compared = compare(&db, &report.oracle).await;
+    println!(
+        "split under load: {} operations, 0 errors, {} rows compared, {:.1}s",
+        report.total_ops(),
+        compared,
+        started.elapsed().as_secs_f64()
+    );
+    assert_eq!(
+        db.scalar_i64("SELECT count(*) FROM pg_class WHERE oid = to_regclass('public.workflow_events_p0')")
+            .await,
+        0,
+        "the emptied first partition is dropped"
+    );
+    assert!(
+        db.scalar_i64("SELECT count(*) FROM pg_inherits WHERE inhparent = 'workflow_events'::regclass")
+            .await
+            >= 5
+    );
+    let left: Vec<String> = db.objects().await.into_iter().filter(|o| o.contains("__")).collect();
+    assert!(left.is_empty(), "left behind: {left:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn split_aborted_midway_reattaches_the_first_partition() {
+    let cluster = Cluster::start();
+    let db = cluster.database().await;
+    seed(&db, 20, 3000).await;
+    let dir = scratch();
+    let plan = db.plan_file(
+        dir.path(),
+        "p.yaml",
+        &attach_plan("").replace("size: 1000", "size: 200"),
+    );
+    let plan = plan.to_str().unwrap();
+    db.migrate(&["apply", plan]).await.ok();
+    let objects = db.objects().await;
+    let run = db
+        .migrate_env(
+            &["split", plan],
+            &[("MIGRATE_FAILPOINT", "batch-forward:after-commit@4")],
+        )
+        .await;
+    assert_eq!(run.code, 86, "{}", run.stderr);
+    db.exec("INSERT INTO workflow_events (run_id, type) VALUES (1, 'during split'); UPDATE workflow_events SET n = 3 WHERE id < 20;")
+        .await;
+    let expected = all_events(&db).await;
+    db.migrate(&["abort", plan]).await.ok();
+    assert_eq!(all_events(&db).await, expected);
+    assert_eq!(db.objects().await, objects, "abort left the database different");
+    // The split can run again and finish.
+    db.migrate(&["split", plan]).await.ok();
+    assert_eq!(all_events(&db).await, expected);
+}

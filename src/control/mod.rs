@@ -67,6 +67,7 @@ impl Phase {
 #[derive(Clone, Debug)]
 pub struct MigrationRow {
     pub id: i64,
+    pub method: String,
     pub table_name: String,
     pub state: String,
     pub phase: Phase,
@@ -88,36 +89,37 @@ pub struct MigrationRow {
     pub last_error: Option<String>,
 }
 
-const COLUMNS: &str = "id, table_name, state, phase, blueprint, plan_source, cursor_block, sweeps, rows_moved, rows_total, \
+const COLUMNS: &str = "id, method, table_name, state, phase, blueprint, plan_source, cursor_block, sweeps, rows_moved, rows_total, \
     batches, abort_step, abort_partition, abort_block, rows_moved_back, created_at, updated_at, move_started_at, finished_at, last_error";
 
 fn from_row(r: &tokio_postgres::Row) -> Result<MigrationRow> {
-    let bp: serde_json::Value = r.get(4);
+    let bp: serde_json::Value = r.get("blueprint");
     let format = bp.get("format").and_then(|f| f.as_u64()).unwrap_or(0);
     if format > u64::from(crate::blueprint::FORMAT) {
         bail!("this migration was started by a newer version of the tool (blueprint format {format}); use that version to continue it");
     }
     Ok(MigrationRow {
-        id: r.get(0),
-        table_name: r.get(1),
-        state: r.get(2),
-        phase: Phase::parse(r.get(3))?,
+        id: r.get("id"),
+        method: r.get("method"),
+        table_name: r.get("table_name"),
+        state: r.get("state"),
+        phase: Phase::parse(r.get("phase"))?,
         blueprint: serde_json::from_value(bp).context("the stored blueprint cannot be read")?,
-        plan_source: r.get(5),
-        cursor_block: r.get(6),
-        sweeps: r.get(7),
-        rows_moved: r.get(8),
-        rows_total: r.get(9),
-        batches: r.get(10),
-        abort_step: r.get(11),
-        abort_partition: r.get(12),
-        abort_block: r.get(13),
-        rows_moved_back: r.get(14),
-        created_at: r.get(15),
-        updated_at: r.get(16),
-        move_started_at: r.get(17),
-        finished_at: r.get(18),
-        last_error: r.get(19),
+        plan_source: r.get("plan_source"),
+        cursor_block: r.get("cursor_block"),
+        sweeps: r.get("sweeps"),
+        rows_moved: r.get("rows_moved"),
+        rows_total: r.get("rows_total"),
+        batches: r.get("batches"),
+        abort_step: r.get("abort_step"),
+        abort_partition: r.get("abort_partition"),
+        abort_block: r.get("abort_block"),
+        rows_moved_back: r.get("rows_moved_back"),
+        created_at: r.get("created_at"),
+        updated_at: r.get("updated_at"),
+        move_started_at: r.get("move_started_at"),
+        finished_at: r.get("finished_at"),
+        last_error: r.get("last_error"),
     })
 }
 
@@ -189,6 +191,22 @@ pub async fn latest(client: &impl GenericClient, table: &str) -> Result<Option<M
         .transpose()
 }
 
+/// The most recent finished migration of a table by a method.
+pub async fn latest_done(client: &impl GenericClient, table: &str, method: &str) -> Result<Option<MigrationRow>> {
+    if schema_version(client).await?.is_none() {
+        return Ok(None);
+    }
+    let sql = format!(
+        "SELECT {COLUMNS} FROM repartition.migrations WHERE table_name = $1 AND method = $2 AND state = 'done' ORDER BY id DESC LIMIT 1"
+    );
+    client
+        .query_opt(&sql, &[&table, &method])
+        .await?
+        .as_ref()
+        .map(from_row)
+        .transpose()
+}
+
 pub async fn reload(client: &impl GenericClient, id: i64) -> Result<MigrationRow> {
     let sql = format!("SELECT {COLUMNS} FROM repartition.migrations WHERE id = $1");
     from_row(&client.query_one(&sql, &[&id]).await?)
@@ -196,12 +214,17 @@ pub async fn reload(client: &impl GenericClient, id: i64) -> Result<MigrationRow
 
 /// Records a new migration, phase `planned`.
 pub async fn insert(client: &impl GenericClient, bp: &Blueprint, plan_source: &str) -> Result<i64> {
+    let method = if bp.split.is_some() {
+        "split"
+    } else {
+        bp.method.as_str()
+    };
     let json = serde_json::to_value(bp)?;
     let row = client
         .query_one(
             "INSERT INTO repartition.migrations (table_name, method, phase, blueprint, plan_source) \
              VALUES ($1, $4, 'planned', $2, $3) RETURNING id",
-            &[&bp.table.to_string(), &json, &plan_source, &bp.method.as_str()],
+            &[&bp.table.to_string(), &json, &plan_source, &method],
         )
         .await
         .context("cannot record the migration in the control table")?;

@@ -268,21 +268,23 @@ pub fn parse_start(kind: KeyKind, tz: Tz, b: &crate::plan_file::Bound) -> Result
     }
 }
 
-/// Whether a key value lies before the layout's first bound, compared in
-/// the layout's own terms.
+/// A partition's lower bound as a key value.
 pub fn first_bound_value(kind: KeyKind, tz: Tz, p: &Partition) -> Option<KeyValue> {
+    bound_value(kind, tz, &p.from)
+}
+
+/// A bound written by this module, read back as a key value.
+pub fn bound_value(kind: KeyKind, tz: Tz, text: &str) -> Option<KeyValue> {
+    let _ = tz;
     match kind {
-        KeyKind::Integer => p.from.parse().ok().map(KeyValue::Int),
-        KeyKind::TimestampTz => DateTime::parse_from_str(&p.from, "%Y-%m-%d %H:%M:%S%:z")
+        KeyKind::Integer => text.parse().ok().map(KeyValue::Int),
+        KeyKind::TimestampTz => DateTime::parse_from_str(text, "%Y-%m-%d %H:%M:%S%:z")
             .ok()
             .map(|d| KeyValue::Instant(d.with_timezone(&Utc))),
-        KeyKind::Timestamp => NaiveDateTime::parse_from_str(&p.from, "%Y-%m-%d %H:%M:%S")
+        KeyKind::Timestamp => NaiveDateTime::parse_from_str(text, "%Y-%m-%d %H:%M:%S")
             .ok()
             .map(KeyValue::Local),
-        KeyKind::Date => {
-            let _ = tz;
-            NaiveDate::parse_from_str(&p.from, "%Y-%m-%d").ok().map(KeyValue::Day)
-        }
+        KeyKind::Date => NaiveDate::parse_from_str(text, "%Y-%m-%d").ok().map(KeyValue::Day),
     }
 }
 

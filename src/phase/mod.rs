@@ -8,6 +8,7 @@ pub mod finish;
 pub mod moving;
 pub mod prepare;
 pub mod route;
+pub mod split;
 pub mod swap;
 pub mod sync;
 

@@ -47,7 +47,7 @@ pub fn statements(bp: &Blueprint) -> Vec<Statement> {
 }
 
 /// The view and everything on it except the routing.
-fn view_statements(bp: &Blueprint) -> Vec<Statement> {
+pub fn view_statements(bp: &Blueprint) -> Vec<Statement> {
     let mut s = Vec::new();
     let cols = all_columns(bp);
     s.push(Statement::new(
