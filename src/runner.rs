@@ -592,6 +592,9 @@ pub async fn ddl(
 
 async fn in_tx(client: &Client, what: &str, stmts: &[Statement], id: i64, rec: &Record) -> Result<()> {
     client.batch_execute("BEGIN").await?;
+    // Locks are taken at the start and held to the end: this is how long
+    // the application may have waited on them.
+    let started = std::time::Instant::now();
     let res: Result<()> = async {
         for st in stmts {
             client
@@ -610,7 +613,9 @@ async fn in_tx(client: &Client, what: &str, stmts: &[Statement], id: i64, rec: &
                 .await
                 .with_context(|| format!("{what} could not commit"))?;
             crate::failpoint::hit(&format!("{what}:after-commit"));
-            tracing::info!(phase = what, "committed");
+            let held_ms = started.elapsed().as_secs_f64() * 1000.0;
+            tracing::info!(phase = what, held_ms, "committed");
+            let _ = control::event(client, id, "held", &format!("{what}: {held_ms:.1} ms")).await;
             Ok(())
         }
         Err(e) => {
