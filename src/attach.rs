@@ -21,6 +21,17 @@ pub async fn step(ctx: &Context, s: &mut Session) -> Result<Step> {
                 "constrain",
                 &format!("proving every row of {} lies below {}", bp.table, a.cutoff),
             );
+            if def_has_column_to_add(&bp) && !column_exists(c, &bp).await? {
+                let rels = [bp.table.to_string()];
+                retrying(
+                    c,
+                    RetryPolicy::new(bp.settings.retries),
+                    "constrain (column)",
+                    &rels,
+                    || async { simple_tx(c, &sql::add_column(&bp)).await },
+                )
+                .await?;
+            }
             if !constraint_exists(c, &bp).await? {
                 let rels = [bp.table.to_string()];
                 retrying(c, RetryPolicy::new(bp.settings.retries), "constrain", &rels, || async {
@@ -114,6 +125,20 @@ pub async fn step(ctx: &Context, s: &mut Session) -> Result<Step> {
         other => bail!("the attach method has no phase {}", other.as_str()),
     }
     Ok(Step::Done)
+}
+
+fn def_has_column_to_add(bp: &crate::blueprint::Blueprint) -> bool {
+    sql::def(bp).add_column.is_some()
+}
+
+async fn column_exists(c: &Client, bp: &crate::blueprint::Blueprint) -> Result<bool> {
+    Ok(c
+        .query_one(
+            "SELECT EXISTS (SELECT 1 FROM pg_attribute WHERE attrelid = to_regclass($1) AND attname = $2 AND NOT attisdropped)",
+            &[&bp.table.to_string(), &bp.key.column.as_str()],
+        )
+        .await?
+        .get(0))
 }
 
 async fn constraint_exists(c: &Client, bp: &crate::blueprint::Blueprint) -> Result<bool> {

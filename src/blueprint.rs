@@ -80,7 +80,13 @@ pub struct Mirror {
 /// `cutoff`.
 #[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
 pub struct AttachDef {
+    /// Range: the first partition holds keys below this. List: the first
+    /// partition's value.
     pub cutoff: String,
+    /// List: the key column is added to the original, with the first
+    /// partition's value as its default, in this type.
+    #[serde(default)]
+    pub add_column: Option<String>,
     /// The CHECK constraint that proves every row lies below the cutoff.
     pub check: Ident,
     /// Unique indexes built concurrently on the original so that it can
@@ -109,6 +115,10 @@ pub struct Key {
     pub kind: KeyKind,
     pub type_name: String,
     pub time_zone: String,
+    /// List partitioning on this key (one value per partition); range
+    /// otherwise.
+    #[serde(default)]
+    pub list: bool,
 }
 
 #[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
@@ -286,7 +296,26 @@ pub async fn resolve(client: &Client, plan: &PlanFile) -> Result<Resolved> {
     // The partition key.
     let spec = &plan.spec.partition;
     let key_col = info.columns.iter().find(|c| c.name.as_str() == spec.column);
+    let list = spec.by == crate::plan_file::Strategy::List;
     let key = match key_col {
+        None if list => Key {
+            column: Ident::new(spec.column.clone()),
+            kind: KeyKind::Integer,
+            type_name: "bigint".into(),
+            time_zone: spec.time_zone.clone(),
+            list,
+        },
+        Some(c) if list && KeyKind::from_type_name(&c.type_name) != Some(KeyKind::Integer) => {
+            return Err(plan
+                .key_error(
+                    "partition.column",
+                    &format!(
+                        "names `{}` of type {}; a list key must be smallint, integer or bigint",
+                        spec.column, c.type_name
+                    ),
+                )
+                .into())
+        }
         None => {
             return Err(plan
                 .key_error(
@@ -318,6 +347,7 @@ pub async fn resolve(client: &Client, plan: &PlanFile) -> Result<Resolved> {
                 kind,
                 type_name: c.type_name.clone(),
                 time_zone: spec.time_zone.clone(),
+                list,
             }
         }
     };
@@ -572,8 +602,12 @@ pub async fn resolve(client: &Client, plan: &PlanFile) -> Result<Resolved> {
         .time_zone
         .parse()
         .map_err(|_| plan.key_error("partition.time_zone", "is not a known time zone"))?;
-    let (min, max) = key_range(client, table, &key).await?;
     let method = plan.spec.method;
+    let (min, max) = if list {
+        (None, None)
+    } else {
+        key_range(client, table, &key).await?
+    };
     let start = match (&spec.start, &plan.spec.attach.cutoff) {
         (_, Some(c)) if method == Method::Attach => {
             Some(bounds::parse_start(key.kind, tz, c).map_err(|e| plan.key_error("attach.cutoff", &e))?)
@@ -581,29 +615,107 @@ pub async fn resolve(client: &Client, plan: &PlanFile) -> Result<Resolved> {
         (Some(b), _) => Some(bounds::parse_start(key.kind, tz, b).map_err(|e| plan.key_error("partition.start", &e))?),
         (None, _) => None,
     };
-    let template = spec
-        .naming
-        .clone()
-        .unwrap_or_else(|| partition::naming::default_template(spec.interval).to_string());
-    let layout = partition::layout(&LayoutInput {
-        kind: key.kind,
-        interval: spec.interval,
-        step: spec.step.map(|s| s.0),
-        tz,
-        start,
-        min,
-        max,
-        now: server.now,
-        premake: spec.premake,
-        template: &template,
-        table: table.name.as_str(),
-    })
-    .map_err(|e| plan.key_error("partition", &e))?;
+    let template = spec.naming.clone().unwrap_or_else(|| {
+        if list {
+            "{table}_p{VALUE}".to_string()
+        } else {
+            partition::naming::default_template(spec.interval).to_string()
+        }
+    });
+    let initial = spec.initial.unwrap_or_default();
+    let layout = if list {
+        // The partitions for the values after the first one.
+        (1..=i64::from(spec.premake.max(1)))
+            .map(|i| {
+                let v = initial + i;
+                partition::Partition {
+                    name: partition::naming::render(
+                        &template,
+                        table.name.as_str(),
+                        &partition::naming::TokenValues {
+                            value: Some(v),
+                            ..Default::default()
+                        },
+                    ),
+                    from: v.to_string(),
+                    to: v.to_string(),
+                }
+            })
+            .collect()
+    } else {
+        partition::layout(&LayoutInput {
+            kind: key.kind,
+            interval: spec.interval,
+            step: spec.step.map(|s| s.0),
+            tz,
+            start,
+            min,
+            max,
+            now: server.now,
+            premake: spec.premake,
+            template: &template,
+            table: table.name.as_str(),
+        })
+        .map_err(|e| plan.key_error("partition", &e))?
+    };
     // Attach: the original keeps every existing key as the first
     // partition; new partitions start at the cutoff.
     let mut layout = layout;
     let mut attach = None;
-    if method == Method::Attach {
+    if method == Method::Attach && list {
+        let add_column = match key_col {
+            None => Some(key.type_name.clone()),
+            Some(_) => {
+                let other: i64 = client
+                    .query_one(
+                        &format!(
+                            "SELECT count(*) FROM ONLY {table} WHERE {k} IS DISTINCT FROM {initial}",
+                            k = key.column
+                        ),
+                        &[],
+                    )
+                    .await?
+                    .get(0);
+                if other > 0 {
+                    refusals.push(format!(
+                        "{other} existing rows have {} other than {initial}; the original can only become the partition of that one value",
+                        key.column
+                    ));
+                }
+                None
+            }
+        };
+        if add_column.is_some() {
+            findings.push(Finding {
+                level: Level::Note,
+                message: format!(
+                    "the column {} bigint NOT NULL DEFAULT {initial} is added to {table} (no rewrite: the default is stored once); the application sets it for rows of later partitions",
+                    key.column
+                ),
+            });
+        }
+        warn(
+            &mut findings,
+            format!(
+                "between the constrain and swap phases the original refuses rows with {} other than {initial}",
+                key.column
+            ),
+        );
+        let key_indexes = uniques
+            .iter()
+            .filter(|u| u.key_appended)
+            .map(|u| KeyIndex {
+                name: u.name.derive("__k"),
+                columns: u.columns.clone(),
+            })
+            .collect();
+        attach = Some(AttachDef {
+            cutoff: initial.to_string(),
+            add_column,
+            check: table.name.derive("__cutoff"),
+            key_indexes,
+        });
+    } else if method == Method::Attach {
         if plan.spec.attach.cutoff.is_none() {
             let now = match key.kind {
                 KeyKind::TimestampTz => KeyValue::Instant(server.now),
@@ -648,6 +760,7 @@ pub async fn resolve(client: &Client, plan: &PlanFile) -> Result<Resolved> {
             .collect();
         attach = Some(AttachDef {
             cutoff,
+            add_column: None,
             check: table.name.derive("__cutoff"),
             key_indexes,
         });
@@ -708,11 +821,20 @@ pub async fn resolve(client: &Client, plan: &PlanFile) -> Result<Resolved> {
     let shadow = table.sibling(table.name.derive("__part"));
     // Where the original goes when it steps aside: behind the view (move),
     // retired but kept in sync (sync), or the first partition (attach).
-    let old = table.sibling(table.name.derive(match method {
-        Method::Move => "__orig",
-        Method::Sync => "__retired",
-        Method::Attach => "_p0",
-    }));
+    let old = match method {
+        Method::Move => table.sibling(table.name.derive("__orig")),
+        Method::Sync => table.sibling(table.name.derive("__retired")),
+        // A list partition is named for its value, as the others are.
+        Method::Attach if list => table.sibling(Ident::new(partition::naming::render(
+            &template,
+            table.name.as_str(),
+            &partition::naming::TokenValues {
+                value: Some(initial),
+                ..Default::default()
+            },
+        ))),
+        Method::Attach => table.sibling(table.name.derive("_p0")),
+    };
     let mirror = Mirror {
         function: table.sibling(table.name.derive("__mirror")),
         trigger: table.name.derive("__mirror"),
@@ -950,6 +1072,12 @@ pub async fn resolve_split(client: &Client, plan: &PlanFile, attached: &Blueprin
     let cutoff = bounds::bound_value(key.kind, tz, &a.cutoff)
         .ok_or_else(|| anyhow::anyhow!("the stored cutoff {} cannot be read", a.cutoff))?;
     let server = catalog::server_info(client).await?;
+    if key.list {
+        return Err(Refusal::new(format!(
+            "{table} is partitioned by list; its first partition holds one value and has nothing to split"
+        ))
+        .into());
+    }
     let template = spec
         .naming
         .clone()

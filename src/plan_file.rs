@@ -72,6 +72,9 @@ impl Method {
 #[serde(rename_all = "lowercase")]
 pub enum Strategy {
     Range,
+    /// On a logical column such as `partition_id` (the GitLab CI design);
+    /// for now with the attach method.
+    List,
 }
 
 #[derive(Clone, Copy, Debug, Deserialize, Serialize, PartialEq, Eq)]
@@ -95,6 +98,11 @@ pub struct PartitionSpec {
     /// For integer keys: the width of each partition.
     #[serde(default)]
     pub step: Option<Positive>,
+    /// For list partitioning: the value of every existing row (the
+    /// attached original's partition); the tool adds the column with this
+    /// default when it does not exist.
+    #[serde(default)]
+    pub initial: Option<i64>,
     /// The time zone in which calendar bounds are computed.
     #[serde(default = "default_time_zone")]
     pub time_zone: String,
@@ -310,12 +318,42 @@ impl PlanFile {
                 "cannot be given together with partition.interval: use interval for date and time keys, step for integer keys",
             ));
         }
+        if p.by == Strategy::List {
+            if p.interval.is_some() || p.step.is_some() || p.start.is_some() {
+                return Err(self.key_error(
+                    "partition.by",
+                    "list takes partition.initial and partition.premake, not interval, step or start",
+                ));
+            }
+            if p.initial.is_none() {
+                return Err(self.key_error(
+                    "partition.by",
+                    "list needs partition.initial: the value of every existing row (for example 100)",
+                ));
+            }
+            if self.spec.method != Method::Attach {
+                return Err(self.key_error(
+                    "partition.by",
+                    "list is supported by the attach method for now; move and sync partition by range",
+                ));
+            }
+            return self.check_common();
+        }
+        if p.initial.is_some() {
+            return Err(self.key_error("partition.initial", "is for partition.by: list"));
+        }
         if p.interval.is_none() && p.step.is_none() {
             return Err(self.key_error(
                 "partition",
                 "needs either interval (day, week, month or year, for date and time keys) or step (for integer keys)",
             ));
         }
+        self.check_common()
+    }
+
+    /// Checks that hold for every strategy.
+    fn check_common(&self) -> Result<(), Refusal> {
+        let p = &self.spec.partition;
         if p.time_zone.parse::<chrono_tz::Tz>().is_err() {
             return Err(self.key_error(
                 "partition.time_zone",

@@ -86,7 +86,8 @@ pub fn phases(bp: &Blueprint) -> Vec<PhasePlan> {
             },
         ],
         Method::Attach => {
-            let mut constrain = phase::attach::add_check(bp);
+            let mut constrain = phase::attach::add_column(bp);
+            constrain.extend(phase::attach::add_check(bp));
             constrain.push(phase::attach::validate_check(bp));
             constrain.extend(phase::attach::key_indexes(bp));
             vec![
@@ -123,10 +124,17 @@ pub fn application_notes(bp: &Blueprint) -> Vec<String> {
         Method::Attach => {
             let a = phase::attach::def(bp);
             v.push("No row moves and the application uses its table throughout: every statement works.".into());
-            v.push(format!(
-                "From the constrain phase until the swap the original refuses rows with {} at or after {}.",
-                bp.key.column, a.cutoff
-            ));
+            if bp.key.list {
+                v.push(format!(
+                    "From the constrain phase until the swap the original refuses rows with {} other than {}; afterwards rows go to the partition of their value.",
+                    bp.key.column, a.cutoff
+                ));
+            } else {
+                v.push(format!(
+                    "From the constrain phase until the swap the original refuses rows with {} at or after {}.",
+                    bp.key.column, a.cutoff
+                ));
+            }
             v.push(
                 "All existing rows stay in one large first partition; `split` work to break it up is separate.".into(),
             );
@@ -172,8 +180,9 @@ pub fn plan(r: &Resolved, where_: &str) -> String {
     let mut o = String::new();
     let _ = writeln!(
         o,
-        "Plan: repartition {} by range on {} ({}) with the {} method",
+        "Plan: repartition {} by {} on {} ({}) with the {} method",
         bp.table,
+        if bp.key.list { "list" } else { "range" },
         bp.key.column,
         bp.key.type_name,
         bp.method.as_str()
@@ -192,6 +201,14 @@ pub fn plan(r: &Resolved, where_: &str) -> String {
     let _ = writeln!(o, "Table: {rows}, {}; {wal}", bytes(r.info.bytes));
     let first = bp.partitions.first().map(|p| p.from.as_str()).unwrap_or("?");
     let last = bp.partitions.last().map(|p| p.to.as_str()).unwrap_or("?");
+    let (first, last) = if bp.key.list {
+        (
+            bp.partitions.first().map(|p| p.from.as_str()).unwrap_or("?"),
+            bp.partitions.last().map(|p| p.from.as_str()).unwrap_or("?"),
+        )
+    } else {
+        (first, last)
+    };
     let _ = writeln!(
         o,
         "Partitions: {} from {first} to {last}{}{}",

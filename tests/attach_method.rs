@@ -259,3 +259,77 @@ async fn split_aborted_midway_reattaches_the_first_partition() {
     db.migrate(&["split", plan]).await.ok();
     assert_eq!(all_events(&db).await, expected);
 }
+
+const LIST_PLAN: &str = "table: public.workflow_events
+partition:
+  by: list
+  column: partition_id
+  initial: 100
+  premake: 2
+method: attach
+";
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn attach_by_list_on_a_logical_column_under_load() {
+    let cluster = Cluster::start();
+    let db = cluster.database().await;
+    seed(&db, 200, 15_000).await;
+    let objects = db.objects().await;
+    let dir = scratch();
+    let plan = db.plan_file(dir.path(), "l.yaml", LIST_PLAN);
+    let plan = plan.to_str().unwrap();
+    // Abort after constrain: the added column goes again.
+    db.migrate(&["apply", plan, "--until", "constrain"]).await.ok();
+    assert_eq!(
+        db.scalar_i64("SELECT count(*) FROM workflow_events WHERE partition_id = 100")
+            .await,
+        15_000
+    );
+    db.migrate(&["abort", plan]).await.ok();
+    assert_eq!(db.objects().await, objects);
+    assert_eq!(
+        db.scalar_i64("SELECT count(*) FROM pg_attribute WHERE attrelid = 'workflow_events'::regclass AND attname = 'partition_id'").await,
+        0
+    );
+
+    let features = Features {
+        upsert_and_lock: true,
+        ..Features::default()
+    };
+    let workload = Workload::start_with(&db, 4, 41, features).await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let run = db
+        .migrate_env(&["apply", plan], &[("MIGRATE_FAILPOINT", "constrain:after-check")])
+        .await;
+    assert_eq!(run.code, 86, "{}", run.stderr);
+    db.migrate(&["resume", plan]).await.ok();
+    tokio::time::sleep(Duration::from_millis(400)).await;
+    let report = workload.stop().await;
+    assert!(
+        report.errors.is_empty(),
+        "the application saw errors: {:?}",
+        &report.errors[..report.errors.len().min(8)]
+    );
+    let compared = compare(&db, &report.oracle).await;
+    println!(
+        "attach by list under load: {} operations, 0 errors, {compared} rows compared",
+        report.total_ops()
+    );
+    assert_eq!(
+        db.scalar_str(
+            "SELECT string_agg(c.relname || ' ' || pg_get_expr(c.relpartbound, c.oid), ', ' ORDER BY c.relname) \
+             FROM pg_inherits i JOIN pg_class c ON c.oid = i.inhrelid WHERE i.inhparent = 'workflow_events'::regclass"
+        )
+        .await
+        .unwrap(),
+        "workflow_events_p100 FOR VALUES IN ('100'), workflow_events_p101 FOR VALUES IN ('101'), workflow_events_p102 FOR VALUES IN ('102')"
+    );
+    db.exec("INSERT INTO workflow_events (run_id, type, partition_id) VALUES (1, 'next', 101)")
+        .await;
+    assert_eq!(
+        db.scalar_str("SELECT tableoid::regclass::text FROM workflow_events WHERE type = 'next'")
+            .await
+            .as_deref(),
+        Some("workflow_events_p101")
+    );
+}

@@ -134,6 +134,15 @@ async fn refusals_are_one_sentence_and_change_nothing() {
             expect: "colour (line 10) unknown field `colour`",
         },
         Case {
+            name: "list with move",
+            setup: "",
+            plan: p("")
+                .replace("  interval: month\n", "")
+                .replace("by: range", "by: list")
+                .replace("column: ts", "column: partition_id\n  initial: 100"),
+            expect: "partition.by (line 3) list is supported by the attach method for now",
+        },
+        Case {
             name: "zero batch",
             setup: "",
             plan: p("").replace("size: 500", "size: 0"),

@@ -56,6 +56,8 @@ pub struct TokenValues {
     pub date: Option<chrono::NaiveDate>,
     pub start: Option<i64>,
     pub end: Option<i64>,
+    /// List partitions: the partition's value.
+    pub value: Option<i64>,
 }
 
 /// Renders a template. Negative integers are written with an `m` prefix, as
@@ -77,7 +79,9 @@ pub fn render(template: &str, table: &str, v: &TokenValues) -> String {
             .replace("{IYYY}", &format!("{:04}", iso.year()))
             .replace("{IW}", &format!("{:02}", iso.week()));
     }
-    out.replace("{START}", &int(v.start)).replace("{END}", &int(v.end))
+    out.replace("{START}", &int(v.start))
+        .replace("{END}", &int(v.end))
+        .replace("{VALUE}", &int(v.value))
 }
 
 #[cfg(test)]

@@ -16,22 +16,61 @@ pub fn def(bp: &Blueprint) -> &AttachDef {
     bp.attach.as_ref().expect("an attach blueprint has its attach part")
 }
 
+/// List: the logical key column, with the first partition's value as its
+/// default; PostgreSQL stores a constant default once, so no row is
+/// rewritten (brief strong lock).
+pub fn add_column(bp: &Blueprint) -> Vec<Statement> {
+    let a = def(bp);
+    let Some(ty) = &a.add_column else { return Vec::new() };
+    let mut s = session_limits(bp);
+    s.push(Statement::new(
+        "the logical partition key, every existing row holding the first partition's value, without a rewrite",
+        format!(
+            "ALTER TABLE {} ADD COLUMN {} {ty} NOT NULL DEFAULT {}",
+            bp.table,
+            bp.key.column,
+            quote_literal(&a.cutoff)
+        ),
+    ));
+    s
+}
+
+/// The condition every row of the first partition meets.
+fn bound_condition(bp: &Blueprint) -> String {
+    let a = def(bp);
+    let op = if bp.key.list { "=" } else { "<" };
+    format!(
+        "{} {op} {}::{}",
+        bp.key.column,
+        quote_literal(&a.cutoff),
+        bp.key.type_name
+    )
+}
+
 /// Constrain, step 1: the bound, not yet validated (brief strong lock).
 pub fn add_check(bp: &Blueprint) -> Vec<Statement> {
     let a = def(bp);
     let mut s = session_limits(bp);
     s.push(Statement::new(
-        "every existing row lies below the cutoff: checked for new rows at once, validated for old ones next",
+        "every existing row lies in the first partition: checked for new rows at once, validated for old ones next",
         format!(
-            "ALTER TABLE {} ADD CONSTRAINT {} CHECK ({} < {}::{}) NOT VALID",
+            "ALTER TABLE {} ADD CONSTRAINT {} CHECK ({}) NOT VALID",
             bp.table,
             a.check,
-            bp.key.column,
-            quote_literal(&a.cutoff),
-            bp.key.type_name
+            bound_condition(bp)
         ),
     ));
     s
+}
+
+/// The first partition's bound.
+fn first_bound(bp: &Blueprint) -> String {
+    let a = def(bp);
+    if bp.key.list {
+        format!("FOR VALUES IN ({})", quote_literal(&a.cutoff))
+    } else {
+        format!("FOR VALUES FROM (MINVALUE) TO ({})", quote_literal(&a.cutoff))
+    }
 }
 
 /// Constrain, step 2: validation scans under SHARE UPDATE EXCLUSIVE, which
@@ -102,10 +141,10 @@ pub fn swap(bp: &Blueprint) -> Vec<Statement> {
     s.push(Statement::new(
         "the original becomes the partition of every key below the cutoff; its validated constraint spares the scan",
         format!(
-            "ALTER TABLE {} ATTACH PARTITION {} FOR VALUES FROM (MINVALUE) TO ({})",
+            "ALTER TABLE {} ATTACH PARTITION {} {}",
             bp.shadow,
             bp.table,
-            quote_literal(&a.cutoff)
+            first_bound(bp)
         ),
     ));
     s.push(Statement::new(
@@ -169,13 +208,19 @@ pub fn swap(bp: &Blueprint) -> Vec<Statement> {
     s
 }
 
-/// Abort before the swap: the bound and the built indexes go.
+/// Abort before the swap: the bound (and a column the tool added) go.
 pub fn abort_constraint(bp: &Blueprint) -> Vec<Statement> {
     let mut s = session_limits(bp);
     s.push(Statement::new(
         "the bound goes",
         format!("ALTER TABLE {} DROP CONSTRAINT IF EXISTS {}", bp.table, def(bp).check),
     ));
+    if def(bp).add_column.is_some() {
+        s.push(Statement::new(
+            "the column the tool added goes (no rewrite)",
+            format!("ALTER TABLE {} DROP COLUMN IF EXISTS {}", bp.table, bp.key.column),
+        ));
+    }
     s
 }
 

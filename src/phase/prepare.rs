@@ -18,9 +18,10 @@ pub fn statements(bp: &Blueprint) -> Vec<Statement> {
         "the partitioned table: same columns, defaults (sharing the original's sequences), NOT NULL and CHECK constraints",
         format!(
             "CREATE TABLE {shadow} (LIKE {table} INCLUDING DEFAULTS INCLUDING CONSTRAINTS INCLUDING GENERATED \
-             INCLUDING STORAGE INCLUDING COMMENTS INCLUDING STATISTICS INCLUDING COMPRESSION) PARTITION BY RANGE ({key})",
+             INCLUDING STORAGE INCLUDING COMMENTS INCLUDING STATISTICS INCLUDING COMPRESSION) PARTITION BY {strategy} ({key})",
             table = bp.table,
-            key = bp.key.column
+            key = bp.key.column,
+            strategy = if bp.key.list { "LIST" } else { "RANGE" }
         ),
     ));
     s.push(Statement::new(
@@ -32,9 +33,8 @@ pub fn statements(bp: &Blueprint) -> Vec<Statement> {
         s.push(Statement::new(
             "a partition",
             format!(
-                "CREATE TABLE {name} PARTITION OF {shadow} FOR VALUES FROM ({}) TO ({}){storage}",
-                quote_literal(&p.from),
-                quote_literal(&p.to)
+                "CREATE TABLE {name} PARTITION OF {shadow} {}{storage}",
+                bound_clause(bp, p)
             ),
         ));
         s.push(Statement::new(
@@ -90,4 +90,17 @@ pub fn statements(bp: &Blueprint) -> Vec<Statement> {
     }
     s.extend(grants(bp, "TABLE", &shadow.to_string()));
     s
+}
+
+/// `FOR VALUES ...` of one partition.
+pub fn bound_clause(bp: &Blueprint, p: &crate::blueprint::PartitionDef) -> String {
+    if bp.key.list {
+        format!("FOR VALUES IN ({})", quote_literal(&p.from))
+    } else {
+        format!(
+            "FOR VALUES FROM ({}) TO ({})",
+            quote_literal(&p.from),
+            quote_literal(&p.to)
+        )
+    }
 }
