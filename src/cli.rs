@@ -188,6 +188,10 @@ fn finish(ctx: &Context, method: Method, outcome: Outcome) -> Result<i32> {
             ctx.reporter.done("swapped: the partitioned table carries the name; the retired original is kept in step until `migrate cleanup` (or `migrate unswap` to go back)");
             Ok(exit::OK)
         }
+        Outcome::Reached(Phase::Verified) if method == Method::Sync => {
+            ctx.reporter.done("the original table carries the name again and is mirrored into the partitioned copy; `migrate swap` swaps again, `migrate abort` ends the migration");
+            Ok(exit::OK)
+        }
         Outcome::Reached(p) => {
             ctx.reporter.done(&format!(
                 "stopped after phase {}, as asked; continue with `migrate resume` or `migrate swap`",

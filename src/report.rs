@@ -310,6 +310,7 @@ pub fn status(m: &MigrationRow, live: &Live) -> String {
         Some(r) => {
             let _ = writeln!(o, "Runner: {r}");
         }
+        None if m.state == "active" && m.phase == Phase::Swapped && m.blueprint.method == Method::Sync => {}
         None if m.state == "active" || m.state == "aborting" => {
             let _ = writeln!(
                 o,

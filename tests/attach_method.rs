@@ -333,3 +333,37 @@ async fn attach_by_list_on_a_logical_column_under_load() {
         Some("workflow_events_p101")
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn split_crashes_in_route_and_swap() {
+    let cluster = Cluster::start();
+    for point in [
+        "route:before-commit",
+        "route:after-commit",
+        "swap:before-commit",
+        "finish:before-commit",
+    ] {
+        let db = cluster.database().await;
+        seed(&db, 10, 2000).await;
+        let dir = scratch();
+        let plan = db.plan_file(
+            dir.path(),
+            "p.yaml",
+            &attach_plan("").replace("size: 1000", "size: 300"),
+        );
+        let plan = plan.to_str().unwrap();
+        db.migrate(&["apply", plan]).await.ok();
+        let before = all_events(&db).await;
+        let run = db.migrate_env(&["split", plan], &[("MIGRATE_FAILPOINT", point)]).await;
+        assert_eq!(run.code, 86, "{point}: {}", run.stderr);
+        assert_eq!(all_events(&db).await, before, "{point}: rows changed after the crash");
+        db.migrate(&["resume", plan]).await.ok();
+        assert_eq!(all_events(&db).await, before, "{point}");
+        assert_eq!(
+            db.scalar_i64("SELECT count(*) FROM pg_class WHERE oid = to_regclass('public.workflow_events_p0')")
+                .await,
+            0,
+            "{point}"
+        );
+    }
+}
