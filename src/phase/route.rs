@@ -242,52 +242,28 @@ fn delete_body(bp: &Blueprint) -> String {
 /// every row again): the original takes its name back, dependents follow
 /// it, the view and its routing go, dropped foreign keys come back.
 pub fn revert_statements(bp: &Blueprint) -> Vec<Statement> {
-    let r = &bp.routing;
-    let mut s = vec![
-        Statement::new(
-            "the view steps aside (dependent views still bind to it)",
-            format!("ALTER VIEW {} RENAME TO {}", bp.table, bp.retired_view.name),
-        ),
-        Statement::new(
-            "the original takes its name back",
-            format!("ALTER TABLE {} RENAME TO {}", bp.old, bp.table.name),
-        ),
-    ];
     let autovacuum = bp.storage.iter().find_map(|o| o.strip_prefix("autovacuum_enabled="));
-    s.push(Statement::new(
+    let mut s = vec![Statement::new(
         "autovacuum as it was",
         match autovacuum {
-            Some(v) => format!(
-                "ALTER TABLE {} SET (autovacuum_enabled = {})",
-                bp.table,
-                quote_literal(v)
-            ),
-            None => format!("ALTER TABLE {} RESET (autovacuum_enabled)", bp.table),
+            Some(v) => format!("ALTER TABLE {} SET (autovacuum_enabled = {})", bp.old, quote_literal(v)),
+            None => format!("ALTER TABLE {} RESET (autovacuum_enabled)", bp.old),
         },
-    ));
-    for v in &bp.dependent_views {
-        s.push(rebind_view(v));
-    }
-    s.push(Statement::new(
-        "the view and its rule and triggers go",
-        format!("DROP VIEW {}", bp.retired_view),
-    ));
-    s.push(Statement::new(
-        "the routing functions go",
-        format!(
-            "DROP FUNCTION {}(), {}(), {}()",
-            r.insert_function, r.update_function, r.delete_function
-        ),
+    )];
+    s.extend(super::swap::hand_name_to(
+        bp,
+        &bp.old,
+        "the original takes its name back",
     ));
     for f in &bp.incoming_fks {
-        let def = if f.definition.contains("NOT VALID") {
-            f.definition.clone()
-        } else {
-            format!("{} NOT VALID", f.definition)
-        };
         s.push(Statement::new(
             "restore a dropped incoming foreign key (validated afterwards, without blocking writers)",
-            format!("ALTER TABLE {} ADD CONSTRAINT {} {def}", f.table, f.name),
+            format!(
+                "ALTER TABLE {} ADD CONSTRAINT {} {}",
+                f.table,
+                f.name,
+                super::sync::not_valid(&f.definition)
+            ),
         ));
     }
     s

@@ -75,47 +75,12 @@ pub fn route(bp: &Blueprint) -> Vec<Statement> {
 /// Swap: the partitioned table takes its name back.
 pub fn swap(bp: &Blueprint) -> Vec<Statement> {
     let mut s = session_limits(bp);
-    s.push(lock_statement(
-        "take every lock of the swap at once: dependent views, the view, then the tables behind it",
-        &locks(bp, &[bp.shadow.to_string(), bp.old.to_string()]),
-    ));
-    s.push(Statement::new(
-        "find the last stragglers through the key index, not by reading every emptied page",
-        "SET LOCAL enable_seqscan = off",
-    ));
-    let w = writable_columns(bp);
-    let ident = crate::sql::list(&bp.row_identity);
-    s.push(Statement::new(
-        "move the rows that an UPDATE put behind the mover's cursor",
-        format!(
-            "WITH moved AS (DELETE FROM ONLY {old} WHERE ({ident}) IN (SELECT {ident} FROM ONLY {old}) RETURNING {w}) \
-             INSERT INTO {shadow} ({w}) SELECT {w} FROM moved",
-            old = bp.old,
-            shadow = bp.shadow
-        ),
-    ));
-    s.push(Statement::new(
-        "the view steps aside (dependent views still bind to it)",
-        format!("ALTER VIEW {} RENAME TO {}", bp.table, bp.retired_view.name),
-    ));
-    s.push(Statement::new(
+    s.push(super::swap::locks(bp));
+    s.extend(super::swap::stragglers(bp));
+    s.extend(super::swap::hand_name_to(
+        bp,
+        &bp.shadow,
         "the partitioned table takes its name back",
-        format!("ALTER TABLE {} RENAME TO {}", bp.shadow, bp.table.name),
-    ));
-    for v in &bp.dependent_views {
-        s.push(rebind_view(v));
-    }
-    let r = &bp.routing;
-    s.push(Statement::new(
-        "the view and its rule and triggers go",
-        format!("DROP VIEW {}", bp.retired_view),
-    ));
-    s.push(Statement::new(
-        "the routing functions go",
-        format!(
-            "DROP FUNCTION {}(), {}(), {}()",
-            r.insert_function, r.update_function, r.delete_function
-        ),
     ));
     s
 }
@@ -150,10 +115,7 @@ pub fn abort_validate(bp: &Blueprint) -> Statement {
 pub fn unroute(bp: &Blueprint) -> Vec<Statement> {
     let d = def(bp);
     let mut s = session_limits(bp);
-    s.push(lock_statement(
-        "take every lock at once, outer objects first",
-        &locks(bp, &[bp.shadow.to_string(), bp.old.to_string()]),
-    ));
+    s.push(super::swap::locks(bp));
     let w = writable_columns(bp);
     s.push(Statement::new(
         "the last rows of the first partition's range move back",
@@ -166,28 +128,10 @@ pub fn unroute(bp: &Blueprint) -> Vec<Statement> {
             old = bp.old
         ),
     ));
-    s.push(Statement::new(
-        "the view steps aside",
-        format!("ALTER VIEW {} RENAME TO {}", bp.table, bp.retired_view.name),
-    ));
-    s.push(Statement::new(
+    s.extend(super::swap::hand_name_to(
+        bp,
+        &bp.shadow,
         "the partitioned table takes its name back",
-        format!("ALTER TABLE {} RENAME TO {}", bp.shadow, bp.table.name),
-    ));
-    for v in &bp.dependent_views {
-        s.push(rebind_view(v));
-    }
-    let r = &bp.routing;
-    s.push(Statement::new(
-        "the view and its rule and triggers go",
-        format!("DROP VIEW {}", bp.retired_view),
-    ));
-    s.push(Statement::new(
-        "the routing functions go",
-        format!(
-            "DROP FUNCTION {}(), {}(), {}()",
-            r.insert_function, r.update_function, r.delete_function
-        ),
     ));
     for p in &bp.partitions {
         s.push(Statement::new(
