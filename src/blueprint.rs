@@ -701,19 +701,11 @@ pub async fn resolve(client: &Client, plan: &PlanFile) -> Result<Resolved> {
                 key.column
             ),
         );
-        let key_indexes = uniques
-            .iter()
-            .filter(|u| u.key_appended)
-            .map(|u| KeyIndex {
-                name: u.name.derive("__k"),
-                columns: u.columns.clone(),
-            })
-            .collect();
         attach = Some(AttachDef {
+            key_indexes: key_indexes(&uniques),
             cutoff: initial.to_string(),
             add_column,
             check: table.name.derive("__cutoff"),
-            key_indexes,
         });
     } else if method == Method::Attach {
         if plan.spec.attach.cutoff.is_none() {
@@ -748,21 +740,11 @@ pub async fn resolve(client: &Client, plan: &PlanFile) -> Result<Resolved> {
                 key.column
             ),
         );
-        // A unique key that already holds the partition key is adopted as it
-        // is; the others get an index with the key appended.
-        let key_indexes = uniques
-            .iter()
-            .filter(|u| u.key_appended)
-            .map(|u| KeyIndex {
-                name: u.name.derive("__k"),
-                columns: u.columns.clone(),
-            })
-            .collect();
         attach = Some(AttachDef {
             cutoff,
             add_column: None,
             check: table.name.derive("__cutoff"),
-            key_indexes,
+            key_indexes: key_indexes(&uniques),
         });
     }
     let mut seen = std::collections::HashSet::new();
@@ -973,6 +955,19 @@ pub async fn resolve(client: &Client, plan: &PlanFile) -> Result<Resolved> {
         info,
         server,
     })
+}
+
+/// Attach: a unique key that already holds the partition key is adopted as
+/// it is; the others get an index with the key appended, built concurrently.
+fn key_indexes(uniques: &[UniqueDef]) -> Vec<KeyIndex> {
+    uniques
+        .iter()
+        .filter(|u| u.key_appended)
+        .map(|u| KeyIndex {
+            name: u.name.derive("__k"),
+            columns: u.columns.clone(),
+        })
+        .collect()
 }
 
 fn warn(findings: &mut Vec<Finding>, message: String) {
