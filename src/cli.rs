@@ -75,6 +75,10 @@ pub enum Command {
     /// attach: break the first partition into proper partitions online
     /// (resume and abort work on it as on any migration).
     Split { plan: PathBuf },
+    /// Premake partitions up to the plan's horizon and apply its retention;
+    /// safe from cron and from two hosts at once. Exit code 5 when the
+    /// newest partition is about to run out.
+    Maintain { plan: PathBuf },
     /// Show the phase, rows moved and remaining, rate and ETA.
     Status { plan: PathBuf },
 }
@@ -170,6 +174,10 @@ pub async fn run(cli: Cli) -> Result<i32> {
         Command::Split { plan } => {
             let plan = PlanFile::load(&plan)?;
             finish(&ctx, Method::Move, runner::split(&ctx, &plan).await?)
+        }
+        Command::Maintain { plan } => {
+            let plan = PlanFile::load(&plan)?;
+            crate::maintain::maintain(&ctx, &plan).await
         }
         Command::Status { plan } => {
             let plan = PlanFile::load(&plan)?;

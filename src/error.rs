@@ -42,6 +42,8 @@ pub mod exit {
     pub const REFUSED: i32 = 2;
     pub const LOCK_TIMEOUT: i32 = 3;
     pub const CONFLICT: i32 = 4;
+    /// `maintain`: the newest partition ends within one period.
+    pub const RUNNING_OUT: i32 = 5;
     pub const INTERRUPTED: i32 = 130;
 }
 

@@ -33,8 +33,33 @@ pub struct PlanSpec {
     pub swap: SwapSpec,
     #[serde(default)]
     pub attach: AttachSpec,
+    /// For `migrate maintain`: how many periods of partitions to keep.
+    #[serde(default)]
+    pub retention: Option<RetentionSpec>,
 }
 
+#[derive(Clone, Debug, Deserialize, Serialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct RetentionSpec {
+    /// Partitions to keep: the current one and those before it.
+    pub keep: Positive,
+    /// Where an expired partition goes before it is dropped; dropped
+    /// without a copy when absent.
+    #[serde(default)]
+    pub archive: Option<ArchiveSpec>,
+}
+
+#[derive(Clone, Debug, Deserialize, Serialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct ArchiveSpec {
+    /// Moved into this schema (kept there, not dropped).
+    #[serde(default)]
+    pub schema: Option<String>,
+    /// Written to `<directory>/<schema>.<partition>.csv.gz` with COPY, then
+    /// dropped.
+    #[serde(default)]
+    pub directory: Option<String>,
+}
 #[derive(Clone, Debug, Default, Deserialize, Serialize, PartialEq)]
 #[serde(deny_unknown_fields)]
 pub struct AttachSpec {
@@ -377,6 +402,11 @@ impl PlanFile {
                 "swap.keep_old",
                 "is only for method: move (sync keeps the retired original until `migrate cleanup`; attach keeps it as the first partition)",
             ));
+        }
+        if let Some(a) = self.spec.retention.as_ref().and_then(|r| r.archive.as_ref()) {
+            if a.schema.is_some() == a.directory.is_some() {
+                return Err(self.key_error("retention.archive", "takes either schema or directory"));
+            }
         }
         let l = &self.spec.locks;
         if l.lock_timeout.0 == 0 {

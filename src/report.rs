@@ -140,6 +140,14 @@ pub fn application_notes(bp: &Blueprint) -> Vec<String> {
             );
         }
     }
+    if !bp.key.list && bp.default_partition.is_none() {
+        if let Some(last) = bp.partitions.last() {
+            v.push(format!(
+                "Rows whose {} has no partition are refused by the partitioned table: from the start for move and sync (the view and the mirror write into it), after the swap for attach. The partitions reach up to {}; `migrate maintain` keeps creating them ahead.",
+                bp.key.column, last.to
+            ));
+        }
+    }
     v.push(format!(
         "After the swap the table is partitioned: INSERT ... ON CONFLICT must name a unique key that includes {} (ON CONFLICT ON CONSTRAINT <name> keeps working, names are kept); RETURNING xmax is refused on partitioned tables; queries without {} in WHERE read every partition.",
         bp.key.column, bp.key.column

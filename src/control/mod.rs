@@ -129,9 +129,8 @@ pub async fn bootstrap(client: &mut Client) -> Result<()> {
         if v > SCHEMA_VERSION {
             bail!("the control schema `repartition` has version {v}, newer than this tool knows ({SCHEMA_VERSION}); use a newer version of the tool");
         }
-        if v == SCHEMA_VERSION {
-            return Ok(());
-        }
+        // Every statement of the schema is idempotent: running it again
+        // adds what a newer build of the same version brought.
     }
     let tx = client.transaction().await?;
     tx.execute(

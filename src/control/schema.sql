@@ -64,3 +64,15 @@ CREATE TABLE IF NOT EXISTS repartition.events (
     detail text NOT NULL DEFAULT ''
 );
 CREATE INDEX IF NOT EXISTS events_by_migration ON repartition.events (migration_id, at);
+
+-- Partitions that retention is taking out of a table, step by step:
+-- detached first (no strong lock on the parent while data is archived or
+-- dropped), then archived, then dropped.
+CREATE TABLE IF NOT EXISTS repartition.expired_partitions (
+    table_name text NOT NULL,
+    partition_name text NOT NULL,
+    state text NOT NULL CHECK (state IN ('detaching', 'detached', 'archived', 'dropped')),
+    archive text,
+    updated_at timestamptz NOT NULL DEFAULT now(),
+    PRIMARY KEY (table_name, partition_name)
+);

@@ -11,7 +11,7 @@ use tokio_postgres::{Client, Config, NoTls};
 
 /// The settings every session of the tool starts with.
 const SESSION_OPTIONS: &str =
-    "-c TimeZone=UTC -c search_path=pg_catalog -c DateStyle=ISO,YMD -c IntervalStyle=postgres -c extra_float_digits=3";
+    "-c TimeZone=UTC -c search_path=pg_catalog -c DateStyle=ISO,YMD -c IntervalStyle=postgres -c extra_float_digits=3 -c client_min_messages=warning";
 
 /// Builds the connection configuration.
 pub fn config(url: Option<&str>, application_name: &str) -> Result<Config> {

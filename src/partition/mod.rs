@@ -2,6 +2,7 @@
 //! Pure computation, so that `plan` and tests need no database for it.
 
 pub mod bounds;
+pub mod existing;
 pub mod naming;
 
 pub use bounds::{layout, KeyKind, KeyValue, LayoutInput, Partition};

@@ -1,0 +1,527 @@
+//! `migrate maintain`: the partitioned table's daily care, safe from cron
+//! and from two hosts at once. It premakes partitions up to the plan's
+//! horizon, and applies retention: each expired partition is detached
+//! first (concurrently where the server allows), then archived, then
+//! dropped, each step in its own transaction and recorded, so no strong
+//! lock on the parent is ever held while data is archived or dropped.
+
+use crate::catalog;
+use crate::control;
+use crate::db::advisory::RunnerLock;
+use crate::db::retry::{retrying, RetryPolicy};
+use crate::error::{exit, Failure, Refusal};
+use crate::partition::bounds::{self, KeyKind, KeyValue, LayoutInput};
+use crate::partition::existing::{self, Bound, Existing};
+use crate::plan_file::{ArchiveSpec, PlanFile};
+use crate::runner::Context;
+use crate::sql::{quote_literal, Ident, QualifiedName};
+use anyhow::{Context as _, Result};
+use std::io::Write;
+use tokio_postgres::Client;
+
+/// What one run did, for the operator.
+#[derive(Debug, Default)]
+pub struct Report {
+    pub created: Vec<String>,
+    pub skipped: Vec<String>,
+    pub expired: Vec<String>,
+    pub newest_upper: Option<String>,
+    pub running_out: bool,
+}
+
+struct Target {
+    table: QualifiedName,
+    column: Ident,
+    kind: KeyKind,
+    default_partition: bool,
+}
+
+pub async fn maintain(ctx: &Context, plan: &PlanFile) -> Result<i32> {
+    let mut client = crate::db::connect(&ctx.cfg).await?;
+    // As for migrations: below the server's deadlock_timeout, so the tool
+    // is the one that steps back.
+    let server = catalog::server_info(&client).await?;
+    let lock_timeout_ms = plan
+        .spec
+        .locks
+        .lock_timeout
+        .0
+        .min((server.deadlock_timeout_ms.max(100) / 2) as u64)
+        .max(10);
+    let table = plan.table.clone();
+    let mut lock_cfg = ctx.cfg.clone();
+    lock_cfg.application_name("migrate maintain (runner lock)");
+    let lock_client = crate::db::connect(&lock_cfg).await?;
+    let _lock = match RunnerLock::acquire(lock_client, &table.to_string()).await {
+        Ok(l) => l,
+        Err(e)
+            if e.downcast_ref::<Failure>()
+                .is_some_and(|f| matches!(f, Failure::Conflict(_))) =>
+        {
+            // Another host is maintaining, or a migration runs: nothing to
+            // do now, and nothing to alarm cron about.
+            ctx.reporter.done(&format!("{e}; this run does nothing"));
+            return Ok(exit::OK);
+        }
+        Err(e) => return Err(e),
+    };
+    if let Some(m) = control::unfinished(&client, &table.to_string()).await? {
+        return Err(Refusal::new(format!(
+            "a {} migration of {table} is unfinished (phase {}); maintain runs on the partitioned table once it is done",
+            m.method,
+            m.phase.as_str()
+        ))
+        .into());
+    }
+    let target = target(&client, plan).await?;
+    control::bootstrap(&mut client).await?;
+    let policy = RetryPolicy::new(plan.spec.locks.retries);
+    let limits = Limits {
+        lock_timeout_ms,
+        statement_timeout_ms: plan.spec.locks.statement_timeout.0,
+    };
+    let mut report = Report::default();
+    premake(&client, plan, &target, policy, &limits, &mut report).await?;
+    if let Some(r) = &plan.spec.retention {
+        retention(
+            &client,
+            plan,
+            &target,
+            r.keep.0,
+            r.archive.as_ref(),
+            policy,
+            &limits,
+            &mut report,
+        )
+        .await?;
+    }
+    for line in report.created.iter().chain(&report.expired).chain(&report.skipped) {
+        println!("{line}");
+    }
+    match (&report.newest_upper, report.running_out) {
+        (Some(u), true) => {
+            eprintln!("migrate: WARNING: the newest partition of {table} ends at {u}, within one period: rows beyond it will be refused; check why partitions could not be created");
+            Ok(exit::RUNNING_OUT)
+        }
+        (Some(u), false) => {
+            println!("{table}: partitions reach up to {u}");
+            Ok(exit::OK)
+        }
+        (None, _) => {
+            eprintln!("migrate: WARNING: {table} has no range partition");
+            Ok(exit::RUNNING_OUT)
+        }
+    }
+}
+
+struct Limits {
+    lock_timeout_ms: u64,
+    statement_timeout_ms: u64,
+}
+
+impl Limits {
+    fn set_local(&self) -> String {
+        format!(
+            "SET LOCAL lock_timeout = '{}ms'; SET LOCAL statement_timeout = '{}ms';",
+            self.lock_timeout_ms, self.statement_timeout_ms
+        )
+    }
+}
+
+async fn target(client: &Client, plan: &PlanFile) -> Result<Target> {
+    let table = &plan.table;
+    let Some(oid) = catalog::relation_oid(client, table).await? else {
+        return Err(plan
+            .key_error("table", &format!("names {table}, which does not exist"))
+            .into());
+    };
+    let row = client
+        .query_one(
+            "SELECT c.relkind::text, \
+                    (SELECT a.attname::text FROM pg_partitioned_table p JOIN pg_attribute a \
+                       ON a.attrelid = p.partrelid AND a.attnum = p.partattrs[0] \
+                     WHERE p.partrelid = c.oid AND p.partstrat = 'r' AND p.partnatts = 1), \
+                    (SELECT format_type(a.atttypid, NULL) FROM pg_attribute a WHERE a.attrelid = c.oid AND a.attname = $2 AND NOT a.attisdropped), \
+                    EXISTS (SELECT 1 FROM pg_partitioned_table p WHERE p.partrelid = c.oid AND p.partdefid <> 0) \
+             FROM pg_class c WHERE c.oid = $1",
+            &[&oid, &plan.spec.partition.column],
+        )
+        .await?;
+    let relkind: String = row.get(0);
+    let key: Option<String> = row.get(1);
+    if relkind != "p" {
+        return Err(Refusal::new(format!("{table} is not partitioned; `migrate apply` partitions it")).into());
+    }
+    let column = Ident::new(plan.spec.partition.column.clone());
+    if key.as_deref() != Some(column.as_str()) {
+        return Err(Refusal::new(format!(
+            "{table} is not range-partitioned on the plan's column {column}; maintain handles range partitions on that column"
+        ))
+        .into());
+    }
+    let type_name: Option<String> = row.get(2);
+    let type_name = type_name.unwrap_or_default();
+    let kind = KeyKind::from_type_name(&type_name).ok_or_else(|| {
+        Refusal::new(format!(
+            "the key {column} of {table} has the unsupported type {type_name}"
+        ))
+    })?;
+    Ok(Target {
+        table: table.clone(),
+        column,
+        kind,
+        default_partition: row.get(3),
+    })
+}
+
+/// The partitions the plan wants from the current period (or the highest
+/// integer key) on.
+async fn wanted(client: &Client, plan: &PlanFile, t: &Target) -> Result<Vec<bounds::Partition>> {
+    let spec = &plan.spec.partition;
+    let tz: chrono_tz::Tz = spec
+        .time_zone
+        .parse()
+        .map_err(|_| plan.key_error("partition.time_zone", "is not a known time zone"))?;
+    let now: chrono::DateTime<chrono::Utc> = client.query_one("SELECT now()", &[]).await?.get(0);
+    let anchor = match t.kind {
+        KeyKind::Integer => {
+            let max: Option<i64> = client
+                .query_one(&format!("SELECT max({})::int8 FROM {}", t.column, t.table), &[])
+                .await?
+                .get(0);
+            KeyValue::Int(max.unwrap_or(0))
+        }
+        KeyKind::TimestampTz => KeyValue::Instant(now),
+        KeyKind::Timestamp => KeyValue::Local(now.with_timezone(&tz).naive_local()),
+        KeyKind::Date => KeyValue::Day(now.with_timezone(&tz).date_naive()),
+    };
+    let template = spec
+        .naming
+        .clone()
+        .unwrap_or_else(|| crate::partition::naming::default_template(spec.interval).to_string());
+    crate::partition::layout(&LayoutInput {
+        kind: t.kind,
+        interval: spec.interval,
+        step: spec.step.map(|s| s.0),
+        tz,
+        start: None,
+        min: Some(anchor),
+        max: Some(anchor),
+        now,
+        premake: spec.premake,
+        template: &template,
+        table: t.table.name.as_str(),
+    })
+    .map_err(|e| plan.key_error("partition", &e).into())
+}
+
+fn range_of(kind: KeyKind, p: &bounds::Partition) -> Option<(Bound, Bound)> {
+    let tz = chrono_tz::UTC;
+    Some((
+        Bound::Value(bounds::bound_value(kind, tz, &p.from)?),
+        Bound::Value(bounds::bound_value(kind, tz, &p.to)?),
+    ))
+}
+
+async fn premake(
+    client: &Client,
+    plan: &PlanFile,
+    t: &Target,
+    policy: RetryPolicy,
+    limits: &Limits,
+    report: &mut Report,
+) -> Result<()> {
+    let wanted = wanted(client, plan, t).await?;
+    let have = existing::partitions(client, &t.table, t.kind).await?;
+    let owner: String = client
+        .query_one(
+            "SELECT pg_get_userbyid(relowner)::text FROM pg_class WHERE oid = to_regclass($1)",
+            &[&t.table.to_string()],
+        )
+        .await?
+        .get(0);
+    for p in &wanted {
+        let Some(range) = range_of(t.kind, p) else { continue };
+        if let Some(other) = have
+            .iter()
+            .find(|e| e.range.as_ref().is_some_and(|r| existing::overlaps(r, &range)))
+        {
+            if other.name.name.as_str() != p.name {
+                report.skipped.push(format!(
+                    "kept {}: it covers part of [{}, {}) already",
+                    other.name, p.from, p.to
+                ));
+            }
+            continue;
+        }
+        let name = t.table.sibling(Ident::new(p.name.clone()));
+        let sql = format!(
+            "BEGIN; {} CREATE TABLE {name} PARTITION OF {} FOR VALUES FROM ({}) TO ({}); ALTER TABLE {name} OWNER TO {}; COMMIT",
+            limits.set_local(),
+            t.table,
+            quote_literal(&p.from),
+            quote_literal(&p.to),
+            crate::sql::quote_ident(&owner)
+        );
+        let rels = [t.table.to_string()];
+        let res = retrying(client, policy, &format!("creating {name}"), &rels, || async {
+            let r = client.batch_execute(&sql).await;
+            if r.is_err() {
+                // Leave no transaction open for the next try.
+                let _ = client.batch_execute("ROLLBACK").await;
+            }
+            r.map_err(anyhow::Error::from)
+        })
+        .await;
+        match res {
+            Ok(()) => report
+                .created
+                .push(format!("created {name} for [{}, {})", p.from, p.to)),
+            Err(e) if t.default_partition => {
+                report.skipped.push(format!(
+                    "could not create {name}: {e:#} (the default partition may hold rows of its range; they must be moved out first)"
+                ));
+            }
+            Err(e) => return Err(e.context(format!("cannot create the partition {name}"))),
+        }
+    }
+    // How far the partitions reach now without a gap, from the current
+    // one: a gap is as bad as an end.
+    let have = existing::partitions(client, &t.table, t.kind).await?;
+    if let Some(current) = wanted.first().and_then(|p| range_of(t.kind, p)) {
+        let mut cover = current.0.clone();
+        let mut reached = None;
+        loop {
+            let next = have
+                .iter()
+                .filter_map(|e| e.range.as_ref().map(|r| (r, &e.expr)))
+                .find(|(r, _)| !existing::less(&cover, &r.0) && existing::less(&cover, &r.1));
+            match next {
+                Some((r, expr)) => {
+                    cover = r.1.clone();
+                    reached = Some(expr.clone());
+                }
+                None => break,
+            }
+        }
+        report.newest_upper = reached
+            .as_deref()
+            .and_then(|expr| expr.split(" TO (").nth(1))
+            .map(|s| s.trim_end_matches(')').trim_matches('\'').to_string());
+        // Running out: covered less than one whole period past the current.
+        let soon = wanted.get(1).and_then(|p| range_of(t.kind, p)).map(|r| r.1);
+        report.running_out = match soon {
+            _ if cover == Bound::Max => false,
+            Some(s) => existing::less(&cover, &s),
+            None => false,
+        };
+    }
+    Ok(())
+}
+
+#[allow(clippy::too_many_arguments)]
+async fn retention(
+    client: &Client,
+    plan: &PlanFile,
+    t: &Target,
+    keep: u64,
+    archive: Option<&ArchiveSpec>,
+    policy: RetryPolicy,
+    limits: &Limits,
+    report: &mut Report,
+) -> Result<()> {
+    let wanted = wanted(client, plan, t).await?;
+    let Some(current) = wanted.first().and_then(|p| range_of(t.kind, p)) else {
+        return Ok(());
+    };
+    let have = existing::partitions(client, &t.table, t.kind).await?;
+    // The current partition and the keep - 1 before it stay.
+    let mut older: Vec<&Existing> = have
+        .iter()
+        .filter(|e| e.range.as_ref().is_some_and(|r| existing::less(&r.0, &current.0)))
+        .collect();
+    older.reverse();
+    let expired: Vec<&Existing> = older.into_iter().skip(keep.saturating_sub(1) as usize).collect();
+    let table_name = t.table.to_string();
+    // Finish what an earlier run left half done, then the newly expired.
+    let pending: Vec<String> = client
+        .query(
+            "SELECT partition_name FROM repartition.expired_partitions WHERE table_name = $1 AND state <> 'dropped' \
+               AND NOT (state = 'archived' AND archive LIKE 'schema %') ORDER BY updated_at",
+            &[&table_name],
+        )
+        .await?
+        .iter()
+        .map(|r| r.get(0))
+        .collect();
+    let mut names: Vec<QualifiedName> = pending.iter().filter_map(|p| QualifiedName::parse(p).ok()).collect();
+    for e in expired.iter().rev() {
+        if !names.contains(&e.name) {
+            names.push(e.name.clone());
+        }
+    }
+    for name in names {
+        expire(client, t, &name, archive, policy, limits, report).await?;
+    }
+    Ok(())
+}
+
+async fn set_state(
+    client: &Client,
+    t: &Target,
+    name: &QualifiedName,
+    state: &str,
+    archive: Option<&str>,
+) -> Result<()> {
+    client
+        .execute(
+            "INSERT INTO repartition.expired_partitions (table_name, partition_name, state, archive) VALUES ($1, $2, $3, $4) \
+             ON CONFLICT (table_name, partition_name) DO UPDATE SET state = EXCLUDED.state, \
+               archive = coalesce(EXCLUDED.archive, repartition.expired_partitions.archive), updated_at = now()",
+            &[&t.table.to_string(), &name.to_string(), &state, &archive],
+        )
+        .await?;
+    Ok(())
+}
+
+async fn state_of(client: &Client, t: &Target, name: &QualifiedName) -> Result<Option<String>> {
+    Ok(client
+        .query_opt(
+            "SELECT state FROM repartition.expired_partitions WHERE table_name = $1 AND partition_name = $2",
+            &[&t.table.to_string(), &name.to_string()],
+        )
+        .await?
+        .map(|r| r.get(0)))
+}
+
+async fn attached(client: &Client, t: &Target, name: &QualifiedName) -> Result<Option<bool>> {
+    // Some(pending) while attached, None once detached.
+    Ok(client
+        .query_opt(
+            "SELECT inhdetachpending FROM pg_inherits WHERE inhrelid = to_regclass($1) AND inhparent = to_regclass($2)",
+            &[&name.to_string(), &t.table.to_string()],
+        )
+        .await?
+        .map(|r| r.get(0)))
+}
+
+#[allow(clippy::too_many_arguments)]
+async fn expire(
+    client: &Client,
+    t: &Target,
+    name: &QualifiedName,
+    archive: Option<&ArchiveSpec>,
+    policy: RetryPolicy,
+    limits: &Limits,
+    report: &mut Report,
+) -> Result<()> {
+    if catalog::relation_oid(client, name).await?.is_none() {
+        set_state(client, t, name, "dropped", None).await?;
+        return Ok(());
+    }
+    let rels = [t.table.to_string(), name.to_string()];
+    // 1. Detach: the only step that touches the parent, with its own short
+    //    lock; CONCURRENTLY takes none that blocks the application.
+    if let Some(pending) = attached(client, t, name).await? {
+        set_state(client, t, name, "detaching", None).await?;
+        let sql = if pending {
+            format!("ALTER TABLE {} DETACH PARTITION {name} FINALIZE", t.table)
+        } else if !t.default_partition {
+            format!("ALTER TABLE {} DETACH PARTITION {name} CONCURRENTLY", t.table)
+        } else {
+            // DETACH ... CONCURRENTLY is refused while a default partition
+            // exists: a plain detach, under the lock timeout.
+            format!(
+                "BEGIN; {} ALTER TABLE {} DETACH PARTITION {name}; COMMIT",
+                limits.set_local(),
+                t.table
+            )
+        };
+        let what = format!("detaching {name}");
+        retrying(client, policy, &what, &rels, || async {
+            client
+                .batch_execute(&format!("SET lock_timeout = '{}ms'", limits.lock_timeout_ms))
+                .await?;
+            let r = client.batch_execute(&sql).await;
+            if r.is_err() && sql.starts_with("BEGIN") {
+                let _ = client.batch_execute("ROLLBACK").await;
+            }
+            let _ = client.batch_execute("RESET lock_timeout").await;
+            r.map_err(anyhow::Error::from)
+        })
+        .await
+        .with_context(|| format!("cannot detach {name}"))?;
+        crate::failpoint::hit("maintain:after-detach");
+        set_state(client, t, name, "detached", None).await?;
+        report.expired.push(format!("detached {name}"));
+    }
+    // 2. Archive, away from the parent.
+    let state = state_of(client, t, name).await?.unwrap_or_default();
+    match archive {
+        Some(ArchiveSpec {
+            schema: Some(schema), ..
+        }) if state != "archived" => {
+            let schema_q = crate::sql::quote_ident(schema);
+            client
+                .batch_execute(&format!(
+                    "BEGIN; {} CREATE SCHEMA IF NOT EXISTS {schema_q}; ALTER TABLE {name} SET SCHEMA {schema_q}; COMMIT",
+                    limits.set_local()
+                ))
+                .await
+                .with_context(|| format!("cannot move {name} into the schema {schema}"))?;
+            set_state(client, t, name, "archived", Some(&format!("schema {schema}"))).await?;
+            report.expired.push(format!("archived {name} into the schema {schema}"));
+            return Ok(());
+        }
+        Some(ArchiveSpec {
+            directory: Some(dir), ..
+        }) if state != "archived" => {
+            let path =
+                std::path::Path::new(dir).join(format!("{}.{}.csv.gz", name.schema.as_str(), name.name.as_str()));
+            let rows = copy_out(client, name, &path).await?;
+            crate::failpoint::hit("maintain:after-archive");
+            set_state(client, t, name, "archived", Some(&path.display().to_string())).await?;
+            report
+                .expired
+                .push(format!("archived {name} ({rows} rows) to {}", path.display()));
+        }
+        _ => {}
+    }
+    // 3. Drop: only the detached table is locked.
+    client
+        .batch_execute(&format!("BEGIN; {} DROP TABLE {name}; COMMIT", limits.set_local()))
+        .await
+        .with_context(|| format!("cannot drop {name}"))?;
+    set_state(client, t, name, "dropped", None).await?;
+    report.expired.push(format!("dropped {name}"));
+    Ok(())
+}
+
+/// COPY a table to a gzip file, written beside its final name and renamed
+/// once complete, so a file that exists is whole.
+async fn copy_out(client: &Client, rel: &QualifiedName, path: &std::path::Path) -> Result<u64> {
+    use futures_util::StreamExt;
+    std::fs::create_dir_all(path.parent().unwrap_or(std::path::Path::new(".")))
+        .with_context(|| format!("cannot create the archive directory for {}", path.display()))?;
+    let tmp = path.with_extension("gz.partial");
+    let file = std::fs::File::create(&tmp).with_context(|| format!("cannot write {}", tmp.display()))?;
+    let mut gz = flate2::write::GzEncoder::new(std::io::BufWriter::new(file), flate2::Compression::default());
+    let stream = client
+        .copy_out(&format!("COPY {rel} TO STDOUT WITH (FORMAT csv, HEADER)"))
+        .await
+        .with_context(|| format!("cannot read {rel}"))?;
+    futures_util::pin_mut!(stream);
+    let mut lines = 0u64;
+    while let Some(chunk) = stream.next().await {
+        let chunk = chunk?;
+        lines += chunk.iter().filter(|b| **b == b'\n').count() as u64;
+        gz.write_all(&chunk)?;
+    }
+    let file = gz
+        .finish()?
+        .into_inner()
+        .map_err(|e| anyhow::anyhow!("cannot flush {}: {e}", tmp.display()))?;
+    file.sync_all()?;
+    std::fs::rename(&tmp, path)?;
+    Ok(lines.saturating_sub(1))
+}

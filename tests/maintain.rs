@@ -1,0 +1,223 @@
+//! `migrate maintain`: premake up to the horizon, retention that detaches
+//! before it archives and drops (a concurrent writer on the parent never
+//! waits longer than the lock timeout), idempotence, two runners, a crash
+//! between detach and drop, and the loud exit when partitions run out.
+
+mod common;
+use common::*;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+/// A monthly table with twelve months of history, partitioned by the tool.
+async fn partitioned(db: &Db, dir: &std::path::Path, extra: &str) -> String {
+    db.exec(
+        "CREATE TABLE public.audit (id bigserial PRIMARY KEY, at timestamptz NOT NULL, what text NOT NULL);
+         INSERT INTO audit (at, what) SELECT now() - g * interval '1 hour', 'e' || g FROM generate_series(0, 24 * 365) g;",
+    )
+    .await;
+    let plan = db.plan_file(
+        dir,
+        "a.yaml",
+        &format!(
+            "table: public.audit\npartition:\n  by: range\n  column: at\n  interval: month\n  premake: 2\nmethod: move\nbatch:\n  size: 5000\nlocks:\n  lock_timeout: 200ms\n{extra}"
+        ),
+    );
+    let plan = plan.to_str().unwrap().to_string();
+    db.migrate(&["apply", &plan]).await.ok();
+    plan
+}
+
+async fn partitions(db: &Db) -> Vec<String> {
+    db.client()
+        .await
+        .query("SELECT c.relname::text FROM pg_inherits i JOIN pg_class c ON c.oid = i.inhrelid WHERE i.inhparent = 'audit'::regclass ORDER BY 1", &[])
+        .await
+        .unwrap()
+        .iter()
+        .map(|r| r.get(0))
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn retention_detaches_archives_and_drops_without_blocking_writers() {
+    let cluster = Cluster::start();
+    let db = cluster.database().await;
+    let dir = scratch();
+    let archive = dir.path().join("archive");
+    let plan = partitioned(
+        &db,
+        dir.path(),
+        &format!(
+            "retention:\n  keep: 3\n  archive:\n    directory: {}\n",
+            archive.display()
+        ),
+    )
+    .await;
+    // The horizon grows: premake 4.
+    let plan4 = plan.replace("a.yaml", "a4.yaml");
+    std::fs::write(
+        &plan4,
+        std::fs::read_to_string(&plan)
+            .unwrap()
+            .replace("premake: 2", "premake: 4"),
+    )
+    .unwrap();
+    let before = partitions(&db).await;
+    let rows_before = db.scalar_i64("SELECT count(*) FROM audit").await;
+
+    // A writer on the parent for the whole run.
+    let stop = Arc::new(AtomicBool::new(false));
+    let writer = tokio::spawn({
+        let db = db.clone();
+        let stop = stop.clone();
+        async move {
+            let c = db.client().await;
+            let (mut worst, mut n, mut errors) = (Duration::ZERO, 0u32, Vec::new());
+            while !stop.load(Ordering::Relaxed) {
+                let t = Instant::now();
+                if let Err(e) = c
+                    .execute("INSERT INTO audit (at, what) VALUES (now(), 'live')", &[])
+                    .await
+                {
+                    errors.push(e.to_string());
+                }
+                worst = worst.max(t.elapsed());
+                n += 1;
+                tokio::time::sleep(Duration::from_millis(2)).await;
+            }
+            (worst, n, errors)
+        }
+    });
+    // Someone reads the oldest partition in a long transaction: detach must
+    // wait for it without holding up the writer.
+    let reader = db.client().await;
+    reader
+        .batch_execute("BEGIN; SELECT count(*) FROM audit WHERE at < now() - interval '300 days';")
+        .await
+        .unwrap();
+    let run = tokio::spawn({
+        let db = db.clone();
+        let plan4 = plan4.clone();
+        async move { db.migrate(&["maintain", &plan4]).await }
+    });
+    tokio::time::sleep(Duration::from_millis(800)).await;
+    reader.batch_execute("COMMIT").await.unwrap();
+    let run = run.await.unwrap();
+    stop.store(true, Ordering::Relaxed);
+    let (worst, n, errors) = writer.await.unwrap();
+    run.ok();
+    println!(
+        "maintain with a writer on the parent: {n} inserts, slowest {worst:?}, lock_timeout 200ms\n{}",
+        run.stdout
+    );
+    assert!(errors.is_empty(), "the writer saw errors: {errors:?}");
+    assert!(
+        worst < Duration::from_millis(400),
+        "an insert waited {worst:?}, longer than the lock timeout allows"
+    );
+
+    let after = partitions(&db).await;
+    assert_eq!(after.len(), 3 + 4, "three kept, four ahead: {after:?}");
+    let dropped: Vec<&String> = before.iter().filter(|p| !after.contains(p)).collect();
+    assert!(!dropped.is_empty());
+    let mut archived_rows = 0i64;
+    for p in &dropped {
+        let file = archive.join(format!("public.{p}.csv.gz"));
+        let out = std::process::Command::new("sh")
+            .arg("-c")
+            .arg(format!("zcat {} | wc -l", file.display()))
+            .output()
+            .unwrap();
+        archived_rows += String::from_utf8_lossy(&out.stdout).trim().parse::<i64>().unwrap() - 1;
+        assert_eq!(
+            db.scalar_i64(&format!("SELECT count(*) FROM pg_class WHERE relname = '{p}'"))
+                .await,
+            0
+        );
+    }
+    let live = db.scalar_i64("SELECT count(*) FROM audit WHERE what = 'live'").await;
+    assert_eq!(
+        db.scalar_i64("SELECT count(*) FROM audit").await + archived_rows,
+        rows_before + live,
+        "a row was lost"
+    );
+
+    // Again: nothing to do.
+    let again = db.migrate(&["maintain", &plan4]).await;
+    again.ok();
+    assert!(
+        !again.stdout.contains("created") && !again.stdout.contains("dropped"),
+        "{}",
+        again.stdout
+    );
+    assert_eq!(partitions(&db).await, after);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_crash_between_detach_and_drop_is_finished_next_time() {
+    let cluster = Cluster::start();
+    let db = cluster.database().await;
+    let dir = scratch();
+    let plan = partitioned(
+        &db,
+        dir.path(),
+        "retention:\n  keep: 6\n  archive:\n    schema: archive\n",
+    )
+    .await;
+    let run = db
+        .migrate_env(&["maintain", &plan], &[("MIGRATE_FAILPOINT", "maintain:after-detach")])
+        .await;
+    assert_eq!(run.code, 86, "{}", run.stderr);
+    db.migrate(&["maintain", &plan]).await.ok();
+    assert_eq!(partitions(&db).await.len(), 6 + 2);
+    assert!(
+        db.scalar_i64("SELECT count(*) FROM pg_tables WHERE schemaname = 'archive'")
+            .await
+            >= 6
+    );
+    assert_eq!(
+        db.scalar_i64("SELECT count(*) FROM repartition.expired_partitions WHERE state <> 'archived'")
+            .await,
+        0
+    );
+    // A second runner at the same time does nothing, quietly.
+    let holder = db.client().await;
+    holder
+        .execute(
+            "SELECT pg_advisory_lock(1380994375, hashtext('\"public\".\"audit\"'))",
+            &[],
+        )
+        .await
+        .unwrap();
+    let second = db.migrate(&["maintain", &plan]).await;
+    assert_eq!(second.code, 0, "{}", second.stderr);
+    assert!(second.stderr.contains("this run does nothing"), "{}", second.stderr);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn running_out_of_partitions_is_loud() {
+    let cluster = Cluster::start();
+    let db = cluster.database().await;
+    let dir = scratch();
+    let plan = partitioned(&db, dir.path(), "").await;
+    // The partitions ahead are gone, and a default partition holds a row
+    // of next month: next month's partition cannot be made.
+    db.exec(
+        "DO $$ DECLARE r record; BEGIN
+           FOR r IN SELECT c.oid::regclass AS p FROM pg_inherits i JOIN pg_class c ON c.oid = i.inhrelid
+                    WHERE i.inhparent = 'audit'::regclass
+                      AND c.relname > 'audit_p' || to_char(now(), 'YYYYMM')
+           LOOP EXECUTE format('DROP TABLE %s', r.p); END LOOP; END $$;
+         CREATE TABLE audit_default PARTITION OF audit DEFAULT;
+         INSERT INTO audit (at, what) VALUES (date_trunc('month', now()) + interval '1 month 1 day', 'next');",
+    )
+    .await;
+    let run = db.migrate(&["maintain", &plan]).await;
+    assert_eq!(
+        run.code, 5,
+        "running out has its own exit code: {}{}",
+        run.stdout, run.stderr
+    );
+    assert!(run.stderr.contains("WARNING: the newest partition"), "{}", run.stderr);
+}
