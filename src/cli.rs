@@ -37,6 +37,13 @@ pub struct Cli {
 }
 
 #[derive(Clone, Copy, Debug, ValueEnum, PartialEq, Eq)]
+pub enum Output {
+    Text,
+    /// A versioned JSON document (field `version`).
+    Json,
+}
+
+#[derive(Clone, Copy, Debug, ValueEnum, PartialEq, Eq)]
 pub enum LogFormat {
     Text,
     Json,
@@ -79,8 +86,24 @@ pub enum Command {
     /// safe from cron and from two hosts at once. Exit code 5 when the
     /// newest partition is about to run out.
     Maintain { plan: PathBuf },
-    /// Show the phase, rows moved and remaining, rate and ETA.
-    Status { plan: PathBuf },
+    /// Show the phase, rows moved and remaining, rate and ETA; for a
+    /// partitioned table, its partitions.
+    Status {
+        plan: PathBuf,
+        /// Count each partition's rows exactly (reads them all).
+        #[arg(long)]
+        exact: bool,
+        #[arg(long, value_enum, default_value_t = Output::Text)]
+        output: Output,
+    },
+    /// Report gaps in range coverage, rows in the default partition,
+    /// partitions lacking an index the parent has, and where the partitions
+    /// end. Exit code 5 when something needs attention.
+    Check {
+        plan: PathBuf,
+        #[arg(long, value_enum, default_value_t = Output::Text)]
+        output: Output,
+    },
 }
 
 #[derive(Clone, Copy, Debug, ValueEnum, PartialEq, Eq)]
@@ -179,9 +202,19 @@ pub async fn run(cli: Cli) -> Result<i32> {
             let plan = PlanFile::load(&plan)?;
             crate::maintain::maintain(&ctx, &plan).await
         }
-        Command::Status { plan } => {
+        Command::Status { plan, exact, output } => {
             let plan = PlanFile::load(&plan)?;
-            status(&ctx, &plan).await
+            status(&ctx, &plan, exact, output).await
+        }
+        Command::Check { plan, output } => {
+            let plan = PlanFile::load(&plan)?;
+            let client = crate::db::connect(&ctx.cfg).await?;
+            let report = crate::inspect::check(&client, &plan).await?;
+            match output {
+                Output::Json => println!("{}", serde_json::to_string_pretty(&report)?),
+                Output::Text => print!("{}", crate::inspect::check_text(&report)),
+            }
+            Ok(if report.healthy { exit::OK } else { exit::RUNNING_OUT })
         }
     }
 }
@@ -219,10 +252,48 @@ fn finish(ctx: &Context, method: Method, outcome: Outcome) -> Result<i32> {
     }
 }
 
-async fn status(ctx: &Context, plan: &PlanFile) -> Result<i32> {
+async fn status(ctx: &Context, plan: &PlanFile, exact: bool, output: Output) -> Result<i32> {
     let client = crate::db::connect(&ctx.cfg).await?;
     let table = plan.table.to_string();
-    let Some(m) = control::latest(&client, &table).await? else {
+    let latest = control::latest(&client, &table).await?;
+    let partitioned: bool = client
+        .query_one(
+            "SELECT coalesce((SELECT relkind = 'p' FROM pg_class WHERE oid = to_regclass($1)), false)",
+            &[&table],
+        )
+        .await?
+        .get(0);
+    let parts = if partitioned {
+        crate::inspect::partitions(&client, &plan.table, exact).await?
+    } else {
+        Vec::new()
+    };
+    if output == Output::Json {
+        let doc = serde_json::json!({
+            "version": crate::inspect::JSON_VERSION,
+            "table": table,
+            "migration": latest.as_ref().map(|m| serde_json::json!({
+                "id": m.id,
+                "method": m.method,
+                "state": m.state,
+                "phase": m.phase.as_str(),
+                "rows_moved": m.rows_moved,
+                "rows_total": m.rows_total,
+                "batches": m.batches,
+                "created_at": m.created_at,
+                "updated_at": m.updated_at,
+                "finished_at": m.finished_at,
+                "last_error": m.last_error,
+            })),
+            "partitions": parts,
+        });
+        println!("{}", serde_json::to_string_pretty(&doc)?);
+        return Ok(exit::OK);
+    }
+    if !parts.is_empty() {
+        print!("{}", crate::inspect::partitions_text(&parts));
+    }
+    let Some(m) = latest else {
         println!("No migration of {table} is recorded in this database.");
         return Ok(exit::OK);
     };

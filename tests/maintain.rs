@@ -221,3 +221,57 @@ async fn running_out_of_partitions_is_loud() {
     );
     assert!(run.stderr.contains("WARNING: the newest partition"), "{}", run.stderr);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn status_and_check_report_partitions_and_problems() {
+    let cluster = Cluster::start();
+    let db = cluster.database().await;
+    let dir = scratch();
+    let plan = partitioned(&db, dir.path(), "").await;
+    let run = db.migrate(&["status", &plan, "--exact", "--output", "json"]).await;
+    run.ok();
+    let doc: serde_json::Value = serde_json::from_str(&run.stdout).expect("status prints JSON");
+    assert_eq!(doc["version"], 1);
+    assert_eq!(doc["migration"]["state"], "done");
+    let parts = doc["partitions"].as_array().unwrap();
+    assert_eq!(parts.len(), partitions(&db).await.len());
+    let total: i64 = parts.iter().map(|p| p["exact_rows"].as_i64().unwrap()).sum();
+    assert_eq!(total, db.scalar_i64("SELECT count(*) FROM audit").await);
+    let text = db.migrate(&["status", &plan]).await;
+    assert!(
+        text.stdout.contains("last vacuum") && text.stdout.contains("FOR VALUES FROM"),
+        "{}",
+        text.stdout
+    );
+
+    let run = db.migrate(&["check", &plan]).await;
+    assert_eq!(run.code, 0, "{}{}", run.stdout, run.stderr);
+    assert!(
+        run.stdout.contains("healthy") && run.stdout.contains("next boundary"),
+        "{}",
+        run.stdout
+    );
+
+    // A gap, rows in a default partition, an index the partitions lack.
+    let middle = partitions(&db).await[4].clone();
+    db.exec(&format!(
+        "DROP TABLE {middle}; CREATE TABLE audit_default PARTITION OF audit DEFAULT;
+         INSERT INTO audit (at, what) VALUES (now() + interval '5 years', 'lost');
+         CREATE INDEX audit_what ON ONLY audit (what);"
+    ))
+    .await;
+    let run = db.migrate(&["check", &plan, "--output", "json"]).await;
+    assert_eq!(run.code, 5, "{}{}", run.stdout, run.stderr);
+    let doc: serde_json::Value = serde_json::from_str(&run.stdout).unwrap();
+    assert_eq!(doc["healthy"], false);
+    assert_eq!(doc["gaps"].as_array().unwrap().len(), 1, "{doc}");
+    assert_eq!(doc["default_rows"], 1);
+    assert!(
+        doc["missing_indexes"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|m| m.as_str().unwrap().contains("audit_what")),
+        "{doc}"
+    );
+}
