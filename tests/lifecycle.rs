@@ -337,3 +337,76 @@ async fn names_that_need_quoting_survive_every_phase() {
         1
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn daily_bounds_follow_local_midnight_across_daylight_saving() {
+    let cluster = Cluster::start();
+    let db = cluster.database().await;
+    // The server and the role think in another zone: bounds must not care.
+    db.exec(
+        "DO $$ BEGIN EXECUTE format('ALTER DATABASE %I SET timezone = %L', current_database(), 'America/New_York'); END $$;
+         CREATE TABLE public.visits (id bigserial PRIMARY KEY, at timestamptz NOT NULL);
+         INSERT INTO visits (at) VALUES
+           ('2025-03-29 23:59:59+01'), ('2025-03-30 00:00:00+01'), ('2025-03-30 23:59:59+02'),
+           ('2025-03-31 00:00:00+02'), ('2025-10-25 23:30:00+02'), ('2025-10-26 00:00:00+02'),
+           ('2025-10-26 23:59:59+01'), ('2025-10-27 00:00:00+01');",
+    )
+    .await;
+    let dir = scratch();
+    let plan = db.plan_file(
+        dir.path(),
+        "v.yaml",
+        "table: public.visits\npartition:\n  by: range\n  column: at\n  interval: day\n  time_zone: Europe/Berlin\n  premake: 0\nmethod: attach\nattach:\n  cutoff: \"2025-11-01\"\n",
+    );
+    let plan = plan.to_str().unwrap();
+    db.migrate(&["apply", plan]).await.ok();
+    // The first partition holds the old rows; split makes the daily ones.
+    db.migrate(&["split", plan]).await.ok();
+    let c = db.client().await;
+    c.batch_execute("SET timezone = 'Europe/Berlin'").await.unwrap();
+    let rows: Vec<(String, String)> = c
+        .query(
+            "SELECT to_char(at, 'YYYY-MM-DD HH24:MI:SS'), tableoid::regclass::text FROM visits ORDER BY at",
+            &[],
+        )
+        .await
+        .unwrap()
+        .iter()
+        .map(|r| (r.get(0), r.get(1)))
+        .collect();
+    let expect = [
+        ("2025-03-29 23:59:59", "visits_p20250329"),
+        ("2025-03-30 00:00:00", "visits_p20250330"),
+        ("2025-03-30 23:59:59", "visits_p20250330"),
+        ("2025-03-31 00:00:00", "visits_p20250331"),
+        ("2025-10-25 23:30:00", "visits_p20251025"),
+        ("2025-10-26 00:00:00", "visits_p20251026"),
+        ("2025-10-26 23:59:59", "visits_p20251026"),
+        ("2025-10-27 00:00:00", "visits_p20251027"),
+    ];
+    for ((at, part), (want_at, want_part)) in rows.iter().zip(expect) {
+        assert_eq!((at.as_str(), part.as_str()), (want_at, want_part));
+    }
+    // The 23-hour and 25-hour days, in UTC.
+    c.batch_execute("SET timezone = 'UTC'").await.unwrap();
+    let mut bounds = std::collections::HashMap::new();
+    for p in ["visits_p20250330", "visits_p20251026"] {
+        let b: String = c
+            .query_one(
+                "SELECT pg_get_expr(relpartbound, oid) FROM pg_class WHERE relname = $1",
+                &[&p],
+            )
+            .await
+            .unwrap()
+            .get(0);
+        bounds.insert(p, b);
+    }
+    assert_eq!(
+        bounds["visits_p20250330"],
+        "FOR VALUES FROM ('2025-03-29 23:00:00+00') TO ('2025-03-30 22:00:00+00')"
+    );
+    assert_eq!(
+        bounds["visits_p20251026"],
+        "FOR VALUES FROM ('2025-10-25 22:00:00+00') TO ('2025-10-26 23:00:00+00')"
+    );
+}
