@@ -3,11 +3,24 @@
 //! session is pinned to UTC and a fixed search path, so that bounds and
 //! rendered definitions never depend on a server or role default.
 
-use anyhow::{bail, Context, Result};
+use super::tls::{self, SslMode};
+use anyhow::{Context, Result};
 use std::str::FromStr;
+use std::sync::OnceLock;
 use std::time::Duration;
 use tokio_postgres::config::Host;
-use tokio_postgres::{Client, Config, NoTls};
+use tokio_postgres::{Client, Config};
+use tokio_postgres_rustls::MakeRustlsConnect;
+
+/// The TLS connector chosen by `config`, for every session of the run.
+static TLS: OnceLock<MakeRustlsConnect> = OnceLock::new();
+
+fn tls_connector() -> Result<MakeRustlsConnect> {
+    match TLS.get() {
+        Some(t) => Ok(t.clone()),
+        None => tls::connector(SslMode::Prefer, None),
+    }
+}
 
 /// The settings every session of the tool starts with.
 const SESSION_OPTIONS: &str =
@@ -16,6 +29,18 @@ const SESSION_OPTIONS: &str =
 /// Builds the connection configuration.
 pub fn config(url: Option<&str>, application_name: &str) -> Result<Config> {
     let env = |k: &str| std::env::var(k).ok().filter(|v| !v.is_empty());
+    // tokio-postgres knows fewer sslmodes than libpq: those two settings
+    // are taken out and handled here.
+    let (url, url_mode, url_root) = match url {
+        Some(u) => {
+            let (rest, m, r) = tls::split_ssl(u);
+            (Some(rest), m, r)
+        }
+        None => (None, None, None),
+    };
+    let mode = SslMode::parse(&url_mode.or_else(|| env("PGSSLMODE")).unwrap_or_else(|| "prefer".into()))?;
+    let root = url_root.or_else(|| env("PGSSLROOTCERT"));
+    let url = url.as_deref();
     let mut cfg = match url {
         Some(u) => Config::from_str(u).map_err(|e| {
             // The URL may hold a password: never echo it back.
@@ -65,11 +90,8 @@ pub fn config(url: Option<&str>, application_name: &str) -> Result<Config> {
         let secs = env("PGCONNECT_TIMEOUT").and_then(|s| s.parse().ok()).unwrap_or(10u64);
         cfg.connect_timeout(Duration::from_secs(secs.max(1)));
     }
-    if let Some(mode) = env("PGSSLMODE") {
-        if matches!(mode.as_str(), "require" | "verify-ca" | "verify-full") {
-            bail!("PGSSLMODE={mode} asks for TLS, which this build does not support yet; connect over a trusted network or a local socket");
-        }
-    }
+    cfg.ssl_mode(mode.wire());
+    let _ = TLS.set(tls::connector(mode, root.as_deref())?);
     let options = match cfg.get_options() {
         Some(o) if !o.is_empty() => format!("{o} {SESSION_OPTIONS}"),
         _ => SESSION_OPTIONS.to_string(),
@@ -114,7 +136,7 @@ pub fn describe(cfg: &Config) -> String {
 /// Opens one session and drives its connection in the background.
 pub async fn connect(cfg: &Config) -> Result<Client> {
     let (client, connection) = cfg
-        .connect(NoTls)
+        .connect(tls_connector()?)
         .await
         .with_context(|| format!("cannot connect to the {}", describe(cfg)))?;
     tokio::spawn(async move {
@@ -129,7 +151,7 @@ pub async fn connect(cfg: &Config) -> Result<Client> {
 pub fn pool(cfg: &Config, size: usize) -> Result<deadpool_postgres::Pool> {
     let mgr = deadpool_postgres::Manager::from_config(
         cfg.clone(),
-        NoTls,
+        tls_connector()?,
         deadpool_postgres::ManagerConfig {
             recycling_method: deadpool_postgres::RecyclingMethod::Fast,
         },

@@ -3,5 +3,6 @@
 pub mod advisory;
 pub mod connect;
 pub mod retry;
+pub mod tls;
 
 pub use connect::{config, connect};

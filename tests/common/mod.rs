@@ -79,8 +79,125 @@ fn check(out: Output, what: &str) {
     );
 }
 
+/// A TLS-only TCP listener for the TLS tests.
+pub struct TlsSetup {
+    pub port: u16,
+    /// The server's self-signed certificate (its own CA).
+    pub ca: PathBuf,
+    /// A certificate that did not sign the server's.
+    pub other_ca: PathBuf,
+    _dir: tempfile::TempDir,
+}
+
 impl Cluster {
     pub fn start() -> Cluster {
+        Self::start_with(None)
+    }
+
+    /// A cluster that also listens on 127.0.0.1, TLS only, with a server
+    /// certificate signed by a throwaway CA.
+    pub fn start_tls() -> (Cluster, TlsSetup) {
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let dir = tempfile::Builder::new().prefix("migrate-certs-").tempdir().unwrap();
+        let certs = dir.path().to_path_buf();
+        let openssl = |args: &[&str]| {
+            check(
+                Command::new("openssl")
+                    .args(args)
+                    .current_dir(&certs)
+                    .output()
+                    .expect("openssl runs"),
+                "openssl",
+            );
+        };
+        for ca in ["ca", "other"] {
+            openssl(&[
+                "req",
+                "-x509",
+                "-newkey",
+                "rsa:2048",
+                "-nodes",
+                "-days",
+                "2",
+                "-subj",
+                &format!("/CN={ca} test CA"),
+                "-keyout",
+                &format!("{ca}.key"),
+                "-out",
+                &format!("{ca}.crt"),
+            ]);
+        }
+        openssl(&[
+            "req",
+            "-newkey",
+            "rsa:2048",
+            "-nodes",
+            "-subj",
+            "/CN=127.0.0.1",
+            "-keyout",
+            "server.key",
+            "-out",
+            "server.csr",
+        ]);
+        std::fs::write(
+            certs.join("ext.cnf"),
+            "basicConstraints=CA:FALSE\nsubjectAltName=IP:127.0.0.1,DNS:localhost\n",
+        )
+        .unwrap();
+        openssl(&[
+            "x509",
+            "-req",
+            "-in",
+            "server.csr",
+            "-CA",
+            "ca.crt",
+            "-CAkey",
+            "ca.key",
+            "-CAcreateserial",
+            "-days",
+            "2",
+            "-extfile",
+            "ext.cnf",
+            "-out",
+            "server.crt",
+        ]);
+        if is_root() {
+            check(
+                Command::new("chown")
+                    .args(["-R", "postgres:postgres"])
+                    .arg(&certs)
+                    .output()
+                    .unwrap(),
+                "chown",
+            );
+        }
+        check(
+            Command::new("chmod")
+                .arg("600")
+                .arg(certs.join("server.key"))
+                .output()
+                .unwrap(),
+            "chmod",
+        );
+        let extra = format!(
+            "-c listen_addresses=127.0.0.1 -c ssl=on -c ssl_cert_file={} -c ssl_key_file={}",
+            certs.join("server.crt").display(),
+            certs.join("server.key").display()
+        );
+        let tls = TlsSetup {
+            port,
+            ca: certs.join("ca.crt"),
+            other_ca: certs.join("other.crt"),
+            _dir: dir,
+        };
+        (Self::start_with(Some((port, extra))), tls)
+    }
+
+    fn start_with(extra: Option<(u16, String)>) -> Cluster {
         if let Ok(admin) = std::env::var("MIGRATE_TEST_ADMIN_URL") {
             return Cluster {
                 dir: None,
@@ -127,11 +244,23 @@ impl Cluster {
                 .expect("initdb runs"),
             "initdb",
         );
-        let opts = format!(
-            "-k {} -p 5432 -c listen_addresses='' -c fsync=off -c synchronous_commit=off -c full_page_writes=off \
+        if extra.is_some() {
+            // TCP only over TLS; the socket stays open to the harness.
+            std::fs::write(
+                data.join("pg_hba.conf"),
+                "local all all trust\nhostssl all all 127.0.0.1/32 trust\nhost all all 127.0.0.1/32 reject\n",
+            )
+            .unwrap();
+        }
+        let port = extra.as_ref().map_or(5432, |e| e.0);
+        let mut opts = format!(
+            "-k {} -p {port} -c listen_addresses='' -c fsync=off -c synchronous_commit=off -c full_page_writes=off \
              -c shared_buffers=64MB -c max_connections=60 -c autovacuum_naptime=5s",
             sock.display()
         );
+        if let Some((_, e)) = &extra {
+            opts = format!("{opts} {e}");
+        }
         check(
             as_postgres(&bin, "pg_ctl")
                 .args(["-w", "-t", "60", "-D"])
@@ -146,7 +275,7 @@ impl Cluster {
                 .expect("pg_ctl runs"),
             "pg_ctl start",
         );
-        let admin = format!("host={} port=5432 user=postgres dbname=postgres", sock.display());
+        let admin = format!("host={} port={port} user=postgres dbname=postgres", sock.display());
         Cluster {
             dir: Some(dir),
             bin,
