@@ -37,6 +37,12 @@ pub struct Cli {
 }
 
 #[derive(Clone, Copy, Debug, ValueEnum, PartialEq, Eq)]
+pub enum Setting {
+    BatchSize,
+    Pause,
+}
+
+#[derive(Clone, Copy, Debug, ValueEnum, PartialEq, Eq)]
 pub enum Output {
     Text,
     /// A versioned JSON document (field `version`).
@@ -53,7 +59,14 @@ pub enum LogFormat {
 pub enum Command {
     /// Print every statement a run would execute, and what will not survive;
     /// changes nothing.
-    Plan { plan: PathBuf },
+    Plan {
+        plan: PathBuf,
+        #[arg(long, value_enum, default_value_t = Output::Text)]
+        output: Output,
+        /// Refuse (exit code 2) when the plan has warnings: for CI.
+        #[arg(long)]
+        strict: bool,
+    },
     /// Run the migration to the end, or up to a phase.
     Apply {
         plan: PathBuf,
@@ -82,6 +95,18 @@ pub enum Command {
     /// attach: break the first partition into proper partitions online
     /// (resume and abort work on it as on any migration).
     Split { plan: PathBuf },
+    /// Pause a running migration at its next batch boundary (from any host).
+    Pause { plan: PathBuf },
+    /// Continue a paused migration.
+    Continue { plan: PathBuf },
+    /// Change a throttle setting of a running migration: `batch-size ROWS`
+    /// or `pause DURATION` (such as 50ms).
+    Set {
+        plan: PathBuf,
+        #[arg(value_enum)]
+        setting: Setting,
+        value: String,
+    },
     /// Premake partitions up to the plan's horizon and apply its retention;
     /// safe from cron and from two hosts at once. Exit code 5 when the
     /// newest partition is about to run out.
@@ -93,6 +118,10 @@ pub enum Command {
         /// Count each partition's rows exactly (reads them all).
         #[arg(long)]
         exact: bool,
+        /// Print the status again every few seconds until the migration
+        /// is no longer running.
+        #[arg(long)]
+        watch: bool,
         #[arg(long, value_enum, default_value_t = Output::Text)]
         output: Output,
     },
@@ -161,11 +190,25 @@ pub async fn run(cli: Cli) -> Result<i32> {
         stop,
     };
     match cli.command {
-        Command::Plan { plan } => {
+        Command::Plan { plan, output, strict } => {
             let plan = PlanFile::load(&plan)?;
             let client = crate::db::connect(&ctx.cfg).await?;
             let resolved = crate::blueprint::resolve(&client, &plan).await?;
-            print!("{}", report::plan(&resolved, &crate::db::connect::describe(&ctx.cfg)));
+            match output {
+                Output::Json => println!("{}", serde_json::to_string_pretty(&report::plan_json(&resolved))?),
+                Output::Text => print!("{}", report::plan(&resolved, &crate::db::connect::describe(&ctx.cfg))),
+            }
+            let warnings = resolved
+                .findings
+                .iter()
+                .filter(|f| f.level == crate::blueprint::Level::Warning)
+                .count();
+            if strict && warnings > 0 {
+                return Err(crate::error::Refusal::new(format!(
+                    "the plan has {warnings} warning(s) and --strict turns them into a refusal"
+                ))
+                .into());
+            }
             Ok(exit::OK)
         }
         Command::Apply { plan, until } => {
@@ -198,13 +241,49 @@ pub async fn run(cli: Cli) -> Result<i32> {
             let plan = PlanFile::load(&plan)?;
             finish(&ctx, Method::Move, runner::split(&ctx, &plan).await?)
         }
+        Command::Pause { plan } => control_command(&ctx, &plan, Some(true), None, None).await,
+        Command::Continue { plan } => control_command(&ctx, &plan, Some(false), None, None).await,
+        Command::Set { plan, setting, value } => {
+            let (rows, pause) = match setting {
+                Setting::BatchSize => match value.parse::<i64>() {
+                    Ok(n) if n > 0 => (Some(n), None),
+                    _ => {
+                        return Err(crate::error::Refusal::new(format!(
+                            "batch-size takes a whole number of rows above zero, not `{value}`"
+                        ))
+                        .into())
+                    }
+                },
+                Setting::Pause => {
+                    let ms = crate::plan_file::parse_duration(&value).map_err(crate::error::Refusal::new)?;
+                    (None, Some(ms as i64))
+                }
+            };
+            control_command(&ctx, &plan, None, rows, pause).await
+        }
         Command::Maintain { plan } => {
             let plan = PlanFile::load(&plan)?;
             crate::maintain::maintain(&ctx, &plan).await
         }
-        Command::Status { plan, exact, output } => {
+        Command::Status {
+            plan,
+            exact,
+            output,
+            watch,
+        } => {
             let plan = PlanFile::load(&plan)?;
-            status(&ctx, &plan, exact, output).await
+            loop {
+                let code = status(&ctx, &plan, exact, output).await?;
+                if !watch || ctx.stopping() {
+                    return Ok(code);
+                }
+                let client = crate::db::connect(&ctx.cfg).await?;
+                if control::unfinished(&client, &plan.table.to_string()).await?.is_none() {
+                    return Ok(code);
+                }
+                tokio::time::sleep(std::time::Duration::from_secs(2)).await;
+                println!();
+            }
         }
         Command::Check { plan, output } => {
             let plan = PlanFile::load(&plan)?;
@@ -249,6 +328,34 @@ fn finish(ctx: &Context, method: Method, outcome: Outcome) -> Result<i32> {
                 .done("migration aborted: the original table is back under its name");
             Ok(exit::OK)
         }
+    }
+}
+
+/// pause, continue and set: write the operator's wish into the control
+/// table, where the runner reads it between batches.
+async fn control_command(
+    ctx: &Context,
+    plan: &std::path::Path,
+    paused: Option<bool>,
+    rows: Option<i64>,
+    pause_ms: Option<i64>,
+) -> Result<i32> {
+    let plan = PlanFile::load(plan)?;
+    let client = crate::db::connect(&ctx.cfg).await?;
+    let table = plan.table.to_string();
+    match control::set_controls(&client, &table, paused, rows, pause_ms).await? {
+        Some(id) => {
+            let what = match (paused, rows, pause_ms) {
+                (Some(true), _, _) => "will pause at its next batch boundary".to_string(),
+                (Some(false), _, _) => "continues".to_string(),
+                (_, Some(n), _) => format!("moves about {n} rows per batch from its next batch on"),
+                (_, _, Some(ms)) => format!("pauses {ms}ms between batches from its next batch on"),
+                _ => "is unchanged".to_string(),
+            };
+            println!("migration {id} of {table} {what}");
+            Ok(exit::OK)
+        }
+        None => Err(crate::error::Refusal::new(format!("there is no unfinished migration of {table}")).into()),
     }
 }
 

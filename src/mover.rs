@@ -33,6 +33,9 @@ pub struct Mover<'a> {
     rows_moved: i64,
     pages: i64,
     rate: Rate,
+    /// The plan's batch size and pause, or the operator's (`migrate set`).
+    batch_rows: u64,
+    pause_ms: u64,
 }
 
 /// A direction of movement: its statements, prepared once.
@@ -65,6 +68,8 @@ impl<'a> Mover<'a> {
             rows_moved: m.rows_moved,
             pages,
             rate: Rate::default(),
+            batch_rows: bp.settings.batch_rows,
+            pause_ms: bp.settings.pause_ms,
         })
     }
 
@@ -138,7 +143,7 @@ impl<'a> Mover<'a> {
             let to = (self.cursor + self.pages).min(end);
             let rows = self.batch(&route, self.cursor, to).await?;
             self.rows_moved += rows;
-            self.after_batch(rows, to, end).await;
+            self.after_batch(rows, to, end).await?;
         }
         Ok(Pass::Complete)
     }
@@ -171,7 +176,7 @@ impl<'a> Mover<'a> {
             let rows = self.batch(&route, self.cursor, to).await?;
             moved_this_pass += rows;
             self.rows_moved += rows;
-            self.after_batch(rows, to, end).await;
+            self.after_batch(rows, to, end).await?;
         }
     }
 
@@ -193,7 +198,7 @@ impl<'a> Mover<'a> {
             let to = (self.cursor + self.pages).min(end);
             let rows = self.batch(&route, self.cursor, to).await?;
             self.rows_moved += rows;
-            self.after_batch(rows, to, end).await;
+            self.after_batch(rows, to, end).await?;
         }
     }
 
@@ -218,20 +223,20 @@ impl<'a> Mover<'a> {
                 let to = (self.cursor + self.pages).min(end);
                 let rows = self.batch(&route, self.cursor, to).await?;
                 self.rows_moved += rows;
-                self.after_batch(rows, to, end).await;
+                self.after_batch(rows, to, end).await?;
             }
         }
         Ok(Pass::Complete)
     }
 
-    async fn after_batch(&mut self, rows: i64, to: i64, end: i64) {
+    async fn after_batch(&mut self, rows: i64, to: i64, end: i64) -> Result<()> {
         self.cursor = to;
         self.rate.add(rows);
         // Aim the next batch at the plan's row count; stretch over empty
         // pages quickly.
         if rows > 0 {
             let per_page = rows as f64 / self.rate.last_pages.max(1) as f64;
-            self.pages = ((self.bp.settings.batch_rows as f64 / per_page).ceil() as i64).clamp(1, MAX_PAGES);
+            self.pages = ((self.batch_rows as f64 / per_page).ceil() as i64).clamp(1, MAX_PAGES);
         } else {
             self.pages = (self.pages * 2).min(MAX_PAGES);
         }
@@ -242,9 +247,35 @@ impl<'a> Mover<'a> {
             rows_per_sec: self.rate.per_sec(),
             sweep: self.sweeps.max(0) as u32,
         });
-        if self.bp.settings.pause_ms > 0 {
-            tokio::time::sleep(Duration::from_millis(self.bp.settings.pause_ms)).await;
+        self.obey_operator().await?;
+        if self.pause_ms > 0 {
+            tokio::time::sleep(Duration::from_millis(self.pause_ms)).await;
         }
+        Ok(())
+    }
+
+    /// Reads the operator's controls: a new batch size or pause, or a
+    /// pause of the whole run until `migrate continue`.
+    async fn obey_operator(&mut self) -> Result<()> {
+        let mut c = control::controls(self.client, self.id).await?;
+        if c.paused {
+            self.ctx
+                .reporter
+                .phase("paused", "paused by the operator; `migrate continue` resumes");
+            while c.paused && !self.ctx.stopping() {
+                tokio::time::sleep(Duration::from_millis(500)).await;
+                c = control::controls(self.client, self.id).await?;
+            }
+            self.ctx.reporter.phase("move", "continuing");
+        }
+        if let Some(n) = c.batch_rows.filter(|n| *n as u64 != self.batch_rows) {
+            tracing::info!(batch_rows = n, "batch size set by the operator");
+            self.batch_rows = n as u64;
+        }
+        if let Some(p) = c.pause_ms {
+            self.pause_ms = p as u64;
+        }
+        Ok(())
     }
 
     /// One batch in one transaction, retried on contention; when the

@@ -370,6 +370,21 @@ pub fn status(m: &MigrationRow, live: &Live) -> String {
             }
         }
     }
+    if m.paused {
+        let _ = writeln!(o, "Paused by the operator: `migrate continue` resumes");
+    }
+    if m.batch_rows_override.is_some() || m.pause_ms_override.is_some() {
+        let _ = writeln!(
+            o,
+            "Operator settings: batch size {}, pause {}",
+            m.batch_rows_override
+                .map(|n| format!("{n} rows"))
+                .unwrap_or_else(|| "as planned".into()),
+            m.pause_ms_override
+                .map(|n| format!("{n}ms"))
+                .unwrap_or_else(|| "as planned".into())
+        );
+    }
     if m.state == "aborting" {
         let _ = writeln!(
             o,
@@ -399,6 +414,28 @@ pub fn status(m: &MigrationRow, live: &Live) -> String {
 fn hms(secs: f64) -> String {
     let s = secs.max(0.0) as u64;
     format!("{:02}:{:02}:{:02}", s / 3600, s / 60 % 60, s % 60)
+}
+
+/// The `plan` report as a versioned JSON document.
+pub fn plan_json(r: &Resolved) -> serde_json::Value {
+    let bp = &r.blueprint;
+    serde_json::json!({
+        "version": crate::inspect::JSON_VERSION,
+        "table": bp.table.to_string(),
+        "method": bp.method.as_str(),
+        "key": { "column": bp.key.column.as_str(), "type": bp.key.type_name, "list": bp.key.list, "time_zone": bp.key.time_zone },
+        "server_version_num": r.server.version_num,
+        "estimated_rows": r.info.estimated_rows.max(0.0) as i64,
+        "bytes": r.info.bytes,
+        "partitions": bp.partitions.iter().map(|p| serde_json::json!({"name": p.name.as_str(), "from": p.from, "to": p.to})).collect::<Vec<_>>(),
+        "findings": r.findings,
+        "application": application_notes(bp),
+        "phases": phases(bp).iter().map(|p| serde_json::json!({
+            "name": p.name,
+            "how": p.how,
+            "statements": p.statements,
+        })).collect::<Vec<_>>(),
+    })
 }
 
 #[cfg(test)]

@@ -186,6 +186,12 @@ pub async fn drive(ctx: &Context, s: &mut Session, until: Phase) -> Result<Outco
             return Ok(Outcome::Stopped(phase));
         }
         let id = s.m.id;
+        // pg_stat_activity shows who this session is and what it does.
+        let app = format!("migrate {} {}: after {}", s.m.method, s.m.table_name, phase.as_str());
+        let _ = s
+            .client
+            .batch_execute(&format!("SET application_name = {}", crate::sql::quote_literal(&app)))
+            .await;
         let result = match s.m.blueprint.method {
             Method::Move => step_move(ctx, s).await,
             Method::Sync => step_sync(ctx, s).await,

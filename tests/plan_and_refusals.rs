@@ -232,3 +232,32 @@ async fn bad_connection_and_missing_plan_are_sentences() {
     );
     assert!(!run.stderr.contains("hunter2"), "the password leaked: {}", run.stderr);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn plan_as_json_and_strict() {
+    let cluster = Cluster::start();
+    let db = cluster.database().await;
+    seed(&db, 5, 300).await;
+    let dir = scratch();
+    let plan = db.plan_file(dir.path(), "p.yaml", &event_plan(500, ""));
+    let plan = plan.to_str().unwrap();
+    let run = db.migrate(&["plan", plan, "--output", "json"]).await;
+    run.ok();
+    let doc: serde_json::Value = serde_json::from_str(&run.stdout).expect("plan prints JSON");
+    assert_eq!(doc["version"], 1);
+    assert_eq!(doc["method"], "move");
+    assert_eq!(doc["phases"].as_array().unwrap().len(), 5);
+    assert!(doc["phases"][0]["statements"][2]["sql"]
+        .as_str()
+        .unwrap()
+        .starts_with("CREATE TABLE"));
+    assert!(doc["findings"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .any(|f| f["level"] == "warning"));
+    // The primary key warning makes --strict refuse.
+    let run = db.migrate(&["plan", plan, "--strict"]).await;
+    assert_eq!(run.code, 2, "{}", run.stderr);
+    assert!(run.stderr.contains("--strict"), "{}", run.stderr);
+}

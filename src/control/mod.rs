@@ -87,10 +87,14 @@ pub struct MigrationRow {
     pub move_started_at: Option<chrono::DateTime<chrono::Utc>>,
     pub finished_at: Option<chrono::DateTime<chrono::Utc>>,
     pub last_error: Option<String>,
+    pub paused: bool,
+    pub batch_rows_override: Option<i64>,
+    pub pause_ms_override: Option<i64>,
 }
 
 const COLUMNS: &str = "id, method, table_name, state, phase, blueprint, plan_source, cursor_block, sweeps, rows_moved, rows_total, \
-    batches, abort_step, abort_partition, abort_block, rows_moved_back, created_at, updated_at, move_started_at, finished_at, last_error";
+    batches, abort_step, abort_partition, abort_block, rows_moved_back, created_at, updated_at, move_started_at, finished_at, last_error, \
+    paused, batch_rows_override, pause_ms_override";
 
 fn from_row(r: &tokio_postgres::Row) -> Result<MigrationRow> {
     let bp: serde_json::Value = r.get("blueprint");
@@ -120,6 +124,9 @@ fn from_row(r: &tokio_postgres::Row) -> Result<MigrationRow> {
         move_started_at: r.get("move_started_at"),
         finished_at: r.get("finished_at"),
         last_error: r.get("last_error"),
+        paused: r.get("paused"),
+        batch_rows_override: r.get("batch_rows_override"),
+        pause_ms_override: r.get("pause_ms_override"),
     })
 }
 
@@ -371,4 +378,51 @@ pub async fn set_rows_total(client: &impl GenericClient, id: i64, rows: i64) -> 
         )
         .await?;
     Ok(())
+}
+
+/// The operator's controls, as the runner reads them between batches.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Controls {
+    pub paused: bool,
+    pub batch_rows: Option<i64>,
+    pub pause_ms: Option<i64>,
+}
+
+pub async fn controls(client: &impl GenericClient, id: i64) -> Result<Controls> {
+    let r = client
+        .query_one(
+            "SELECT paused, batch_rows_override, pause_ms_override FROM repartition.migrations WHERE id = $1",
+            &[&id],
+        )
+        .await?;
+    Ok(Controls {
+        paused: r.get(0),
+        batch_rows: r.get(1),
+        pause_ms: r.get(2),
+    })
+}
+
+/// Sets the operator's controls of the unfinished migration of a table.
+pub async fn set_controls(
+    client: &impl GenericClient,
+    table: &str,
+    paused: Option<bool>,
+    batch_rows: Option<i64>,
+    pause_ms: Option<i64>,
+) -> Result<Option<i64>> {
+    let row = client
+        .query_opt(
+            "UPDATE repartition.migrations SET paused = coalesce($2, paused), \
+                 batch_rows_override = coalesce($3, batch_rows_override), \
+                 pause_ms_override = coalesce($4, pause_ms_override), updated_at = now() \
+             WHERE table_name = $1 AND state IN ('active', 'aborting') RETURNING id",
+            &[&table, &paused, &batch_rows, &pause_ms],
+        )
+        .await?;
+    let id = row.map(|r| r.get::<_, i64>(0));
+    if let Some(id) = id {
+        let detail = format!("paused={paused:?} batch_rows={batch_rows:?} pause_ms={pause_ms:?}");
+        event(client, id, "control", &detail).await?;
+    }
+    Ok(id)
 }

@@ -34,7 +34,11 @@ CREATE TABLE IF NOT EXISTS repartition.migrations (
     updated_at timestamptz NOT NULL DEFAULT now(),
     move_started_at timestamptz,
     finished_at timestamptz,
-    last_error text
+    last_error text,
+    -- Operator controls, read by the runner between batches.
+    paused boolean NOT NULL DEFAULT false,
+    batch_rows_override bigint CHECK (batch_rows_override > 0),
+    pause_ms_override bigint CHECK (pause_ms_override >= 0)
 );
 
 -- One unfinished migration per table.

@@ -84,6 +84,22 @@ pub fn config(url: Option<&str>, application_name: &str) -> Result<Config> {
     if cfg.get_password().is_none() {
         if let Some(p) = env("PGPASSWORD") {
             cfg.password(p);
+        } else if let Some(file) = super::pgpass::read() {
+            let host = match cfg.get_hosts().first() {
+                Some(Host::Tcp(h)) => h.clone(),
+                _ => "localhost".to_string(),
+            };
+            let port = cfg.get_ports().first().copied().unwrap_or(5432);
+            let found = super::pgpass::lookup(
+                &file,
+                &host,
+                port,
+                cfg.get_dbname().unwrap_or_default(),
+                cfg.get_user().unwrap_or_default(),
+            );
+            if let Some(p) = found {
+                cfg.password(p);
+            }
         }
     }
     if cfg.get_connect_timeout().is_none() {

@@ -2,6 +2,7 @@
 
 pub mod advisory;
 pub mod connect;
+pub mod pgpass;
 pub mod retry;
 pub mod tls;
 

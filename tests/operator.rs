@@ -1,0 +1,74 @@
+//! Runtime control from another shell: pause, continue, a new batch size,
+//! and `status --watch`, all through the control table.
+
+mod common;
+use common::*;
+use std::time::{Duration, Instant};
+
+async fn moved(db: &Db) -> i64 {
+    match db
+        .client()
+        .await
+        .query_one("SELECT rows_moved FROM repartition.migrations", &[])
+        .await
+    {
+        Ok(r) => r.get(0),
+        Err(_) => 0,
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pause_continue_and_a_new_batch_size() {
+    let cluster = Cluster::start();
+    let db = cluster.database().await;
+    seed(&db, 20, 20_000).await;
+    let dir = scratch();
+    let plan = db.plan_file(dir.path(), "p.yaml", &event_plan(400, "  pause: 20ms\n"));
+    let plan = plan.to_str().unwrap().to_string();
+    let mut runner = db.command(&["apply", &plan], &[]).spawn().unwrap();
+    let mut watch = db.command(&["status", &plan, "--watch"], &[]).spawn().unwrap();
+    let start = Instant::now();
+    while moved(&db).await < 2000 {
+        assert!(start.elapsed() < Duration::from_secs(60));
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    db.migrate(&["pause", &plan]).await.ok();
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let at_pause = moved(&db).await;
+    tokio::time::sleep(Duration::from_millis(1000)).await;
+    assert_eq!(moved(&db).await, at_pause, "rows moved while paused");
+    let status = db.migrate(&["status", &plan]).await;
+    assert!(status.stdout.contains("Paused by the operator"), "{}", status.stdout);
+    let set = db.migrate(&["set", &plan, "batch-size", "60"]).await;
+    set.ok();
+    assert!(set.stdout.contains("about 60 rows per batch"), "{}", set.stdout);
+    let bad = db.migrate(&["set", &plan, "batch-size", "lots"]).await;
+    assert_eq!(bad.code, 2);
+    let last_before: i64 = db.scalar_i64("SELECT max(batch_no) FROM repartition.batches").await;
+    db.migrate(&["continue", &plan]).await.ok();
+    let out = runner.wait().await.unwrap();
+    assert!(out.success());
+    // Batches after the change are about 60 rows (a batch covers whole pages).
+    let big: i64 = db
+        .scalar_i64(&format!(
+            "SELECT count(*) FROM repartition.batches WHERE batch_no > {} + 2 AND rows > 150",
+            last_before
+        ))
+        .await;
+    assert_eq!(big, 0, "batches kept the old size after `set batch-size`");
+    assert!(
+        db.scalar_i64(&format!(
+            "SELECT count(*) FROM repartition.batches WHERE batch_no > {last_before}"
+        ))
+        .await
+            > 10
+    );
+    // `status --watch` ends by itself once the migration is done.
+    let watched = tokio::time::timeout(Duration::from_secs(30), watch.wait()).await;
+    assert!(watched.is_ok(), "status --watch did not end after the migration");
+    let events = db
+        .scalar_str("SELECT string_agg(kind, ',' ORDER BY id) FROM repartition.events WHERE kind = 'control'")
+        .await
+        .unwrap();
+    assert_eq!(events, "control,control,control");
+}
