@@ -212,6 +212,10 @@ pub struct Settings {
     pub retries: u32,
     pub keep_old: bool,
     pub block_size: i64,
+    #[serde(default)]
+    pub target_ms: Option<u64>,
+    #[serde(default)]
+    pub throttle: crate::plan_file::ThrottleSpec,
 }
 
 /// Something `plan` tells the user; refusals are errors instead.
@@ -947,6 +951,8 @@ pub async fn resolve(client: &Client, plan: &PlanFile) -> Result<Resolved> {
             retries: plan.spec.locks.retries,
             keep_old: plan.spec.swap.keep_old,
             block_size: server.block_size,
+            target_ms: plan.spec.batch.target_duration.map(|d| d.0),
+            throttle: plan.spec.throttle.clone(),
         },
     };
     Ok(Resolved {

@@ -23,4 +23,5 @@ pub mod progress;
 pub mod report;
 pub mod runner;
 pub mod sql;
+pub mod throttle;
 pub mod verify;

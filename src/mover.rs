@@ -36,6 +36,10 @@ pub struct Mover<'a> {
     /// The plan's batch size and pause, or the operator's (`migrate set`).
     batch_rows: u64,
     pause_ms: u64,
+    /// The relation batches read, for the wraparound check.
+    source: QualifiedName,
+    /// The operator set the batch size: auto-tuning stays out of the way.
+    operator_size: bool,
 }
 
 /// A direction of movement: its statements, prepared once.
@@ -70,6 +74,8 @@ impl<'a> Mover<'a> {
             rate: Rate::default(),
             batch_rows: bp.settings.batch_rows,
             pause_ms: bp.settings.pause_ms,
+            source: source.clone(),
+            operator_size: false,
         })
     }
 
@@ -254,6 +260,30 @@ impl<'a> Mover<'a> {
         Ok(())
     }
 
+    /// Moves the batch size toward the plan's target batch duration,
+    /// within a tenth and ten times the plan's size, smoothly.
+    fn tune(&mut self, rows: i64, took: chrono::Duration) {
+        let (Some(target), false) = (self.bp.settings.target_ms, self.operator_size) else {
+            return;
+        };
+        let ms = took.num_milliseconds().max(1) as f64;
+        if rows <= 0 {
+            return;
+        }
+        let planned = self.bp.settings.batch_rows as f64;
+        let ideal = (self.batch_rows as f64 * target as f64 / ms).clamp(planned / 10.0, planned * 10.0);
+        let next = (self.batch_rows as f64 * 0.5 + ideal * 0.5).round().max(1.0) as u64;
+        if next.abs_diff(self.batch_rows) * 5 > self.batch_rows {
+            tracing::info!(
+                batch_rows = next,
+                batch_ms = ms,
+                target_ms = target,
+                "batch size tuned toward the target duration"
+            );
+        }
+        self.batch_rows = next;
+    }
+
     /// Reads the operator's controls: a new batch size or pause, or a
     /// pause of the whole run until `migrate continue`.
     async fn obey_operator(&mut self) -> Result<()> {
@@ -268,9 +298,31 @@ impl<'a> Mover<'a> {
             }
             self.ctx.reporter.phase("move", "continuing");
         }
-        if let Some(n) = c.batch_rows.filter(|n| *n as u64 != self.batch_rows) {
-            tracing::info!(batch_rows = n, "batch size set by the operator");
-            self.batch_rows = n as u64;
+        if let Some(n) = c.batch_rows {
+            self.operator_size = true;
+            if n as u64 != self.batch_rows {
+                tracing::info!(batch_rows = n, "batch size set by the operator");
+                self.batch_rows = n as u64;
+            }
+        }
+        // Conditions that make the run wait by itself.
+        let mut waited = false;
+        while let Some(why) = crate::throttle::reason(self.client, &self.bp.settings.throttle, &self.source).await? {
+            if !waited {
+                self.ctx.reporter.phase("throttled", &why);
+                crate::throttle::record(self.client, self.id, Some(&why)).await?;
+                waited = true;
+            }
+            if self.ctx.stopping() {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(1000)).await;
+        }
+        if waited {
+            crate::throttle::record(self.client, self.id, None).await?;
+            self.ctx
+                .reporter
+                .phase("move", "continuing: the throttle condition cleared");
         }
         if let Some(p) = c.pause_ms {
             self.pause_ms = p as u64;
@@ -299,6 +351,7 @@ impl<'a> Mover<'a> {
             match res {
                 Ok(rows) => {
                     self.rate.last_pages = to - from;
+                    self.tune(rows, chrono::Utc::now() - started);
                     return Ok(rows);
                 }
                 Err(e)

@@ -33,9 +33,28 @@ pub struct PlanSpec {
     pub swap: SwapSpec,
     #[serde(default)]
     pub attach: AttachSpec,
+    /// Conditions under which the run pauses by itself.
+    #[serde(default)]
+    pub throttle: ThrottleSpec,
     /// For `migrate maintain`: how many periods of partitions to keep.
     #[serde(default)]
     pub retention: Option<RetentionSpec>,
+}
+
+/// The run pauses while any of these holds, and says why in `status`; an
+/// anti-wraparound autovacuum of the table being read always pauses it.
+#[derive(Clone, Debug, Default, Deserialize, Serialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct ThrottleSpec {
+    /// Replay lag of any replica (pg_stat_replication).
+    #[serde(default)]
+    pub max_replica_lag: Option<Millis>,
+    /// WAL retained by any replication slot, in megabytes.
+    #[serde(default)]
+    pub max_slot_wal_mb: Option<Positive>,
+    /// A query returning one boolean: true means "wait".
+    #[serde(default)]
+    pub check: Option<String>,
 }
 
 #[derive(Clone, Debug, Deserialize, Serialize, PartialEq)]
@@ -163,6 +182,10 @@ pub struct BatchSpec {
     /// Pause between batches.
     #[serde(default)]
     pub pause: Millis,
+    /// Tune the batch size toward batches of this duration (between a tenth
+    /// and ten times `size`).
+    #[serde(default)]
+    pub target_duration: Option<Millis>,
 }
 
 #[derive(Clone, Debug, Deserialize, Serialize, PartialEq)]
@@ -210,6 +233,7 @@ impl Default for BatchSpec {
         BatchSpec {
             size: default_batch_size(),
             pause: Millis(0),
+            target_duration: None,
         }
     }
 }

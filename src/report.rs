@@ -373,6 +373,9 @@ pub fn status(m: &MigrationRow, live: &Live) -> String {
     if m.paused {
         let _ = writeln!(o, "Paused by the operator: `migrate continue` resumes");
     }
+    if let Some(why) = &m.throttled {
+        let _ = writeln!(o, "Waiting by itself: {why}");
+    }
     if m.batch_rows_override.is_some() || m.pause_ms_override.is_some() {
         let _ = writeln!(
             o,

@@ -72,3 +72,51 @@ async fn pause_continue_and_a_new_batch_size() {
         .unwrap();
     assert_eq!(events, "control,control,control");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_throttle_check_pauses_the_run_and_status_says_why() {
+    let cluster = Cluster::start();
+    let db = cluster.database().await;
+    seed(&db, 20, 15_000).await;
+    db.exec("CREATE TABLE public.lag_signal (lagging boolean NOT NULL); INSERT INTO lag_signal VALUES (false);")
+        .await;
+    let dir = scratch();
+    let plan = db.plan_file(
+        dir.path(),
+        "p.yaml",
+        &event_plan(
+            300,
+            "  pause: 10ms\n  target_duration: 30ms\nthrottle:\n  check: \"SELECT lagging FROM public.lag_signal\"\n",
+        ),
+    );
+    let plan = plan.to_str().unwrap().to_string();
+    let mut runner = db.command(&["apply", &plan], &[]).spawn().unwrap();
+    let start = Instant::now();
+    while moved(&db).await < 1500 {
+        assert!(start.elapsed() < Duration::from_secs(60));
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    // A replica "lags": the run waits by itself and says why.
+    db.exec("UPDATE lag_signal SET lagging = true").await;
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    let held = moved(&db).await;
+    tokio::time::sleep(Duration::from_millis(1200)).await;
+    assert_eq!(moved(&db).await, held, "rows moved while the throttle condition held");
+    let status = db.migrate(&["status", &plan]).await;
+    assert!(
+        status
+            .stdout
+            .contains("Waiting by itself: throttle.check returned true"),
+        "{}",
+        status.stdout
+    );
+    db.exec("UPDATE lag_signal SET lagging = false").await;
+    assert!(runner.wait().await.unwrap().success());
+    let status = db.migrate(&["status", &plan]).await;
+    assert!(!status.stdout.contains("Waiting by itself"), "{}", status.stdout);
+    assert_eq!(
+        db.scalar_i64("SELECT count(*) FROM repartition.events WHERE kind = 'throttled'")
+            .await,
+        1
+    );
+}

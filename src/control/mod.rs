@@ -90,11 +90,12 @@ pub struct MigrationRow {
     pub paused: bool,
     pub batch_rows_override: Option<i64>,
     pub pause_ms_override: Option<i64>,
+    pub throttled: Option<String>,
 }
 
 const COLUMNS: &str = "id, method, table_name, state, phase, blueprint, plan_source, cursor_block, sweeps, rows_moved, rows_total, \
     batches, abort_step, abort_partition, abort_block, rows_moved_back, created_at, updated_at, move_started_at, finished_at, last_error, \
-    paused, batch_rows_override, pause_ms_override";
+    paused, batch_rows_override, pause_ms_override, throttled";
 
 fn from_row(r: &tokio_postgres::Row) -> Result<MigrationRow> {
     let bp: serde_json::Value = r.get("blueprint");
@@ -127,6 +128,7 @@ fn from_row(r: &tokio_postgres::Row) -> Result<MigrationRow> {
         paused: r.get("paused"),
         batch_rows_override: r.get("batch_rows_override"),
         pause_ms_override: r.get("pause_ms_override"),
+        throttled: r.get("throttled"),
     })
 }
 

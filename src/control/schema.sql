@@ -38,7 +38,9 @@ CREATE TABLE IF NOT EXISTS repartition.migrations (
     -- Operator controls, read by the runner between batches.
     paused boolean NOT NULL DEFAULT false,
     batch_rows_override bigint CHECK (batch_rows_override > 0),
-    pause_ms_override bigint CHECK (pause_ms_override >= 0)
+    pause_ms_override bigint CHECK (pause_ms_override >= 0),
+    -- Why the runner waits by itself, while it does.
+    throttled text
 );
 
 -- One unfinished migration per table.
