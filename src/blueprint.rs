@@ -216,6 +216,8 @@ pub struct Settings {
     pub target_ms: Option<u64>,
     #[serde(default)]
     pub throttle: crate::plan_file::ThrottleSpec,
+    #[serde(default)]
+    pub hooks: crate::plan_file::HooksSpec,
 }
 
 /// Something `plan` tells the user; refusals are errors instead.
@@ -953,6 +955,7 @@ pub async fn resolve(client: &Client, plan: &PlanFile) -> Result<Resolved> {
             block_size: server.block_size,
             target_ms: plan.spec.batch.target_duration.map(|d| d.0),
             throttle: plan.spec.throttle.clone(),
+            hooks: plan.spec.hooks.clone(),
         },
     };
     Ok(Resolved {

@@ -32,6 +32,16 @@ pub struct Cli {
     #[arg(long, global = true)]
     pub quiet: bool,
 
+    /// When half the lock retries are spent, cancel the queries of the
+    /// sessions holding the tables.
+    #[arg(long, global = true, conflicts_with = "terminate_blockers")]
+    pub cancel_blockers: bool,
+
+    /// When half the lock retries are spent, terminate the sessions holding
+    /// the tables (also those idle in a transaction).
+    #[arg(long, global = true)]
+    pub terminate_blockers: bool,
+
     #[command(subcommand)]
     pub command: Command,
 }
@@ -183,6 +193,11 @@ impl Until {
 pub async fn run(cli: Cli) -> Result<i32> {
     let stop = Arc::new(AtomicBool::new(false));
     watch_signals(stop.clone());
+    crate::db::retry::set_blocker_action(match (cli.cancel_blockers, cli.terminate_blockers) {
+        (true, _) => crate::db::retry::BlockerAction::Cancel,
+        (_, true) => crate::db::retry::BlockerAction::Terminate,
+        _ => crate::db::retry::BlockerAction::Wait,
+    });
     let cfg = crate::db::config(cli.database_url.as_deref(), "migrate")?;
     let ctx = Context {
         cfg,

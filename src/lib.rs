@@ -13,6 +13,7 @@ pub mod control;
 pub mod db;
 pub mod error;
 pub mod failpoint;
+pub mod hooks;
 pub mod inspect;
 pub mod maintain;
 pub mod mover;

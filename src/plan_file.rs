@@ -33,12 +33,28 @@ pub struct PlanSpec {
     pub swap: SwapSpec,
     #[serde(default)]
     pub attach: AttachSpec,
+    /// Shell commands run at phase boundaries, on failure and on completion.
+    #[serde(default)]
+    pub hooks: HooksSpec,
     /// Conditions under which the run pauses by itself.
     #[serde(default)]
     pub throttle: ThrottleSpec,
     /// For `migrate maintain`: how many periods of partitions to keep.
     #[serde(default)]
     pub retention: Option<RetentionSpec>,
+}
+
+/// Commands run with `sh -c`, the migration's state in `MIGRATE_*`
+/// environment variables; a failing hook is reported, never fatal.
+#[derive(Clone, Debug, Default, Deserialize, Serialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct HooksSpec {
+    #[serde(default)]
+    pub after_phase: Option<String>,
+    #[serde(default)]
+    pub on_failure: Option<String>,
+    #[serde(default)]
+    pub on_complete: Option<String>,
 }
 
 /// The run pauses while any of these holds, and says why in `status`; an

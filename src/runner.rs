@@ -201,11 +201,24 @@ pub async fn drive(ctx: &Context, s: &mut Session, until: Phase) -> Result<Outco
             Ok(Step::Done) => {}
             Ok(Step::Stopped) => return Ok(Outcome::Stopped(phase)),
             Err(e) => {
-                let _ = control::set_error(&**s.client, id, &format!("{e:#}")).await;
+                let msg = format!("{e:#}");
+                let _ = control::set_error(&**s.client, id, &msg).await;
+                crate::hooks::run(
+                    s.m.blueprint.settings.hooks.on_failure.as_ref(),
+                    "failure",
+                    &s.m,
+                    Some(&msg),
+                )
+                .await;
                 return Err(e);
             }
         }
         s.m = control::reload(&**s.client, id).await?;
+        let hooks = &s.m.blueprint.settings.hooks;
+        crate::hooks::run(hooks.after_phase.as_ref(), "after_phase", &s.m, None).await;
+        if s.m.phase == Phase::Finished || (s.m.phase == Phase::Swapped && s.m.blueprint.method == Method::Sync) {
+            crate::hooks::run(hooks.on_complete.as_ref(), "complete", &s.m, None).await;
+        }
     }
 }
 

@@ -155,3 +155,34 @@ async fn a_batch_waits_for_a_row_the_application_holds() {
         0
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn terminate_blockers_only_when_asked() {
+    let (_cluster, db, _dir, plan) = moved_table("locks:\n  lock_timeout: 100ms\n  retries: 4\n").await;
+    let blocker = db.client().await;
+    blocker
+        .batch_execute("BEGIN; SELECT count(*) FROM workflow_events;")
+        .await
+        .unwrap();
+    let run = db.migrate(&["swap", &plan]).await;
+    assert_eq!(
+        run.code, 3,
+        "without the flag the tool waits and gives up: {}",
+        run.stderr
+    );
+    assert!(
+        blocker.execute("SELECT 1", &[]).await.is_ok(),
+        "the blocker was harmed without the flag"
+    );
+    let run = db.migrate(&["--terminate-blockers", "swap", &plan]).await;
+    run.ok();
+    assert!(
+        run.stderr.contains("acting on the sessions in the way"),
+        "{}",
+        run.stderr
+    );
+    assert!(
+        blocker.execute("SELECT 1", &[]).await.is_err(),
+        "the blocker's session should be gone"
+    );
+}

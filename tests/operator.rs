@@ -120,3 +120,43 @@ async fn a_throttle_check_pauses_the_run_and_status_says_why() {
         1
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn hooks_run_at_phase_boundaries_on_failure_and_on_completion() {
+    let cluster = Cluster::start();
+    let db = cluster.database().await;
+    seed(&db, 5, 500).await;
+    let dir = scratch();
+    let log = dir.path().join("hooks.log");
+    let extra = format!(
+        "locks:\n  lock_timeout: 100ms\n  retries: 1\nhooks:\n  after_phase: 'echo \"$MIGRATE_EVENT $MIGRATE_PHASE $MIGRATE_TABLE\" >> {log}'\n  on_failure: 'echo \"failure $MIGRATE_PHASE\" >> {log}; exit 3'\n  on_complete: 'echo \"complete $MIGRATE_STATE $MIGRATE_ROWS_MOVED\" >> {log}'\n",
+        log = log.display()
+    );
+    let plan = db.plan_file(dir.path(), "p.yaml", &event_plan(200, &extra));
+    let plan = plan.to_str().unwrap();
+    db.migrate(&["apply", plan, "--until", "move"]).await.ok();
+    // A session holds the table: the swap gives up, the failure hook runs.
+    let holder = db.client().await;
+    holder
+        .batch_execute("BEGIN; SELECT count(*) FROM workflow_events;")
+        .await
+        .unwrap();
+    let run = db.migrate(&["swap", plan]).await;
+    assert_eq!(run.code, 3, "{}", run.stderr);
+    assert!(
+        run.stderr.contains("a hook failed; the migration goes on"),
+        "{}",
+        run.stderr
+    );
+    holder.batch_execute("COMMIT").await.unwrap();
+    db.migrate(&["swap", plan]).await.ok();
+    let text = std::fs::read_to_string(&log).unwrap();
+    assert!(
+        text.contains("after_phase prepared \"public\".\"workflow_events\""),
+        "{text}"
+    );
+    assert!(text.contains("after_phase moved"), "{text}");
+    assert!(text.contains("failure moved"), "{text}");
+    assert!(text.contains("after_phase finished"), "{text}");
+    assert!(text.contains("complete done 500"), "{text}");
+}

@@ -10,6 +10,24 @@ use std::time::Duration;
 use tokio_postgres::error::SqlState;
 use tokio_postgres::Client;
 
+/// What to do with sessions that keep the tool from its locks, once half
+/// its tries are spent: nothing unless the operator asked (`--cancel-blockers`
+/// or `--terminate-blockers`).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum BlockerAction {
+    #[default]
+    Wait,
+    Cancel,
+    Terminate,
+}
+
+static BLOCKERS: std::sync::OnceLock<BlockerAction> = std::sync::OnceLock::new();
+
+/// Set once by the command line.
+pub fn set_blocker_action(a: BlockerAction) {
+    let _ = BLOCKERS.set(a);
+}
+
 #[derive(Clone, Copy, Debug)]
 pub struct RetryPolicy {
     pub tries: u32,
@@ -82,6 +100,10 @@ where
         match step().await {
             Ok(v) => return Ok(v),
             Err(e) if is_contention_chain(&e) => {
+                let action = BLOCKERS.get().copied().unwrap_or_default();
+                if action != BlockerAction::Wait && n + 1 >= policy.tries / 2 {
+                    act_on_blockers(client, relations, action).await;
+                }
                 let wait = policy.backoff(n);
                 last = pg_error(&e).map(message).unwrap_or_default();
                 tracing::info!(step = what, attempt = n + 1, wait_ms = wait.as_millis() as u64, reason = %last, "lock not available; stepping back");
@@ -108,6 +130,29 @@ pub fn message(e: &tokio_postgres::Error) -> String {
     match e.as_db_error() {
         Some(db) => db.message().to_string(),
         None => e.to_string(),
+    }
+}
+
+/// Cancels the queries of, or terminates, the sessions holding locks on
+/// the relations, naming each in the log.
+async fn act_on_blockers(client: &Client, relations: &[String], action: BlockerAction) {
+    let function = match action {
+        BlockerAction::Cancel => "pg_cancel_backend",
+        BlockerAction::Terminate => "pg_terminate_backend",
+        BlockerAction::Wait => return,
+    };
+    let sql = format!(
+        "SELECT DISTINCT l.pid, pg_catalog.{function}(l.pid) FROM pg_catalog.pg_locks l \
+         WHERE l.granted AND l.pid <> pg_catalog.pg_backend_pid() \
+           AND l.relation IN (SELECT pg_catalog.to_regclass(r) FROM pg_catalog.unnest($1::text[]) r)"
+    );
+    let who = blockers(client, relations).await.unwrap_or_default();
+    match client.query(&sql, &[&relations]).await {
+        Ok(rows) if !rows.is_empty() => {
+            tracing::warn!(action = function, sessions = %who.join("; "), "acting on the sessions in the way, as asked");
+        }
+        Ok(_) => {}
+        Err(e) => tracing::warn!(error = %message(&e), "could not act on the sessions in the way"),
     }
 }
 
