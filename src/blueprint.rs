@@ -218,6 +218,8 @@ pub struct Settings {
     pub throttle: crate::plan_file::ThrottleSpec,
     #[serde(default)]
     pub hooks: crate::plan_file::HooksSpec,
+    #[serde(default)]
+    pub postpone_swap: bool,
 }
 
 /// Something `plan` tells the user; refusals are errors instead.
@@ -956,6 +958,7 @@ pub async fn resolve(client: &Client, plan: &PlanFile) -> Result<Resolved> {
             target_ms: plan.spec.batch.target_duration.map(|d| d.0),
             throttle: plan.spec.throttle.clone(),
             hooks: plan.spec.hooks.clone(),
+            postpone_swap: plan.spec.swap.postpone,
         },
     };
     Ok(Resolved {

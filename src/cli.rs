@@ -338,6 +338,11 @@ fn finish(ctx: &Context, method: Method, outcome: Outcome) -> Result<i32> {
             ctx.reporter.done(&format!("interrupted during the phase after {}; every committed batch is recorded: continue with `migrate resume`", p.as_str()));
             Ok(exit::INTERRUPTED)
         }
+        Outcome::SwapRequested => {
+            ctx.reporter
+                .done("the waiting runner was asked to swap; `migrate status` shows when it has");
+            Ok(exit::OK)
+        }
         Outcome::Aborted => {
             ctx.reporter
                 .done("migration aborted: the original table is back under its name");

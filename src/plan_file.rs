@@ -242,6 +242,10 @@ pub struct SwapSpec {
     /// Keep the emptied original table after the swap instead of dropping it.
     #[serde(default)]
     pub keep_old: bool,
+    /// `apply` gets everything ready, keeps the two sides in step, and waits
+    /// for the operator's `migrate swap` instead of swapping by itself.
+    #[serde(default)]
+    pub postpone: bool,
 }
 
 impl Default for BatchSpec {

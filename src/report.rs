@@ -373,6 +373,17 @@ pub fn status(m: &MigrationRow, live: &Live) -> String {
     if m.paused {
         let _ = writeln!(o, "Paused by the operator: `migrate continue` resumes");
     }
+    if m.waiting_for_swap {
+        let _ = writeln!(
+            o,
+            "Ready: waiting for `migrate swap` (the plan postpones the swap){}",
+            if m.swap_requested {
+                "; the swap was requested"
+            } else {
+                ""
+            }
+        );
+    }
     if let Some(why) = &m.throttled {
         let _ = writeln!(o, "Waiting by itself: {why}");
     }

@@ -39,6 +39,8 @@ pub enum Outcome {
     /// Stopped by a signal; resumable.
     Stopped(Phase),
     Aborted,
+    /// A waiting runner was asked to swap.
+    SwapRequested,
 }
 
 /// A connection, the runner lock, and the migration's record.
@@ -46,6 +48,9 @@ pub struct Session {
     pub client: deadpool_postgres::Object,
     _lock: RunnerLock,
     pub m: MigrationRow,
+    /// The operator ordered the swap (`migrate swap`): a postponed swap
+    /// does not wait.
+    pub swap_ordered: bool,
 }
 
 /// What to record in the control table in a phase's own transaction.
@@ -98,7 +103,12 @@ pub async fn apply(ctx: &Context, plan: &PlanFile, until: Phase) -> Result<Outco
             control::reload(&**client, id).await?
         }
     };
-    let mut s = Session { client, _lock: lock, m };
+    let mut s = Session {
+        client,
+        _lock: lock,
+        m,
+        swap_ordered: false,
+    };
     drive(ctx, &mut s, until).await
 }
 
@@ -115,9 +125,24 @@ pub async fn resume(ctx: &Context, plan: &PlanFile, until: Phase) -> Result<Outc
     drive(ctx, &mut s, until).await
 }
 
-/// Only the swap (and dropping the emptied original).
+/// Only the swap (and dropping the emptied original). When a runner waits
+/// for it (a postponed swap), the order goes to that runner.
 pub async fn swap(ctx: &Context, plan: &PlanFile) -> Result<Outcome> {
-    let mut s = open_unfinished(ctx, plan).await?;
+    let mut s = match open_unfinished(ctx, plan).await {
+        Ok(s) => s,
+        Err(e)
+            if e.downcast_ref::<crate::error::Failure>()
+                .is_some_and(|f| matches!(f, crate::error::Failure::Conflict(_))) =>
+        {
+            let client = crate::db::connect(&ctx.cfg).await?;
+            if control::request_swap(&client, &plan.table.to_string()).await? {
+                return Ok(Outcome::SwapRequested);
+            }
+            return Err(e);
+        }
+        Err(e) => return Err(e),
+    };
+    s.swap_ordered = true;
     if s.m.state == "aborting" {
         return Err(Refusal::new(format!(
             "an abort of {} is in progress; it cannot be swapped",
@@ -160,7 +185,12 @@ pub async fn open_unfinished(ctx: &Context, plan: &PlanFile) -> Result<Session> 
         return Err(Refusal::new(format!("there is no unfinished migration of {table}{hint}")).into());
     };
     check_same_plan(&m, plan)?;
-    Ok(Session { client, _lock: lock, m })
+    Ok(Session {
+        client,
+        _lock: lock,
+        m,
+        swap_ordered: false,
+    })
 }
 
 fn check_same_plan(m: &MigrationRow, plan: &PlanFile) -> Result<()> {
@@ -186,6 +216,15 @@ pub async fn drive(ctx: &Context, s: &mut Session, until: Phase) -> Result<Outco
             return Ok(Outcome::Stopped(phase));
         }
         let id = s.m.id;
+        let swap_next = matches!(
+            (s.m.blueprint.method, phase, s.m.blueprint.split.is_some()),
+            (Method::Move, Phase::Moved, _) | (Method::Sync, Phase::Verified, _) | (Method::Attach, Phase::Prepared, _)
+        );
+        if swap_next && s.m.blueprint.settings.postpone_swap && !s.swap_ordered {
+            if let Step::Stopped = wait_for_swap(ctx, s).await? {
+                return Ok(Outcome::Stopped(phase));
+            }
+        }
         // pg_stat_activity shows who this session is and what it does.
         let app = format!("migrate {} {}: after {}", s.m.method, s.m.table_name, phase.as_str());
         let _ = s
@@ -219,6 +258,39 @@ pub async fn drive(ctx: &Context, s: &mut Session, until: Phase) -> Result<Outco
         if s.m.phase == Phase::Finished || (s.m.phase == Phase::Swapped && s.m.blueprint.method == Method::Sync) {
             crate::hooks::run(hooks.on_complete.as_ref(), "complete", &s.m, None).await;
         }
+    }
+}
+
+/// A postponed swap: everything is ready; keep the two sides in step and
+/// wait for the operator's `migrate swap`.
+async fn wait_for_swap(ctx: &Context, s: &mut Session) -> Result<Step> {
+    let id = s.m.id;
+    control::set_waiting(&**s.client, id, true).await?;
+    control::event(&**s.client, id, "waiting for swap", "").await?;
+    ctx.reporter.phase(
+        "ready",
+        "everything is ready; waiting for `migrate swap` (the swap is postponed, as the plan says)",
+    );
+    let mut rounds = 0u32;
+    loop {
+        if ctx.stopping() {
+            control::set_waiting(&**s.client, id, false).await?;
+            return Ok(Step::Stopped);
+        }
+        if control::swap_requested(&**s.client, id).await? {
+            control::set_waiting(&**s.client, id, false).await?;
+            control::event(&**s.client, id, "swap requested", "").await?;
+            return Ok(Step::Done);
+        }
+        rounds += 1;
+        // The move method keeps the original small while it waits: rows an
+        // UPDATE puts behind the cursor are swept every minute or so.
+        if s.m.blueprint.method == Method::Move && rounds % 30 == 0 {
+            let m = s.m.clone();
+            let mut mover = Mover::new(ctx, &s.client, &m, &m.blueprint.old).await?;
+            mover.sweep_once().await?;
+        }
+        tokio::time::sleep(std::time::Duration::from_secs(2)).await;
     }
 }
 
@@ -487,7 +559,12 @@ pub async fn split(ctx: &Context, plan: &PlanFile) -> Result<Outcome> {
             control::reload(&**client, id).await?
         }
     };
-    let mut s = Session { client, _lock: lock, m };
+    let mut s = Session {
+        client,
+        _lock: lock,
+        m,
+        swap_ordered: false,
+    };
     drive(ctx, &mut s, Phase::Finished).await
 }
 

@@ -160,3 +160,53 @@ async fn hooks_run_at_phase_boundaries_on_failure_and_on_completion() {
     assert!(text.contains("after_phase finished"), "{text}");
     assert!(text.contains("complete done 500"), "{text}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_postponed_swap_waits_for_the_operator() {
+    let cluster = Cluster::start();
+    let db = cluster.database().await;
+    seed(&db, 10, 3000).await;
+    let dir = scratch();
+    let plan = db.plan_file(dir.path(), "p.yaml", &event_plan(500, "swap:\n  postpone: true\n"));
+    let plan = plan.to_str().unwrap().to_string();
+    let mut runner = db.command(&["apply", &plan], &[]).spawn().unwrap();
+    let start = Instant::now();
+    loop {
+        let s = db.migrate(&["status", &plan]).await;
+        if s.stdout.contains("Ready: waiting for `migrate swap`") {
+            break;
+        }
+        assert!(
+            start.elapsed() < Duration::from_secs(60),
+            "never got ready: {}",
+            s.stdout
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    // Still waiting a while later: nothing swaps by itself.
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    assert_eq!(
+        db.scalar_str("SELECT (SELECT relkind::text FROM pg_class WHERE oid = to_regclass('public.workflow_events'))")
+            .await
+            .as_deref(),
+        Some("v")
+    );
+    let order = db.migrate(&["swap", &plan]).await;
+    order.ok();
+    assert!(
+        order.stderr.contains("the waiting runner was asked to swap"),
+        "{}",
+        order.stderr
+    );
+    let out = tokio::time::timeout(Duration::from_secs(60), runner.wait())
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(out.success());
+    assert_eq!(
+        db.scalar_str("SELECT (SELECT relkind::text FROM pg_class WHERE oid = to_regclass('public.workflow_events'))")
+            .await
+            .as_deref(),
+        Some("p")
+    );
+}

@@ -91,11 +91,13 @@ pub struct MigrationRow {
     pub batch_rows_override: Option<i64>,
     pub pause_ms_override: Option<i64>,
     pub throttled: Option<String>,
+    pub waiting_for_swap: bool,
+    pub swap_requested: bool,
 }
 
 const COLUMNS: &str = "id, method, table_name, state, phase, blueprint, plan_source, cursor_block, sweeps, rows_moved, rows_total, \
     batches, abort_step, abort_partition, abort_block, rows_moved_back, created_at, updated_at, move_started_at, finished_at, last_error, \
-    paused, batch_rows_override, pause_ms_override, throttled";
+    paused, batch_rows_override, pause_ms_override, throttled, waiting_for_swap, swap_requested";
 
 fn from_row(r: &tokio_postgres::Row) -> Result<MigrationRow> {
     let bp: serde_json::Value = r.get("blueprint");
@@ -129,6 +131,8 @@ fn from_row(r: &tokio_postgres::Row) -> Result<MigrationRow> {
         batch_rows_override: r.get("batch_rows_override"),
         pause_ms_override: r.get("pause_ms_override"),
         throttled: r.get("throttled"),
+        waiting_for_swap: r.get("waiting_for_swap"),
+        swap_requested: r.get("swap_requested"),
     })
 }
 
@@ -427,4 +431,36 @@ pub async fn set_controls(
         event(client, id, "control", &detail).await?;
     }
     Ok(id)
+}
+
+/// Postponed swap: the runner says it waits, or stops waiting.
+pub async fn set_waiting(client: &impl GenericClient, id: i64, waiting: bool) -> Result<()> {
+    client
+        .execute(
+            "UPDATE repartition.migrations SET waiting_for_swap = $2, swap_requested = swap_requested AND $2 WHERE id = $1",
+            &[&id, &waiting],
+        )
+        .await?;
+    Ok(())
+}
+
+/// The operator asks a waiting runner to swap; false when none waits.
+pub async fn request_swap(client: &impl GenericClient, table: &str) -> Result<bool> {
+    let n = client
+        .execute(
+            "UPDATE repartition.migrations SET swap_requested = true WHERE table_name = $1 AND state = 'active' AND waiting_for_swap",
+            &[&table],
+        )
+        .await?;
+    Ok(n == 1)
+}
+
+pub async fn swap_requested(client: &impl GenericClient, id: i64) -> Result<bool> {
+    Ok(client
+        .query_one(
+            "SELECT swap_requested FROM repartition.migrations WHERE id = $1",
+            &[&id],
+        )
+        .await?
+        .get(0))
 }

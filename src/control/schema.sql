@@ -40,7 +40,10 @@ CREATE TABLE IF NOT EXISTS repartition.migrations (
     batch_rows_override bigint CHECK (batch_rows_override > 0),
     pause_ms_override bigint CHECK (pause_ms_override >= 0),
     -- Why the runner waits by itself, while it does.
-    throttled text
+    throttled text,
+    -- Postponed swap: the runner waits for the operator's `migrate swap`.
+    waiting_for_swap boolean NOT NULL DEFAULT false,
+    swap_requested boolean NOT NULL DEFAULT false
 );
 
 -- One unfinished migration per table.
