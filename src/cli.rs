@@ -208,7 +208,12 @@ pub async fn run(cli: Cli) -> Result<i32> {
         Command::Plan { plan, output, strict } => {
             let plan = PlanFile::load(&plan)?;
             let client = crate::db::connect(&ctx.cfg).await?;
-            let resolved = crate::blueprint::resolve(&client, &plan).await?;
+            let mut resolved = crate::blueprint::resolve(&client, &plan).await?;
+            let mut extra = crate::preflight::statements(&client, &resolved.blueprint).await?;
+            extra.extend(crate::preflight::partition_sizes(&client, &resolved.blueprint, resolved.info.bytes).await?);
+            extra
+                .extend(crate::preflight::estimates(&client, &resolved.blueprint, resolved.info.estimated_rows).await?);
+            resolved.findings.extend(extra);
             match output {
                 Output::Json => println!("{}", serde_json::to_string_pretty(&report::plan_json(&resolved))?),
                 Output::Text => print!("{}", report::plan(&resolved, &crate::db::connect::describe(&ctx.cfg))),

@@ -20,6 +20,7 @@ pub mod mover;
 pub mod partition;
 pub mod phase;
 pub mod plan_file;
+pub mod preflight;
 pub mod progress;
 pub mod report;
 pub mod runner;

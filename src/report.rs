@@ -425,7 +425,7 @@ pub fn status(m: &MigrationRow, live: &Live) -> String {
     o
 }
 
-fn hms(secs: f64) -> String {
+pub fn hms(secs: f64) -> String {
     let s = secs.max(0.0) as u64;
     format!("{:02}:{:02}:{:02}", s / 3600, s / 60 % 60, s % 60)
 }

@@ -261,3 +261,55 @@ async fn plan_as_json_and_strict() {
     assert_eq!(run.code, 2, "{}", run.stderr);
     assert!(run.stderr.contains("--strict"), "{}", run.stderr);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn plan_reads_the_applications_statements() {
+    let cluster = Cluster::start_with_settings("-c shared_preload_libraries=pg_stat_statements");
+    let db = cluster.database().await;
+    seed(&db, 5, 2000).await;
+    db.exec(
+        "CREATE EXTENSION pg_stat_statements;
+         SELECT pg_stat_statements_reset();
+         SELECT * FROM workflow_events WHERE id = 5 FOR UPDATE;
+         INSERT INTO workflow_events (run_id, type) VALUES (1, 'x') ON CONFLICT (id) DO NOTHING;
+         SELECT count(*) FROM workflow_events WHERE run_id = 3;
+         SELECT count(*) FROM workflow_events WHERE ts > now() - interval '1 day';",
+    )
+    .await;
+    let dir = scratch();
+    let plan = db.plan_file(dir.path(), "p.yaml", &event_plan(500, ""));
+    let run = db.migrate(&["plan", plan.to_str().unwrap()]).await;
+    run.ok();
+    let findings: Vec<&str> = run
+        .stdout
+        .lines()
+        .filter(|l| l.starts_with("  warning:") || l.starts_with("  note:"))
+        .collect();
+    let has = |needle: &str| findings.iter().any(|l| l.contains(needle));
+    assert!(
+        has("FOR UPDATE/SHARE, which the move method's view refuses"),
+        "{findings:#?}"
+    );
+    assert!(
+        has("INSERT ... ON CONFLICT, which the move method's view refuses"),
+        "{findings:#?}"
+    );
+    assert!(has("ON CONFLICT names columns without ts"), "{findings:#?}");
+    assert!(has("does not filter on ts") && has("WHERE run_id"), "{findings:#?}");
+    assert!(
+        !findings
+            .iter()
+            .any(|l| l.contains("does not filter on ts") && l.contains("ts >")),
+        "{findings:#?}"
+    );
+    assert!(has("estimated partition sizes from a"), "{findings:#?}");
+    assert!(has("disk: about"), "{findings:#?}");
+    // The sync method serves those statements: no such warnings.
+    let sync = db.plan_file(
+        dir.path(),
+        "s.yaml",
+        &event_plan(500, "").replace("method: move", "method: sync"),
+    );
+    let run = db.migrate(&["plan", sync.to_str().unwrap()]).await;
+    assert!(!run.stdout.contains("view refuses"), "{}", run.stdout);
+}

@@ -94,6 +94,11 @@ impl Cluster {
         Self::start_with(None)
     }
 
+    /// A cluster started with extra server settings (`-c name=value ...`).
+    pub fn start_with_settings(settings: &str) -> Cluster {
+        Self::start_with(Some((5432, settings.to_string())))
+    }
+
     /// A cluster that also listens on 127.0.0.1, TLS only, with a server
     /// certificate signed by a throwaway CA.
     pub fn start_tls() -> (Cluster, TlsSetup) {
@@ -244,7 +249,7 @@ impl Cluster {
                 .expect("initdb runs"),
             "initdb",
         );
-        if extra.is_some() {
+        if extra.as_ref().is_some_and(|e| e.1.contains("ssl=on")) {
             // TCP only over TLS; the socket stays open to the harness.
             std::fs::write(
                 data.join("pg_hba.conf"),
