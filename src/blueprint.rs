@@ -955,7 +955,10 @@ pub async fn resolve(client: &Client, plan: &PlanFile) -> Result<Resolved> {
             retries: plan.spec.locks.retries,
             keep_old: plan.spec.swap.keep_old,
             block_size: server.block_size,
-            target_ms: plan.spec.batch.target_duration.map(|d| d.0),
+            // A batch holds its row locks for its whole duration: kept well
+            // under deadlock_timeout, the application never loses a lock
+            // cycle to it (see db::retry).
+            target_ms: plan.spec.batch.target_duration.map(|d| d.0.min((server.deadlock_timeout_ms.max(100) / 4) as u64)),
             throttle: plan.spec.throttle.clone(),
             hooks: plan.spec.hooks.clone(),
             postpone_swap: plan.spec.swap.postpone,
