@@ -958,7 +958,11 @@ pub async fn resolve(client: &Client, plan: &PlanFile) -> Result<Resolved> {
             // A batch holds its row locks for its whole duration: kept well
             // under deadlock_timeout, the application never loses a lock
             // cycle to it (see db::retry).
-            target_ms: plan.spec.batch.target_duration.map(|d| d.0.min((server.deadlock_timeout_ms.max(100) / 4) as u64)),
+            target_ms: plan
+                .spec
+                .batch
+                .target_duration
+                .map(|d| d.0.min((server.deadlock_timeout_ms.max(100) / 4) as u64)),
             throttle: plan.spec.throttle.clone(),
             hooks: plan.spec.hooks.clone(),
             postpone_swap: plan.spec.swap.postpone,
