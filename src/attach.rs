@@ -105,6 +105,7 @@ pub async fn step(ctx: &Context, s: &mut Session) -> Result<Step> {
                 "swap",
                 "attaching the original as the first partition and taking the name, in one short transaction",
             );
+            crate::runner::catch_up_sequences(c, &bp).await?;
             let rels = phase::sync::swap_locks(&bp, &bp.table, &bp.shadow);
             ddl(
                 c,

@@ -72,7 +72,7 @@ pub fn phases(bp: &Blueprint) -> Vec<PhasePlan> {
             PhasePlan {
                 name: "swap",
                 how: "one short transaction; `apply` stops here, the retired original kept in step",
-                statements: phase::sync::swap(bp),
+                statements: [phase::sync::sequences_catch_up(bp, &bp.table), phase::sync::swap(bp)].concat(),
             },
             PhasePlan {
                 name: "unswap",
@@ -97,7 +97,11 @@ pub fn phases(bp: &Blueprint) -> Vec<PhasePlan> {
                     statements: constrain,
                 },
                 PhasePlan { name: "prepare", how: "one transaction", statements: phase::attach::prepare(bp) },
-                PhasePlan { name: "swap", how: "one short transaction; no row moves", statements: phase::attach::swap(bp) },
+                PhasePlan {
+                    name: "swap",
+                    how: "the sequences catch up first, outside any lock; then one short transaction; no row moves",
+                    statements: [phase::sync::sequences_catch_up(bp, &bp.table), phase::attach::swap(bp)].concat(),
+                },
                 PhasePlan {
                     name: "finish",
                     how: "statistics for the partitioned table",

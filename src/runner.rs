@@ -382,6 +382,7 @@ async fn step_move(ctx: &Context, s: &mut Session) -> Result<Step> {
             if let mover::Pass::Stopped = mover.sweep_once().await? {
                 return Ok(Step::Stopped);
             }
+            catch_up_sequences(c, &bp).await?;
             let rels = swap_relations(&bp);
             ddl(
                 c,
@@ -402,6 +403,17 @@ async fn step_move(ctx: &Context, s: &mut Session) -> Result<Step> {
         other => bail!("the move method has no phase {}", other.as_str()),
     }
     Ok(Step::Done)
+}
+
+/// Moves owned sequences past the highest key before the swap, outside its
+/// locks; the table's name still reaches every row then.
+pub async fn catch_up_sequences(c: &Client, bp: &Blueprint) -> Result<()> {
+    for st in phase::sync::sequences_catch_up(bp, &bp.table) {
+        c.batch_execute(&st.sql)
+            .await
+            .context("cannot move the sequence past the highest key")?;
+    }
+    Ok(())
 }
 
 /// Drops the emptied original after the swap (move and attach's split).
@@ -490,6 +502,7 @@ async fn step_sync(ctx: &Context, s: &mut Session) -> Result<Step> {
                 "swap",
                 "renaming in one short transaction; the original stays in step behind it",
             );
+            catch_up_sequences(c, &bp).await?;
             let rels = phase::sync::swap_locks(&bp, &bp.table, &bp.shadow);
             ddl(
                 c,
@@ -688,15 +701,19 @@ pub async fn ddl(
 
 async fn in_tx(client: &Client, what: &str, stmts: &[Statement], id: i64, rec: &Record) -> Result<()> {
     client.batch_execute("BEGIN").await?;
-    // Locks are taken at the start and held to the end: this is how long
-    // the application may have waited on them.
-    let started = std::time::Instant::now();
+    // Strong locks are taken by the phase's LOCK statement and held to the
+    // end: from then on is how long the application may wait on them (the
+    // wait for the lock itself is bounded by lock_timeout).
+    let mut started = std::time::Instant::now();
     let res: Result<()> = async {
         for st in stmts {
             client
                 .batch_execute(&st.sql)
                 .await
                 .with_context(|| format!("{what} failed at the step \"{}\"", st.why))?;
+            if st.sql.starts_with("LOCK TABLE") {
+                started = std::time::Instant::now();
+            }
         }
         record(client, id, rec).await
     }

@@ -247,24 +247,36 @@ pub fn rename_keys(bp: &Blueprint, giver: &QualifiedName, taker: &QualifiedName,
 }
 
 pub fn sequences_to(bp: &Blueprint, owner_table: &QualifiedName) -> Vec<Statement> {
-    let mut s = Vec::new();
-    for seq in &bp.sequences {
-        s.push(Statement::new(
-            "the sequence belongs to the table that carries the name",
-            format!("ALTER SEQUENCE {} OWNED BY {owner_table}.{}", seq.name, seq.column),
-        ));
-        s.push(Statement::new(
-            "make sure the sequence is past every key in the table",
-            format!(
-                "SELECT pg_catalog.setval({seq}::regclass, s.m) FROM (SELECT max({col})::bigint AS m FROM {owner_table}) s \
-                 WHERE s.m > (SELECT last_value FROM {name})",
-                seq = quote_literal(&seq.name.to_string()),
-                col = seq.column,
-                name = seq.name
-            ),
-        ));
-    }
-    s
+    bp.sequences
+        .iter()
+        .map(|seq| {
+            Statement::new(
+                "the sequence belongs to the table that carries the name",
+                format!("ALTER SEQUENCE {} OWNED BY {owner_table}.{}", seq.name, seq.column),
+            )
+        })
+        .collect()
+}
+
+/// Before the swap, outside its locks: every owned sequence past the
+/// highest key `over` holds (rows written with explicit keys included), so
+/// the swap transaction need not read the table.
+pub fn sequences_catch_up(bp: &Blueprint, over: &QualifiedName) -> Vec<Statement> {
+    bp.sequences
+        .iter()
+        .map(|seq| {
+            Statement::new(
+                "before the swap: the sequence past every key in the table",
+                format!(
+                    "SELECT pg_catalog.setval({seq}::regclass, s.m) FROM (SELECT max({col})::bigint AS m FROM {over}) s \
+                     WHERE s.m > (SELECT last_value FROM {name})",
+                    seq = quote_literal(&seq.name.to_string()),
+                    col = seq.column,
+                    name = seq.name
+                ),
+            )
+        })
+        .collect()
 }
 
 /// Locks of the swap and unswap, outer objects first.
