@@ -105,12 +105,10 @@ pub fn swap(bp: &Blueprint) -> Vec<Statement> {
         "take every lock of the swap at once: dependent views, the original, the partitioned table",
         &swap_locks(bp, &bp.table, &bp.shadow),
     ));
-    for f in &bp.incoming_fks {
-        s.push(Statement::new(
-            "drop an incoming foreign key, as the plan allows",
-            format!("ALTER TABLE {} DROP CONSTRAINT {}", f.table, f.name),
-        ));
-    }
+    s.extend(super::drop_incoming_fks(
+        bp,
+        "drop an incoming foreign key, as the plan allows",
+    ));
     // PostgreSQL adopts a partition's index for the parent's unique key
     // only when a constraint uses it; otherwise ATTACH would build a new
     // index under its lock. The indexes built concurrently become

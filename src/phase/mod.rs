@@ -77,6 +77,33 @@ pub fn grants(bp: &Blueprint, kind: &str, target: &str) -> Vec<Statement> {
         .collect()
 }
 
+/// Drops the foreign keys of other tables that the plan allows to drop.
+pub fn drop_incoming_fks(bp: &Blueprint, why: &'static str) -> Vec<Statement> {
+    bp.incoming_fks
+        .iter()
+        .map(|f| Statement::new(why, format!("ALTER TABLE {} DROP CONSTRAINT {}", f.table, f.name)))
+        .collect()
+}
+
+/// Restores them NOT VALID (instant); they are validated afterwards, under
+/// a lock that lets writers go on.
+pub fn restore_incoming_fks(bp: &Blueprint) -> Vec<Statement> {
+    bp.incoming_fks
+        .iter()
+        .map(|f| {
+            Statement::new(
+                "restore a dropped incoming foreign key (validated afterwards, without blocking writers)",
+                format!(
+                    "ALTER TABLE {} ADD CONSTRAINT {} {}",
+                    f.table,
+                    f.name,
+                    sync::not_valid(&f.definition)
+                ),
+            )
+        })
+        .collect()
+}
+
 /// ` WITH (name = 'value', ...)` for stored `name=value` options, or
 /// nothing.
 pub fn options_clause(options: &[String]) -> String {

@@ -24,12 +24,10 @@ pub fn statements(bp: &Blueprint) -> Vec<Statement> {
         "take every lock of this phase at once, outer objects first; this blocks the table's users for the rest of this short transaction",
         &locks,
     ));
-    for f in &bp.incoming_fks {
-        s.push(Statement::new(
-            "drop an incoming foreign key, as the plan allows (abort restores it)",
-            format!("ALTER TABLE {} DROP CONSTRAINT {}", f.table, f.name),
-        ));
-    }
+    s.extend(super::drop_incoming_fks(
+        bp,
+        "drop an incoming foreign key, as the plan allows (abort restores it)",
+    ));
     s.push(Statement::new(
         "the original steps aside; it keeps its rows, indexes and sequences until the swap",
         format!("ALTER TABLE {} RENAME TO {}", bp.table, bp.old.name),
@@ -255,16 +253,6 @@ pub fn revert_statements(bp: &Blueprint) -> Vec<Statement> {
         &bp.old,
         "the original takes its name back",
     ));
-    for f in &bp.incoming_fks {
-        s.push(Statement::new(
-            "restore a dropped incoming foreign key (validated afterwards, without blocking writers)",
-            format!(
-                "ALTER TABLE {} ADD CONSTRAINT {} {}",
-                f.table,
-                f.name,
-                super::sync::not_valid(&f.definition)
-            ),
-        ));
-    }
+    s.extend(super::restore_incoming_fks(bp));
     s
 }

@@ -295,12 +295,10 @@ pub fn swap(bp: &Blueprint) -> Vec<Statement> {
         "take every lock of the swap at once: dependent views, then the original, then the partitioned table",
         &swap_locks(bp, &bp.table, &bp.shadow),
     ));
-    for f in &bp.incoming_fks {
-        s.push(Statement::new(
-            "drop an incoming foreign key, as the plan allows (unswap restores it)",
-            format!("ALTER TABLE {} DROP CONSTRAINT {}", f.table, f.name),
-        ));
-    }
+    s.extend(super::drop_incoming_fks(
+        bp,
+        "drop an incoming foreign key, as the plan allows (unswap restores it)",
+    ));
     s.extend(drop_forward(bp, &bp.table));
     s.push(Statement::new(
         "the original retires, kept in step from now on",
@@ -346,17 +344,7 @@ pub fn unswap(bp: &Blueprint) -> Vec<Statement> {
         s.push(rebind_view(v));
     }
     s.extend(sequences_to(bp, &bp.table));
-    for f in &bp.incoming_fks {
-        s.push(Statement::new(
-            "restore a dropped incoming foreign key (validated afterwards, without blocking writers)",
-            format!(
-                "ALTER TABLE {} ADD CONSTRAINT {} {}",
-                f.table,
-                f.name,
-                not_valid(&f.definition)
-            ),
-        ));
-    }
+    s.extend(super::restore_incoming_fks(bp));
     s.extend(forward_mirror(bp));
     s
 }
