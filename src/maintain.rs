@@ -81,6 +81,9 @@ pub async fn maintain(ctx: &Context, plan: &PlanFile) -> Result<i32> {
         statement_timeout_ms: plan.spec.locks.statement_timeout.0,
     };
     let mut report = Report::default();
+    if target.default_partition {
+        drain_default(&client, plan, &target, policy, &limits, &mut report).await?;
+    }
     premake(&client, plan, &target, policy, &limits, &mut report).await?;
     if let Some(r) = &plan.spec.retention {
         retention(
@@ -315,6 +318,160 @@ async fn premake(
             Some(s) => existing::less(&cover, &s),
             None => false,
         };
+    }
+    Ok(())
+}
+
+/// Rows that landed in the default partition move into proper partitions,
+/// one range at a time. PostgreSQL refuses a partition while the default
+/// holds rows of its range, and rows must never be invisible, so each range
+/// is one transaction: its rows leave the default for a new table, which is
+/// then attached (its CHECK constraint spares that table's scan; the
+/// default's scan, under the lock timeout, is the cost of having a
+/// default).
+async fn drain_default(
+    client: &Client,
+    plan: &PlanFile,
+    t: &Target,
+    policy: RetryPolicy,
+    limits: &Limits,
+    report: &mut Report,
+) -> Result<()> {
+    let have = existing::partitions(client, &t.table, t.kind).await?;
+    let Some(default) = have.iter().find(|e| e.default).map(|e| e.name.clone()) else {
+        return Ok(());
+    };
+    let spec = &plan.spec.partition;
+    let tz: chrono_tz::Tz = spec
+        .time_zone
+        .parse()
+        .map_err(|_| plan.key_error("partition.time_zone", "is not a known time zone"))?;
+    let key = &t.column;
+    let (min, max) = match t.kind {
+        KeyKind::Integer => {
+            let r = client
+                .query_one(
+                    &format!("SELECT min({key})::int8, max({key})::int8 FROM ONLY {default}"),
+                    &[],
+                )
+                .await?;
+            (
+                r.get::<_, Option<i64>>(0).map(KeyValue::Int),
+                r.get::<_, Option<i64>>(1).map(KeyValue::Int),
+            )
+        }
+        KeyKind::TimestampTz => {
+            let r = client
+                .query_one(&format!("SELECT min({key}), max({key}) FROM ONLY {default}"), &[])
+                .await?;
+            let f = |v: Option<chrono::DateTime<chrono::Utc>>| v.map(KeyValue::Instant);
+            (f(r.get(0)), f(r.get(1)))
+        }
+        KeyKind::Timestamp => {
+            let r = client
+                .query_one(&format!("SELECT min({key}), max({key}) FROM ONLY {default}"), &[])
+                .await?;
+            let f = |v: Option<chrono::NaiveDateTime>| v.map(KeyValue::Local);
+            (f(r.get(0)), f(r.get(1)))
+        }
+        KeyKind::Date => {
+            let r = client
+                .query_one(&format!("SELECT min({key}), max({key}) FROM ONLY {default}"), &[])
+                .await?;
+            let f = |v: Option<chrono::NaiveDate>| v.map(KeyValue::Day);
+            (f(r.get(0)), f(r.get(1)))
+        }
+    };
+    let (Some(min), Some(max)) = (min, max) else {
+        return Ok(());
+    };
+    let now: chrono::DateTime<chrono::Utc> = client.query_one("SELECT now()", &[]).await?.get(0);
+    let template = spec
+        .naming
+        .clone()
+        .unwrap_or_else(|| crate::partition::naming::default_template(spec.interval).to_string());
+    let ranges = crate::partition::layout(&LayoutInput {
+        kind: t.kind,
+        interval: spec.interval,
+        step: spec.step.map(|s| s.0),
+        tz,
+        start: None,
+        min: Some(min),
+        max: Some(max),
+        // Cover from the lowest to the highest key in the default, not up to
+        // today: "now" is placed at the lowest key.
+        now: match min {
+            KeyValue::Instant(i) => i,
+            KeyValue::Local(l) => chrono::TimeZone::from_utc_datetime(&chrono::Utc, &l),
+            KeyValue::Day(d) => {
+                chrono::TimeZone::from_utc_datetime(&chrono::Utc, &d.and_hms_opt(0, 0, 0).expect("midnight"))
+            }
+            KeyValue::Int(_) => now,
+        },
+        premake: 0,
+        template: &template,
+        table: t.table.name.as_str(),
+    })
+    .map_err(|e| plan.key_error("partition", &e))?;
+    let owner: String = client
+        .query_one(
+            "SELECT pg_get_userbyid(relowner)::text FROM pg_class WHERE oid = to_regclass($1)",
+            &[&t.table.to_string()],
+        )
+        .await?
+        .get(0);
+    for p in ranges {
+        let Some(range) = range_of(t.kind, &p) else { continue };
+        if have
+            .iter()
+            .any(|e| e.range.as_ref().is_some_and(|r| existing::overlaps(r, &range)))
+        {
+            continue;
+        }
+        let (lo, hi) = (quote_literal(&p.from), quote_literal(&p.to));
+        let cond = format!("{key} >= {lo} AND {key} < {hi}");
+        let rows: i64 = client
+            .query_one(&format!("SELECT count(*) FROM ONLY {default} WHERE {cond}"), &[])
+            .await?
+            .get(0);
+        if rows == 0 {
+            continue;
+        }
+        let name = t.table.sibling(Ident::new(p.name.clone()));
+        let check = Ident::new(format!("{}_drain", p.name));
+        let sql = format!(
+            "BEGIN; {limits} \
+             CREATE TABLE {name} (LIKE {parent} INCLUDING DEFAULTS INCLUDING CONSTRAINTS INCLUDING GENERATED INCLUDING STORAGE); \
+             ALTER TABLE {name} OWNER TO {owner}; \
+             WITH moved AS (DELETE FROM ONLY {default} WHERE {cond} RETURNING *) INSERT INTO {name} SELECT * FROM moved; \
+             ALTER TABLE {name} ADD CONSTRAINT {check} CHECK ({cond}); \
+             ALTER TABLE {parent} ATTACH PARTITION {name} FOR VALUES FROM ({lo}) TO ({hi}); \
+             ALTER TABLE {name} DROP CONSTRAINT {check}; \
+             COMMIT",
+            limits = limits.set_local(),
+            parent = t.table,
+            owner = crate::sql::quote_ident(&owner),
+        );
+        let rels = [t.table.to_string(), default.to_string()];
+        retrying(
+            client,
+            policy,
+            &format!("moving rows out of {default} into {name}"),
+            &rels,
+            || async {
+                let r = client.batch_execute(&sql).await;
+                if r.is_err() {
+                    let _ = client.batch_execute("ROLLBACK").await;
+                }
+                r.map_err(anyhow::Error::from)
+            },
+        )
+        .await
+        .with_context(|| format!("cannot move the rows of [{}, {}) out of {default}", p.from, p.to))?;
+        report.created.push(format!(
+            "moved {rows} rows of [{}, {}) out of {default} into the new partition {name}",
+            p.from, p.to
+        ));
     }
     Ok(())
 }

@@ -275,3 +275,91 @@ async fn status_and_check_report_partitions_and_problems() {
         "{doc}"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn rows_in_the_default_partition_move_out_while_writers_go_on() {
+    let cluster = Cluster::start();
+    let db = cluster.database().await;
+    let dir = scratch();
+    let plan = partitioned(&db, dir.path(), "").await;
+    // Far-future rows with no partition land in a default partition.
+    db.exec(
+        "CREATE TABLE audit_default PARTITION OF audit DEFAULT;
+         INSERT INTO audit (at, what) SELECT date_trunc('month', now()) + interval '7 months' + g * interval '1 hour', 'future'
+           FROM generate_series(0, 24 * 40) g;",
+    )
+    .await;
+    let before = db.scalar_i64("SELECT count(*) FROM audit").await;
+    let future = db.scalar_i64("SELECT count(*) FROM ONLY audit_default").await;
+    assert!(future > 900);
+    // Writers insert into every range, the default's included, and read
+    // back what they wrote.
+    let stop = Arc::new(AtomicBool::new(false));
+    let writer = tokio::spawn({
+        let db = db.clone();
+        let stop = stop.clone();
+        async move {
+            let c = db.client().await;
+            let (mut worst, mut ids, mut errors) = (Duration::ZERO, Vec::new(), Vec::new());
+            let mut i = 0i64;
+            while !stop.load(Ordering::Relaxed) {
+                let t = Instant::now();
+                let months = [0, 7, 8][(i % 3) as usize];
+                match c
+                    .query_one(
+                        "INSERT INTO audit (at, what) VALUES (date_trunc('month', now()) + $1 * interval '1 month' + interval '3 days', 'live') RETURNING id",
+                        &[&(months as f64)],
+                    )
+                    .await
+                {
+                    Ok(r) => ids.push(r.get::<_, i64>(0)),
+                    Err(e) => errors.push(e.to_string()),
+                }
+                worst = worst.max(t.elapsed());
+                i += 1;
+                tokio::time::sleep(Duration::from_millis(3)).await;
+            }
+            (worst, ids, errors)
+        }
+    });
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let run = db.migrate(&["maintain", &plan]).await;
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    stop.store(true, Ordering::Relaxed);
+    let (worst, ids, errors) = writer.await.unwrap();
+    run.ok();
+    println!(
+        "default drain with a writer: {} inserts, slowest {worst:?}\n{}",
+        ids.len(),
+        run.stdout
+    );
+    assert!(
+        run.stdout
+            .contains("out of \"public\".\"audit_default\" into the new partition"),
+        "{}",
+        run.stdout
+    );
+    assert!(errors.is_empty(), "the writer saw errors: {errors:?}");
+    assert!(worst < Duration::from_millis(1000), "an insert waited {worst:?}");
+    assert_eq!(
+        db.scalar_i64("SELECT count(*) FROM audit").await,
+        before + ids.len() as i64,
+        "a row was lost"
+    );
+    assert_eq!(
+        db.scalar_i64(&format!(
+            "SELECT count(*) FROM audit WHERE id IN ({})",
+            ids.iter().map(|i| i.to_string()).collect::<Vec<_>>().join(",")
+        ))
+        .await,
+        ids.len() as i64
+    );
+    // What is left in the default arrived after its range's move; a second
+    // run takes it out too.
+    db.migrate(&["maintain", &plan]).await.ok();
+    assert_eq!(db.scalar_i64("SELECT count(*) FROM ONLY audit_default").await, 0);
+    assert_eq!(
+        db.scalar_i64("SELECT count(*) FROM audit WHERE what = 'future'").await,
+        future
+    );
+}
