@@ -179,7 +179,7 @@ async fn target(client: &Client, plan: &PlanFile) -> Result<Target> {
 
 /// The partitions the plan wants from the current period (or the highest
 /// integer key) on.
-async fn wanted(client: &Client, plan: &PlanFile, t: &Target) -> Result<Vec<bounds::Partition>> {
+async fn wanted(client: &Client, plan: &PlanFile, t: &Target, premake: u32) -> Result<Vec<bounds::Partition>> {
     let spec = &plan.spec.partition;
     let tz: chrono_tz::Tz = spec
         .time_zone
@@ -211,7 +211,7 @@ async fn wanted(client: &Client, plan: &PlanFile, t: &Target) -> Result<Vec<boun
         min: Some(anchor),
         max: Some(anchor),
         now,
-        premake: spec.premake,
+        premake,
         template: &template,
         table: t.table.name.as_str(),
     })
@@ -234,7 +234,7 @@ async fn premake(
     limits: &Limits,
     report: &mut Report,
 ) -> Result<()> {
-    let wanted = wanted(client, plan, t).await?;
+    let wanted = wanted(client, plan, t, plan.spec.partition.premake).await?;
     let have = existing::partitions(client, &t.table, t.kind).await?;
     let owner: String = client
         .query_one(
@@ -311,8 +311,10 @@ async fn premake(
             .as_deref()
             .and_then(|expr| expr.split(" TO (").nth(1))
             .map(|s| s.trim_end_matches(')').trim_matches('\'').to_string());
-        // Running out: covered less than one whole period past the current.
-        let soon = wanted.get(1).and_then(|p| range_of(t.kind, p)).map(|r| r.1);
+        // Running out: covered less than one whole period past the current
+        // one, whatever premake the plan asks for.
+        let ahead = self::wanted(client, plan, t, 1).await?;
+        let soon = ahead.get(1).and_then(|p| range_of(t.kind, p)).map(|r| r.1);
         report.running_out = match soon {
             _ if cover == Bound::Max => false,
             Some(s) => existing::less(&cover, &s),
@@ -487,7 +489,7 @@ async fn retention(
     limits: &Limits,
     report: &mut Report,
 ) -> Result<()> {
-    let wanted = wanted(client, plan, t).await?;
+    let wanted = wanted(client, plan, t, 0).await?;
     let Some(current) = wanted.first().and_then(|p| range_of(t.kind, p)) else {
         return Ok(());
     };
