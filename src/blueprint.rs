@@ -119,6 +119,9 @@ pub struct Key {
     /// otherwise.
     #[serde(default)]
     pub list: bool,
+    /// Hash partitioning into this many partitions.
+    #[serde(default)]
+    pub hash: Option<u32>,
 }
 
 #[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
@@ -312,6 +315,7 @@ pub async fn resolve(client: &Client, plan: &PlanFile) -> Result<Resolved> {
             type_name: "bigint".into(),
             time_zone: spec.time_zone.clone(),
             list,
+            hash: None,
         },
         Some(c) if list && KeyKind::from_type_name(&c.type_name) != Some(KeyKind::Integer) => {
             return Err(plan
@@ -331,6 +335,19 @@ pub async fn resolve(client: &Client, plan: &PlanFile) -> Result<Resolved> {
                     &format!("names `{}`, which is not a column of {table}", spec.column),
                 )
                 .into())
+        }
+        Some(c) if spec.by == crate::plan_file::Strategy::Hash => {
+            if c.generated {
+                refusals.push(format!("the partition key {} is a generated column", c.name));
+            }
+            Key {
+                column: c.name.clone(),
+                kind: KeyKind::Integer,
+                type_name: c.type_name.clone(),
+                time_zone: spec.time_zone.clone(),
+                list: false,
+                hash: spec.modulus.map(|m| m.0 as u32),
+            }
         }
         Some(c) => {
             let Some(kind) = KeyKind::from_type_name(&c.type_name) else {
@@ -356,6 +373,7 @@ pub async fn resolve(client: &Client, plan: &PlanFile) -> Result<Resolved> {
                 type_name: c.type_name.clone(),
                 time_zone: spec.time_zone.clone(),
                 list,
+                hash: spec.modulus.map(|m| m.0 as u32),
             }
         }
     };
@@ -611,7 +629,7 @@ pub async fn resolve(client: &Client, plan: &PlanFile) -> Result<Resolved> {
         .parse()
         .map_err(|_| plan.key_error("partition.time_zone", "is not a known time zone"))?;
     let method = plan.spec.method;
-    let (min, max) = if list {
+    let (min, max) = if list || key.hash.is_some() {
         (None, None)
     } else {
         key_range(client, table, &key).await?
@@ -631,7 +649,23 @@ pub async fn resolve(client: &Client, plan: &PlanFile) -> Result<Resolved> {
         }
     });
     let initial = spec.initial.unwrap_or_default();
-    let layout = if list {
+    let layout = if let Some(m) = key.hash {
+        let template = spec.naming.clone().unwrap_or_else(|| "{table}_h{VALUE}".to_string());
+        (0..i64::from(m))
+            .map(|r| partition::Partition {
+                name: partition::naming::render(
+                    &template,
+                    table.name.as_str(),
+                    &partition::naming::TokenValues {
+                        value: Some(r),
+                        ..Default::default()
+                    },
+                ),
+                from: r.to_string(),
+                to: m.to_string(),
+            })
+            .collect()
+    } else if list {
         // The partitions for the values after the first one.
         (1..=i64::from(spec.premake.max(1)))
             .map(|i| {
@@ -782,7 +816,7 @@ pub async fn resolve(client: &Client, plan: &PlanFile) -> Result<Resolved> {
     }
     let first = bounds::first_bound_value(key.kind, tz, &layout[0]);
     let below = match (first, min) {
-        _ if method == Method::Attach => 0,
+        _ if method == Method::Attach || key.hash.is_some() => 0,
         (Some(f), Some(m)) if key_less(m, f) => count_below(client, table, &key, &layout[0].from).await?,
         _ => 0,
     };

@@ -135,6 +135,8 @@ pub enum Strategy {
     /// On a logical column such as `partition_id` (the GitLab CI design);
     /// for now with the attach method.
     List,
+    /// By a hash of the key into `modulus` partitions; move and sync.
+    Hash,
 }
 
 #[derive(Clone, Copy, Debug, Deserialize, Serialize, PartialEq, Eq)]
@@ -163,6 +165,9 @@ pub struct PartitionSpec {
     /// default when it does not exist.
     #[serde(default)]
     pub initial: Option<i64>,
+    /// For hash partitioning: how many partitions.
+    #[serde(default)]
+    pub modulus: Option<Positive>,
     /// The time zone in which calendar bounds are computed.
     #[serde(default = "default_time_zone")]
     pub time_zone: String,
@@ -386,6 +391,40 @@ impl PlanFile {
                 "partition.step",
                 "cannot be given together with partition.interval: use interval for date and time keys, step for integer keys",
             ));
+        }
+        if p.by == Strategy::Hash {
+            if p.interval.is_some() || p.step.is_some() || p.start.is_some() || p.initial.is_some() {
+                return Err(self.key_error(
+                    "partition.by",
+                    "hash takes partition.modulus, not interval, step, start or initial",
+                ));
+            }
+            match p.modulus {
+                None => {
+                    return Err(self.key_error(
+                        "partition.by",
+                        "hash needs partition.modulus: how many partitions (for example 16)",
+                    ))
+                }
+                Some(m) if m.0 > 1024 => return Err(self.key_error("partition.modulus", "must be at most 1024")),
+                _ => {}
+            }
+            if self.spec.method == Method::Attach {
+                return Err(self.key_error(
+                    "partition.by",
+                    "hash cannot attach the original as one partition; use move or sync",
+                ));
+            }
+            if p.default_partition {
+                return Err(self.key_error(
+                    "partition.default_partition",
+                    "is refused by PostgreSQL for hash partitioning",
+                ));
+            }
+            return self.check_common();
+        }
+        if p.modulus.is_some() {
+            return Err(self.key_error("partition.modulus", "is for partition.by: hash"));
         }
         if p.by == Strategy::List {
             if p.interval.is_some() || p.step.is_some() || p.start.is_some() {

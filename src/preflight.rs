@@ -129,7 +129,7 @@ fn regex_escape(s: &str) -> String {
 /// guidance: 10-100 GB a partition is best, over 200 GB is too large.
 pub async fn partition_sizes(client: &Client, bp: &Blueprint, table_bytes: i64) -> Result<Vec<Finding>> {
     let mut out = Vec::new();
-    if bp.key.list || bp.partitions.is_empty() || table_bytes <= 0 {
+    if bp.key.list || bp.key.hash.is_some() || bp.partitions.is_empty() || table_bytes <= 0 {
         return Ok(out);
     }
     let mut bounds: Vec<String> = bp.partitions.iter().map(|p| p.from.clone()).collect();

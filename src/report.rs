@@ -144,7 +144,7 @@ pub fn application_notes(bp: &Blueprint) -> Vec<String> {
             );
         }
     }
-    if !bp.key.list && bp.default_partition.is_none() {
+    if !bp.key.list && bp.key.hash.is_none() && bp.default_partition.is_none() {
         if let Some(last) = bp.partitions.last() {
             v.push(format!(
                 "Rows whose {} has no partition are refused by the partitioned table: from the start for move and sync (the view and the mirror write into it), after the swap for attach. The partitions reach up to {}; `migrate maintain` keeps creating them ahead.",
@@ -194,7 +194,13 @@ pub fn plan(r: &Resolved, where_: &str) -> String {
         o,
         "Plan: repartition {} by {} on {} ({}) with the {} method",
         bp.table,
-        if bp.key.list { "list" } else { "range" },
+        if bp.key.hash.is_some() {
+            "hash"
+        } else if bp.key.list {
+            "list"
+        } else {
+            "range"
+        },
         bp.key.column,
         bp.key.type_name,
         bp.method.as_str()
@@ -221,20 +227,29 @@ pub fn plan(r: &Resolved, where_: &str) -> String {
     } else {
         (first, last)
     };
-    let _ = writeln!(
-        o,
-        "Partitions: {} from {first} to {last}{}{}",
-        bp.partitions.len(),
-        if bp.key.kind.is_time() {
-            format!(", bounds computed in {}", bp.key.time_zone)
-        } else {
-            String::new()
-        },
-        match &bp.default_partition {
-            Some(d) => format!(", default partition {d}"),
-            None => ", no default partition".into(),
-        }
-    );
+    if let Some(m) = bp.key.hash {
+        let _ = writeln!(
+            o,
+            "Partitions: {m} by a hash of {} (remainders 0 to {})",
+            bp.key.column,
+            m - 1
+        );
+    } else {
+        let _ = writeln!(
+            o,
+            "Partitions: {} from {first} to {last}{}{}",
+            bp.partitions.len(),
+            if bp.key.kind.is_time() {
+                format!(", bounds computed in {}", bp.key.time_zone)
+            } else {
+                String::new()
+            },
+            match &bp.default_partition {
+                Some(d) => format!(", default partition {d}"),
+                None => ", no default partition".into(),
+            }
+        );
+    }
     let _ = writeln!(
         o,
         "Batches: about {} rows each, pause {}ms; lock_timeout {}ms, statement_timeout {}ms, {} retries",

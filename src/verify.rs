@@ -35,18 +35,37 @@ fn bounds_array(bp: &Blueprint) -> String {
     )
 }
 
+/// The bucket of a row: its partition's number.
+fn bucket_expr(bp: &Blueprint) -> String {
+    match bp.key.hash {
+        Some(m) => format!(
+            "(SELECT r FROM generate_series(0, {last}) r WHERE satisfies_hash_partition({oid}::regclass::oid, {m}, r, t.{k}))",
+            last = m - 1,
+            oid = crate::sql::quote_literal(&bp.shadow.to_string()),
+            k = bp.key.column
+        ),
+        None => format!("width_bucket(t.{}, {})", bp.key.column, bounds_array(bp)),
+    }
+}
+
 /// Bucket → (rows, hash sum) for one relation.
 fn digest_sql(bp: &Blueprint, from: &str, filter: &str) -> String {
     format!(
-        "SELECT width_bucket(t.{k}, {b}), count(*), coalesce(sum(hashtextextended(t::text, 0)), 0)::text \
+        "SELECT {bucket}, count(*), coalesce(sum(hashtextextended(t::text, 0)), 0)::text \
          FROM {from} AS t {filter} GROUP BY 1",
-        k = bp.key.column,
-        b = bounds_array(bp)
+        bucket = bucket_expr(bp)
     )
 }
 
 /// The range of bucket `i` as a WHERE condition on the key.
 fn bucket_condition(bp: &Blueprint, i: i32) -> String {
+    if let Some(m) = bp.key.hash {
+        return format!(
+            "satisfies_hash_partition({}::regclass::oid, {m}, {i}, t.{})",
+            crate::sql::quote_literal(&bp.shadow.to_string()),
+            bp.key.column
+        );
+    }
     let bounds: Vec<&String> = bp
         .partitions
         .iter()

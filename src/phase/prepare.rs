@@ -21,7 +21,13 @@ pub fn statements(bp: &Blueprint) -> Vec<Statement> {
              INCLUDING STORAGE INCLUDING COMMENTS INCLUDING STATISTICS INCLUDING COMPRESSION) PARTITION BY {strategy} ({key})",
             table = bp.table,
             key = bp.key.column,
-            strategy = if bp.key.list { "LIST" } else { "RANGE" }
+            strategy = if bp.key.hash.is_some() {
+                "HASH"
+            } else if bp.key.list {
+                "LIST"
+            } else {
+                "RANGE"
+            }
         ),
     ));
     s.push(Statement::new(
@@ -94,7 +100,9 @@ pub fn statements(bp: &Blueprint) -> Vec<Statement> {
 
 /// `FOR VALUES ...` of one partition.
 pub fn bound_clause(bp: &Blueprint, p: &crate::blueprint::PartitionDef) -> String {
-    if bp.key.list {
+    if let Some(m) = bp.key.hash {
+        format!("FOR VALUES WITH (MODULUS {m}, REMAINDER {})", p.from)
+    } else if bp.key.list {
         format!("FOR VALUES IN ({})", quote_literal(&p.from))
     } else {
         format!(
