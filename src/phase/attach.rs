@@ -7,7 +7,7 @@
 //! the cutoff (PostgreSQL skips the scan, the constraint proves the bound)
 //! and gives the partitioned table the name.
 
-use super::sync::{sequences_to, swap_locks};
+use super::sync::{rename_indexes, sequences_to, swap_locks};
 use super::{rebind_view, session_limits};
 use crate::blueprint::{AttachDef, Blueprint};
 use crate::sql::{list, quote_literal, Statement};
@@ -175,24 +175,7 @@ pub fn swap(bp: &Blueprint) -> Vec<Statement> {
             ),
         ));
     }
-    for i in &bp.indexes {
-        s.push(Statement::new(
-            "the first partition's index steps aside",
-            format!(
-                "ALTER INDEX {} RENAME TO {}",
-                bp.table.sibling(i.name.clone()),
-                i.old_rename
-            ),
-        ));
-        s.push(Statement::new(
-            "the partitioned table's index takes the name",
-            format!(
-                "ALTER INDEX {} RENAME TO {}",
-                bp.table.sibling(i.shadow_name.clone()),
-                i.name
-            ),
-        ));
-    }
+    s.extend(rename_indexes(bp, true));
     for v in &bp.dependent_views {
         s.push(rebind_view(v));
     }

@@ -224,6 +224,15 @@ pub fn rename_keys(bp: &Blueprint, giver: &QualifiedName, taker: &QualifiedName,
             format!("ALTER TABLE {taker} RENAME CONSTRAINT {take_from} TO {}", u.name),
         ));
     }
+    s.extend(rename_indexes(bp, forward));
+    s
+}
+
+/// Index names between the two tables: forward, the original's indexes
+/// step aside and the partitioned table's take their names; backward, the
+/// reverse.
+pub fn rename_indexes(bp: &Blueprint, forward: bool) -> Vec<Statement> {
+    let mut s = Vec::new();
     for i in &bp.indexes {
         let (give_to, take_from) = if forward {
             (&i.old_rename, &i.shadow_name)
