@@ -309,7 +309,7 @@ pub async fn resolve(client: &Client, plan: &PlanFile) -> Result<Resolved> {
     let key_col = info.columns.iter().find(|c| c.name.as_str() == spec.column);
     let list = spec.by == crate::plan_file::Strategy::List;
     let key = match key_col {
-        None if list => Key {
+        None if list && plan.spec.method == Method::Attach => Key {
             column: Ident::new(spec.column.clone()),
             kind: KeyKind::Integer,
             type_name: "bigint".into(),
@@ -325,6 +325,14 @@ pub async fn resolve(client: &Client, plan: &PlanFile) -> Result<Resolved> {
                         "names `{}` of type {}; a list key must be smallint, integer or bigint",
                         spec.column, c.type_name
                     ),
+                )
+                .into())
+        }
+        None if list => {
+            return Err(plan
+                .key_error(
+                    "partition.column",
+                    &format!("names `{}`, which is not a column of {table}; the attach method adds a list key column, move and sync partition on an existing one", spec.column),
                 )
                 .into())
         }
@@ -360,7 +368,7 @@ pub async fn resolve(client: &Client, plan: &PlanFile) -> Result<Resolved> {
             };
             if !c.not_null {
                 refusals.push(format!(
-                    "the partition key {} may be NULL; range partitions cannot hold NULL keys (add NOT NULL, after making sure no row has NULL)",
+                    "the partition key {} may be NULL; no partition would hold a NULL key (add NOT NULL, after making sure no row has NULL)",
                     c.name
                 ));
             }
@@ -666,22 +674,45 @@ pub async fn resolve(client: &Client, plan: &PlanFile) -> Result<Resolved> {
             })
             .collect()
     } else if list {
-        // The partitions for the values after the first one.
-        (1..=i64::from(spec.premake.max(1)))
-            .map(|i| {
-                let v = initial + i;
-                partition::Partition {
-                    name: partition::naming::render(
-                        &template,
-                        table.name.as_str(),
-                        &partition::naming::TokenValues {
-                            value: Some(v),
-                            ..Default::default()
-                        },
-                    ),
-                    from: v.to_string(),
-                    to: v.to_string(),
-                }
+        // Attach: the original is the partition of `initial`, and the
+        // partitions for the values after it are made. Move and sync: one
+        // partition for each value the table holds, and the plan's premade
+        // values after the highest.
+        let values: Vec<i64> = if method == Method::Attach {
+            (1..=i64::from(spec.premake.max(1))).map(|i| initial + i).collect()
+        } else {
+            let mut held = distinct_values(client, table, &key).await?;
+            if held.len() > MAX_LIST_VALUES {
+                refusals.push(format!(
+                    "{} holds more than {MAX_LIST_VALUES} distinct values of {}; list partitioning makes one partition per value (use hash, or range on it)",
+                    table, key.column
+                ));
+                held.truncate(MAX_LIST_VALUES);
+            }
+            if spec.initial.is_some() && !held.contains(&initial) {
+                held.push(initial);
+                held.sort_unstable();
+            }
+            let top = held.last().copied().unwrap_or(initial);
+            held.extend((1..=i64::from(spec.premake)).map(|i| top + i));
+            if held.is_empty() {
+                held.push(initial);
+            }
+            held
+        };
+        values
+            .into_iter()
+            .map(|v| partition::Partition {
+                name: partition::naming::render(
+                    &template,
+                    table.name.as_str(),
+                    &partition::naming::TokenValues {
+                        value: Some(v),
+                        ..Default::default()
+                    },
+                ),
+                from: v.to_string(),
+                to: v.to_string(),
             })
             .collect()
     } else {
@@ -1069,6 +1100,38 @@ async fn key_range(client: &Client, table: &QualifiedName, key: &Key) -> Result<
             (f(r.get(0)), f(r.get(1)))
         }
     })
+}
+
+/// A list key's partitions beyond this many are refused: one table per
+/// value does not scale to high-cardinality columns.
+const MAX_LIST_VALUES: usize = 1000;
+
+/// The distinct values of a list key, ascending: a skip scan where an index
+/// leads with the key (each step one index probe), one scan otherwise.
+/// At most one more than the cap is read.
+async fn distinct_values(client: &Client, table: &QualifiedName, key: &Key) -> Result<Vec<i64>> {
+    let k = &key.column;
+    let indexed: bool = client
+        .query_one(
+            "SELECT EXISTS (SELECT 1 FROM pg_index i JOIN pg_attribute a ON a.attrelid = i.indrelid AND a.attnum = i.indkey[0] \
+             WHERE i.indrelid = to_regclass($1) AND a.attname = $2 AND i.indpred IS NULL)",
+            &[&table.to_string(), &k.as_str()],
+        )
+        .await?
+        .get(0);
+    let limit = MAX_LIST_VALUES as i64 + 1;
+    let sql = if indexed {
+        format!(
+            "WITH RECURSIVE v(x) AS ( \
+               (SELECT {k} FROM ONLY {table} WHERE {k} IS NOT NULL ORDER BY {k} LIMIT 1) \
+               UNION ALL \
+               SELECT (SELECT {k} FROM ONLY {table} WHERE {k} > v.x ORDER BY {k} LIMIT 1) FROM v WHERE v.x IS NOT NULL) \
+             SELECT x::int8 FROM v WHERE x IS NOT NULL LIMIT {limit}"
+        )
+    } else {
+        format!("SELECT DISTINCT {k}::int8 FROM ONLY {table} WHERE {k} IS NOT NULL ORDER BY 1 LIMIT {limit}")
+    };
+    Ok(client.query(&sql, &[]).await?.iter().map(|r| r.get(0)).collect())
 }
 
 async fn count_below(client: &Client, table: &QualifiedName, key: &Key, first: &str) -> Result<i64> {

@@ -433,16 +433,10 @@ impl PlanFile {
                     "list takes partition.initial and partition.premake, not interval, step or start",
                 ));
             }
-            if p.initial.is_none() {
+            if p.initial.is_none() && self.spec.method == Method::Attach {
                 return Err(self.key_error(
                     "partition.by",
-                    "list needs partition.initial: the value of every existing row (for example 100)",
-                ));
-            }
-            if self.spec.method != Method::Attach {
-                return Err(self.key_error(
-                    "partition.by",
-                    "list is supported by the attach method for now; move and sync partition by range",
+                    "list with the attach method needs partition.initial: the value of every existing row (for example 100)",
                 ));
             }
             return self.check_common();

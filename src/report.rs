@@ -144,6 +144,14 @@ pub fn application_notes(bp: &Blueprint) -> Vec<String> {
             );
         }
     }
+    if bp.key.list && bp.default_partition.is_none() && bp.method != Method::Attach {
+        if let Some(last) = bp.partitions.last() {
+            v.push(format!(
+                "Rows whose {} has no partition are refused by the partitioned table from the start (the view and the mirror write into it): partitions exist for the values the table holds and up to {}; `migrate maintain` keeps creating them ahead.",
+                bp.key.column, last.from
+            ));
+        }
+    }
     if !bp.key.list && bp.key.hash.is_none() && bp.default_partition.is_none() {
         if let Some(last) = bp.partitions.last() {
             v.push(format!(

@@ -35,8 +35,25 @@ fn bounds_array(bp: &Blueprint) -> String {
     )
 }
 
-/// The bucket of a row: its partition's number.
+/// A list key's values, as one SQL array literal of the key's type.
+fn values_array(bp: &Blueprint) -> String {
+    format!(
+        "ARRAY[{}]::{}[]",
+        bp.partitions
+            .iter()
+            .map(|p| crate::sql::quote_literal(&p.from))
+            .collect::<Vec<_>>()
+            .join(", "),
+        bp.key.type_name
+    )
+}
+
+/// The bucket of a row: its partition's number (0 for rows no listed value
+/// or range holds).
 fn bucket_expr(bp: &Blueprint) -> String {
+    if bp.key.list {
+        return format!("coalesce(array_position({}, t.{}), 0)", values_array(bp), bp.key.column);
+    }
     match bp.key.hash {
         Some(m) => format!(
             "(SELECT r FROM generate_series(0, {last}) r WHERE satisfies_hash_partition({oid}::regclass::oid, {m}, r, t.{k}))",
@@ -65,6 +82,13 @@ fn bucket_condition(bp: &Blueprint, i: i32) -> String {
             crate::sql::quote_literal(&bp.shadow.to_string()),
             bp.key.column
         );
+    }
+    if bp.key.list {
+        let k = &bp.key.column;
+        return match bp.partitions.get((i - 1).max(0) as usize) {
+            Some(p) if i > 0 => format!("t.{k} = {}::{}", crate::sql::quote_literal(&p.from), bp.key.type_name),
+            _ => format!("(t.{k} IS NULL OR t.{k} <> ALL ({}))", values_array(bp)),
+        };
     }
     let bounds: Vec<&String> = bp
         .partitions

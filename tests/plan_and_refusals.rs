@@ -134,13 +134,23 @@ async fn refusals_are_one_sentence_and_change_nothing() {
             expect: "colour (line 10) unknown field `colour`",
         },
         Case {
-            name: "list with move",
+            name: "list with move on a missing column",
             setup: "",
             plan: p("")
                 .replace("  interval: month\n", "")
                 .replace("by: range", "by: list")
                 .replace("column: ts", "column: partition_id\n  initial: 100"),
-            expect: "partition.by (line 3) list is supported by the attach method for now",
+            expect: "partition.column (line 4) names `partition_id`, which is not a column of \"public\".\"workflow_events\"; the attach method adds a list key column, move and sync partition on an existing one",
+        },
+        Case {
+            name: "list on a column of many values",
+            setup: "INSERT INTO workflow_events (run_id, type) SELECT 1, 'x' FROM generate_series(1, 1000)",
+            plan: p("")
+                .replace("  interval: month\n", "")
+                .replace("by: range", "by: list")
+                .replace("column: ts", "column: id")
+                .replace("  naming: \"{table}_y{YYYY}m{MM}\"\n", ""),
+            expect: "holds more than 1000 distinct values of \"id\"; list partitioning makes one partition per value",
         },
         Case {
             name: "zero batch",

@@ -309,3 +309,162 @@ async fn hash_partitioning_by_uuid_with_move_and_sync() {
         );
     }
 }
+
+/// List partitioning on an existing column (a tenant or a logical
+/// partition number, as in the GitLab CI design), with move and with sync:
+/// one partition per value the table holds plus the premade values after
+/// the highest, the migrator killed mid-move and resumed, the application
+/// writing all along (some of it moving rows between values), and every row
+/// compared with the oracle.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn list_partitioning_on_an_existing_column_with_move_and_sync() {
+    let cluster = Cluster::start();
+    for method in ["move", "sync"] {
+        let db = cluster.database().await;
+        seed(&db, 100, 12_000).await;
+        db.exec(
+            "ALTER TABLE workflow_events ADD COLUMN partition_id bigint NOT NULL DEFAULT 101;
+             UPDATE workflow_events SET partition_id = 100 + id % 3;
+             CREATE INDEX workflow_events_pid ON workflow_events (partition_id);
+             ANALYZE workflow_events;",
+        )
+        .await;
+        let dir = scratch();
+        let plan = db.plan_file(
+            dir.path(),
+            "l.yaml",
+            &format!(
+                "table: public.workflow_events\npartition:\n  by: list\n  column: partition_id\n  premake: 2\nmethod: {method}\nbatch:\n  size: 300\n  pause: 2ms\n"
+            ),
+        );
+        let plan = plan.to_str().unwrap();
+        let p = db.migrate(&["plan", plan]).await;
+        p.ok();
+        for v in 100..=104 {
+            assert!(
+                p.stdout.contains(&format!("workflow_events_p{v}\" PARTITION OF")),
+                "{method}: no partition for {v}:\n{}",
+                p.stdout
+            );
+        }
+        assert!(!p.stdout.contains("workflow_events_p105"), "{}", p.stdout);
+
+        // No upserts: the workload's upserts name the key without partition_id,
+        // which the partitioned table's primary key includes.
+        let workload = Workload::start(&db, 3, 57).await;
+        // Rows of a run the workload does not own (it shares out the runs
+        // that exist when it starts) change their list value while they
+        // move; PostgreSQL fails a concurrent update of a row that another
+        // moved between partitions (40001), as on any partitioned table.
+        let owner: i64 = db
+            .client()
+            .await
+            .query_one("INSERT INTO workflow_runs (name) VALUES ('changer') RETURNING id", &[])
+            .await
+            .unwrap()
+            .get(0);
+        db.exec(&format!(
+            "INSERT INTO workflow_events (run_id, ts, type, partition_id) \
+             SELECT {owner}, now() - g * interval '1 hour', 'changer', 100 FROM generate_series(1, 1500) g"
+        ))
+        .await;
+        let extra: Vec<(i64, common::workload::Event)> = common::workload::table_rows(&db)
+            .await
+            .into_iter()
+            .filter(|(_, e)| e.run_id == owner)
+            .collect();
+        let dbw = db.clone();
+        let mover = tokio::spawn(async move {
+            let c = dbw.client().await;
+            let mut changed = std::collections::BTreeSet::new();
+            for i in 0..60i64 {
+                for r in c
+                    .query(
+                        "UPDATE workflow_events SET partition_id = 103 WHERE run_id = $2 AND id % 60 = $1 RETURNING id",
+                        &[&i, &owner],
+                    )
+                    .await
+                    .unwrap()
+                {
+                    changed.insert(r.get::<_, i64>(0));
+                }
+                tokio::time::sleep(Duration::from_millis(15)).await;
+            }
+            changed
+        });
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        let run = db
+            .migrate_env(
+                &["apply", plan],
+                &[("MIGRATE_FAILPOINT", "batch-forward:after-commit@6")],
+            )
+            .await;
+        assert_eq!(run.code, 86, "{method}: {}", run.stderr);
+        db.migrate(&["resume", plan]).await.ok();
+        let changed = mover.await.unwrap();
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        let report = workload.stop().await;
+        assert!(
+            report.errors.is_empty(),
+            "{method}: the application saw errors: {:?}",
+            &report.errors[..report.errors.len().min(8)]
+        );
+        if method == "sync" {
+            db.migrate(&["cleanup", plan]).await.ok();
+        }
+        let mut oracle = report.oracle.clone();
+        oracle.extend(extra);
+        let compared = compare(&db, &oracle).await;
+        println!(
+            "list with {method} under load: {} operations, 0 errors, {compared} rows compared, {} rows changed value",
+            report.total_ops(),
+            changed.len()
+        );
+        assert!(!changed.is_empty());
+        assert_eq!(relkind(&db, "workflow_events").await.as_deref(), Some("p"));
+        // Every row sits in the partition of its value.
+        assert_eq!(
+            db.scalar_i64(
+                "SELECT count(*) FROM workflow_events WHERE tableoid::regclass::text <> 'workflow_events_p' || partition_id"
+            )
+            .await,
+            0,
+            "{method}"
+        );
+        // Exactly the rows the application moved to 103 (and did not delete
+        // since) have it.
+        let c = db.client().await;
+        let now_103: std::collections::BTreeSet<i64> = c
+            .query("SELECT id FROM workflow_events WHERE partition_id = 103", &[])
+            .await
+            .unwrap()
+            .iter()
+            .map(|r| r.get(0))
+            .collect();
+        assert!(now_103.is_subset(&changed), "{method}");
+        let gone: std::collections::BTreeSet<i64> = changed.difference(&now_103).copied().collect();
+        let gone: Vec<i64> = gone.into_iter().collect();
+        assert_eq!(
+            c.query_one("SELECT count(*) FROM workflow_events WHERE id = ANY($1)", &[&gone])
+                .await
+                .unwrap()
+                .get::<_, i64>(0),
+            0,
+            "{method}: rows the application moved to 103 have another value"
+        );
+        // A premade value takes rows at once.
+        db.exec(&format!(
+            "INSERT INTO workflow_events (run_id, type, partition_id) VALUES ({owner}, 'next', 104)"
+        ))
+        .await;
+        // A value with no partition is refused, with PostgreSQL's message.
+        let e = c
+            .execute(
+                "INSERT INTO workflow_events (run_id, type, partition_id) VALUES ($1, 'next', 999)",
+                &[&owner],
+            )
+            .await
+            .unwrap_err();
+        assert!(format!("{e:?}").contains("no partition"), "{e:?}");
+    }
+}
