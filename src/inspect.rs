@@ -143,7 +143,9 @@ pub async fn check(client: &Client, plan: &PlanFile) -> Result<CheckReport> {
                 std::cmp::Ordering::Greater
             }
         })
-        .map(|e| upper(e).trim_matches('\'').to_string());
+        .map(|e| upper(e).trim_matches('\'').to_string())
+        // List partitions: the highest value with a partition.
+        .or_else(|| parts.iter().flat_map(|e| e.values.iter()).max().map(|v| v.to_string()));
     if let Some(d) = parts.iter().find(|p| p.default) {
         r.default_partition = Some(d.name.to_string());
         r.default_rows = client

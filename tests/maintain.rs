@@ -370,3 +370,187 @@ async fn rows_in_the_default_partition_move_out_while_writers_go_on() {
         future
     );
 }
+
+/// List partitions made by other means (a logical partition number, as in
+/// the GitLab CI design): rows that landed in the default partition get
+/// partitions of their values while a writer goes on inserting them,
+/// the plan's values ahead are premade, retention archives and drops the
+/// oldest, and an exhausted list is loud. Hash needs no care.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn list_partitions_drain_premake_and_expire_while_a_writer_inserts() {
+    let cluster = Cluster::start();
+    let db = cluster.database().await;
+    db.exec(
+        "CREATE TABLE public.builds (id bigserial, partition_id bigint NOT NULL, status text NOT NULL, PRIMARY KEY (id, partition_id)) PARTITION BY LIST (partition_id);
+         CREATE TABLE builds_p100 PARTITION OF builds FOR VALUES IN (100);
+         CREATE TABLE builds_p101 PARTITION OF builds FOR VALUES IN (101);
+         CREATE TABLE builds_default PARTITION OF builds DEFAULT;
+         INSERT INTO builds (partition_id, status) SELECT 100 + g % 2, 'old' FROM generate_series(1, 4000) g;
+         INSERT INTO builds (partition_id, status) SELECT 102 + g % 2, 'new' FROM generate_series(1, 800) g;",
+    )
+    .await;
+    let dir = scratch();
+    let archive = dir.path().join("archive");
+    let plan = db.plan_file(
+        dir.path(),
+        "b.yaml",
+        &format!(
+            "table: public.builds\npartition:\n  by: list\n  column: partition_id\n  premake: 2\nmethod: move\nlocks:\n  lock_timeout: 200ms\nretention:\n  keep: 2\n  archive:\n    directory: {}\n",
+            archive.display()
+        ),
+    );
+    let plan = plan.to_str().unwrap().to_string();
+    let stop = Arc::new(AtomicBool::new(false));
+    let writer = tokio::spawn({
+        let db = db.clone();
+        let stop = stop.clone();
+        async move {
+            let c = db.client().await;
+            let (mut worst, mut ids, mut errors) = (Duration::ZERO, Vec::new(), Vec::new());
+            let mut i = 0i64;
+            while !stop.load(Ordering::Relaxed) {
+                let t = Instant::now();
+                match c
+                    .query_one(
+                        "INSERT INTO builds (partition_id, status) VALUES ($1, 'live') RETURNING id",
+                        &[&(102 + i % 2)],
+                    )
+                    .await
+                {
+                    Ok(r) => ids.push(r.get::<_, i64>(0)),
+                    Err(e) => errors.push(format!("{:?}", e.as_db_error())),
+                }
+                worst = worst.max(t.elapsed());
+                i += 1;
+                tokio::time::sleep(Duration::from_millis(2)).await;
+            }
+            (worst, ids, errors)
+        }
+    });
+    tokio::time::sleep(Duration::from_millis(150)).await;
+    let run = db.migrate(&["maintain", &plan]).await;
+    tokio::time::sleep(Duration::from_millis(150)).await;
+    stop.store(true, Ordering::Relaxed);
+    let (worst, ids, errors) = writer.await.unwrap();
+    run.ok();
+    println!(
+        "list maintain with a writer: {} inserts, slowest {worst:?}\n{}",
+        ids.len(),
+        run.stdout
+    );
+    assert!(errors.is_empty(), "the writer saw errors: {errors:?}");
+    for v in [102, 103] {
+        assert!(
+            run.stdout.contains(&format!(
+                "of \"partition_id\" = {v} out of \"public\".\"builds_default\" into the new partition \"public\".\"builds_p{v}\""
+            )),
+            "{}",
+            run.stdout
+        );
+    }
+    let parts: Vec<String> = db
+        .client()
+        .await
+        .query(
+            "SELECT c.relname || ' ' || pg_get_expr(c.relpartbound, c.oid) FROM pg_inherits i JOIN pg_class c ON c.oid = i.inhrelid \
+             WHERE i.inhparent = 'builds'::regclass ORDER BY 1",
+            &[],
+        )
+        .await
+        .unwrap()
+        .iter()
+        .map(|r| r.get(0))
+        .collect();
+    assert_eq!(
+        parts,
+        [
+            "builds_default DEFAULT",
+            "builds_p102 FOR VALUES IN ('102')",
+            "builds_p103 FOR VALUES IN ('103')",
+            "builds_p104 FOR VALUES IN ('104')",
+            "builds_p105 FOR VALUES IN ('105')"
+        ]
+    );
+    assert!(
+        run.stdout.contains("partitions reach up to \"partition_id\" = 105"),
+        "{}",
+        run.stdout
+    );
+    // Every row the writer committed is there, in its value's partition or
+    // (arrived during the move of its value) still in the default.
+    assert_eq!(
+        db.scalar_i64("SELECT count(*) FROM builds").await,
+        800 + ids.len() as i64,
+        "a row was lost"
+    );
+    assert_eq!(
+        db.scalar_i64("SELECT count(*) FROM builds WHERE tableoid <> 'builds_default'::regclass AND tableoid::regclass::text <> 'builds_p' || partition_id")
+            .await,
+        0
+    );
+    assert_eq!(db.scalar_i64("SELECT count(*) FROM ONLY builds_default").await, 0);
+    // The expired values went to the archive, whole.
+    for v in [100, 101] {
+        let f = archive.join(format!("public.builds_p{v}.csv.gz"));
+        let mut text = String::new();
+        std::io::Read::read_to_string(
+            &mut flate2::read::GzDecoder::new(std::fs::File::open(&f).unwrap()),
+            &mut text,
+        )
+        .unwrap();
+        assert_eq!(text.lines().count(), 2001, "{}", f.display());
+    }
+    let check = db.migrate(&["check", &plan, "--output", "json"]).await;
+    check.ok();
+    let doc: serde_json::Value = serde_json::from_str(&check.stdout).unwrap();
+    assert_eq!(doc["last_bound"], "105", "{doc}");
+    assert_eq!(doc["default_rows"], 0, "{doc}");
+    // A second run changes nothing.
+    let again = db.migrate(&["maintain", &plan]).await;
+    again.ok();
+    assert!(
+        !again.stdout.contains("created") && !again.stdout.contains("dropped"),
+        "{}",
+        again.stdout
+    );
+    // Nothing premade and the newest value holding rows: loud.
+    db.exec("DROP TABLE builds_p104, builds_p105; INSERT INTO builds (partition_id, status) VALUES (103, 'x')")
+        .await;
+    let tight = db.plan_file(
+        dir.path(),
+        "t.yaml",
+        "table: public.builds\npartition:\n  by: list\n  column: partition_id\n  premake: 0\nmethod: move\n",
+    );
+    let run = db.migrate(&["maintain", tight.to_str().unwrap()]).await;
+    assert_eq!(run.code, 5, "{}\n{}", run.stdout, run.stderr);
+    assert!(
+        run.stderr.contains("no empty partition is left for the next value"),
+        "{}",
+        run.stderr
+    );
+
+    // Hash partitions are made up front.
+    db.exec(
+        "CREATE TABLE public.sessions (id bigint NOT NULL) PARTITION BY HASH (id);
+         CREATE TABLE sessions_h0 PARTITION OF sessions FOR VALUES WITH (MODULUS 2, REMAINDER 0);
+         CREATE TABLE sessions_h1 PARTITION OF sessions FOR VALUES WITH (MODULUS 2, REMAINDER 1);",
+    )
+    .await;
+    let hash = db.plan_file(
+        dir.path(),
+        "h.yaml",
+        "table: public.sessions\npartition:\n  by: hash\n  column: id\n  modulus: 2\nmethod: move\n",
+    );
+    let run = db.migrate(&["maintain", hash.to_str().unwrap()]).await;
+    run.ok();
+    assert!(run.stdout.contains("2 hash partitions"), "{}", run.stdout);
+    // A plan that names another strategy than the table's is refused.
+    let wrong = db.plan_file(
+        dir.path(),
+        "w.yaml",
+        "table: public.builds\npartition:\n  by: hash\n  column: partition_id\n  modulus: 4\nmethod: move\n",
+    );
+    let run = db.migrate(&["maintain", wrong.to_str().unwrap()]).await;
+    assert_eq!(run.code, 2, "{}", run.stderr);
+    assert!(run.stderr.contains("is not partitioned by hash"), "{}", run.stderr);
+}

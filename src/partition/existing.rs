@@ -21,6 +21,8 @@ pub struct Existing {
     pub default: bool,
     /// Range partitions: lower and upper bound.
     pub range: Option<(Bound, Bound)>,
+    /// List partitions of an integer key: their values.
+    pub values: Vec<i64>,
     /// An interrupted DETACH ... CONCURRENTLY left it pending.
     pub detach_pending: bool,
 }
@@ -59,6 +61,19 @@ pub fn parse_range(kind: KeyKind, expr: &str) -> Option<(Bound, Bound)> {
     Some((parse_value(kind, from)?, parse_value(kind, to)?))
 }
 
+/// `FOR VALUES IN ('1', '2')` as integers (NULL is left out).
+pub fn parse_list(expr: &str) -> Vec<i64> {
+    expr.strip_prefix("FOR VALUES IN (")
+        .and_then(|r| r.strip_suffix(')'))
+        .map(|inner| {
+            inner
+                .split(',')
+                .filter_map(|v| v.trim().trim_matches('\'').parse().ok())
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
 /// The leaf partitions of `table`, in bound order where known.
 pub async fn partitions(client: &Client, table: &QualifiedName, kind: KeyKind) -> Result<Vec<Existing>> {
     let rows = client
@@ -77,6 +92,7 @@ pub async fn partitions(client: &Client, table: &QualifiedName, kind: KeyKind) -
                 name: QualifiedName::new(r.get::<_, String>(0), r.get::<_, String>(1)),
                 default: expr == "DEFAULT",
                 range: parse_range(kind, &expr),
+                values: parse_list(&expr),
                 expr,
                 detach_pending: r.get(3),
             }
@@ -132,6 +148,13 @@ pub fn overlaps(a: &(Bound, Bound), b: &(Bound, Bound)) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn reads_list_values_as_postgres_prints_them() {
+        assert_eq!(parse_list("FOR VALUES IN ('100')"), vec![100]);
+        assert_eq!(parse_list("FOR VALUES IN ('-3', '7', NULL)"), vec![-3, 7]);
+        assert!(parse_list("DEFAULT").is_empty());
+    }
 
     #[test]
     fn reads_bounds_as_postgres_prints_them() {

@@ -4,6 +4,10 @@
 //! first (concurrently where the server allows), then archived, then
 //! dropped, each step in its own transaction and recorded, so no strong
 //! lock on the parent is ever held while data is archived or dropped.
+//! Range partitions are handled here, list partitions in `list`; hash
+//! partitions are all made up front and need no care.
+
+mod list;
 
 use crate::catalog;
 use crate::control;
@@ -33,7 +37,15 @@ struct Target {
     table: QualifiedName,
     column: Ident,
     kind: KeyKind,
+    strategy: Strategy,
     default_partition: bool,
+}
+
+#[derive(Clone, Copy, PartialEq)]
+enum Strategy {
+    Range,
+    List,
+    Hash,
 }
 
 pub async fn maintain(ctx: &Context, plan: &PlanFile) -> Result<i32> {
@@ -81,25 +93,77 @@ pub async fn maintain(ctx: &Context, plan: &PlanFile) -> Result<i32> {
         statement_timeout_ms: plan.spec.locks.statement_timeout.0,
     };
     let mut report = Report::default();
-    if target.default_partition {
-        drain_default(&client, plan, &target, policy, &limits, &mut report).await?;
-    }
-    premake(&client, plan, &target, policy, &limits, &mut report).await?;
-    if let Some(r) = &plan.spec.retention {
-        retention(
-            &client,
-            plan,
-            &target,
-            r.keep.0,
-            r.archive.as_ref(),
-            policy,
-            &limits,
-            &mut report,
-        )
-        .await?;
+    match target.strategy {
+        Strategy::Hash => {
+            if plan.spec.retention.is_some() {
+                return Err(plan
+                    .key_error(
+                        "retention",
+                        "needs range or list partitions; hash partitions hold every age of row",
+                    )
+                    .into());
+            }
+            let n = existing::partitions(&client, &table, target.kind).await?.len();
+            println!("{table}: {n} hash partitions, made up front; nothing to premake or expire");
+            return Ok(exit::OK);
+        }
+        Strategy::List => {
+            if target.default_partition {
+                list::drain_default(&client, plan, &target, policy, &limits, &mut report).await?;
+            }
+            let current = list::premake(&client, plan, &target, policy, &limits, &mut report).await?;
+            if let (Some(r), Some(current)) = (&plan.spec.retention, current) {
+                let expired = list::expired(&client, &target, current, r.keep.0).await?;
+                expire_all(
+                    &client,
+                    &target,
+                    expired,
+                    r.archive.as_ref(),
+                    policy,
+                    &limits,
+                    &mut report,
+                )
+                .await?;
+            }
+        }
+        Strategy::Range => {
+            if target.default_partition {
+                drain_default(&client, plan, &target, policy, &limits, &mut report).await?;
+            }
+            premake(&client, plan, &target, policy, &limits, &mut report).await?;
+            if let Some(r) = &plan.spec.retention {
+                retention(
+                    &client,
+                    plan,
+                    &target,
+                    r.keep.0,
+                    r.archive.as_ref(),
+                    policy,
+                    &limits,
+                    &mut report,
+                )
+                .await?;
+            }
+        }
     }
     for line in report.created.iter().chain(&report.expired).chain(&report.skipped) {
         println!("{line}");
+    }
+    if target.strategy == Strategy::List {
+        return Ok(match (&report.newest_upper, report.running_out) {
+            (Some(v), true) => {
+                eprintln!("migrate: WARNING: the newest partition of {table} is for {} = {v}, which already holds rows: no empty partition is left for the next value; check why partitions could not be created", target.column);
+                exit::RUNNING_OUT
+            }
+            (Some(v), false) => {
+                println!("{table}: partitions reach up to {} = {v}", target.column);
+                exit::OK
+            }
+            (None, _) => {
+                eprintln!("migrate: WARNING: {table} has no list partition");
+                exit::RUNNING_OUT
+            }
+        });
     }
     match (&report.newest_upper, report.running_out) {
         (Some(u), true) => {
@@ -143,9 +207,10 @@ async fn target(client: &Client, plan: &PlanFile) -> Result<Target> {
             "SELECT c.relkind::text, \
                     (SELECT a.attname::text FROM pg_partitioned_table p JOIN pg_attribute a \
                        ON a.attrelid = p.partrelid AND a.attnum = p.partattrs[0] \
-                     WHERE p.partrelid = c.oid AND p.partstrat = 'r' AND p.partnatts = 1), \
+                     WHERE p.partrelid = c.oid AND p.partnatts = 1), \
                     (SELECT format_type(a.atttypid, NULL) FROM pg_attribute a WHERE a.attrelid = c.oid AND a.attname = $2 AND NOT a.attisdropped), \
-                    EXISTS (SELECT 1 FROM pg_partitioned_table p WHERE p.partrelid = c.oid AND p.partdefid <> 0) \
+                    EXISTS (SELECT 1 FROM pg_partitioned_table p WHERE p.partrelid = c.oid AND p.partdefid <> 0), \
+                    (SELECT p.partstrat::text FROM pg_partitioned_table p WHERE p.partrelid = c.oid) \
              FROM pg_class c WHERE c.oid = $1",
             &[&oid, &plan.spec.partition.column],
         )
@@ -156,15 +221,41 @@ async fn target(client: &Client, plan: &PlanFile) -> Result<Target> {
         return Err(Refusal::new(format!("{table} is not partitioned; `migrate apply` partitions it")).into());
     }
     let column = Ident::new(plan.spec.partition.column.clone());
-    if key.as_deref() != Some(column.as_str()) {
+    let strategy = match row.get::<_, Option<String>>(4).as_deref() {
+        Some("l") => Strategy::List,
+        Some("h") => Strategy::Hash,
+        _ => Strategy::Range,
+    };
+    let named = match plan.spec.partition.by {
+        crate::plan_file::Strategy::Range => Strategy::Range,
+        crate::plan_file::Strategy::List => Strategy::List,
+        crate::plan_file::Strategy::Hash => Strategy::Hash,
+    };
+    if key.as_deref() != Some(column.as_str()) || strategy != named {
         return Err(Refusal::new(format!(
-            "{table} is not range-partitioned on the plan's column {column}; maintain handles range partitions on that column"
+            "{table} is not partitioned by {} on the plan's column {column}, as the plan says",
+            match named {
+                Strategy::Range => "range",
+                Strategy::List => "list",
+                Strategy::Hash => "hash",
+            }
         ))
         .into());
     }
     let type_name: Option<String> = row.get(2);
     let type_name = type_name.unwrap_or_default();
-    let kind = KeyKind::from_type_name(&type_name).ok_or_else(|| {
+    let kind = if strategy == Strategy::Hash {
+        Some(KeyKind::Integer)
+    } else {
+        KeyKind::from_type_name(&type_name)
+    };
+    if strategy == Strategy::List && kind != Some(KeyKind::Integer) {
+        return Err(Refusal::new(format!(
+            "the list key {column} of {table} has the type {type_name}; maintain handles integer list keys"
+        ))
+        .into());
+    }
+    let kind = kind.ok_or_else(|| {
         Refusal::new(format!(
             "the key {column} of {table} has the unsupported type {type_name}"
         ))
@@ -173,6 +264,7 @@ async fn target(client: &Client, plan: &PlanFile) -> Result<Target> {
         table: table.clone(),
         column,
         kind,
+        strategy,
         default_partition: row.get(3),
     })
 }
@@ -447,6 +539,8 @@ async fn drain_default(
              ALTER TABLE {name} OWNER TO {owner}; \
              WITH moved AS (DELETE FROM ONLY {default} WHERE {cond} RETURNING *) INSERT INTO {name} SELECT * FROM moved; \
              ALTER TABLE {name} ADD CONSTRAINT {check} CHECK ({cond}); \
+             LOCK TABLE {parent} IN SHARE ROW EXCLUSIVE MODE; \
+             WITH moved AS (DELETE FROM ONLY {default} WHERE {cond} RETURNING *) INSERT INTO {name} SELECT * FROM moved; \
              ALTER TABLE {parent} ATTACH PARTITION {name} FOR VALUES FROM ({lo}) TO ({hi}); \
              ALTER TABLE {name} DROP CONSTRAINT {check}; \
              COMMIT",
@@ -455,18 +549,12 @@ async fn drain_default(
             owner = crate::sql::quote_ident(&owner),
         );
         let rels = [t.table.to_string(), default.to_string()];
-        retrying(
+        drain_tx(
             client,
             policy,
             &format!("moving rows out of {default} into {name}"),
             &rels,
-            || async {
-                let r = client.batch_execute(&sql).await;
-                if r.is_err() {
-                    let _ = client.batch_execute("ROLLBACK").await;
-                }
-                r.map_err(anyhow::Error::from)
-            },
+            &sql,
         )
         .await
         .with_context(|| format!("cannot move the rows of [{}, {}) out of {default}", p.from, p.to))?;
@@ -476,6 +564,43 @@ async fn drain_default(
         ));
     }
     Ok(())
+}
+
+/// Runs one drain transaction. Its rows move out of the default with no
+/// strong lock; then writes to the parent pause (SHARE ROW EXCLUSIVE, under
+/// the lock timeout) for the rows that arrived meanwhile and the attach:
+/// an insert routed to the default before the attach would otherwise fail
+/// its partition check after it. Should a row still reach the default
+/// (written to it directly), the attach's scan fails (23514) and the
+/// transaction is simply run again.
+async fn drain_tx(client: &Client, policy: RetryPolicy, what: &str, rels: &[String], sql: &str) -> Result<()> {
+    let mut tries = 0;
+    loop {
+        let r = retrying(client, policy, what, rels, || async {
+            let r = client.batch_execute(sql).await;
+            if r.is_err() {
+                let _ = client.batch_execute("ROLLBACK").await;
+            }
+            r.map_err(anyhow::Error::from)
+        })
+        .await;
+        let raced = r.as_ref().err().is_some_and(|e| {
+            e.downcast_ref::<tokio_postgres::Error>()
+                .and_then(|e| e.code())
+                .is_some_and(|c| *c == tokio_postgres::error::SqlState::CHECK_VIOLATION)
+        });
+        if raced && tries + 1 < policy.tries {
+            tries += 1;
+            tracing::info!(
+                what,
+                tries,
+                "a row arrived in the default partition meanwhile; moving again"
+            );
+            tokio::time::sleep(std::time::Duration::from_millis(5 * u64::from(tries))).await;
+            continue;
+        }
+        return r;
+    }
 }
 
 #[allow(clippy::too_many_arguments)]
@@ -501,8 +626,22 @@ async fn retention(
         .collect();
     older.reverse();
     let expired: Vec<&Existing> = older.into_iter().skip(keep.saturating_sub(1) as usize).collect();
+    let expired = expired.iter().rev().map(|e| e.name.clone()).collect();
+    expire_all(client, t, expired, archive, policy, limits, report).await
+}
+
+/// Finishes what an earlier run left half done, then expires `expired`,
+/// oldest first.
+async fn expire_all(
+    client: &Client,
+    t: &Target,
+    expired: Vec<QualifiedName>,
+    archive: Option<&ArchiveSpec>,
+    policy: RetryPolicy,
+    limits: &Limits,
+    report: &mut Report,
+) -> Result<()> {
     let table_name = t.table.to_string();
-    // Finish what an earlier run left half done, then the newly expired.
     let pending: Vec<String> = client
         .query(
             "SELECT partition_name FROM repartition.expired_partitions WHERE table_name = $1 AND state <> 'dropped' \
@@ -514,9 +653,9 @@ async fn retention(
         .map(|r| r.get(0))
         .collect();
     let mut names: Vec<QualifiedName> = pending.iter().filter_map(|p| QualifiedName::parse(p).ok()).collect();
-    for e in expired.iter().rev() {
-        if !names.contains(&e.name) {
-            names.push(e.name.clone());
+    for e in expired {
+        if !names.contains(&e) {
+            names.push(e);
         }
     }
     for name in names {

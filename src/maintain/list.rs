@@ -1,0 +1,207 @@
+//! Maintenance of list partitions on an integer key (a logical partition
+//! number, as in the GitLab CI design): the current value is the highest
+//! whose partition holds rows; the plan's `premake` values after it get
+//! their partitions ahead of time, retention keeps the `keep` newest values
+//! up to the current one, and rows that landed in the default partition get
+//! a partition of their value.
+
+use super::{Limits, Report, Target};
+use crate::db::retry::{retrying, RetryPolicy};
+use crate::partition::existing;
+use crate::plan_file::PlanFile;
+use crate::sql::{quote_literal, Ident, QualifiedName};
+use anyhow::{Context as _, Result};
+use tokio_postgres::Client;
+
+/// At most this many distinct values leave the default in one run.
+const MAX_DRAINED_VALUES: i64 = 1000;
+
+fn partition_name(plan: &PlanFile, t: &Target, value: i64) -> QualifiedName {
+    let template = plan
+        .spec
+        .partition
+        .naming
+        .clone()
+        .unwrap_or_else(|| "{table}_p{VALUE}".to_string());
+    t.table.sibling(Ident::new(crate::partition::naming::render(
+        &template,
+        t.table.name.as_str(),
+        &crate::partition::naming::TokenValues {
+            value: Some(value),
+            ..Default::default()
+        },
+    )))
+}
+
+async fn owner(client: &Client, t: &Target) -> Result<String> {
+    Ok(client
+        .query_one(
+            "SELECT pg_get_userbyid(relowner)::text FROM pg_class WHERE oid = to_regclass($1)",
+            &[&t.table.to_string()],
+        )
+        .await?
+        .get(0))
+}
+
+/// Runs one transaction of statements under the limits, with retries on
+/// lock timeouts.
+async fn run_tx(client: &Client, policy: RetryPolicy, what: &str, rels: &[String], sql: &str) -> Result<()> {
+    retrying(client, policy, what, rels, || async {
+        let r = client.batch_execute(sql).await;
+        if r.is_err() {
+            // Leave no transaction open for the next try.
+            let _ = client.batch_execute("ROLLBACK").await;
+        }
+        r.map_err(anyhow::Error::from)
+    })
+    .await
+}
+
+/// The highest value whose partition holds a row: one cheap probe per
+/// partition, newest first, instead of a max() over the whole table.
+async fn current_value(client: &Client, have: &[existing::Existing]) -> Result<Option<i64>> {
+    let mut parts: Vec<(i64, &QualifiedName)> = have
+        .iter()
+        .flat_map(|e| e.values.iter().map(move |v| (*v, &e.name)))
+        .collect();
+    parts.sort_by_key(|p| std::cmp::Reverse(p.0));
+    for (v, name) in parts {
+        let any: bool = client
+            .query_one(&format!("SELECT EXISTS (SELECT 1 FROM ONLY {name})"), &[])
+            .await?
+            .get(0);
+        if any {
+            return Ok(Some(v));
+        }
+    }
+    Ok(None)
+}
+
+/// Creates the partitions of the `premake` values after the current one and
+/// says how far they reach; returns the current value.
+pub(super) async fn premake(
+    client: &Client,
+    plan: &PlanFile,
+    t: &Target,
+    policy: RetryPolicy,
+    limits: &Limits,
+    report: &mut Report,
+) -> Result<Option<i64>> {
+    let have = existing::partitions(client, &t.table, t.kind).await?;
+    let lowest = have.iter().flat_map(|e| e.values.iter().copied()).min();
+    let current = match current_value(client, &have).await? {
+        Some(v) => Some(v),
+        // Nothing written yet: the plan's first value, or the lowest
+        // partition's.
+        None => plan.spec.partition.initial.or(lowest),
+    };
+    let Some(current) = current else {
+        return Ok(None);
+    };
+    let owner = crate::sql::quote_ident(&owner(client, t).await?);
+    let taken: std::collections::BTreeSet<i64> = have.iter().flat_map(|e| e.values.iter().copied()).collect();
+    for v in (current..=current + i64::from(plan.spec.partition.premake)).filter(|v| !taken.contains(v)) {
+        let name = partition_name(plan, t, v);
+        let sql = format!(
+            "BEGIN; {} CREATE TABLE {name} PARTITION OF {} FOR VALUES IN ({}); ALTER TABLE {name} OWNER TO {owner}; COMMIT",
+            limits.set_local(),
+            t.table,
+            quote_literal(&v.to_string()),
+        );
+        match run_tx(client, policy, &format!("creating {name}"), &[t.table.to_string()], &sql).await {
+            Ok(()) => report.created.push(format!("created {name} for {} = {v}", t.column)),
+            Err(e) if t.default_partition => report.skipped.push(format!(
+                "could not create {name}: {e:#} (the default partition may hold rows of {v}; they must be moved out first)"
+            )),
+            Err(e) => return Err(e.context(format!("cannot create the partition {name}"))),
+        }
+    }
+    // Running out: the value after the current one has no partition.
+    let have = existing::partitions(client, &t.table, t.kind).await?;
+    let taken: std::collections::BTreeSet<i64> = have.iter().flat_map(|e| e.values.iter().copied()).collect();
+    let mut reach = current;
+    while taken.contains(&(reach + 1)) {
+        reach += 1;
+    }
+    report.newest_upper = Some(reach.to_string());
+    report.running_out = !taken.contains(&(current + 1));
+    Ok(Some(current))
+}
+
+/// The partitions retention takes out: those of values up to the current
+/// one, but for the `keep` newest of them, oldest first.
+pub(super) async fn expired(client: &Client, t: &Target, current: i64, keep: u64) -> Result<Vec<QualifiedName>> {
+    let have = existing::partitions(client, &t.table, t.kind).await?;
+    let mut old: Vec<(i64, QualifiedName)> = have
+        .iter()
+        .filter(|e| !e.values.is_empty() && e.values.iter().all(|v| *v <= current))
+        .map(|e| (*e.values.iter().max().expect("not empty"), e.name.clone()))
+        .collect();
+    old.sort_by_key(|(v, _)| *v);
+    let n = old.len().saturating_sub(keep as usize);
+    Ok(old.into_iter().take(n).map(|(_, name)| name).collect())
+}
+
+/// Rows that landed in the default partition get the partition of their
+/// value: per value one transaction moves them out of the default into a
+/// new table (CHECK-constrained, so attaching it scans nothing) and attaches
+/// it, so no row is ever invisible. NULL keys stay in the default.
+pub(super) async fn drain_default(
+    client: &Client,
+    plan: &PlanFile,
+    t: &Target,
+    policy: RetryPolicy,
+    limits: &Limits,
+    report: &mut Report,
+) -> Result<()> {
+    let have = existing::partitions(client, &t.table, t.kind).await?;
+    let Some(default) = have.iter().find(|e| e.default).map(|e| e.name.clone()) else {
+        return Ok(());
+    };
+    let key = &t.column;
+    let values: Vec<(i64, i64)> = client
+        .query(
+            &format!(
+                "SELECT {key}::int8, count(*) FROM ONLY {default} WHERE {key} IS NOT NULL GROUP BY 1 ORDER BY 1 LIMIT {MAX_DRAINED_VALUES}"
+            ),
+            &[],
+        )
+        .await?
+        .iter()
+        .map(|r| (r.get(0), r.get(1)))
+        .collect();
+    let owner = crate::sql::quote_ident(&owner(client, t).await?);
+    for (v, rows) in values {
+        let name = partition_name(plan, t, v);
+        let lit = quote_literal(&v.to_string());
+        let cond = format!("{key} = {lit}");
+        let check = Ident::new(format!("{}_drain", name.name.as_str()));
+        let sql = format!(
+            "BEGIN; {limits} \
+             CREATE TABLE {name} (LIKE {parent} INCLUDING DEFAULTS INCLUDING CONSTRAINTS INCLUDING GENERATED INCLUDING STORAGE); \
+             ALTER TABLE {name} OWNER TO {owner}; \
+             WITH moved AS (DELETE FROM ONLY {default} WHERE {cond} RETURNING *) INSERT INTO {name} SELECT * FROM moved; \
+             ALTER TABLE {name} ADD CONSTRAINT {check} CHECK ({key} IS NOT NULL AND {cond}); \
+             LOCK TABLE {parent} IN SHARE ROW EXCLUSIVE MODE; \
+             WITH moved AS (DELETE FROM ONLY {default} WHERE {cond} RETURNING *) INSERT INTO {name} SELECT * FROM moved; \
+             ALTER TABLE {parent} ATTACH PARTITION {name} FOR VALUES IN ({lit}); \
+             ALTER TABLE {name} DROP CONSTRAINT {check}; \
+             COMMIT",
+            limits = limits.set_local(),
+            parent = t.table,
+        );
+        super::drain_tx(
+            client,
+            policy,
+            &format!("moving rows out of {default} into {name}"),
+            &[t.table.to_string(), default.to_string()],
+            &sql,
+        )
+        .await
+        .with_context(|| format!("cannot move the rows of {key} = {v} out of {default}"))?;
+        report.created.push(format!(
+            "moved {rows} rows of {key} = {v} out of {default} into the new partition {name}"
+        ));
+    }
+    Ok(())
+}
