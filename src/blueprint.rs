@@ -304,6 +304,10 @@ pub async fn resolve(client: &Client, plan: &PlanFile) -> Result<Resolved> {
         ));
     }
 
+    let access = crate::access::check(client, table, info.oid, plan.spec.method == Method::Move).await?;
+    refusals.extend(access.refusals);
+    findings.extend(access.findings);
+
     // The partition key.
     let spec = &plan.spec.partition;
     let key_col = info.columns.iter().find(|c| c.name.as_str() == spec.column);
@@ -1013,7 +1017,7 @@ pub async fn resolve(client: &Client, plan: &PlanFile) -> Result<Resolved> {
         attach,
         split: None,
         settings: Settings {
-            batch_rows: plan.spec.batch.size.0,
+            batch_rows: plan.spec.batch.rows(),
             pause_ms: plan.spec.batch.pause.0,
             lock_timeout_ms,
             statement_timeout_ms: plan.spec.locks.statement_timeout.0,
@@ -1026,8 +1030,8 @@ pub async fn resolve(client: &Client, plan: &PlanFile) -> Result<Resolved> {
             target_ms: plan
                 .spec
                 .batch
-                .target_duration
-                .map(|d| d.0.min((server.deadlock_timeout_ms.max(100) / 4) as u64)),
+                .target_ms()
+                .map(|d| d.min((server.deadlock_timeout_ms.max(100) / 4) as u64)),
             throttle: plan.spec.throttle.clone(),
             hooks: plan.spec.hooks.clone(),
             postpone_swap: plan.spec.swap.postpone,

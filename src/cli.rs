@@ -412,6 +412,8 @@ async fn status(ctx: &Context, plan: &PlanFile, exact: bool, output: Output) -> 
                 "rows_moved": m.rows_moved,
                 "rows_total": m.rows_total,
                 "batches": m.batches,
+                "batch_rows": m.batch_rows_chosen,
+                "batch_size_source": crate::report::batch_size_source(m),
                 "created_at": m.created_at,
                 "updated_at": m.updated_at,
                 "finished_at": m.finished_at,

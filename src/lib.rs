@@ -5,6 +5,7 @@
 //! phases and records progress in the [`control`] table.
 
 pub mod aborter;
+pub mod access;
 pub mod attach;
 pub mod blueprint;
 pub mod catalog;

@@ -335,6 +335,7 @@ impl<'a> Mover<'a> {
     async fn batch(&mut self, route: &Route, from: i64, to: i64) -> Result<i64> {
         let client = self.client;
         let id = self.id;
+        let chosen = self.batch_rows as i64;
         let mut to = to;
         let mut splits = 0;
         loop {
@@ -345,7 +346,7 @@ impl<'a> Mover<'a> {
                 RetryPolicy::new(self.bp.settings.retries),
                 "a move batch",
                 &relations,
-                || one_batch(client, route, id, from, to, started),
+                || one_batch(client, route, id, (from, to), chosen, started),
             )
             .await;
             match res {
@@ -378,8 +379,8 @@ async fn one_batch(
     client: &Client,
     route: &Route,
     id: i64,
-    from: i64,
-    to: i64,
+    (from, to): (i64, i64),
+    chosen: i64,
     started: chrono::DateTime<chrono::Utc>,
 ) -> Result<i64> {
     let from_s = from.to_string();
@@ -396,7 +397,15 @@ async fn one_batch(
             .execute(&route.mv, &[&from_s, &to_s])
             .await
             .context("moving a batch")? as i64;
-        control::record_batch(client, id, route.direction, rows, from, to, started).await?;
+        let batch = control::BatchRecord {
+            direction: route.direction,
+            rows,
+            from_block: from,
+            to_block: to,
+            chosen_rows: chosen,
+            started_at: started,
+        };
+        control::record_batch(client, id, &batch).await?;
         Ok(rows)
     }
     .await;

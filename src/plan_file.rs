@@ -197,17 +197,42 @@ pub enum Bound {
 #[derive(Clone, Debug, Deserialize, Serialize, PartialEq)]
 #[serde(deny_unknown_fields)]
 pub struct BatchSpec {
-    /// Rows per move batch (a target: batches follow heap pages).
-    #[serde(default = "default_batch_size")]
-    pub size: Positive,
+    /// Rows per move batch (a target: batches follow heap pages). Given
+    /// alone, it is kept; omitted, batches start at 5000 rows and tune
+    /// themselves toward `target_duration`.
+    #[serde(default)]
+    pub size: Option<Positive>,
     /// Pause between batches.
     #[serde(default)]
     pub pause: Millis,
     /// Tune the batch size toward batches of this duration (between a tenth
-    /// and ten times `size`).
+    /// and ten times the starting size); `0` turns tuning off. Default:
+    /// 200ms when `size` is not given.
     #[serde(default)]
     pub target_duration: Option<Millis>,
 }
+
+impl BatchSpec {
+    /// The starting (or fixed) batch size.
+    pub fn rows(&self) -> u64 {
+        self.size.map_or(DEFAULT_BATCH_ROWS, |p| p.0)
+    }
+
+    /// The batch duration the size tunes toward, if it tunes.
+    pub fn target_ms(&self) -> Option<u64> {
+        match (self.target_duration, self.size) {
+            (Some(Millis(0)), _) => None,
+            (Some(d), _) => Some(d.0),
+            (None, None) => Some(DEFAULT_TARGET_MS),
+            (None, Some(_)) => None,
+        }
+    }
+}
+
+const DEFAULT_BATCH_ROWS: u64 = 5000;
+/// Short enough that an application write waiting on a moving row waits
+/// little, long enough that per-batch overhead stays small.
+const DEFAULT_TARGET_MS: u64 = 200;
 
 #[derive(Clone, Debug, Deserialize, Serialize, PartialEq)]
 #[serde(deny_unknown_fields)]
@@ -256,7 +281,7 @@ pub struct SwapSpec {
 impl Default for BatchSpec {
     fn default() -> Self {
         BatchSpec {
-            size: default_batch_size(),
+            size: None,
             pause: Millis(0),
             target_duration: None,
         }
@@ -278,9 +303,6 @@ fn default_time_zone() -> String {
 }
 fn default_premake() -> u32 {
     3
-}
-fn default_batch_size() -> Positive {
-    Positive(5000)
 }
 fn default_lock_timeout() -> Millis {
     Millis(2000)
@@ -501,7 +523,7 @@ impl PlanFile {
                 "must be at most 60s: while the tool waits for a lock, the application's statements queue behind it",
             ));
         }
-        if self.spec.batch.size.0 > 1_000_000 {
+        if self.spec.batch.rows() > 1_000_000 {
             return Err(self.key_error("batch.size", "must be at most 1000000 rows"));
         }
         Ok(())
@@ -589,7 +611,8 @@ mod tests {
         assert_eq!(p.spec.partition.premake, 3);
         assert!(!p.spec.partition.default_partition);
         assert_eq!(p.spec.locks.lock_timeout, Millis(2000));
-        assert_eq!(p.spec.batch.size, Positive(5000));
+        assert_eq!(p.spec.batch.rows(), 5000);
+        assert_eq!(p.spec.batch.target_ms(), Some(200));
         assert_eq!(p.table.to_string(), "\"public\".\"workflow_events\"");
     }
 

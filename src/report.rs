@@ -260,8 +260,14 @@ pub fn plan(r: &Resolved, where_: &str) -> String {
     }
     let _ = writeln!(
         o,
-        "Batches: about {} rows each, pause {}ms; lock_timeout {}ms, statement_timeout {}ms, {} retries",
-        bp.settings.batch_rows,
+        "Batches: {}, pause {}ms; lock_timeout {}ms, statement_timeout {}ms, {} retries",
+        match bp.settings.target_ms {
+            Some(t) => format!(
+                "from about {} rows, tuned toward {t}ms each (between a tenth and ten times that)",
+                bp.settings.batch_rows
+            ),
+            None => format!("about {} rows each", bp.settings.batch_rows),
+        },
         bp.settings.pause_ms,
         bp.settings.lock_timeout_ms,
         bp.settings.statement_timeout_ms,
@@ -305,6 +311,15 @@ pub struct Live {
     pub pages_left: Option<i64>,
     pub rate: Option<f64>,
     pub back_rate: Option<f64>,
+}
+
+/// Why the batch size is what it is.
+pub fn batch_size_source(m: &MigrationRow) -> String {
+    match (m.batch_rows_override, m.blueprint.settings.target_ms) {
+        (Some(_), _) => "set by the operator".into(),
+        (None, Some(t)) => format!("tuned toward batches of {t}ms"),
+        (None, None) => "as the plan fixes it".into(),
+    }
 }
 
 pub fn status(m: &MigrationRow, live: &Live) -> String {
@@ -395,6 +410,11 @@ pub fn status(m: &MigrationRow, live: &Live) -> String {
                     let _ = writeln!(o);
                 }
             }
+        }
+    }
+    if let Some(n) = m.batch_rows_chosen {
+        if m.state == "active" && matches!(m.phase, Phase::Routed | Phase::Prepared) {
+            let _ = writeln!(o, "Batch size: {} rows, {}", thousands(n), batch_size_source(m));
         }
     }
     if m.paused {

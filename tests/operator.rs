@@ -39,6 +39,11 @@ async fn pause_continue_and_a_new_batch_size() {
     assert_eq!(moved(&db).await, at_pause, "rows moved while paused");
     let status = db.migrate(&["status", &plan]).await;
     assert!(status.stdout.contains("Paused by the operator"), "{}", status.stdout);
+    assert!(
+        status.stdout.contains("Batch size: 400 rows, as the plan fixes it"),
+        "{}",
+        status.stdout
+    );
     let set = db.migrate(&["set", &plan, "batch-size", "60"]).await;
     set.ok();
     assert!(set.stdout.contains("about 60 rows per batch"), "{}", set.stdout);
@@ -209,4 +214,39 @@ async fn a_postponed_swap_waits_for_the_operator() {
             .as_deref(),
         Some("p")
     );
+}
+
+/// Without a batch size in the plan, batches start at 5000 rows and tune
+/// themselves toward 200ms each; status says what was chosen and why.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_batch_size_tunes_itself_by_default_and_status_reports_it() {
+    let cluster = Cluster::start();
+    let db = cluster.database().await;
+    seed(&db, 20, 60_000).await;
+    let dir = scratch();
+    let text = event_plan(1, "").replace("  size: 1\n", "");
+    assert!(!text.contains("size"), "{text}");
+    let plan = db.plan_file(dir.path(), "p.yaml", &text);
+    let plan = plan.to_str().unwrap();
+    let p = db.migrate(&["plan", plan]).await;
+    p.ok();
+    assert!(
+        p.stdout.contains("from about 5000 rows, tuned toward 200ms each"),
+        "{}",
+        p.stdout
+    );
+    db.migrate(&["apply", plan]).await.ok();
+    // Small rows move fast: the tuner grows the batches, within ten times
+    // the starting size.
+    let biggest = db.scalar_i64("SELECT max(rows)::int8 FROM repartition.batches").await;
+    assert!(biggest > 10_000, "batches stayed at {biggest} rows");
+    assert!(biggest <= 50_000 + 500, "batches grew to {biggest} rows");
+    let status = db.migrate(&["status", plan, "--output", "json"]).await;
+    status.ok();
+    let doc: serde_json::Value = serde_json::from_str(&status.stdout).unwrap();
+    assert_eq!(
+        doc["migration"]["batch_size_source"], "tuned toward batches of 200ms",
+        "{doc}"
+    );
+    assert!(doc["migration"]["batch_rows"].as_i64().unwrap() > 5000, "{doc}");
 }

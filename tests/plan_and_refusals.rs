@@ -266,6 +266,31 @@ async fn plan_as_json_and_strict() {
         .unwrap()
         .iter()
         .any(|f| f["level"] == "warning"));
+    // Replica identity and replication slots are findings.
+    db.exec(
+        "ALTER TABLE workflow_events REPLICA IDENTITY FULL;
+         SELECT pg_create_physical_replication_slot('standby_a', true);",
+    )
+    .await;
+    let run = db.migrate(&["plan", plan, "--output", "json"]).await;
+    run.ok();
+    let doc: serde_json::Value = serde_json::from_str(&run.stdout).unwrap();
+    let messages: Vec<&str> = doc["findings"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|f| f["message"].as_str().unwrap())
+        .collect();
+    for needle in [
+        "has REPLICA IDENTITY FULL, which the partitioned table does not inherit",
+        "the physical replication slot standby_a (inactive,",
+    ] {
+        assert!(
+            messages.iter().any(|m| m.contains(needle)),
+            "no `{needle}` in {messages:?}"
+        );
+    }
+    db.exec("SELECT pg_drop_replication_slot('standby_a')").await;
     // The primary key warning makes --strict refuse.
     let run = db.migrate(&["plan", plan, "--strict"]).await;
     assert_eq!(run.code, 2, "{}", run.stderr);
@@ -322,4 +347,80 @@ async fn plan_reads_the_applications_statements() {
     );
     let run = db.migrate(&["plan", sync.to_str().unwrap()]).await;
     assert!(!run.stdout.contains("view refuses"), "{}", run.stdout);
+}
+
+/// A role without the privileges a migration needs is told each missing
+/// one before anything changes; once granted, it migrates; the control
+/// schema stays closed to roles that were given nothing.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn missing_privileges_are_named_before_any_change() {
+    let cluster = Cluster::start();
+    let db = cluster.database().await;
+    seed(&db, 5, 300).await;
+    let dbname = db.scalar_str("SELECT current_database()::text").await.unwrap();
+    db.exec(
+        "DO $$ BEGIN CREATE ROLE weak LOGIN; EXCEPTION WHEN duplicate_object THEN NULL; END $$;
+         DO $$ BEGIN CREATE ROLE nobody LOGIN; EXCEPTION WHEN duplicate_object THEN NULL; END $$;
+         REVOKE CREATE ON SCHEMA public FROM PUBLIC;
+         GRANT SELECT ON workflow_events TO weak;",
+    )
+    .await;
+    let objects = db.objects().await;
+    let as_role = |role: &str| Db {
+        url: db.url.replace("user=postgres", &format!("user={role}")),
+    };
+    let weak = as_role("weak");
+    assert_ne!(weak.url, db.url);
+    let dir = scratch();
+    let plan = db.plan_file(dir.path(), "p.yaml", &event_plan(100, ""));
+    let plan = plan.to_str().unwrap();
+    for cmd in ["plan", "apply"] {
+        let run = weak.migrate(&[cmd, plan]).await;
+        assert_eq!(run.code, 2, "{cmd}: {}", run.stderr);
+        for missing in [
+            "the role weak does not own \"public\".\"workflow_events\" (its owner is postgres)",
+            "the role weak lacks the CREATE privilege on the schema \"public\"",
+            &format!("the role weak lacks the CREATE privilege on the database {dbname}"),
+            "the role weak lacks the REFERENCES privilege on public.workflow_runs",
+            "the role weak lacks ownership of the view public.event_types",
+            "the role weak lacks the SELECT and UPDATE privileges on public.workflow_runs, whose rows each batch locks FOR KEY SHARE",
+        ] {
+            assert!(run.stderr.contains(missing), "{cmd}: no `{missing}` in {}", run.stderr);
+        }
+        assert_eq!(run.stderr.trim().lines().count(), 1, "{}", run.stderr);
+    }
+    assert_eq!(db.objects().await, objects);
+    assert_eq!(
+        db.scalar_str("SELECT to_regclass('repartition.migrations')::text")
+            .await,
+        None,
+        "the control schema was created"
+    );
+    // Granted what it lacked, the same role migrates.
+    db.exec(&format!(
+        "GRANT CREATE ON SCHEMA public TO weak; GRANT CREATE ON DATABASE \"{dbname}\" TO weak;
+         ALTER TABLE workflow_events OWNER TO weak; ALTER VIEW event_types OWNER TO weak;
+         GRANT REFERENCES, SELECT, UPDATE ON workflow_runs TO weak;"
+    ))
+    .await;
+    weak.migrate(&["apply", plan]).await.ok();
+    assert_eq!(
+        db.scalar_str("SELECT relkind::text FROM pg_class WHERE oid = 'workflow_events'::regclass")
+            .await
+            .as_deref(),
+        Some("p")
+    );
+    // A role given nothing can neither read nor steer the control table.
+    let nobody = as_role("nobody");
+    for args in [["status", plan], ["pause", plan]] {
+        let run = nobody.migrate(&args).await;
+        assert_ne!(run.code, 0, "{args:?}: {}", run.stdout);
+        assert!(run.stderr.contains("permission denied"), "{args:?}: {}", run.stderr);
+        assert_eq!(run.stderr.trim().lines().count(), 1, "{}", run.stderr);
+    }
+    assert_eq!(
+        db.scalar_i64("SELECT count(*) FROM repartition.migrations WHERE paused")
+            .await,
+        0
+    );
 }

@@ -90,6 +90,8 @@ pub struct MigrationRow {
     pub paused: bool,
     pub batch_rows_override: Option<i64>,
     pub pause_ms_override: Option<i64>,
+    /// The batch size of the latest batch.
+    pub batch_rows_chosen: Option<i64>,
     pub throttled: Option<String>,
     pub waiting_for_swap: bool,
     pub swap_requested: bool,
@@ -97,7 +99,7 @@ pub struct MigrationRow {
 
 const COLUMNS: &str = "id, method, table_name, state, phase, blueprint, plan_source, cursor_block, sweeps, rows_moved, rows_total, \
     batches, abort_step, abort_partition, abort_block, rows_moved_back, created_at, updated_at, move_started_at, finished_at, last_error, \
-    paused, batch_rows_override, pause_ms_override, throttled, waiting_for_swap, swap_requested";
+    paused, batch_rows_override, pause_ms_override, batch_rows_chosen, throttled, waiting_for_swap, swap_requested";
 
 fn from_row(r: &tokio_postgres::Row) -> Result<MigrationRow> {
     let bp: serde_json::Value = r.get("blueprint");
@@ -130,6 +132,7 @@ fn from_row(r: &tokio_postgres::Row) -> Result<MigrationRow> {
         paused: r.get("paused"),
         batch_rows_override: r.get("batch_rows_override"),
         pause_ms_override: r.get("pause_ms_override"),
+        batch_rows_chosen: r.get("batch_rows_chosen"),
         throttled: r.get("throttled"),
         waiting_for_swap: r.get("waiting_for_swap"),
         swap_requested: r.get("swap_requested"),
@@ -269,20 +272,23 @@ pub async fn advance(client: &impl GenericClient, id: i64, from: Phase, to: Phas
 
 /// Records one committed batch; runs inside the batch's transaction.
 #[allow(clippy::too_many_arguments)]
-pub async fn record_batch(
-    client: &impl GenericClient,
-    id: i64,
-    direction: &str,
-    rows: i64,
-    from_block: i64,
-    to_block: i64,
-    started_at: chrono::DateTime<chrono::Utc>,
-) -> Result<()> {
-    let forward = direction == "forward";
+/// One committed batch, as the control table records it.
+pub struct BatchRecord<'a> {
+    pub direction: &'a str,
+    pub rows: i64,
+    pub from_block: i64,
+    pub to_block: i64,
+    /// The batch size the runner chose (tuned, planned or the operator's).
+    pub chosen_rows: i64,
+    pub started_at: chrono::DateTime<chrono::Utc>,
+}
+
+pub async fn record_batch(client: &impl GenericClient, id: i64, b: &BatchRecord<'_>) -> Result<()> {
+    let forward = b.direction == "forward";
     client
         .execute(
             "WITH m AS (UPDATE repartition.migrations SET \
-                 batches = batches + 1, updated_at = now(), \
+                 batches = batches + 1, updated_at = now(), batch_rows_chosen = $8, \
                  cursor_block = CASE WHEN $6::bool THEN $5::bigint ELSE cursor_block END, \
                  rows_moved = rows_moved + CASE WHEN $6::bool THEN $3::bigint ELSE 0 END, \
                  abort_block = CASE WHEN $6::bool THEN abort_block ELSE $5::bigint END, \
@@ -290,7 +296,16 @@ pub async fn record_batch(
                WHERE id = $1 RETURNING batches) \
              INSERT INTO repartition.batches (migration_id, batch_no, direction, rows, from_block, to_block, started_at) \
              SELECT $1, batches, $2::text, $3::bigint::int, $4::bigint, $5::bigint, $7::timestamptz FROM m",
-            &[&id, &direction, &rows, &from_block, &to_block, &forward, &started_at],
+            &[
+                &id,
+                &b.direction,
+                &b.rows,
+                &b.from_block,
+                &b.to_block,
+                &forward,
+                &b.started_at,
+                &b.chosen_rows,
+            ],
         )
         .await?;
     Ok(())

@@ -46,6 +46,17 @@ CREATE TABLE IF NOT EXISTS repartition.migrations (
     swap_requested boolean NOT NULL DEFAULT false
 );
 
+-- Columns added since the first layout, for control schemas created by an
+-- earlier version; checked first, so that a runner's batches never wait on
+-- the ALTER's lock when there is nothing to add.
+DO $$
+BEGIN
+    IF NOT EXISTS (SELECT 1 FROM pg_attribute WHERE attrelid = 'repartition.migrations'::regclass
+                     AND attname = 'batch_rows_chosen' AND NOT attisdropped) THEN
+        ALTER TABLE repartition.migrations ADD COLUMN batch_rows_chosen bigint;
+    END IF;
+END $$;
+
 -- One unfinished migration per table.
 CREATE UNIQUE INDEX IF NOT EXISTS migrations_one_unfinished
     ON repartition.migrations (table_name) WHERE state IN ('active', 'aborting');

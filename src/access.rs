@@ -1,0 +1,173 @@
+//! Who may do what, and what replication sees: checked before anything
+//! changes, so that a role lacking a privilege is told which one, instead
+//! of failing half-way through a phase.
+
+use crate::blueprint::{Finding, Level};
+use crate::sql::QualifiedName;
+use anyhow::Result;
+use tokio_postgres::Client;
+
+/// What the checks found: refusals stop the run, findings go in the plan.
+#[derive(Default)]
+pub struct Access {
+    pub refusals: Vec<String>,
+    pub findings: Vec<Finding>,
+}
+
+impl Access {
+    fn warn(&mut self, message: String) {
+        self.findings.push(Finding {
+            level: Level::Warning,
+            message,
+        });
+    }
+
+    fn note(&mut self, message: String) {
+        self.findings.push(Finding {
+            level: Level::Note,
+            message,
+        });
+    }
+}
+
+/// `locks_parents`: the method's batches lock the rows their foreign keys
+/// reference (FOR KEY SHARE, which needs SELECT and UPDATE there).
+pub async fn check(client: &Client, table: &QualifiedName, oid: u32, locks_parents: bool) -> Result<Access> {
+    let mut a = Access::default();
+    let r = client
+        .query_one(
+            "SELECT current_user::text, pg_get_userbyid(c.relowner)::text, \
+                    pg_has_role(current_user, c.relowner, 'USAGE'), \
+                    coalesce((SELECT rolsuper FROM pg_roles WHERE rolname = current_user), false), \
+                    has_schema_privilege(c.relnamespace, 'CREATE'), \
+                    has_database_privilege(current_database(), 'CREATE'), \
+                    to_regclass('repartition.migrations') IS NOT NULL, \
+                    c.relreplident::text, \
+                    (SELECT i.indexrelid::regclass::text FROM pg_index i WHERE i.indrelid = c.oid AND i.indisreplident), \
+                    EXISTS (SELECT 1 FROM pg_attribute t WHERE t.attrelid = c.oid AND t.attnum > 0 \
+                              AND NOT t.attisdropped AND t.attacl IS NOT NULL), \
+                    current_database()::text \
+             FROM pg_class c WHERE c.oid = $1",
+            &[&oid],
+        )
+        .await?;
+    let me: String = r.get(0);
+    let owner: String = r.get(1);
+    let member: bool = r.get(2);
+    let superuser: bool = r.get(3);
+    let schema_create: bool = r.get(4);
+    let db_create: bool = r.get(5);
+    let control_exists: bool = r.get(6);
+    let replident: String = r.get(7);
+    let replident_index: Option<String> = r.get(8);
+    let column_grants: bool = r.get(9);
+    let database: String = r.get(10);
+
+    if !member && !superuser {
+        a.refusals.push(format!(
+            "the role {me} does not own {table} (its owner is {owner}) and is not a member of {owner}: renaming and altering the table needs that (GRANT {owner} TO {me}, or connect as {owner})"
+        ));
+    } else if me != owner {
+        a.note(format!(
+            "the tool connects as {me}; every object it creates is given to the table's owner {owner}"
+        ));
+    }
+    if !schema_create && !superuser {
+        a.refusals.push(format!(
+            "the role {me} lacks the CREATE privilege on the schema {}, needed for the partitioned table and its partitions",
+            table.schema
+        ));
+    }
+    if control_exists {
+        let writable: bool = client
+            .query_one(
+                "SELECT has_schema_privilege('repartition', 'USAGE') \
+                    AND has_table_privilege('repartition.migrations', 'INSERT, UPDATE') \
+                    AND has_table_privilege('repartition.batches', 'INSERT') \
+                    AND has_table_privilege('repartition.events', 'INSERT')",
+                &[],
+            )
+            .await?
+            .get(0);
+        if !writable {
+            a.refusals.push(format!(
+                "the role {me} cannot write the control tables in the schema repartition (USAGE on the schema and INSERT, UPDATE on its tables are needed; its owner can grant them)"
+            ));
+        }
+    } else if !db_create && !superuser {
+        a.refusals.push(format!(
+            "the role {me} lacks the CREATE privilege on the database {database}, needed once to create the control schema repartition (or have its owner run `migrate` once)"
+        ));
+    }
+
+    if !superuser {
+        // Objects around the table that the phases alter or reference.
+        for r in client
+            .query(
+                "SELECT DISTINCT format('the REFERENCES privilege on %s, which a foreign key of the table references', confrelid::regclass) \
+                 FROM pg_constraint WHERE conrelid = $1 AND contype = 'f' AND NOT has_table_privilege(confrelid, 'REFERENCES') \
+                 UNION ALL \
+                 SELECT DISTINCT format('the SELECT and UPDATE privileges on %s, whose rows each batch locks FOR KEY SHARE while it moves the rows referencing them', confrelid::regclass) \
+                 FROM pg_constraint WHERE $2 AND conrelid = $1 AND contype = 'f' \
+                   AND NOT (has_table_privilege(confrelid, 'SELECT') AND has_any_column_privilege(confrelid, 'UPDATE')) \
+                 UNION ALL \
+                 SELECT DISTINCT format('ownership of the view %s, which is rebound to the new table', v.oid::regclass) \
+                 FROM pg_depend d JOIN pg_rewrite w ON w.oid = d.objid JOIN pg_class v ON v.oid = w.ev_class \
+                 WHERE d.classid = 'pg_rewrite'::regclass AND d.refobjid = $1 AND v.oid <> $1 \
+                   AND NOT pg_has_role(v.relowner, 'USAGE') \
+                 UNION ALL \
+                 SELECT DISTINCT format('ownership of %s, whose foreign key references the table', t.oid::regclass) \
+                 FROM pg_constraint k JOIN pg_class t ON t.oid = k.conrelid \
+                 WHERE k.confrelid = $1 AND k.contype = 'f' AND k.conrelid <> $1 AND NOT pg_has_role(t.relowner, 'USAGE') \
+                 ORDER BY 1",
+                &[&oid, &locks_parents],
+            )
+            .await?
+        {
+            a.refusals.push(format!("the role {me} lacks {}", r.get::<_, String>(0)));
+        }
+    }
+
+    match (replident.as_str(), replident_index) {
+        ("f", _) => a.warn(format!(
+            "{table} has REPLICA IDENTITY FULL, which the partitioned table does not inherit: set it on each partition after the swap, or logical replicas stop receiving its updates and deletes"
+        )),
+        ("i", Some(ix)) => a.warn(format!(
+            "{table} uses the index {ix} as its replica identity, which the partitioned table does not inherit: choose an index on each partition after the swap (its unique keys include the partition key)"
+        )),
+        ("n", _) => a.note(format!("{table} has REPLICA IDENTITY NOTHING, kept as it is on nothing new")),
+        _ => {}
+    }
+    if column_grants {
+        a.warn(format!(
+            "{table} has column-level privileges, which are not carried over: grant them again on the partitioned table after the swap"
+        ));
+    }
+
+    // Slots retain the WAL the migration writes until their consumer reads
+    // it; logical ones also decode every moved row.
+    for s in client
+        .query(
+            "SELECT slot_name::text, slot_type, coalesce(database::text = current_database()::text, false), active, \
+                    coalesce(pg_size_pretty(pg_wal_lsn_diff(pg_current_wal_lsn(), restart_lsn)), 'unknown') \
+             FROM pg_replication_slots ORDER BY 1",
+            &[],
+        )
+        .await
+        .unwrap_or_default()
+    {
+        let (name, kind, here, active, behind): (String, String, bool, bool, String) =
+            (s.get(0), s.get(1), s.get(2), s.get(3), s.get(4));
+        let state = if active { "active" } else { "inactive" };
+        if kind == "logical" && here {
+            a.warn(format!(
+                "the logical replication slot {name} ({state}, {behind} behind) decodes this database: it receives every moved row as a delete and an insert, and retains the migration's WAL until its consumer reads it (set throttle.max_slot_wal_mb to wait for it); the partitions must be published for the consumer to see the table after the swap"
+            ));
+        } else {
+            a.note(format!(
+                "the {kind} replication slot {name} ({state}, {behind} behind) retains the migration's WAL until its consumer reads it; throttle.max_slot_wal_mb makes the run wait for it"
+            ));
+        }
+    }
+    Ok(a)
+}
