@@ -223,6 +223,16 @@ pub struct Settings {
     pub hooks: crate::plan_file::HooksSpec,
     #[serde(default)]
     pub postpone_swap: bool,
+    /// Connections moving the main pass at once.
+    #[serde(default = "one")]
+    pub workers: u32,
+    /// Rest after each batch as long as it took.
+    #[serde(default)]
+    pub gentle: bool,
+}
+
+fn one() -> u32 {
+    1
 }
 
 /// Something `plan` tells the user; refusals are errors instead.
@@ -1035,6 +1045,8 @@ pub async fn resolve(client: &Client, plan: &PlanFile) -> Result<Resolved> {
             throttle: plan.spec.throttle.clone(),
             hooks: plan.spec.hooks.clone(),
             postpone_swap: plan.spec.swap.postpone,
+            workers: plan.spec.batch.workers(),
+            gentle: plan.spec.batch.mode == crate::plan_file::BatchMode::Gentle,
         },
     };
     Ok(Resolved {

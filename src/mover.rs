@@ -9,6 +9,8 @@ use crate::progress::MoveProgress;
 use crate::runner::Context;
 use crate::sql::{QualifiedName, Statement};
 use anyhow::{Context as _, Result};
+use std::sync::atomic::{AtomicI64, Ordering};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tokio_postgres::{Client, Statement as Prepared};
 
@@ -40,7 +42,33 @@ pub struct Mover<'a> {
     source: QualifiedName,
     /// The operator set the batch size: auto-tuning stays out of the way.
     operator_size: bool,
+    /// The worker that records the cursor and reports progress; the others
+    /// of a parallel pass only move.
+    primary: bool,
+    /// Totals of a parallel pass, for the primary's progress.
+    shared: Option<Arc<Shared>>,
+    /// How long the last batch took, for the gentle mode's rest.
+    last_took: Duration,
 }
+
+/// Rows and pages done by all workers of a parallel pass.
+#[derive(Default)]
+struct Shared {
+    rows: AtomicI64,
+    pages: AtomicI64,
+}
+
+/// Which statement a route's batches run.
+#[derive(Clone, Copy)]
+enum RouteKind {
+    /// Move: DELETE from the original, INSERT into the partitioned table.
+    Move,
+    /// Sync: copy the original's rows into the partitioned table.
+    Backfill,
+}
+
+/// A parallel pass gives each worker at least this many batches' pages.
+const MIN_BATCHES_PER_WORKER: i64 = 4;
 
 /// A direction of movement: its statements, prepared once.
 struct Route {
@@ -76,7 +104,113 @@ impl<'a> Mover<'a> {
             pause_ms: bp.settings.pause_ms,
             source: source.clone(),
             operator_size: false,
+            primary: true,
+            shared: None,
+            last_took: Duration::ZERO,
         })
+    }
+
+    async fn route_of(&self, kind: RouteKind) -> Result<Route> {
+        match kind {
+            RouteKind::Move => self.route(&self.bp.old, &self.bp.shadow.to_string(), "forward").await,
+            RouteKind::Backfill => {
+                self.route_with(&self.bp.table, crate::phase::sync::backfill(self.bp), "forward")
+                    .await
+            }
+        }
+    }
+
+    /// Batches over pages [self.cursor, end); returns the rows moved.
+    async fn pass(&mut self, route: &Route, end: i64) -> Result<(Pass, i64)> {
+        let mut moved = 0;
+        while self.cursor < end {
+            if self.ctx.stopping() {
+                return Ok((Pass::Stopped, moved));
+            }
+            let to = (self.cursor + self.pages).min(end);
+            let rows = self.batch(route, self.cursor, to).await?;
+            moved += rows;
+            self.rows_moved += rows;
+            self.after_batch(rows, to, end).await?;
+        }
+        Ok((Pass::Complete, moved))
+    }
+
+    /// The pages [self.cursor, end) split among the plan's workers, each on
+    /// its own connection with its own contiguous range; this mover takes
+    /// the first range and records the cursor, so that a crash resumes from
+    /// the start of the range not yet finished (the others' pages are then
+    /// passed again, finding nothing or what moved behind them, like a
+    /// sweep). Returns the rows moved.
+    async fn parallel(&mut self, kind: RouteKind, route: &Route, end: i64) -> Result<(Pass, i64)> {
+        let workers = i64::from(self.bp.settings.workers.max(1));
+        let span = end - self.cursor;
+        if workers < 2 || span < workers * self.pages * MIN_BATCHES_PER_WORKER {
+            return self.pass(route, end).await;
+        }
+        let chunk = span / workers;
+        let shared = Arc::new(Shared::default());
+        shared.pages.store(self.cursor, Ordering::Relaxed);
+        shared.rows.store(self.rows_moved, Ordering::Relaxed);
+        self.shared = Some(shared.clone());
+        let start = self.cursor;
+        let mut clients = Vec::new();
+        for w in 1..workers {
+            let mut cfg = self.ctx.cfg.clone();
+            cfg.application_name(format!("migrate move (worker {})", w + 1));
+            clients.push(crate::db::connect(&cfg).await?);
+        }
+        let mut helpers = Vec::new();
+        for (i, client) in clients.iter().enumerate() {
+            let w = i as i64 + 1;
+            let from = start + w * chunk;
+            let to = if w == workers - 1 { end } else { from + chunk };
+            helpers.push(
+                Mover {
+                    ctx: self.ctx,
+                    client,
+                    bp: self.bp,
+                    id: self.id,
+                    cursor: from,
+                    sweeps: self.sweeps,
+                    rows_moved: 0,
+                    pages: self.pages,
+                    rate: Rate::default(),
+                    batch_rows: self.batch_rows,
+                    pause_ms: self.pause_ms,
+                    source: self.source.clone(),
+                    operator_size: self.operator_size,
+                    primary: false,
+                    shared: Some(shared.clone()),
+                    last_took: Duration::ZERO,
+                }
+                .into_range(kind, to),
+            );
+        }
+        let first_end = start + chunk;
+        let (mine, others) = tokio::join!(self.pass(route, first_end), futures_util::future::try_join_all(helpers));
+        self.shared = None;
+        let (pass, mut moved) = mine?;
+        let mut stopped = matches!(pass, Pass::Stopped);
+        for (p, m) in others? {
+            // This mover's own rows are counted by its pass already.
+            self.rows_moved += m;
+            moved += m;
+            stopped |= matches!(p, Pass::Stopped);
+        }
+        if stopped {
+            return Ok((Pass::Stopped, moved));
+        }
+        // Every range is done: the cursor jumps to the end.
+        control::set_cursor(self.client, self.id, end).await?;
+        self.cursor = end;
+        Ok((Pass::Complete, moved))
+    }
+
+    /// A helper worker's whole range.
+    async fn into_range(mut self, kind: RouteKind, end: i64) -> Result<(Pass, i64)> {
+        let route = self.route_of(kind).await?;
+        self.pass(&route, end).await
     }
 
     async fn route(&self, from: &QualifiedName, to: &str, direction: &'static str) -> Result<Route> {
@@ -135,28 +269,17 @@ impl<'a> Mover<'a> {
     /// follows.
     pub async fn run_backfill(&mut self) -> Result<Pass> {
         let source = self.bp.table.clone();
-        let route = self
-            .route_with(&source, crate::phase::sync::backfill(self.bp), "forward")
-            .await?;
+        let route = self.route_of(RouteKind::Backfill).await?;
         self.estimate(&source).await?;
         // Pages added after the backfill started hold only rows the mirror
         // has written already; the pass ends at the size it started with.
         let end = pages_of(self.client, &source).await?;
-        while self.cursor < end {
-            if self.ctx.stopping() {
-                return Ok(Pass::Stopped);
-            }
-            let to = (self.cursor + self.pages).min(end);
-            let rows = self.batch(&route, self.cursor, to).await?;
-            self.rows_moved += rows;
-            self.after_batch(rows, to, end).await?;
-        }
-        Ok(Pass::Complete)
+        Ok(self.parallel(RouteKind::Backfill, &route, end).await?.0)
     }
 
     /// The main pass and the sweeps, from the recorded cursor.
     pub async fn run_forward(&mut self) -> Result<Pass> {
-        let route = self.route(&self.bp.old, &self.bp.shadow.to_string(), "forward").await?;
+        let route = self.route_of(RouteKind::Move).await?;
         self.estimate(&self.bp.old.clone()).await?;
         // A pass resumed in the middle may have moved rows before the crash:
         // count it as having moved some, so that one more sweep follows.
@@ -178,18 +301,23 @@ impl<'a> Mover<'a> {
                 }
                 return Ok(Pass::Complete);
             }
-            let to = (self.cursor + self.pages).min(end);
-            let rows = self.batch(&route, self.cursor, to).await?;
+            // The main pass may be shared among workers; sweeps go alone.
+            let (pass, rows) = if self.sweeps == 0 {
+                self.parallel(RouteKind::Move, &route, end).await?
+            } else {
+                self.pass(&route, end).await?
+            };
+            if let Pass::Stopped = pass {
+                return Ok(Pass::Stopped);
+            }
             moved_this_pass += rows;
-            self.rows_moved += rows;
-            self.after_batch(rows, to, end).await?;
         }
     }
 
     /// One pass over the original before the swap, for rows updated behind
     /// the cursor since the move phase ended.
     pub async fn sweep_once(&mut self) -> Result<Pass> {
-        let route = self.route(&self.bp.old, &self.bp.shadow.to_string(), "forward").await?;
+        let route = self.route_of(RouteKind::Move).await?;
         vacuum(self.client, self.bp, &self.bp.old).await;
         self.cursor = 0;
         self.sweeps = self.sweeps.max(1);
@@ -236,6 +364,7 @@ impl<'a> Mover<'a> {
     }
 
     async fn after_batch(&mut self, rows: i64, to: i64, end: i64) -> Result<()> {
+        let pages_done = to - self.cursor;
         self.cursor = to;
         self.rate.add(rows);
         // Aim the next batch at the plan's row count; stretch over empty
@@ -246,16 +375,33 @@ impl<'a> Mover<'a> {
         } else {
             self.pages = (self.pages * 2).min(MAX_PAGES);
         }
-        self.ctx.reporter.progress(MoveProgress {
-            pages_done: to as u64,
-            pages_total: end as u64,
-            rows_moved: self.rows_moved.max(0) as u64,
-            rows_per_sec: self.rate.per_sec(),
-            sweep: self.sweeps.max(0) as u32,
-        });
+        let (pages_done, rows_moved, rate) = match &self.shared {
+            Some(sh) => {
+                let p = sh.pages.fetch_add(pages_done, Ordering::Relaxed) + pages_done;
+                let r = sh.rows.fetch_add(rows, Ordering::Relaxed) + rows;
+                // Worker ranges start past the primary's: count from its
+                // start, and the primary's rate stands for one worker of n.
+                (p, r, self.rate.per_sec() * f64::from(self.bp.settings.workers))
+            }
+            None => (to, self.rows_moved, self.rate.per_sec()),
+        };
+        if self.primary {
+            self.ctx.reporter.progress(MoveProgress {
+                pages_done: pages_done.max(0) as u64,
+                pages_total: end.max(pages_done) as u64,
+                rows_moved: rows_moved.max(0) as u64,
+                rows_per_sec: rate,
+                sweep: self.sweeps.max(0) as u32,
+            });
+        }
         self.obey_operator().await?;
         if self.pause_ms > 0 {
             tokio::time::sleep(Duration::from_millis(self.pause_ms)).await;
+        }
+        if self.bp.settings.gentle {
+            // Rest as long as the batch took: the application gets the
+            // core, the disk and the WAL half of the time.
+            tokio::time::sleep(self.last_took).await;
         }
         Ok(())
     }
@@ -336,6 +482,7 @@ impl<'a> Mover<'a> {
         let client = self.client;
         let id = self.id;
         let chosen = self.batch_rows as i64;
+        let advance = self.primary;
         let mut to = to;
         let mut splits = 0;
         loop {
@@ -346,13 +493,15 @@ impl<'a> Mover<'a> {
                 RetryPolicy::new(self.bp.settings.retries),
                 "a move batch",
                 &relations,
-                || one_batch(client, route, id, (from, to), chosen, started),
+                || one_batch(client, route, id, (from, to), (chosen, advance), started),
             )
             .await;
             match res {
                 Ok(rows) => {
                     self.rate.last_pages = to - from;
-                    self.tune(rows, chrono::Utc::now() - started);
+                    let took = chrono::Utc::now() - started;
+                    self.last_took = took.to_std().unwrap_or_default();
+                    self.tune(rows, took);
                     return Ok(rows);
                 }
                 Err(e)
@@ -380,7 +529,7 @@ async fn one_batch(
     route: &Route,
     id: i64,
     (from, to): (i64, i64),
-    chosen: i64,
+    (chosen, advance_cursor): (i64, bool),
     started: chrono::DateTime<chrono::Utc>,
 ) -> Result<i64> {
     let from_s = from.to_string();
@@ -403,6 +552,7 @@ async fn one_batch(
             from_block: from,
             to_block: to,
             chosen_rows: chosen,
+            advance_cursor,
             started_at: started,
         };
         control::record_batch(client, id, &batch).await?;

@@ -210,6 +210,22 @@ pub struct BatchSpec {
     /// 200ms when `size` is not given.
     #[serde(default)]
     pub target_duration: Option<Millis>,
+    /// Connections moving disjoint page ranges of the main pass at once
+    /// (1 to 8; default 1).
+    #[serde(default)]
+    pub workers: Option<u32>,
+    /// `full` (default) moves flat out; `gentle` keeps batches short and
+    /// rests after each as long as it took, for the application's sake.
+    #[serde(default)]
+    pub mode: BatchMode,
+}
+
+#[derive(Clone, Copy, Debug, Default, Deserialize, Serialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum BatchMode {
+    #[default]
+    Full,
+    Gentle,
 }
 
 impl BatchSpec {
@@ -220,14 +236,22 @@ impl BatchSpec {
 
     /// The batch duration the size tunes toward, if it tunes.
     pub fn target_ms(&self) -> Option<u64> {
-        match (self.target_duration, self.size) {
-            (Some(Millis(0)), _) => None,
-            (Some(d), _) => Some(d.0),
-            (None, None) => Some(DEFAULT_TARGET_MS),
-            (None, Some(_)) => None,
+        match (self.target_duration, self.size, self.mode) {
+            (Some(Millis(0)), _, _) => None,
+            (Some(d), _, _) => Some(d.0),
+            (None, _, BatchMode::Gentle) => Some(GENTLE_TARGET_MS),
+            (None, None, _) => Some(DEFAULT_TARGET_MS),
+            (None, Some(_), _) => None,
         }
     }
+
+    pub fn workers(&self) -> u32 {
+        self.workers.unwrap_or(1)
+    }
 }
+
+/// Gentle batches hold their row locks and a core only briefly.
+const GENTLE_TARGET_MS: u64 = 50;
 
 const DEFAULT_BATCH_ROWS: u64 = 5000;
 /// Short enough that an application write waiting on a moving row waits
@@ -284,6 +308,8 @@ impl Default for BatchSpec {
             size: None,
             pause: Millis(0),
             target_duration: None,
+            workers: None,
+            mode: BatchMode::Full,
         }
     }
 }
@@ -522,6 +548,9 @@ impl PlanFile {
                 "locks.lock_timeout",
                 "must be at most 60s: while the tool waits for a lock, the application's statements queue behind it",
             ));
+        }
+        if !(1..=8).contains(&self.spec.batch.workers()) {
+            return Err(self.key_error("batch.workers", "must be between 1 and 8"));
         }
         if self.spec.batch.rows() > 1_000_000 {
             return Err(self.key_error("batch.size", "must be at most 1000000 rows"));

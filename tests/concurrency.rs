@@ -144,3 +144,83 @@ async fn live_workload_through_abort() {
     figures("move then abort under load", &report, compared, started.elapsed());
     assert_eq!(db.objects().await, objects);
 }
+
+/// Two workers move disjoint page ranges of the main pass at once, with
+/// move and with sync, under the application's writes; the migrator is
+/// killed mid-pass (with the second worker's range partly done) and
+/// resumed; every row is compared with the oracle.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn two_workers_under_load_through_kill_and_resume() {
+    let cluster = Cluster::start();
+    for method in ["move", "sync"] {
+        let db = cluster.database().await;
+        seed(&db, 200, 30_000).await;
+        let dir = scratch();
+        let plan = db.plan_file(
+            dir.path(),
+            "p.yaml",
+            &event_plan(200, "  pause: 2ms\n  workers: 2\n").replace("method: move", &format!("method: {method}")),
+        );
+        let plan = plan.to_str().unwrap();
+        let started = Instant::now();
+        let workload = Workload::start(&db, 3, 19).await;
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        let run = db
+            .migrate_env(
+                &["apply", plan],
+                &[("MIGRATE_FAILPOINT", "batch-forward:after-commit@30")],
+            )
+            .await;
+        assert_eq!(run.code, 86, "{method}: {}", run.stderr);
+        // Both workers had moved batches: ranges far apart interleave.
+        let (first_half_last, second_half_first) = {
+            let c = db.client().await;
+            let half: i64 = c
+                .query_one("SELECT (max(to_block) / 2)::int8 FROM repartition.batches", &[])
+                .await
+                .unwrap()
+                .get(0);
+            let r = c
+                .query_one(
+                    "SELECT max(batch_no) FILTER (WHERE to_block <= $1), min(batch_no) FILTER (WHERE from_block >= $1) FROM repartition.batches",
+                    &[&half],
+                )
+                .await
+                .unwrap();
+            (
+                r.get::<_, Option<i64>>(0).unwrap_or(0),
+                r.get::<_, Option<i64>>(1).unwrap_or(i64::MAX),
+            )
+        };
+        assert!(
+            second_half_first < first_half_last,
+            "{method}: the second worker's range did not move alongside the first ({second_half_first} vs {first_half_last})"
+        );
+        db.migrate(&["resume", plan]).await.ok();
+        if method == "sync" {
+            db.migrate(&["cleanup", plan]).await.ok();
+        }
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        let report = workload.stop().await;
+        assert!(
+            report.errors.is_empty(),
+            "{method}: the application saw {} errors, first: {:#?}",
+            report.errors.len(),
+            &report.errors[..report.errors.len().min(8)]
+        );
+        let compared = compare(&db, &report.oracle).await;
+        figures(
+            &format!("two workers, {method}, kill and resume"),
+            &report,
+            compared,
+            started.elapsed(),
+        );
+        assert_eq!(
+            db.scalar_str("SELECT state FROM repartition.migrations")
+                .await
+                .as_deref(),
+            Some("done"),
+            "{method}"
+        );
+    }
+}

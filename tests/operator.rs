@@ -250,3 +250,43 @@ async fn the_batch_size_tunes_itself_by_default_and_status_reports_it() {
     );
     assert!(doc["migration"]["batch_rows"].as_i64().unwrap() > 5000, "{doc}");
 }
+
+/// `batch.mode: gentle`: short batches (tuned toward 50ms), and after each
+/// a rest as long as the batch took.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn gentle_mode_rests_as_long_as_each_batch_took() {
+    let cluster = Cluster::start();
+    let db = cluster.database().await;
+    seed(&db, 20, 40_000).await;
+    let dir = scratch();
+    let text = event_plan(1, "  mode: gentle\n").replace("  size: 1\n", "");
+    let plan = db.plan_file(dir.path(), "p.yaml", &text);
+    let plan = plan.to_str().unwrap();
+    let p = db.migrate(&["plan", plan]).await;
+    p.ok();
+    assert!(p.stdout.contains("tuned toward 50ms each"), "{}", p.stdout);
+    db.migrate(&["apply", plan]).await.ok();
+    // Between the end of one batch and the start of the next lies at least
+    // most of the first one's duration.
+    let c = db.client().await;
+    let rows = c
+        .query(
+            "SELECT extract(epoch FROM finished_at - started_at)::float8, \
+                    extract(epoch FROM lead(started_at) OVER (ORDER BY batch_no) - finished_at)::float8 \
+             FROM repartition.batches ORDER BY batch_no",
+            &[],
+        )
+        .await
+        .unwrap();
+    let pairs: Vec<(f64, f64)> = rows
+        .iter()
+        .filter_map(|r| Some((r.get::<_, f64>(0), r.get::<_, Option<f64>>(1)?)))
+        .collect();
+    assert!(pairs.len() >= 5, "only {} batches", pairs.len());
+    let rested = pairs.iter().filter(|(took, gap)| *gap >= took * 0.8).count();
+    assert!(
+        rested * 10 >= pairs.len() * 9,
+        "only {rested} of {} gaps were as long as their batch: {pairs:?}",
+        pairs.len()
+    );
+}

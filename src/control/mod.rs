@@ -280,6 +280,8 @@ pub struct BatchRecord<'a> {
     pub to_block: i64,
     /// The batch size the runner chose (tuned, planned or the operator's).
     pub chosen_rows: i64,
+    /// The batch moves the recorded cursor (the primary worker's do).
+    pub advance_cursor: bool,
     pub started_at: chrono::DateTime<chrono::Utc>,
 }
 
@@ -289,7 +291,7 @@ pub async fn record_batch(client: &impl GenericClient, id: i64, b: &BatchRecord<
         .execute(
             "WITH m AS (UPDATE repartition.migrations SET \
                  batches = batches + 1, updated_at = now(), batch_rows_chosen = $8, \
-                 cursor_block = CASE WHEN $6::bool THEN $5::bigint ELSE cursor_block END, \
+                 cursor_block = CASE WHEN $6::bool AND $9::bool THEN $5::bigint ELSE cursor_block END, \
                  rows_moved = rows_moved + CASE WHEN $6::bool THEN $3::bigint ELSE 0 END, \
                  abort_block = CASE WHEN $6::bool THEN abort_block ELSE $5::bigint END, \
                  rows_moved_back = rows_moved_back + CASE WHEN $6::bool THEN 0 ELSE $3::bigint END \
@@ -305,7 +307,19 @@ pub async fn record_batch(client: &impl GenericClient, id: i64, b: &BatchRecord<
                 &forward,
                 &b.started_at,
                 &b.chosen_rows,
+                &b.advance_cursor,
             ],
+        )
+        .await?;
+    Ok(())
+}
+
+/// Moves the recorded cursor to the end of a pass shared among workers.
+pub async fn set_cursor(client: &impl GenericClient, id: i64, block: i64) -> Result<()> {
+    client
+        .execute(
+            "UPDATE repartition.migrations SET cursor_block = $2, updated_at = now() WHERE id = $1",
+            &[&id, &block],
         )
         .await?;
     Ok(())
