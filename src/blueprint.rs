@@ -298,7 +298,12 @@ pub async fn resolve(client: &Client, plan: &PlanFile) -> Result<Resolved> {
         k => return Err(Refusal::new(format!("{table} is not an ordinary table (relkind {k})")).into()),
     }
     if info.persistence == "t" {
-        refusals.push(format!("{table} is a temporary table"));
+        // Its rows are readable by its own session only: nothing further
+        // can even be checked.
+        return Err(Refusal::new(format!(
+            "{table} is a temporary table, which only the session that created it can read"
+        ))
+        .into());
     }
     if info.persistence == "u" {
         refusals.push(format!(

@@ -8,8 +8,24 @@ use std::fmt;
 pub struct Refusal(pub String);
 
 impl Refusal {
+    /// A refusal is one line: values from the plan or the catalog that
+    /// carry line breaks or other control characters are shown escaped.
     pub fn new(msg: impl Into<String>) -> Self {
-        Refusal(msg.into())
+        let msg: String = msg.into();
+        if !msg.chars().any(char::is_control) {
+            return Refusal(msg);
+        }
+        Refusal(
+            msg.chars()
+                .map(|c| {
+                    if c.is_control() {
+                        c.escape_default().to_string()
+                    } else {
+                        c.to_string()
+                    }
+                })
+                .collect(),
+        )
     }
 }
 

@@ -410,3 +410,136 @@ async fn daily_bounds_follow_local_midnight_across_daylight_saving() {
         "FOR VALUES FROM ('2025-10-25 22:00:00+00') TO ('2025-10-26 23:00:00+00')"
     );
 }
+
+const WEIRD: &str = r#""My Schema"."Weird ""Events"" Ünï""#;
+
+async fn weird_table(db: &Db) {
+    db.exec(
+        r#"CREATE SCHEMA "My Schema";
+        CREATE TABLE "My Schema"."Weird ""Events"" Ünï" (
+            "ID" bigserial PRIMARY KEY,
+            "Happened At" timestamp NOT NULL,
+            "select" text NOT NULL DEFAULT 'x''y',
+            "a.b" int,
+            "tenant id" bigint NOT NULL DEFAULT 7
+        );
+        CREATE INDEX "idx; DROP TABLE x" ON "My Schema"."Weird ""Events"" Ünï" ("select");
+        CREATE VIEW "My Schema"."v ""q""" AS SELECT "ID", "select" FROM "My Schema"."Weird ""Events"" Ünï";
+        INSERT INTO "My Schema"."Weird ""Events"" Ünï" ("Happened At", "a.b", "tenant id")
+            SELECT timestamp '2025-01-01' + g * interval '1 hour', g, 7 + g % 3 FROM generate_series(1, 2000) g;"#,
+    )
+    .await;
+}
+
+/// Quotes, spaces, dots, unicode, reserved words and a name colliding with
+/// one the tool derives, through every phase of every method (abort,
+/// unswap and split included), by range, list and hash.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn hostile_names_through_every_method() {
+    let cluster = Cluster::start();
+    let table = "table: '\"My Schema\".\"Weird \"\"Events\"\" Ünï\"'\n";
+    let range = "partition:\n  by: range\n  column: Happened At\n  interval: week\n  start: \"2024-12-30\"\n";
+    let cases = [
+        ("move", range, &["apply --until move", "abort", "apply"][..]),
+        ("sync", range, &["apply", "unswap", "swap", "cleanup"][..]),
+        (
+            "attach",
+            "partition:\n  by: range\n  column: Happened At\n  interval: month\n",
+            &["apply", "split"][..],
+        ),
+        ("move", "partition:\n  by: list\n  column: tenant id\n", &["apply"][..]),
+        (
+            "sync",
+            "partition:\n  by: hash\n  column: select\n  modulus: 3\n",
+            &["apply", "cleanup"][..],
+        ),
+    ];
+    // A name the tool would derive, taken already: refused, naming it.
+    {
+        let db = cluster.database().await;
+        weird_table(&db).await;
+        db.exec(r#"CREATE INDEX "Weird ""Events"" Ünï__part" ON "My Schema"."Weird ""Events"" Ünï" ("a.b")"#)
+            .await;
+        let dir = scratch();
+        let plan = db.plan_file(dir.path(), "w.yaml", &format!("{table}{range}method: move\n"));
+        let run = db.migrate(&["apply", plan.to_str().unwrap()]).await;
+        assert_eq!(run.code, 2, "{}", run.stderr);
+        assert!(
+            run.stderr
+                .contains(r#"names the migration needs are taken already: "My Schema"."Weird ""Events"" Ünï__part""#),
+            "{}",
+            run.stderr
+        );
+    }
+    for (method, partition, steps) in cases {
+        let db = cluster.database().await;
+        weird_table(&db).await;
+        let dir = scratch();
+        let plan = db.plan_file(
+            dir.path(),
+            "w.yaml",
+            &format!("{table}{partition}method: {method}\nbatch:\n  size: 300\n"),
+        );
+        let plan = plan.to_str().unwrap();
+        let what = format!("{method} {}", partition.lines().nth(1).unwrap().trim());
+        let p = db.migrate(&["plan", plan]).await;
+        p.ok();
+        for step in steps {
+            let args: Vec<&str> = step.split(' ').collect();
+            let mut argv = vec![args[0], plan];
+            argv.extend(&args[1..]);
+            let run = db.migrate(&argv).await;
+            assert_eq!(run.code, 0, "{what}: {step}: {}", run.stderr);
+            // The application writes between steps, through the name.
+            db.exec(&format!(
+                r#"INSERT INTO {WEIRD} ("Happened At", "select", "tenant id") VALUES ('2025-01-02', 'w', 8);
+                   UPDATE {WEIRD} SET "a.b" = -1 WHERE "ID" % 100 = 0"#
+            ))
+            .await;
+        }
+        assert_eq!(
+            db.scalar_i64(&format!(r#"SELECT count(*) FROM {WEIRD}"#)).await,
+            2000 + steps.len() as i64,
+            "{what}"
+        );
+        assert_eq!(
+            db.scalar_i64(r#"SELECT count(*) FROM "My Schema"."v ""q""" WHERE "select" = 'w'"#)
+                .await,
+            steps.len() as i64,
+            "{what}"
+        );
+        assert_eq!(
+            db.scalar_i64(&format!(r#"SELECT count(*) FROM {WEIRD} WHERE "a.b" = -1"#))
+                .await,
+            20,
+            "{what}"
+        );
+        let kind = db
+            .scalar_str(
+                r#"SELECT relkind::text FROM pg_class WHERE oid = '"My Schema"."Weird ""Events"" Ünï"'::regclass"#,
+            )
+            .await;
+        assert_eq!(kind.as_deref(), Some("p"), "{what}");
+    }
+
+    // A 63-byte name: the names derived from it stay within the limit and
+    // distinct.
+    let db = cluster.database().await;
+    let long = "e".repeat(63);
+    db.exec(&format!(
+        "CREATE TABLE public.{long} (id bigserial PRIMARY KEY, at timestamptz NOT NULL);
+         INSERT INTO public.{long} (at) SELECT now() - g * interval '1 day' FROM generate_series(1, 500) g;"
+    ))
+    .await;
+    let dir = scratch();
+    let plan = db.plan_file(
+        dir.path(),
+        "l.yaml",
+        &format!("table: public.{long}\npartition:\n  by: range\n  column: at\n  interval: month\n  naming: \"p{{YYYY}}{{MM}}\"\nmethod: move\n"),
+    );
+    let plan = plan.to_str().unwrap();
+    db.migrate(&["apply", plan, "--until", "move"]).await.ok();
+    db.migrate(&["abort", plan]).await.ok();
+    db.migrate(&["apply", plan]).await.ok();
+    assert_eq!(db.scalar_i64(&format!("SELECT count(*) FROM public.{long}")).await, 500);
+}

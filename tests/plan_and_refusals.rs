@@ -128,6 +128,18 @@ async fn refusals_are_one_sentence_and_change_nothing() {
             expect: "is a view, not a table",
         },
         Case {
+            name: "an unlogged table",
+            setup: "CREATE UNLOGGED TABLE ulog (id bigserial PRIMARY KEY, ts timestamptz NOT NULL)",
+            plan: p("").replace("public.workflow_events", "public.ulog"),
+            expect: "is unlogged, and its partitioned replacement could not be",
+        },
+        Case {
+            name: "a table with inheritance children",
+            setup: "CREATE TABLE child_events () INHERITS (workflow_events)",
+            plan: p(""),
+            expect: "takes part in inheritance or is a partition already",
+        },
+        Case {
             name: "unknown key",
             setup: "",
             plan: format!("{}colour: blue\n", p("")),
@@ -423,4 +435,67 @@ async fn missing_privileges_are_named_before_any_change() {
             .await,
         0
     );
+}
+
+/// Another session's temporary table is refused; passwords given in the URL
+/// or the environment appear in no output, at any log level, in text or
+/// JSON, whether the connection works or fails.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn temporary_tables_refused_and_passwords_never_shown() {
+    let cluster = Cluster::start();
+    let db = cluster.database().await;
+    seed(&db, 5, 300).await;
+    let holder = db.client().await;
+    holder
+        .batch_execute("CREATE TEMP TABLE tmp_events (id bigserial PRIMARY KEY, ts timestamptz NOT NULL)")
+        .await
+        .unwrap();
+    let schema: String = holder
+        .query_one(
+            "SELECT nspname::text FROM pg_namespace WHERE oid = pg_my_temp_schema()",
+            &[],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    let dir = scratch();
+    let plan = db.plan_file(
+        dir.path(),
+        "t.yaml",
+        &event_plan(100, "").replace("public.workflow_events", &format!("{schema}.tmp_events")),
+    );
+    let run = db.migrate(&["plan", plan.to_str().unwrap()]).await;
+    assert_eq!(run.code, 2, "{}", run.stderr);
+    assert!(run.stderr.contains("is a temporary table"), "{}", run.stderr);
+
+    let plan = db.plan_file(dir.path(), "p.yaml", &event_plan(100, ""));
+    let plan = plan.to_str().unwrap();
+    let url_secret = "Url-Secret-7731";
+    let env_secret = "Env-Secret-9152";
+    // key=value URL with a password (the server trusts, so it connects).
+    let with_password = Db {
+        url: format!("{} password={url_secret}", db.url),
+    };
+    let unreachable = Db {
+        url: format!("postgres://someone:{url_secret}@127.0.0.1:1/nowhere"),
+    };
+    for (target, args) in [
+        (&with_password, vec!["plan", plan]),
+        (&with_password, vec!["--log-format", "json", "apply", plan]),
+        (&with_password, vec!["status", plan, "--output", "json"]),
+        (&unreachable, vec!["plan", plan]),
+        (&unreachable, vec!["--log-format", "json", "status", plan]),
+    ] {
+        let run = target
+            .migrate_env(&args, &[("PGPASSWORD", env_secret), ("MIGRATE_LOG", "trace")])
+            .await;
+        for secret in [url_secret, env_secret] {
+            assert!(
+                !run.stdout.contains(secret) && !run.stderr.contains(secret),
+                "{args:?} showed a password:\n{}\n{}",
+                run.stdout,
+                run.stderr
+            );
+        }
+    }
 }

@@ -361,6 +361,28 @@ fn reap_orphans(bin: &Path) {
     }
 }
 
+impl Cluster {
+    /// Stops the server (`fast`, or `immediate`: a crash that recovery must
+    /// repair) and starts it again with the options of its last start.
+    pub fn restart(&self, mode: &str) {
+        let Some(dir) = &self.dir else {
+            panic!("a server the tests did not start cannot be restarted");
+        };
+        check(
+            as_postgres(&self.bin, "pg_ctl")
+                .args(["-w", "-t", "120", "-D"])
+                .arg(dir.path().join("data"))
+                .args(["-m", mode, "-l"])
+                .arg(dir.path().join("server.log"))
+                .arg("restart")
+                .stdout(Stdio::null())
+                .output()
+                .expect("pg_ctl runs"),
+            "pg_ctl restart",
+        );
+    }
+}
+
 impl Drop for Cluster {
     fn drop(&mut self) {
         if let Some(dir) = &self.dir {
