@@ -411,7 +411,7 @@ async fn chaos(method: Method) {
         let plan = plan.to_str().unwrap().to_string();
         loop {
             let (a, b) = finished(&db, method).await;
-            if (a && !matches!(method, Method::Attach)) || (a && b) || t.injected() >= faults {
+            if (a && (b || !matches!(method, Method::Attach))) || t.injected() >= faults {
                 break;
             }
             round(&cluster, &db, &plan, method, &mut rng, &mut t).await;
