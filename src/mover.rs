@@ -223,6 +223,11 @@ impl<'a> Mover<'a> {
     async fn route_with(&self, from: &QualifiedName, mv: Statement, direction: &'static str) -> Result<Route> {
         let mut limits: Vec<Statement> = phase::session_limits(self.bp);
         limits.push(Statement::new("", "SET LOCAL synchronous_commit = off"));
+        // The moved rows pass through a CTE's tuple store: kept in memory.
+        limits.push(Statement::new("", "SET LOCAL work_mem = '64MB'"));
+        if wal_compression(self.client).await {
+            limits.push(Statement::new("", "SET LOCAL wal_compression = lz4"));
+        }
         let limits = limits
             .iter()
             .map(|s| format!("{};", s.sql))
@@ -613,6 +618,16 @@ pub async fn vacuum(client: &Client, bp: &Blueprint, rel: &QualifiedName) {
             tracing::warn!(table = %rel, error = %crate::db::retry::message(&e), "vacuum did not run; continuing")
         }
     }
+}
+
+/// Whether this session may compress the full-page images its batches
+/// write (the first change to each page after a checkpoint logs the whole
+/// page, and a move changes every page of the original): superusers may,
+/// on servers built with lz4 (PostgreSQL 15 and later).
+async fn wal_compression(client: &Client) -> bool {
+    let ok = client.batch_execute("SET wal_compression = lz4").await.is_ok();
+    let _ = client.batch_execute("RESET wal_compression").await;
+    ok
 }
 
 pub async fn pages_of(client: &Client, rel: &QualifiedName) -> Result<i64> {
