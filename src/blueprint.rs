@@ -943,6 +943,20 @@ pub async fn resolve(client: &Client, plan: &PlanFile) -> Result<Resolved> {
     for k in attach.iter().flat_map(|a| &a.key_indexes) {
         relations.push(table.sibling(k.name.clone()));
     }
+    if method == Method::Sync {
+        // The partitions' deferred indexes (phase::indexes).
+        let leaves = layout
+            .iter()
+            .map(|p| Ident::new(p.name.clone()))
+            .chain(default_partition.clone());
+        for leaf in leaves {
+            for (k, i) in indexes.iter().enumerate() {
+                if matches!(i.body, IndexBody::Plain(_)) {
+                    relations.push(table.sibling(crate::phase::indexes::child_name(&leaf, k + 1)));
+                }
+            }
+        }
+    }
     let mut taken = Vec::new();
     for r in &relations {
         if catalog::relation_oid(client, r).await?.is_some() {

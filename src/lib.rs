@@ -15,6 +15,7 @@ pub mod db;
 pub mod error;
 pub mod failpoint;
 pub mod hooks;
+pub mod indexer;
 pub mod inspect;
 pub mod maintain;
 pub mod mover;

@@ -61,8 +61,8 @@ pub fn phases(bp: &Blueprint) -> Vec<PhasePlan> {
             },
             PhasePlan {
                 name: "backfill",
-                how: "repeated for each batch of heap pages, one transaction per batch",
-                statements: vec![phase::sync::backfill(bp)],
+                how: "repeated for each batch of heap pages, one transaction per batch; then each partition's non-unique indexes, built in one pass",
+                statements: [vec![phase::sync::backfill(bp)], phase::indexes::statements(bp)].concat(),
             },
             PhasePlan {
                 name: "verify",

@@ -474,6 +474,9 @@ async fn step_sync(ctx: &Context, s: &mut Session) -> Result<Step> {
             if let mover::Pass::Stopped = mover.run_backfill().await? {
                 return Ok(Step::Stopped);
             }
+            if !crate::indexer::build_deferred(ctx, c, &bp).await? {
+                return Ok(Step::Stopped);
+            }
             mover::analyze(c, &bp.shadow).await?;
             record(c, id, &Record::Advance(Phase::Prepared, Phase::Backfilled)).await?;
         }

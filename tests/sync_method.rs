@@ -468,3 +468,71 @@ async fn list_partitioning_on_an_existing_column_with_move_and_sync() {
         assert!(format!("{e:?}").contains("no partition"), "{e:?}");
     }
 }
+
+/// Sync builds the copy's non-unique indexes after the backfill, one
+/// partition at a time; killed half-way, and with an invalid index left
+/// where the next one goes, a resumed run drops it, builds the rest and
+/// attaches them, and the swapped table has every index valid.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn deferred_indexes_resume_after_a_crash_and_an_invalid_index() {
+    let cluster = Cluster::start();
+    let db = cluster.database().await;
+    seed(&db, 100, 10_000).await;
+    let dir = scratch();
+    let plan = db.plan_file(dir.path(), "p.yaml", &sync_plan(1000, ""));
+    let plan = plan.to_str().unwrap();
+    let p = db.migrate(&["plan", plan]).await;
+    p.ok();
+    let builds: Vec<(String, String)> = p
+        .stdout
+        .lines()
+        .filter_map(|l| l.strip_prefix("CREATE INDEX CONCURRENTLY "))
+        .map(|l| {
+            let (name, rest) = l.split_once(" ON ").unwrap();
+            let table = rest.split(" USING ").next().unwrap();
+            (name.to_string(), table.to_string())
+        })
+        .collect();
+    assert!(builds.len() >= 6, "{}", p.stdout);
+    assert!(
+        p.stdout.contains("ON ONLY \"public\".\"workflow_events__part\""),
+        "{}",
+        p.stdout
+    );
+    let run = db
+        .migrate_env(&["apply", plan], &[("MIGRATE_FAILPOINT", "indexes:after-create@2")])
+        .await;
+    assert_eq!(run.code, 86, "{}", run.stderr);
+    // A build that died mid-way leaves an invalid index behind.
+    let (name, table) = &builds[4];
+    let failed = db
+        .client()
+        .await
+        .batch_execute(&format!("CREATE INDEX CONCURRENTLY {name} ON {table} ((1 / (n - n)))"))
+        .await;
+    assert!(failed.is_err());
+    assert_eq!(
+        db.scalar_i64(&format!(
+            "SELECT count(*) FROM pg_index WHERE NOT indisvalid AND indexrelid = '{}'::regclass",
+            name.replace('\'', "''")
+        ))
+        .await,
+        1
+    );
+    db.migrate(&["apply", plan]).await.ok();
+    assert_eq!(
+        db.scalar_i64("SELECT count(*) FROM pg_index x JOIN pg_class c ON c.oid = x.indrelid WHERE c.relname LIKE 'workflow_events%' AND NOT x.indisvalid")
+            .await,
+        0
+    );
+    // Each partition has the original's two plain indexes and the key.
+    assert_eq!(
+        db.scalar_i64(
+            "SELECT count(DISTINCT (i.inhparent, x.indrelid)) FROM pg_inherits i JOIN pg_index x ON x.indexrelid = i.inhrelid \
+             WHERE i.inhparent IN (SELECT indexrelid FROM pg_index WHERE indrelid = 'workflow_events'::regclass)"
+        )
+        .await,
+        builds.len() as i64 / 2 * 3
+    );
+    assert_eq!(db.scalar_i64("SELECT count(*) FROM workflow_events").await, 10_000);
+}

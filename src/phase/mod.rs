@@ -5,6 +5,7 @@
 pub mod abort;
 pub mod attach;
 pub mod finish;
+pub mod indexes;
 pub mod moving;
 pub mod prepare;
 pub mod route;

@@ -81,6 +81,10 @@ pub fn statements(bp: &Blueprint) -> Vec<Statement> {
     }
     for i in &bp.indexes {
         let sql = match &i.body {
+            // Sync builds these on the partitions after the backfill.
+            IndexBody::Plain(tail) if super::indexes::deferred(bp) => {
+                format!("CREATE INDEX {} ON ONLY {shadow} USING {tail}", i.shadow_name)
+            }
             IndexBody::Plain(tail) => {
                 format!("CREATE INDEX {} ON {shadow} USING {tail}", i.shadow_name)
             }
