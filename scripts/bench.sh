@@ -1,0 +1,500 @@
+#!/usr/bin/env bash
+# Benchmarks repartitioning an event log, side by side on one throwaway
+# cluster: the physical limit (one INSERT … SELECT), a plain batched id-range
+# copy, `migrate apply` with the move and sync methods at several batch
+# sizes, two workers and the gentle mode, and pg_partman's
+# partition_data_proc; then what an application sees during a move compared
+# with a period without one, and during the swap.
+#
+# Every contender gets its own copy of the table (a database created from a
+# template), the same monthly partitions and indexes, and a CHECKPOINT first.
+# The table is printed on stdout and the figures written as JSON.
+#
+#   scripts/bench.sh                    # 2,000,000 rows
+#   scripts/bench.sh --large            # 10,000,000 rows
+#   scripts/bench.sh --rows 200000      # a quick run
+#   scripts/bench.sh --json PATH        # default: ./bench-results.json
+#   scripts/bench.sh --sizes "10000 20000 50000"   # batch sizes tried for "best"
+#   scripts/bench.sh --rate 100         # the application's transactions/s (200)
+#   scripts/bench.sh --only REGEX       # only contenders whose label matches
+#   scripts/bench.sh --gentle-variants "A=/path/bin B=/path/bin"
+#                                       # the gentle move again with each binary
+#   MIGRATE_BIN=/path/bin scripts/bench.sh   # that binary instead of a build
+#
+# --only always keeps the physical limit, which every ratio needs, and the
+# no-migration baseline whenever a contender with traffic runs; the baseline
+# lasts as long as the longest of those.
+set -euo pipefail
+
+ROWS=2000000
+JSON=bench-results.json
+SIZES="10000 20000 50000"
+ID_STEP=10000        # ids per transaction of the plain id-range copy
+RATE=200             # the application's transactions per second
+ONLY=
+VARIANTS=
+while [ $# -gt 0 ]; do
+    case $1 in
+        --large) ROWS=10000000 ;;
+        --rows) ROWS=${2:?--rows needs a number}; shift ;;
+        --rows=*) ROWS=${1#*=} ;;
+        --json) JSON=${2:?--json needs a path}; shift ;;
+        --json=*) JSON=${1#*=} ;;
+        --sizes) SIZES=${2:?--sizes needs a list}; shift ;;
+        --rate) RATE=${2:?--rate needs a number}; shift ;;
+        --only) ONLY=${2:?--only needs a regular expression}; shift ;;
+        --only=*) ONLY=${1#*=} ;;
+        --gentle-variants) VARIANTS=${2:?--gentle-variants needs NAME=BIN pairs}; shift ;;
+        -h|--help) sed -n '2,/^set -euo/p' "$0" | sed '$d; s/^# \{0,1\}//'; exit 0 ;;
+        *) echo "unknown argument: $1 (see --help)" >&2; exit 2 ;;
+    esac
+    shift
+done
+if ! [[ $ROWS =~ ^[0-9]+$ ]] || [ "$ROWS" -lt 10000 ]; then
+    echo "--rows must be a number of at least 10000" >&2
+    exit 2
+fi
+if ! [[ $RATE =~ ^[0-9]+$ ]] || [ "$RATE" -lt 1 ]; then
+    echo "--rate must be a positive number" >&2
+    exit 2
+fi
+if [ -n "$ONLY" ]; then
+    # Status 2 is an invalid expression; 1 just no match.
+    [[ x =~ $ONLY ]] || [ $? -ne 2 ] || { echo "--only: invalid regular expression: $ONLY" >&2; exit 2; }
+fi
+case $JSON in /*) ;; *) JSON=$PWD/$JSON ;; esac
+abs() { case $1 in /*) echo "$1" ;; *) echo "$PWD/$1" ;; esac; }
+if [ -n "${MIGRATE_BIN:-}" ]; then
+    MIGRATE_BIN=$(abs "$MIGRATE_BIN")
+    [ -x "$MIGRATE_BIN" ] || { echo "MIGRATE_BIN is not an executable: $MIGRATE_BIN" >&2; exit 2; }
+fi
+VARIANT_NAMES=()
+VARIANT_BINS=()
+for v in $VARIANTS; do
+    name=${v%%=*} bin=${v#*=}
+    if [ "$name" = "$v" ] || ! [[ $name =~ ^[A-Za-z0-9_.-]+$ ]] || [ -z "$bin" ]; then
+        echo "--gentle-variants: expected NAME=BIN, got $v" >&2
+        exit 2
+    fi
+    bin=$(abs "$bin")
+    [ -x "$bin" ] || { echo "--gentle-variants: not an executable: $bin" >&2; exit 2; }
+    VARIANT_NAMES+=("$name")
+    VARIANT_BINS+=("$bin")
+done
+want() { [ -z "$ONLY" ] || [[ $1 =~ $ONLY ]]; }
+cd "$(dirname "$0")/.."
+HERE=$PWD
+BENCH_START=$(date +%s)
+log() { echo "== $*" >&2; }
+
+scripts/install-postgres.sh
+if [ -z "${PG_BIN:-}" ] && [ -x /usr/lib/postgresql/15/bin/initdb ]; then
+    export PG_BIN=/usr/lib/postgresql/15/bin
+fi
+source scripts/pg-env.sh
+MAJOR=$("$(pg_bin)/postgres" --version | sed -E 's/^[^0-9]*([0-9]+).*/\1/')
+
+if [ -n "${MIGRATE_BIN:-}" ]; then
+    COMMIT=$MIGRATE_BIN
+else
+    log "building migrate"
+    nice -n 10 cargo build --release --locked -q
+    COMMIT=$(git rev-parse --short HEAD 2>/dev/null || echo unknown)
+    if git status --porcelain -- src Cargo.toml Cargo.lock 2>/dev/null | grep -q .; then COMMIT=$COMMIT+changes; fi
+fi
+TIMED=$HERE/scripts/bench/timed.py
+
+# pg_partman comes from Debian's packages; without it its row says n/a.
+PARTMAN_NOTE=
+if want "pg_partman partition_data_proc" && ! ls /usr/share/postgresql/"$MAJOR"/extension/pg_partman.control >/dev/null 2>&1; then
+    SUDO=
+    [ "$(id -u)" -eq 0 ] || SUDO=sudo
+    log "installing postgresql-$MAJOR-partman"
+    export DEBIAN_FRONTEND=noninteractive
+    $SUDO apt-get install -y -qq "postgresql-$MAJOR-partman" >/dev/null 2>&1 \
+        || { $SUDO apt-get update -qq >/dev/null 2>&1 && $SUDO apt-get install -y -qq "postgresql-$MAJOR-partman" >/dev/null 2>&1; } \
+        || PARTMAN_NOTE="postgresql-$MAJOR-partman could not be installed"
+fi
+
+DIR=$(mktemp -d /tmp/migrate-bench.XXXXXX)
+TRAFFIC_PID=
+cleanup() {
+    if [ -n "$TRAFFIC_PID" ]; then
+        touch "$DIR/stop"
+        kill "$TRAFFIC_PID" 2>/dev/null || true
+        wait "$TRAFFIC_PID" 2>/dev/null || true
+    fi
+    pg_stop "$DIR"
+    rm -rf "$DIR"
+}
+trap cleanup EXIT
+trap 'exit 130' INT TERM
+# Every contender runs this copy, even if target/ is rebuilt meanwhile.
+cp "${MIGRATE_BIN:-target/release/migrate}" "$DIR/migrate"
+MIGRATE=$DIR/migrate
+for i in "${!VARIANT_NAMES[@]}"; do
+    cp "${VARIANT_BINS[$i]}" "$DIR/migrate-${VARIANT_NAMES[$i]}"
+done
+log "starting a throwaway PostgreSQL in $DIR"
+pg_start "$DIR"
+export PGTZ=UTC   # partition bounds in UTC, as the plan's time_zone says
+mkdir -p "$DIR/c"
+
+q() { psql -XAtq -v ON_ERROR_STOP=1 "$@"; }
+
+log "seeding the template: $ROWS rows"
+q -c "CREATE DATABASE bench_tmpl"
+# Rows arrive in time order over five months, as in an event log, with a
+# little lateness; payloads are about 200 bytes.
+q -v rows="$ROWS" -d bench_tmpl <<'SQL'
+SET maintenance_work_mem = '512MB';
+CREATE TABLE events (
+    id bigserial PRIMARY KEY,
+    uuid uuid NOT NULL,
+    ts timestamptz NOT NULL,
+    type text,
+    payload jsonb
+);
+INSERT INTO events (uuid, ts, type, payload)
+SELECT gen_random_uuid(),
+       now() - interval '150 days' + (g::float8 / :rows) * interval '150 days' - ((g::bigint * 7919) % 600) * interval '1 second',
+       (ARRAY['run.started', 'node.started', 'node.completed', 'run.completed', 'run.failed'])[1 + g % 5],
+       jsonb_build_object('run', 'r' || (g / 40), 'node', 'n' || (g % 50), 'attempt', 1 + g % 3, 'detail', repeat('x', 120))
+FROM generate_series(1, :rows) g;
+CREATE INDEX events_uuid_idx ON events (uuid);
+CREATE INDEX events_ts_idx ON events (ts);
+CREATE INDEX events_type_ts_idx ON events (type, ts);
+VACUUM (FREEZE, ANALYZE) events;
+SQL
+TABLE_BYTES=$(q -d bench_tmpl -c "SELECT pg_total_relation_size('events')")
+HEAP_BYTES=$(q -d bench_tmpl -c "SELECT pg_table_size('events')")
+# No autovacuum worker may sit in the template while databases are copied.
+q -c "ALTER DATABASE bench_tmpl WITH ALLOW_CONNECTIONS false"
+log "table: $(numfmt --to=iec "$TABLE_BYTES")B with indexes"
+
+# The hand-made partitioned table of rows 1 and 2: the layout the tool
+# creates (months from the first row's to three past the current one), the
+# primary key with the partition key appended, the same three indexes.
+PART_DDL=$(cat <<'SQL'
+CREATE TABLE events_part (
+    id bigint NOT NULL,
+    uuid uuid NOT NULL,
+    ts timestamptz NOT NULL,
+    type text,
+    payload jsonb,
+    PRIMARY KEY (id, ts)
+) PARTITION BY RANGE (ts);
+CREATE INDEX ON events_part (uuid);
+CREATE INDEX ON events_part (ts);
+CREATE INDEX ON events_part (type, ts);
+DO $$
+DECLARE m timestamptz;
+BEGIN
+    FOR m IN SELECT generate_series(date_trunc('month', min(ts)), date_trunc('month', now()) + interval '3 months', interval '1 month') FROM events LOOP
+        EXECUTE format('CREATE TABLE %I PARTITION OF events_part FOR VALUES FROM (%L) TO (%L)',
+                       'events_part_' || to_char(m, 'YYYY"m"MM'), m, m + interval '1 month');
+    END LOOP;
+END $$;
+SQL
+)
+
+# The application: a single-row insert, an update by id and a read by id,
+# each its own transaction, through the table's name.
+cat > "$DIR/ins.sql" <<'SQL'
+\set mins random(0, 200000)
+INSERT INTO events (uuid, ts, type, payload) VALUES (gen_random_uuid(), now() - :mins * interval '1 minute', 'live', '{"source": "pgbench", "detail": "an application event of modest size"}') RETURNING id;
+SQL
+cat > "$DIR/upd.sql" <<'SQL'
+\set id random(1, :maxid)
+UPDATE events SET payload = '{"touched": true}' WHERE id = :id;
+SQL
+cat > "$DIR/sel.sql" <<'SQL'
+\set id random(1, :maxid)
+SELECT id, uuid, ts, type, payload FROM events WHERE id = :id;
+SQL
+
+SEQ=0
+C=
+DB=
+put() { printf '%s=%s\n' "$1" "$2" >>"$C/meta"; }
+contender() {   # name label kind
+    SEQ=$((SEQ + 1))
+    C=$DIR/c/$(printf %02d "$SEQ")-$1
+    DB=bench_$(printf %02d "$SEQ")
+    mkdir -p "$C"
+    put name "$1"
+    put label "$2"
+    put kind "$3"
+    put load_start "$(cut -d' ' -f1 /proc/loadavg)"
+    log "$2"
+}
+# Other work on the machine skews the figures: the load is kept with them.
+measure() {
+    "$@"
+    put load_end "$(cut -d' ' -f1 /proc/loadavg)"
+}
+fresh_db() {
+    local try
+    for try in 1 2 3 4 5; do
+        q -c "CREATE DATABASE $DB TEMPLATE bench_tmpl STRATEGY FILE_COPY" 2>"$C/createdb.err" && return 0
+        sleep 2
+    done
+    cat "$C/createdb.err" >&2
+    return 1
+}
+drop_db() { q -c "DROP DATABASE IF EXISTS $DB" || true; }
+checkpoint() { q -c "CHECKPOINT"; }
+lsn() { q -c "SELECT pg_current_wal_lsn()"; }
+wal_since() { q -c "SELECT pg_wal_lsn_diff(pg_current_wal_lsn(), '$1')::bigint"; }
+partitions() {   # parent [a partition not to count]
+    q -d "$DB" -c "SELECT count(*) FROM pg_inherits WHERE inhparent = '$1'::regclass AND inhrelid::regclass::text <> '${2:-}'"
+}
+failed() {   # log file: the row says why
+    put status failed
+    put note "$(grep -v '^\s*$' "$1" | tail -n 1 | cut -c1-200)"
+}
+
+traffic_start() {
+    local dir=$C/traffic
+    mkdir -p "$dir"
+    rm -f "$DIR/stop"
+    put traffic yes
+    # Chunks of 5 s, so that every transaction's log line is flushed.
+    (
+        n=0
+        while [ ! -f "$DIR/stop" ]; do
+            n=$((n + 1))
+            pgbench -n -M prepared -c 4 -j 2 -R "$RATE" -T 5 -D maxid="$ROWS" -l --log-prefix="$dir/log$n" \
+                -f "$DIR/ins.sql" -f "$DIR/upd.sql" -f "$DIR/sel.sql" "$DB" >>"$dir/pgbench.out" 2>&1 \
+                || echo "pgbench exited with an error" >>"$dir/pgbench.out"
+        done
+    ) &
+    TRAFFIC_PID=$!
+    sleep 2   # connected and at rate before the period starts
+}
+traffic_stop() {
+    touch "$DIR/stop"
+    wait "$TRAFFIC_PID" || true
+    TRAFFIC_PID=
+}
+
+# Rows 1 and 2: copies into the hand-made partitioned table.
+run_copy() {   # single | idrange
+    local mode=$1 l0 maxid lo
+    fresh_db
+    q -d "$DB" <<<"$PART_DDL"
+    if [ "$mode" = single ]; then
+        echo "INSERT INTO events_part SELECT * FROM events;" > "$C/copy.sql"
+    else
+        maxid=$(q -d "$DB" -c "SELECT max(id) FROM events")
+        {
+            echo '\timing on'
+            for ((lo = 0; lo < maxid; lo += ID_STEP)); do
+                echo "INSERT INTO events_part SELECT * FROM events WHERE id > $lo AND id <= $((lo + ID_STEP));"
+            done
+        } > "$C/copy.sql"
+    fi
+    checkpoint
+    l0=$(lsn)
+    # psql without -1: every statement is its own transaction.
+    if "$TIMED" "$C/timed.json" -- psql -X -q -v ON_ERROR_STOP=1 -d "$DB" -f "$C/copy.sql" >"$C/out" 2>"$C/err"; then
+        put wal_bytes "$(wal_since "$l0")"
+        put status ok
+        put rows "$(q -d "$DB" -c "SELECT count(*) FROM events_part")"
+        put partitions "$(partitions events_part)"
+        grep '^Time:' "$C/out" | awk '{print $2}' > "$C/batch_ms" || true
+        # Each statement's rows, counted after the copy so as not to warm the cache before it.
+        [ "$mode" = single ] || q -d "$DB" -c "SELECT (SELECT count(*) FROM events_part WHERE id > lo AND id <= lo + $ID_STEP)
+                                               FROM generate_series(0, $maxid - 1, $ID_STEP) lo ORDER BY lo" > "$C/batch_rows"
+    else
+        failed "$C/err"
+    fi
+    drop_db
+}
+
+make_plan() {   # method, then batch: lines (size left out means the default)
+    awk -v m="$1" -v extra="$2" '
+        /^table:/ { print "table: public.events"; next }
+        /^method:/ { print "method: " m; next }
+        /^  size:/ { next }
+        { print }
+        /^batch:/ { printf "%s", extra }
+    ' plans/workflow_events.yaml
+}
+
+# Rows 3 to 5: the tool. $2 is the batch: section without its key, one
+# "key: value" per line; with $3 = traffic, the application runs meanwhile;
+# $4 is another binary to run.
+run_tool() {
+    local method=$1 batch=$2 traffic=${3:-} bin=${4:-$MIGRATE} l0 rc=0 url
+    make_plan "$method" "$(printf '%s' "$batch" | sed 's/^/  /')
+" > "$C/plan.yaml"
+    put method "$method"
+    fresh_db
+    url="host=$PGHOST port=$PGPORT user=postgres dbname=$DB"
+    # An unknown plan key is refused before anything changes.
+    if ! DATABASE_URL=$url "$bin" --quiet plan "$C/plan.yaml" >"$C/plan.out" 2>"$C/plan.err"; then
+        if grep -q 'unknown field' "$C/plan.err"; then
+            put status na
+            put note "n/a (not supported by this build)"
+        else
+            failed "$C/plan.err"
+        fi
+        drop_db
+        return 0
+    fi
+    checkpoint
+    [ "$traffic" = traffic ] && traffic_start
+    l0=$(lsn)
+    DATABASE_URL=$url "$TIMED" "$C/timed.json" -- "$bin" --quiet apply "$C/plan.yaml" 2>"$C/migrate.log" || rc=$?
+    put wal_bytes "$(wal_since "$l0")"
+    if [ "$traffic" = traffic ]; then
+        sleep 2
+        traffic_stop
+    fi
+    if [ "$rc" -ne 0 ]; then
+        failed "$C/migrate.log"
+    else
+        put status ok
+        q -d "$DB" -F $'\t' -c "SELECT batch_no, rows, extract(epoch FROM started_at), extract(epoch FROM finished_at)
+                                FROM repartition.batches WHERE direction = 'forward' ORDER BY batch_no" > "$C/batches.tsv"
+        q -d "$DB" -F $'\t' -c "SELECT extract(epoch FROM at), kind, detail FROM repartition.events ORDER BY id" > "$C/events.tsv"
+        put partitioned "$(q -d "$DB" -c "SELECT relkind = 'p' FROM pg_class WHERE oid = 'public.events'::regclass")"
+        put partitions "$(partitions events)"
+        put rows "$(q -d "$DB" -c "SELECT count(*) FROM events")"
+    fi
+    drop_db
+}
+
+# Row 6: pg_partman owns the parent; every row waits in its default
+# partition, and partition_data_proc moves them out month by month.
+run_partman() {
+    local l0
+    if [ -n "$PARTMAN_NOTE" ]; then
+        put status na
+        put note "n/a ($PARTMAN_NOTE)"
+        return 0
+    fi
+    fresh_db
+    if ! q -d "$DB" >"$C/setup.out" 2>&1 <<'SQL'
+CREATE SCHEMA partman;
+CREATE EXTENSION pg_partman SCHEMA partman;
+ALTER TABLE events RENAME TO events_src;
+CREATE TABLE events (
+    id bigint NOT NULL,
+    uuid uuid NOT NULL,
+    ts timestamptz NOT NULL,
+    type text,
+    payload jsonb,
+    PRIMARY KEY (id, ts)
+) PARTITION BY RANGE (ts);
+CREATE INDEX ON events (uuid);
+CREATE INDEX ON events (ts);
+CREATE INDEX ON events (type, ts);
+-- Partman's children start next month, so every existing row lands in
+-- the default partition: the situation partition_data_proc is for.
+SELECT partman.create_parent('public.events', 'ts', 'native', 'monthly', p_premake := 3,
+       p_start_partition := to_char(date_trunc('month', now()) + interval '1 month', 'YYYY-MM-DD'));
+INSERT INTO events SELECT * FROM events_src;
+DROP TABLE events_src;
+VACUUM ANALYZE events;
+SQL
+    then
+        failed "$C/setup.out"
+        drop_db
+        return 0
+    fi
+    put partman_version "$(q -d "$DB" -c "SELECT extversion FROM pg_extension WHERE extname = 'pg_partman'")"
+    put default_rows "$(q -d "$DB" -c "SELECT count(*) FROM events_default")"
+    checkpoint
+    l0=$(lsn)
+    # p_wait 0: no sleep between batches (its default is a second).
+    if "$TIMED" "$C/timed.json" --stamp "$C/notices" -- \
+        psql -X -q -v ON_ERROR_STOP=1 -d "$DB" -c "CALL partman.partition_data_proc('public.events', p_wait := 0)" \
+        >"$C/out" 2>"$C/err"; then
+        put wal_bytes "$(wal_since "$l0")"
+        put status ok
+        put rows "$(q -d "$DB" -c "SELECT count(*) FROM events WHERE tableoid <> 'events_default'::regclass")"
+        put left_in_default "$(q -d "$DB" -c "SELECT count(*) FROM events_default")"
+        put partitions "$(partitions events 'events_default')"
+    else
+        failed "$C/err"
+    fi
+    drop_db
+}
+
+# A period of the same length without a migration.
+run_baseline() {
+    local secs=$1
+    fresh_db
+    checkpoint
+    traffic_start
+    put window_start "$(date +%s.%N)"
+    sleep "$secs"
+    put window_end "$(date +%s.%N)"
+    put status ok
+    traffic_stop
+    drop_db
+}
+
+bench() {   # name label kind command...: only if --only lets the label through
+    want "$2" || return 0
+    contender "$1" "$2" "$3"
+    shift 3
+    measure "$@"
+}
+
+contender limit "physical limit: one INSERT … SELECT" single
+measure run_copy single
+bench idrange "plain id-range copy, $ID_STEP ids per transaction" idrange run_copy idrange
+
+bench move-default "move, default settings" tool run_tool move ""
+for s in $SIZES; do
+    bench "move-$s" "move, batch size $s" tool run_tool move "size: $s"
+done
+BEST_MOVE=$(python3 scripts/bench/report.py best "$DIR" move)
+bench move-workers "move, ${BEST_MOVE:+batch size }${BEST_MOVE:-default settings}, 2 workers" tool \
+    run_tool move "${BEST_MOVE:+size: $BEST_MOVE
+}workers: 2"
+
+bench sync-default "sync, default settings" tool run_tool sync ""
+for s in $SIZES; do
+    bench "sync-$s" "sync, batch size $s" tool run_tool sync "size: $s"
+done
+
+bench partman "pg_partman partition_data_proc" partman run_partman
+
+bench move-traffic "move, default settings, with traffic" tool run_tool move "" traffic
+bench gentle-traffic "move, gentle mode, with traffic" tool run_tool move "mode: gentle" traffic
+for i in "${!VARIANT_NAMES[@]}"; do
+    n=${VARIANT_NAMES[$i]}
+    want "gentle $n" || continue
+    contender "gentle-$n-traffic" "gentle $n" tool
+    put binary "${VARIANT_BINS[$i]}"
+    measure run_tool move "mode: gentle" traffic "$DIR/migrate-$n"
+done
+# As long as the longest run with traffic, so that each has its counterpart.
+BASE_SECS=$(python3 scripts/bench/report.py traffic-wall "$DIR")
+if [ -n "$BASE_SECS" ]; then
+    contender baseline "no migration, with traffic (baseline)" baseline
+    measure run_baseline "$BASE_SECS"
+fi
+
+{
+    echo "rows=$ROWS"
+    echo "table_bytes=$TABLE_BYTES"
+    echo "heap_bytes=$HEAP_BYTES"
+    echo "postgres=$(q -c "SELECT version()")"
+    echo "server_version=$(q -c "SHOW server_version")"
+    echo "migrate_commit=$COMMIT"
+    echo "migrate_version=$("$MIGRATE" --version 2>/dev/null || echo unknown)"
+    echo "cpus=$(nproc)"
+    echo "memory_kb=$(awk '/MemTotal/ {print $2}' /proc/meminfo)"
+    echo "id_step=$ID_STEP"
+    echo "rate=$RATE"
+    echo "sizes=$SIZES"
+    echo "only=$ONLY"
+    echo "migrate_bin=${MIGRATE_BIN:-}"
+    echo "bench_wall_s=$(( $(date +%s) - BENCH_START ))"
+} > "$DIR/run.meta"
+python3 scripts/bench/report.py report "$DIR" "$JSON"
