@@ -317,6 +317,7 @@ make_plan() {   # method, then batch: lines (size left out means the default)
         /^table:/ { print "table: public.events"; next }
         /^method:/ { print "method: " m; next }
         /^  size:/ { next }
+        /^  target_duration:/ { next }
         { print }
         /^batch:/ { printf "%s", extra }
     ' plans/workflow_events.yaml
