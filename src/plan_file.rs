@@ -641,7 +641,14 @@ mod tests {
         assert!(!p.spec.partition.default_partition);
         assert_eq!(p.spec.locks.lock_timeout, Millis(2000));
         assert_eq!(p.spec.batch.rows(), 5000);
-        assert_eq!(p.spec.batch.target_ms(), Some(200));
+        // A size given alone is kept; without one the size tunes itself.
+        assert_eq!(p.spec.batch.target_ms(), None);
+        let tuned = PlanFile::parse("p.yaml", &MINIMAL.replace("  size: 5000\n", "")).unwrap();
+        assert_eq!((tuned.spec.batch.rows(), tuned.spec.batch.target_ms()), (5000, Some(200)));
+        let gentle = PlanFile::parse("p.yaml", &MINIMAL.replace("size: 5000", "mode: gentle")).unwrap();
+        assert_eq!(gentle.spec.batch.target_ms(), Some(50));
+        let off = PlanFile::parse("p.yaml", &MINIMAL.replace("size: 5000", "target_duration: 0")).unwrap();
+        assert_eq!(off.spec.batch.target_ms(), None);
         assert_eq!(p.table.to_string(), "\"public\".\"workflow_events\"");
     }
 
