@@ -644,7 +644,10 @@ mod tests {
         // A size given alone is kept; without one the size tunes itself.
         assert_eq!(p.spec.batch.target_ms(), None);
         let tuned = PlanFile::parse("p.yaml", &MINIMAL.replace("  size: 5000\n", "")).unwrap();
-        assert_eq!((tuned.spec.batch.rows(), tuned.spec.batch.target_ms()), (5000, Some(200)));
+        assert_eq!(
+            (tuned.spec.batch.rows(), tuned.spec.batch.target_ms()),
+            (5000, Some(200))
+        );
         let gentle = PlanFile::parse("p.yaml", &MINIMAL.replace("size: 5000", "mode: gentle")).unwrap();
         assert_eq!(gentle.spec.batch.target_ms(), Some(50));
         let off = PlanFile::parse("p.yaml", &MINIMAL.replace("size: 5000", "target_duration: 0")).unwrap();
