@@ -157,7 +157,7 @@ impl<'a> Mover<'a> {
         let mut clients = Vec::new();
         for w in 1..workers {
             let mut cfg = self.ctx.cfg.clone();
-            cfg.application_name(format!("migrate move (worker {})", w + 1));
+            cfg.application_name(format!("migrate {} (worker {})", self.bp.method.as_str(), w + 1));
             clients.push(crate::db::connect(&cfg).await?);
         }
         let mut helpers = Vec::new();
