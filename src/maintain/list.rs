@@ -6,7 +6,7 @@
 //! a partition of their value.
 
 use super::{Limits, Report, Target};
-use crate::db::retry::{retrying, RetryPolicy};
+use crate::db::retry::RetryPolicy;
 use crate::partition::existing;
 use crate::plan_file::PlanFile;
 use crate::sql::{quote_literal, Ident, QualifiedName};
@@ -31,30 +31,6 @@ fn partition_name(plan: &PlanFile, t: &Target, value: i64) -> QualifiedName {
             ..Default::default()
         },
     )))
-}
-
-async fn owner(client: &Client, t: &Target) -> Result<String> {
-    Ok(client
-        .query_one(
-            "SELECT pg_get_userbyid(relowner)::text FROM pg_class WHERE oid = to_regclass($1)",
-            &[&t.table.to_string()],
-        )
-        .await?
-        .get(0))
-}
-
-/// Runs one transaction of statements under the limits, with retries on
-/// lock timeouts.
-async fn run_tx(client: &Client, policy: RetryPolicy, what: &str, rels: &[String], sql: &str) -> Result<()> {
-    retrying(client, policy, what, rels, || async {
-        let r = client.batch_execute(sql).await;
-        if r.is_err() {
-            // Leave no transaction open for the next try.
-            let _ = client.batch_execute("ROLLBACK").await;
-        }
-        r.map_err(anyhow::Error::from)
-    })
-    .await
 }
 
 /// The highest value whose partition holds a row: one cheap probe per
@@ -98,7 +74,7 @@ pub(super) async fn premake(
     let Some(current) = current else {
         return Ok(None);
     };
-    let owner = crate::sql::quote_ident(&owner(client, t).await?);
+    let owner = super::owner(client, t).await?;
     let taken: std::collections::BTreeSet<i64> = have.iter().flat_map(|e| e.values.iter().copied()).collect();
     for v in (current..=current + i64::from(plan.spec.partition.premake)).filter(|v| !taken.contains(v)) {
         let name = partition_name(plan, t, v);
@@ -108,7 +84,7 @@ pub(super) async fn premake(
             t.table,
             quote_literal(&v.to_string()),
         );
-        match run_tx(client, policy, &format!("creating {name}"), &[t.table.to_string()], &sql).await {
+        match super::run_tx(client, policy, &format!("creating {name}"), &[t.table.to_string()], &sql).await {
             Ok(()) => report.created.push(format!("created {name} for {} = {v}", t.column)),
             Err(e) if t.default_partition => report.skipped.push(format!(
                 "could not create {name}: {e:#} (the default partition may hold rows of {v}; they must be moved out first)"
@@ -170,25 +146,19 @@ pub(super) async fn drain_default(
         .iter()
         .map(|r| (r.get(0), r.get(1)))
         .collect();
-    let owner = crate::sql::quote_ident(&owner(client, t).await?);
+    let owner = super::owner(client, t).await?;
     for (v, rows) in values {
         let name = partition_name(plan, t, v);
         let lit = quote_literal(&v.to_string());
         let cond = format!("{key} = {lit}");
-        let check = Ident::new(format!("{}_drain", name.name.as_str()));
-        let sql = format!(
-            "BEGIN; {limits} \
-             CREATE TABLE {name} (LIKE {parent} INCLUDING DEFAULTS INCLUDING CONSTRAINTS INCLUDING GENERATED INCLUDING STORAGE); \
-             ALTER TABLE {name} OWNER TO {owner}; \
-             WITH moved AS (DELETE FROM ONLY {default} WHERE {cond} RETURNING *) INSERT INTO {name} SELECT * FROM moved; \
-             ALTER TABLE {name} ADD CONSTRAINT {check} CHECK ({key} IS NOT NULL AND {cond}); \
-             LOCK TABLE {parent} IN SHARE ROW EXCLUSIVE MODE; \
-             WITH moved AS (DELETE FROM ONLY {default} WHERE {cond} RETURNING *) INSERT INTO {name} SELECT * FROM moved; \
-             ALTER TABLE {parent} ATTACH PARTITION {name} FOR VALUES IN ({lit}); \
-             ALTER TABLE {name} DROP CONSTRAINT {check}; \
-             COMMIT",
-            limits = limits.set_local(),
-            parent = t.table,
+        let sql = super::drain_sql(
+            limits,
+            t,
+            &default,
+            &name,
+            &owner,
+            &cond,
+            &format!("FOR VALUES IN ({lit})"),
         );
         super::drain_tx(
             client,

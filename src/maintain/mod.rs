@@ -328,13 +328,7 @@ async fn premake(
 ) -> Result<()> {
     let wanted = wanted(client, plan, t, plan.spec.partition.premake).await?;
     let have = existing::partitions(client, &t.table, t.kind).await?;
-    let owner: String = client
-        .query_one(
-            "SELECT pg_get_userbyid(relowner)::text FROM pg_class WHERE oid = to_regclass($1)",
-            &[&t.table.to_string()],
-        )
-        .await?
-        .get(0);
+    let owner = owner(client, t).await?;
     for p in &wanted {
         let Some(range) = range_of(t.kind, p) else { continue };
         if let Some(other) = have
@@ -356,18 +350,10 @@ async fn premake(
             t.table,
             quote_literal(&p.from),
             quote_literal(&p.to),
-            crate::sql::quote_ident(&owner)
+            owner
         );
         let rels = [t.table.to_string()];
-        let res = retrying(client, policy, &format!("creating {name}"), &rels, || async {
-            let r = client.batch_execute(&sql).await;
-            if r.is_err() {
-                // Leave no transaction open for the next try.
-                let _ = client.batch_execute("ROLLBACK").await;
-            }
-            r.map_err(anyhow::Error::from)
-        })
-        .await;
+        let res = run_tx(client, policy, &format!("creating {name}"), &rels, &sql).await;
         match res {
             Ok(()) => report
                 .created
@@ -507,13 +493,7 @@ async fn drain_default(
         table: t.table.name.as_str(),
     })
     .map_err(|e| plan.key_error("partition", &e))?;
-    let owner: String = client
-        .query_one(
-            "SELECT pg_get_userbyid(relowner)::text FROM pg_class WHERE oid = to_regclass($1)",
-            &[&t.table.to_string()],
-        )
-        .await?
-        .get(0);
+    let owner = owner(client, t).await?;
     for p in ranges {
         let Some(range) = range_of(t.kind, &p) else { continue };
         if have
@@ -532,21 +512,14 @@ async fn drain_default(
             continue;
         }
         let name = t.table.sibling(Ident::new(p.name.clone()));
-        let check = Ident::new(format!("{}_drain", p.name));
-        let sql = format!(
-            "BEGIN; {limits} \
-             CREATE TABLE {name} (LIKE {parent} INCLUDING DEFAULTS INCLUDING CONSTRAINTS INCLUDING GENERATED INCLUDING STORAGE); \
-             ALTER TABLE {name} OWNER TO {owner}; \
-             WITH moved AS (DELETE FROM ONLY {default} WHERE {cond} RETURNING *) INSERT INTO {name} SELECT * FROM moved; \
-             ALTER TABLE {name} ADD CONSTRAINT {check} CHECK ({cond}); \
-             LOCK TABLE {parent} IN SHARE ROW EXCLUSIVE MODE; \
-             WITH moved AS (DELETE FROM ONLY {default} WHERE {cond} RETURNING *) INSERT INTO {name} SELECT * FROM moved; \
-             ALTER TABLE {parent} ATTACH PARTITION {name} FOR VALUES FROM ({lo}) TO ({hi}); \
-             ALTER TABLE {name} DROP CONSTRAINT {check}; \
-             COMMIT",
-            limits = limits.set_local(),
-            parent = t.table,
-            owner = crate::sql::quote_ident(&owner),
+        let sql = drain_sql(
+            limits,
+            t,
+            &default,
+            &name,
+            &owner,
+            &cond,
+            &format!("FOR VALUES FROM ({lo}) TO ({hi})"),
         );
         let rels = [t.table.to_string(), default.to_string()];
         drain_tx(
@@ -566,6 +539,62 @@ async fn drain_default(
     Ok(())
 }
 
+/// The table's owner, quoted: new partitions are given to it.
+async fn owner(client: &Client, t: &Target) -> Result<String> {
+    let name: String = client
+        .query_one(
+            "SELECT pg_get_userbyid(relowner)::text FROM pg_class WHERE oid = to_regclass($1)",
+            &[&t.table.to_string()],
+        )
+        .await?
+        .get(0);
+    Ok(crate::sql::quote_ident(&name))
+}
+
+/// Runs one transaction of statements, retried on lock timeouts.
+async fn run_tx(client: &Client, policy: RetryPolicy, what: &str, rels: &[String], sql: &str) -> Result<()> {
+    retrying(client, policy, what, rels, || async {
+        let r = client.batch_execute(sql).await;
+        if r.is_err() {
+            // Leave no transaction open for the next try.
+            let _ = client.batch_execute("ROLLBACK").await;
+        }
+        r.map_err(anyhow::Error::from)
+    })
+    .await
+}
+
+/// The transaction that moves the rows matching `cond` out of the default
+/// partition into the new partition `name` (`bound`: its FOR VALUES): the
+/// rows move first with no strong lock, under a CHECK that spares the
+/// attach its scan of the new table; then the pause and the attach.
+fn drain_sql(
+    limits: &Limits,
+    t: &Target,
+    default: &QualifiedName,
+    name: &QualifiedName,
+    owner: &str,
+    cond: &str,
+    bound: &str,
+) -> String {
+    let check = Ident::new(format!("{}_drain", name.name.as_str()));
+    let key = &t.column;
+    let parent = &t.table;
+    format!(
+        "BEGIN; {limits} \
+         CREATE TABLE {name} (LIKE {parent} INCLUDING DEFAULTS INCLUDING CONSTRAINTS INCLUDING GENERATED INCLUDING STORAGE); \
+         ALTER TABLE {name} OWNER TO {owner}; \
+         WITH moved AS (DELETE FROM ONLY {default} WHERE {cond} RETURNING *) INSERT INTO {name} SELECT * FROM moved; \
+         ALTER TABLE {name} ADD CONSTRAINT {check} CHECK ({key} IS NOT NULL AND {cond}); \
+         LOCK TABLE {parent} IN SHARE ROW EXCLUSIVE MODE; \
+         WITH moved AS (DELETE FROM ONLY {default} WHERE {cond} RETURNING *) INSERT INTO {name} SELECT * FROM moved; \
+         ALTER TABLE {parent} ATTACH PARTITION {name} {bound}; \
+         ALTER TABLE {name} DROP CONSTRAINT {check}; \
+         COMMIT",
+        limits = limits.set_local(),
+    )
+}
+
 /// Runs one drain transaction. Its rows move out of the default with no
 /// strong lock; then writes to the parent pause (SHARE ROW EXCLUSIVE, under
 /// the lock timeout) for the rows that arrived meanwhile and the attach:
@@ -576,14 +605,7 @@ async fn drain_default(
 async fn drain_tx(client: &Client, policy: RetryPolicy, what: &str, rels: &[String], sql: &str) -> Result<()> {
     let mut tries = 0;
     loop {
-        let r = retrying(client, policy, what, rels, || async {
-            let r = client.batch_execute(sql).await;
-            if r.is_err() {
-                let _ = client.batch_execute("ROLLBACK").await;
-            }
-            r.map_err(anyhow::Error::from)
-        })
-        .await;
+        let r = run_tx(client, policy, what, rels, sql).await;
         let raced = r.as_ref().err().is_some_and(|e| {
             e.downcast_ref::<tokio_postgres::Error>()
                 .and_then(|e| e.code())
