@@ -1108,33 +1108,7 @@ fn key_less(a: KeyValue, b: KeyValue) -> bool {
 
 /// The smallest and largest key, typed for the layout.
 async fn key_range(client: &Client, table: &QualifiedName, key: &Key) -> Result<(Option<KeyValue>, Option<KeyValue>)> {
-    let sql = format!("SELECT min({k}), max({k}) FROM ONLY {table}", k = key.column);
-    let sql_int = format!(
-        "SELECT min({k})::int8, max({k})::int8 FROM ONLY {table}",
-        k = key.column
-    );
-    Ok(match key.kind {
-        KeyKind::TimestampTz => {
-            let r = client.query_one(&sql, &[]).await?;
-            let f = |v: Option<chrono::DateTime<chrono::Utc>>| v.map(KeyValue::Instant);
-            (f(r.get(0)), f(r.get(1)))
-        }
-        KeyKind::Timestamp => {
-            let r = client.query_one(&sql, &[]).await?;
-            let f = |v: Option<chrono::NaiveDateTime>| v.map(KeyValue::Local);
-            (f(r.get(0)), f(r.get(1)))
-        }
-        KeyKind::Date => {
-            let r = client.query_one(&sql, &[]).await?;
-            let f = |v: Option<chrono::NaiveDate>| v.map(KeyValue::Day);
-            (f(r.get(0)), f(r.get(1)))
-        }
-        KeyKind::Integer => {
-            let r = client.query_one(&sql_int, &[]).await?;
-            let f = |v: Option<i64>| v.map(KeyValue::Int);
-            (f(r.get(0)), f(r.get(1)))
-        }
-    })
+    crate::partition::existing::min_max(client, table, &key.column, key.kind).await
 }
 
 /// A list key's partitions beyond this many are refused: one table per

@@ -427,41 +427,7 @@ async fn drain_default(
         .parse()
         .map_err(|_| plan.key_error("partition.time_zone", "is not a known time zone"))?;
     let key = &t.column;
-    let (min, max) = match t.kind {
-        KeyKind::Integer => {
-            let r = client
-                .query_one(
-                    &format!("SELECT min({key})::int8, max({key})::int8 FROM ONLY {default}"),
-                    &[],
-                )
-                .await?;
-            (
-                r.get::<_, Option<i64>>(0).map(KeyValue::Int),
-                r.get::<_, Option<i64>>(1).map(KeyValue::Int),
-            )
-        }
-        KeyKind::TimestampTz => {
-            let r = client
-                .query_one(&format!("SELECT min({key}), max({key}) FROM ONLY {default}"), &[])
-                .await?;
-            let f = |v: Option<chrono::DateTime<chrono::Utc>>| v.map(KeyValue::Instant);
-            (f(r.get(0)), f(r.get(1)))
-        }
-        KeyKind::Timestamp => {
-            let r = client
-                .query_one(&format!("SELECT min({key}), max({key}) FROM ONLY {default}"), &[])
-                .await?;
-            let f = |v: Option<chrono::NaiveDateTime>| v.map(KeyValue::Local);
-            (f(r.get(0)), f(r.get(1)))
-        }
-        KeyKind::Date => {
-            let r = client
-                .query_one(&format!("SELECT min({key}), max({key}) FROM ONLY {default}"), &[])
-                .await?;
-            let f = |v: Option<chrono::NaiveDate>| v.map(KeyValue::Day);
-            (f(r.get(0)), f(r.get(1)))
-        }
-    };
+    let (min, max) = existing::min_max(client, &default, key, t.kind).await?;
     let (Some(min), Some(max)) = (min, max) else {
         return Ok(());
     };

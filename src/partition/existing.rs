@@ -61,6 +61,38 @@ pub fn parse_range(kind: KeyKind, expr: &str) -> Option<(Bound, Bound)> {
     Some((parse_value(kind, from)?, parse_value(kind, to)?))
 }
 
+/// The lowest and highest key in `rel` itself (not its partitions).
+pub async fn min_max(
+    client: &Client,
+    rel: &QualifiedName,
+    column: &crate::sql::Ident,
+    kind: KeyKind,
+) -> Result<(Option<KeyValue>, Option<KeyValue>)> {
+    let sql = match kind {
+        KeyKind::Integer => format!("SELECT min({column})::int8, max({column})::int8 FROM ONLY {rel}"),
+        _ => format!("SELECT min({column}), max({column}) FROM ONLY {rel}"),
+    };
+    let r = client.query_one(&sql, &[]).await?;
+    Ok(match kind {
+        KeyKind::TimestampTz => {
+            let f = |v: Option<DateTime<Utc>>| v.map(KeyValue::Instant);
+            (f(r.get(0)), f(r.get(1)))
+        }
+        KeyKind::Timestamp => {
+            let f = |v: Option<NaiveDateTime>| v.map(KeyValue::Local);
+            (f(r.get(0)), f(r.get(1)))
+        }
+        KeyKind::Date => {
+            let f = |v: Option<NaiveDate>| v.map(KeyValue::Day);
+            (f(r.get(0)), f(r.get(1)))
+        }
+        KeyKind::Integer => {
+            let f = |v: Option<i64>| v.map(KeyValue::Int);
+            (f(r.get(0)), f(r.get(1)))
+        }
+    })
+}
+
 /// `FOR VALUES IN ('1', '2')` as integers (NULL is left out).
 pub fn parse_list(expr: &str) -> Vec<i64> {
     expr.strip_prefix("FOR VALUES IN (")
