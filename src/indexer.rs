@@ -4,7 +4,7 @@
 //! skipped, an invalid one left by a crash is dropped and built again.
 
 use crate::blueprint::Blueprint;
-use crate::db::retry::{retrying, RetryPolicy};
+use crate::db::retry::{retrying_tx, RetryPolicy};
 use crate::phase::indexes;
 use crate::runner::Context;
 use anyhow::{bail, Context as _, Result};
@@ -72,18 +72,12 @@ pub async fn build_deferred(ctx: &Context, client: &Client, bp: &Blueprint) -> R
             bp.settings.lock_timeout_ms, b.attach
         );
         let rels = [b.parent.to_string(), b.leaf.to_string()];
-        retrying(
+        retrying_tx(
             client,
             RetryPolicy::new(bp.settings.retries),
             &format!("attaching {}", b.child),
             &rels,
-            || async {
-                let r = client.batch_execute(&sql).await;
-                if r.is_err() {
-                    let _ = client.batch_execute("ROLLBACK").await;
-                }
-                r.map_err(anyhow::Error::from)
-            },
+            &sql,
         )
         .await
         .with_context(|| format!("cannot attach {} to {}", b.child, b.parent))?;

@@ -186,6 +186,26 @@ pub async fn blockers(client: &Client, relations: &[String]) -> anyhow::Result<V
         .collect())
 }
 
+/// Runs `sql`, one whole transaction (`BEGIN; ...; COMMIT`) in one round
+/// trip, retried like any step on lock timeouts; a failed try is rolled
+/// back so that the next starts clean.
+pub async fn retrying_tx(
+    client: &Client,
+    policy: RetryPolicy,
+    what: &str,
+    relations: &[String],
+    sql: &str,
+) -> anyhow::Result<()> {
+    retrying(client, policy, what, relations, || async {
+        let r = client.batch_execute(sql).await;
+        if r.is_err() {
+            let _ = client.batch_execute("ROLLBACK").await;
+        }
+        r.map_err(anyhow::Error::from)
+    })
+    .await
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -33,6 +33,11 @@ fn partition_name(plan: &PlanFile, t: &Target, value: i64) -> QualifiedName {
     )))
 }
 
+/// Every value some partition holds.
+fn values_of(have: &[existing::Existing]) -> std::collections::BTreeSet<i64> {
+    have.iter().flat_map(|e| e.values.iter().copied()).collect()
+}
+
 /// The highest value whose partition holds a row: one cheap probe per
 /// partition, newest first, instead of a max() over the whole table.
 async fn current_value(client: &Client, have: &[existing::Existing]) -> Result<Option<i64>> {
@@ -64,7 +69,8 @@ pub(super) async fn premake(
     report: &mut Report,
 ) -> Result<Option<i64>> {
     let have = existing::partitions(client, &t.table, t.kind).await?;
-    let lowest = have.iter().flat_map(|e| e.values.iter().copied()).min();
+    let taken = values_of(&have);
+    let lowest = taken.first().copied();
     let current = match current_value(client, &have).await? {
         Some(v) => Some(v),
         // Nothing written yet: the plan's first value, or the lowest
@@ -75,7 +81,6 @@ pub(super) async fn premake(
         return Ok(None);
     };
     let owner = super::owner(client, t).await?;
-    let taken: std::collections::BTreeSet<i64> = have.iter().flat_map(|e| e.values.iter().copied()).collect();
     for v in (current..=current + i64::from(plan.spec.partition.premake)).filter(|v| !taken.contains(v)) {
         let name = partition_name(plan, t, v);
         let sql = format!(
@@ -84,7 +89,7 @@ pub(super) async fn premake(
             t.table,
             quote_literal(&v.to_string()),
         );
-        match super::run_tx(client, policy, &format!("creating {name}"), &[t.table.to_string()], &sql).await {
+        match crate::db::retry::retrying_tx(client, policy, &format!("creating {name}"), &[t.table.to_string()], &sql).await {
             Ok(()) => report.created.push(format!("created {name} for {} = {v}", t.column)),
             Err(e) if t.default_partition => report.skipped.push(format!(
                 "could not create {name}: {e:#} (the default partition may hold rows of {v}; they must be moved out first)"
@@ -93,8 +98,7 @@ pub(super) async fn premake(
         }
     }
     // Running out: the value after the current one has no partition.
-    let have = existing::partitions(client, &t.table, t.kind).await?;
-    let taken: std::collections::BTreeSet<i64> = have.iter().flat_map(|e| e.values.iter().copied()).collect();
+    let taken = values_of(&existing::partitions(client, &t.table, t.kind).await?);
     let mut reach = current;
     while taken.contains(&(reach + 1)) {
         reach += 1;

@@ -12,7 +12,7 @@ mod list;
 use crate::catalog;
 use crate::control;
 use crate::db::advisory::RunnerLock;
-use crate::db::retry::{retrying, RetryPolicy};
+use crate::db::retry::{retrying, retrying_tx, RetryPolicy};
 use crate::error::{exit, Failure, Refusal};
 use crate::partition::bounds::{self, KeyKind, KeyValue, LayoutInput};
 use crate::partition::existing::{self, Bound, Existing};
@@ -353,7 +353,7 @@ async fn premake(
             owner
         );
         let rels = [t.table.to_string()];
-        let res = run_tx(client, policy, &format!("creating {name}"), &rels, &sql).await;
+        let res = retrying_tx(client, policy, &format!("creating {name}"), &rels, &sql).await;
         match res {
             Ok(()) => report
                 .created
@@ -517,19 +517,6 @@ async fn owner(client: &Client, t: &Target) -> Result<String> {
     Ok(crate::sql::quote_ident(&name))
 }
 
-/// Runs one transaction of statements, retried on lock timeouts.
-async fn run_tx(client: &Client, policy: RetryPolicy, what: &str, rels: &[String], sql: &str) -> Result<()> {
-    retrying(client, policy, what, rels, || async {
-        let r = client.batch_execute(sql).await;
-        if r.is_err() {
-            // Leave no transaction open for the next try.
-            let _ = client.batch_execute("ROLLBACK").await;
-        }
-        r.map_err(anyhow::Error::from)
-    })
-    .await
-}
-
 /// The transaction that moves the rows matching `cond` out of the default
 /// partition into the new partition `name` (`bound`: its FOR VALUES): the
 /// rows move first with no strong lock, under a CHECK that spares the
@@ -571,7 +558,7 @@ fn drain_sql(
 async fn drain_tx(client: &Client, policy: RetryPolicy, what: &str, rels: &[String], sql: &str) -> Result<()> {
     let mut tries = 0;
     loop {
-        let r = run_tx(client, policy, what, rels, sql).await;
+        let r = retrying_tx(client, policy, what, rels, sql).await;
         let raced = r.as_ref().err().is_some_and(|e| {
             e.downcast_ref::<tokio_postgres::Error>()
                 .and_then(|e| e.code())
