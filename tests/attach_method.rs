@@ -109,7 +109,7 @@ async fn attach_under_load_through_a_crash() {
         )
     );
     // New keys go to the new partitions.
-    db.exec("INSERT INTO workflow_events (run_id, type, ts) VALUES (1, 'future', now() + interval '45 days')")
+    db.exec("INSERT INTO workflow_events (run_id, type, ts) VALUES ((SELECT min(id) FROM workflow_runs), 'future', now() + interval '45 days')")
         .await;
     let home = db
         .scalar_str("SELECT tableoid::regclass::text FROM workflow_events WHERE type = 'future'")
@@ -249,7 +249,7 @@ async fn split_aborted_midway_reattaches_the_first_partition() {
         )
         .await;
     assert_eq!(run.code, 86, "{}", run.stderr);
-    db.exec("INSERT INTO workflow_events (run_id, type) VALUES (1, 'during split'); UPDATE workflow_events SET n = 3 WHERE id < 20;")
+    db.exec("INSERT INTO workflow_events (run_id, type) VALUES ((SELECT min(id) FROM workflow_runs), 'during split'); UPDATE workflow_events SET n = 3 WHERE id < 20;")
         .await;
     let expected = all_events(&db).await;
     db.migrate(&["abort", plan]).await.ok();
@@ -324,7 +324,7 @@ async fn attach_by_list_on_a_logical_column_under_load() {
         .unwrap(),
         "workflow_events_p100 FOR VALUES IN ('100'), workflow_events_p101 FOR VALUES IN ('101'), workflow_events_p102 FOR VALUES IN ('102')"
     );
-    db.exec("INSERT INTO workflow_events (run_id, type, partition_id) VALUES (1, 'next', 101)")
+    db.exec("INSERT INTO workflow_events (run_id, type, partition_id) VALUES ((SELECT min(id) FROM workflow_runs), 'next', 101)")
         .await;
     assert_eq!(
         db.scalar_str("SELECT tableoid::regclass::text FROM workflow_events WHERE type = 'next'")
