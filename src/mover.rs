@@ -49,6 +49,22 @@ pub struct Mover<'a> {
     shared: Option<Arc<Shared>>,
     /// How long the last batch took, for the gentle mode's rest.
     last_took: Duration,
+    /// `control::CONTROLS`, prepared on this mover's connection: read
+    /// after every batch, so it is parsed once.
+    controls: Prepared,
+    /// When the throttle conditions were last checked.
+    throttle_checked: Option<Instant>,
+}
+
+/// The throttle conditions read the statistics views, which costs more
+/// than a short batch's bookkeeping should: checked at most this often.
+const THROTTLE_EVERY: Duration = Duration::from_millis(500);
+
+async fn prepare_controls(client: &Client) -> Result<Prepared> {
+    client
+        .prepare(control::CONTROLS)
+        .await
+        .context("cannot prepare the controls query")
 }
 
 /// Rows and pages done by all workers of a parallel pass.
@@ -77,6 +93,8 @@ struct Route {
     limits: String,
     locks: Vec<Prepared>,
     mv: Prepared,
+    /// `control::RECORD_BATCH`, prepared on this route's connection.
+    record: Prepared,
 }
 
 impl<'a> Mover<'a> {
@@ -107,6 +125,8 @@ impl<'a> Mover<'a> {
             primary: true,
             shared: None,
             last_took: Duration::ZERO,
+            controls: prepare_controls(client).await?,
+            throttle_checked: None,
         })
     }
 
@@ -162,6 +182,7 @@ impl<'a> Mover<'a> {
         }
         let mut helpers = Vec::new();
         for (i, client) in clients.iter().enumerate() {
+            let controls = prepare_controls(client).await?;
             let w = i as i64 + 1;
             let from = start + w * chunk;
             let to = if w == workers - 1 { end } else { from + chunk };
@@ -183,6 +204,8 @@ impl<'a> Mover<'a> {
                     primary: false,
                     shared: Some(shared.clone()),
                     last_took: Duration::ZERO,
+                    controls,
+                    throttle_checked: None,
                 }
                 .into_range(kind, to),
             );
@@ -247,12 +270,18 @@ impl<'a> Mover<'a> {
             .prepare(&mv.sql)
             .await
             .context("cannot prepare the move statement")?;
+        let record = self
+            .client
+            .prepare(control::RECORD_BATCH)
+            .await
+            .context("cannot prepare the batch record")?;
         Ok(Route {
             from: from.clone(),
             direction,
             limits,
             locks,
             mv,
+            record,
         })
     }
 
@@ -438,14 +467,14 @@ impl<'a> Mover<'a> {
     /// Reads the operator's controls: a new batch size or pause, or a
     /// pause of the whole run until `migrate continue`.
     async fn obey_operator(&mut self) -> Result<()> {
-        let mut c = control::controls(self.client, self.id).await?;
+        let mut c = control::controls(self.client, &self.controls, self.id).await?;
         if c.paused {
             self.ctx
                 .reporter
                 .phase("paused", "paused by the operator; `migrate continue` resumes");
             while c.paused && !self.ctx.stopping() {
                 tokio::time::sleep(Duration::from_millis(500)).await;
-                c = control::controls(self.client, self.id).await?;
+                c = control::controls(self.client, &self.controls, self.id).await?;
             }
             self.ctx.reporter.phase("move", "continuing");
         }
@@ -457,6 +486,13 @@ impl<'a> Mover<'a> {
             }
         }
         // Conditions that make the run wait by itself.
+        if let Some(p) = c.pause_ms {
+            self.pause_ms = p as u64;
+        }
+        if self.throttle_checked.is_some_and(|t| t.elapsed() < THROTTLE_EVERY) {
+            return Ok(());
+        }
+        self.throttle_checked = Some(Instant::now());
         let mut waited = false;
         while let Some(why) = crate::throttle::reason(self.client, &self.bp.settings.throttle, &self.source).await? {
             if !waited {
@@ -474,9 +510,6 @@ impl<'a> Mover<'a> {
             self.ctx
                 .reporter
                 .phase("move", "continuing: the throttle condition cleared");
-        }
-        if let Some(p) = c.pause_ms {
-            self.pause_ms = p as u64;
         }
         Ok(())
     }
@@ -560,7 +593,7 @@ async fn one_batch(
             advance_cursor,
             started_at: started,
         };
-        control::record_batch(client, id, &batch).await?;
+        control::record_batch(client, &route.record, id, &batch).await?;
         Ok(rows)
     }
     .await;

@@ -207,7 +207,7 @@ pub struct BatchSpec {
     pub pause: Millis,
     /// Tune the batch size toward batches of this duration (between a tenth
     /// and ten times the starting size); `0` turns tuning off. Default:
-    /// 200ms when `size` is not given.
+    /// 100ms when `size` is not given.
     #[serde(default)]
     pub target_duration: Option<Millis>,
     /// Connections moving disjoint page ranges of the main pass at once
@@ -256,7 +256,7 @@ const GENTLE_TARGET_MS: u64 = 50;
 const DEFAULT_BATCH_ROWS: u64 = 5000;
 /// Short enough that an application write waiting on a moving row waits
 /// little, long enough that per-batch overhead stays small.
-const DEFAULT_TARGET_MS: u64 = 200;
+const DEFAULT_TARGET_MS: u64 = 100;
 
 #[derive(Clone, Debug, Deserialize, Serialize, PartialEq)]
 #[serde(deny_unknown_fields)]
@@ -646,7 +646,7 @@ mod tests {
         let tuned = PlanFile::parse("p.yaml", &MINIMAL.replace("  size: 5000\n", "")).unwrap();
         assert_eq!(
             (tuned.spec.batch.rows(), tuned.spec.batch.target_ms()),
-            (5000, Some(200))
+            (5000, Some(100))
         );
         let gentle = PlanFile::parse("p.yaml", &MINIMAL.replace("size: 5000", "mode: gentle")).unwrap();
         assert_eq!(gentle.spec.batch.target_ms(), Some(50));

@@ -91,7 +91,9 @@ async fn a_throttle_check_pauses_the_run_and_status_says_why() {
         "p.yaml",
         &event_plan(
             300,
-            "  pause: 10ms\n  target_duration: 30ms\nthrottle:\n  check: \"SELECT lagging FROM public.lag_signal\"\n",
+            // Batches of 300 rows 50ms apart: the run lasts seconds, and the
+            // throttle is read twice a second.
+            "  pause: 50ms\nthrottle:\n  check: \"SELECT lagging FROM public.lag_signal\"\n",
         ),
     );
     let plan = plan.to_str().unwrap().to_string();
@@ -217,7 +219,7 @@ async fn a_postponed_swap_waits_for_the_operator() {
 }
 
 /// Without a batch size in the plan, batches start at 5000 rows and tune
-/// themselves toward 200ms each; status says what was chosen and why.
+/// themselves toward 100ms each; status says what was chosen and why.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_batch_size_tunes_itself_by_default_and_status_reports_it() {
     let cluster = Cluster::start();
@@ -231,7 +233,7 @@ async fn the_batch_size_tunes_itself_by_default_and_status_reports_it() {
     let p = db.migrate(&["plan", plan]).await;
     p.ok();
     assert!(
-        p.stdout.contains("from about 5000 rows, tuned toward 200ms each"),
+        p.stdout.contains("from about 5000 rows, tuned toward 100ms each"),
         "{}",
         p.stdout
     );
@@ -245,7 +247,7 @@ async fn the_batch_size_tunes_itself_by_default_and_status_reports_it() {
     status.ok();
     let doc: serde_json::Value = serde_json::from_str(&status.stdout).unwrap();
     assert_eq!(
-        doc["migration"]["batch_size_source"], "tuned toward batches of 200ms",
+        doc["migration"]["batch_size_source"], "tuned toward batches of 100ms",
         "{doc}"
     );
     assert!(doc["migration"]["batch_rows"].as_i64().unwrap() > 5000, "{doc}");

@@ -270,8 +270,6 @@ pub async fn advance(client: &impl GenericClient, id: i64, from: Phase, to: Phas
     event(client, id, to.as_str(), "").await
 }
 
-/// Records one committed batch; runs inside the batch's transaction.
-#[allow(clippy::too_many_arguments)]
 /// One committed batch, as the control table records it.
 pub struct BatchRecord<'a> {
     pub direction: &'a str,
@@ -285,11 +283,9 @@ pub struct BatchRecord<'a> {
     pub started_at: chrono::DateTime<chrono::Utc>,
 }
 
-pub async fn record_batch(client: &impl GenericClient, id: i64, b: &BatchRecord<'_>) -> Result<()> {
-    let forward = b.direction == "forward";
-    client
-        .execute(
-            "WITH m AS (UPDATE repartition.migrations SET \
+/// Records one committed batch (parameters in `record_batch`'s order); the
+/// runner prepares it once per connection.
+pub const RECORD_BATCH: &str = "WITH m AS (UPDATE repartition.migrations SET \
                  batches = batches + 1, updated_at = now(), batch_rows_chosen = $8, \
                  cursor_block = CASE WHEN $6::bool AND $9::bool THEN $5::bigint ELSE cursor_block END, \
                  rows_moved = rows_moved + CASE WHEN $6::bool THEN $3::bigint ELSE 0 END, \
@@ -297,7 +293,18 @@ pub async fn record_batch(client: &impl GenericClient, id: i64, b: &BatchRecord<
                  rows_moved_back = rows_moved_back + CASE WHEN $6::bool THEN 0 ELSE $3::bigint END \
                WHERE id = $1 RETURNING batches) \
              INSERT INTO repartition.batches (migration_id, batch_no, direction, rows, from_block, to_block, started_at) \
-             SELECT $1, batches, $2::text, $3::bigint::int, $4::bigint, $5::bigint, $7::timestamptz FROM m",
+             SELECT $1, batches, $2::text, $3::bigint::int, $4::bigint, $5::bigint, $7::timestamptz FROM m";
+
+/// Records one committed batch; runs inside the batch's transaction.
+/// `statement` is `RECORD_BATCH`, as text or prepared.
+pub async fn record_batch<T>(client: &impl GenericClient, statement: &T, id: i64, b: &BatchRecord<'_>) -> Result<()>
+where
+    T: ?Sized + tokio_postgres::ToStatement + Sync + Send,
+{
+    let forward = b.direction == "forward";
+    client
+        .execute(
+            statement,
             &[
                 &id,
                 &b.direction,
@@ -423,13 +430,16 @@ pub struct Controls {
     pub pause_ms: Option<i64>,
 }
 
-pub async fn controls(client: &impl GenericClient, id: i64) -> Result<Controls> {
-    let r = client
-        .query_one(
-            "SELECT paused, batch_rows_override, pause_ms_override FROM repartition.migrations WHERE id = $1",
-            &[&id],
-        )
-        .await?;
+/// The operator's controls of migration `$1`; the runner prepares it once.
+pub const CONTROLS: &str =
+    "SELECT paused, batch_rows_override, pause_ms_override FROM repartition.migrations WHERE id = $1";
+
+/// `statement` is `CONTROLS`, as text or prepared.
+pub async fn controls<T>(client: &impl GenericClient, statement: &T, id: i64) -> Result<Controls>
+where
+    T: ?Sized + tokio_postgres::ToStatement + Sync + Send,
+{
+    let r = client.query_one(statement, &[&id]).await?;
     Ok(Controls {
         paused: r.get(0),
         batch_rows: r.get(1),
