@@ -4,7 +4,8 @@
 # copy, `migrate apply` with the move and sync methods at several batch
 # sizes, two workers and the gentle mode, and pg_partman's
 # partition_data_proc; then what an application sees during a move compared
-# with a period without one, and during the swap.
+# with a period without one and a period with only the view, what its
+# statements waited on, and what it sees during the swap.
 #
 # Every contender gets its own copy of the table (a database created from a
 # template), the same monthly partitions and indexes, and a CHECKPOINT first.
@@ -14,21 +15,22 @@
 #   scripts/bench.sh --large            # 10,000,000 rows
 #   scripts/bench.sh --rows 200000      # a quick run
 #   scripts/bench.sh --json PATH        # default: ./bench-results.json
-#   scripts/bench.sh --sizes "10000 20000 50000"   # batch sizes tried for "best"
+#   scripts/bench.sh --sizes "5000 10000 20000 50000"   # batch sizes tried for "best"
 #   scripts/bench.sh --rate 100         # the application's transactions/s (200)
 #   scripts/bench.sh --only REGEX       # only contenders whose label matches
 #   scripts/bench.sh --gentle-variants "A=/path/bin B=/path/bin"
 #                                       # the gentle move again with each binary
 #   MIGRATE_BIN=/path/bin scripts/bench.sh   # that binary instead of a build
 #
-# --only always keeps the physical limit, which every ratio needs, and the
-# no-migration baseline whenever a contender with traffic runs; the baseline
-# lasts as long as the longest of those.
+# --only always keeps the physical limit, which every ratio needs, and,
+# whenever a contender with traffic runs, two periods as long as the longest
+# of those: the no-migration baseline, and the view alone (the table routed,
+# no row moving), which tells the view's own cost from the moving's.
 set -euo pipefail
 
 ROWS=2000000
 JSON=bench-results.json
-SIZES="10000 20000 50000"
+SIZES="5000 10000 20000 50000"
 ID_STEP=10000        # ids per transaction of the plain id-range copy
 RATE=200             # the application's transactions per second
 ONLY=
@@ -118,7 +120,9 @@ fi
 
 DIR=$(mktemp -d /tmp/migrate-bench.XXXXXX)
 TRAFFIC_PID=
+SAMPLER_PID=
 cleanup() {
+    [ -z "$SAMPLER_PID" ] || kill "$SAMPLER_PID" 2>/dev/null || true
     if [ -n "$TRAFFIC_PID" ]; then
         touch "$DIR/stop"
         kill "$TRAFFIC_PID" 2>/dev/null || true
@@ -270,12 +274,21 @@ traffic_start() {
         done
     ) &
     TRAFFIC_PID=$!
+    # What the application's statements wait on: pg_stat_activity every 10 ms.
+    psql -XAtq -d postgres >"$dir/waits" 2>/dev/null <<SQL &
+SELECT extract(epoch FROM clock_timestamp()), coalesce(wait_event_type, ''), coalesce(wait_event, ''), split_part(query, ' ', 1)
+FROM pg_stat_activity WHERE application_name = 'pgbench' AND state = 'active' AND datname = '$DB' \watch 0.01
+SQL
+    SAMPLER_PID=$!
     sleep 2   # connected and at rate before the period starts
 }
 traffic_stop() {
     touch "$DIR/stop"
     wait "$TRAFFIC_PID" || true
     TRAFFIC_PID=
+    kill "$SAMPLER_PID" 2>/dev/null || true
+    wait "$SAMPLER_PID" 2>/dev/null || true
+    SAMPLER_PID=
 }
 
 # Rows 1 and 2: copies into the hand-made partitioned table.
@@ -424,6 +437,28 @@ SQL
     drop_db
 }
 
+# The view alone: the table routed (its name a view over both tables, as
+# from route to swap) while no row moves: what the view itself costs.
+run_view() {
+    local secs=$1 url
+    make_plan move "" > "$C/plan.yaml"
+    fresh_db
+    url="host=$PGHOST port=$PGPORT user=postgres dbname=$DB"
+    if ! DATABASE_URL=$url "$MIGRATE" --quiet apply --until route "$C/plan.yaml" 2>"$C/migrate.log"; then
+        failed "$C/migrate.log"
+        drop_db
+        return 0
+    fi
+    checkpoint
+    traffic_start
+    put window_start "$(date +%s.%N)"
+    sleep "$secs"
+    put window_end "$(date +%s.%N)"
+    put status ok
+    traffic_stop
+    drop_db
+}
+
 # A period of the same length without a migration.
 run_baseline() {
     local secs=$1
@@ -477,6 +512,8 @@ done
 # As long as the longest run with traffic, so that each has its counterpart.
 BASE_SECS=$(python3 scripts/bench/report.py traffic-wall "$DIR")
 if [ -n "$BASE_SECS" ]; then
+    contender view-traffic "the view alone: routed, no row moving, with traffic" view
+    measure run_view "$BASE_SECS"
     contender baseline "no migration, with traffic (baseline)" baseline
     measure run_baseline "$BASE_SECS"
 fi

@@ -707,15 +707,20 @@ async fn in_tx(client: &Client, what: &str, stmts: &[Statement], id: i64, rec: &
     // Strong locks are taken by the phase's LOCK statement and held to the
     // end: from then on is how long the application may wait on them (the
     // wait for the lock itself is bounded by lock_timeout).
+    // The wait for the LOCK itself matters too: the application's
+    // statements queue behind a waiting strong lock request.
     let mut started = std::time::Instant::now();
+    let mut lock_wait = None;
     let res: Result<()> = async {
         for st in stmts {
+            let before = std::time::Instant::now();
             client
                 .batch_execute(&st.sql)
                 .await
                 .with_context(|| format!("{what} failed at the step \"{}\"", st.why))?;
             if st.sql.starts_with("LOCK TABLE") {
                 started = std::time::Instant::now();
+                lock_wait = Some(started - before);
             }
         }
         record(client, id, rec).await
@@ -730,8 +735,16 @@ async fn in_tx(client: &Client, what: &str, stmts: &[Statement], id: i64, rec: &
                 .with_context(|| format!("{what} could not commit"))?;
             crate::failpoint::hit(&format!("{what}:after-commit"));
             let held_ms = started.elapsed().as_secs_f64() * 1000.0;
-            tracing::info!(phase = what, held_ms, "committed");
-            let _ = control::event(client, id, "held", &format!("{what}: {held_ms:.1} ms")).await;
+            let mut detail = format!("{what}: {held_ms:.1} ms");
+            match lock_wait {
+                Some(w) => {
+                    let lock_wait_ms = w.as_secs_f64() * 1000.0;
+                    tracing::info!(phase = what, held_ms, lock_wait_ms, "committed");
+                    detail.push_str(&format!(" (its LOCK waited {lock_wait_ms:.1} ms)"));
+                }
+                None => tracing::info!(phase = what, held_ms, "committed"),
+            }
+            let _ = control::event(client, id, "held", &detail).await;
             Ok(())
         }
         Err(e) => {

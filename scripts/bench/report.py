@@ -93,11 +93,14 @@ def tool_figures(d):
         "held": {},
     }
     for at, kind, detail in events:
-        m = re.match(r"(\w+): ([\d.]+) ms", detail)
+        m = re.match(r"(\w+): ([\d.]+) ms(?: \(its LOCK waited ([\d.]+) ms\))?", detail)
         if kind == "held" and m:
             ms = float(m.group(2))
-            # Recorded just after the commit; the locks were held for the ms before.
-            out["held"][m.group(1)] = {"ms": ms, "from": at - ms / 1000, "to": at}
+            wait = float(m.group(3)) if m.group(3) else 0.0
+            # Recorded just after the commit; the locks were held for the ms
+            # before, and requested (the application queueing behind the
+            # request) for the wait before that.
+            out["held"][m.group(1)] = {"ms": ms, "lock_wait_ms": wait, "from": at - (ms + wait) / 1000, "to": at}
     # Sync builds its non-unique indexes after the backfill and advances to
     # 'backfilled' once they (and an ANALYZE) are done.
     done = min((at for at, kind, _ in events if kind in ("backfilled", "verify")), default=None)
@@ -176,18 +179,69 @@ def traffic(d, window, swap=None):
     by_script = {}
     for name, no in (("insert", 0), ("update", 1), ("select", 2)):
         s = sorted(x[1] for x in inside if x[2] == no and not x[3])
-        by_script[name] = {"p50_ms": percentile(s, 50), "p99_ms": percentile(s, 99), "n": len(s)}
+        sv = sorted(x[1] - x[4] for x in inside if x[2] == no and not x[3])
+        by_script[name] = {"p50_ms": percentile(s, 50), "p99_ms": percentile(s, 99),
+                           "p99_without_lag_ms": percentile(sv, 99), "n": len(s)}
     res["by_statement"] = by_script
+    res["waits"] = waits(f"{d}/traffic/waits", window)
     for what, h in (swap or {}).items():
         # A transaction overlapped the locks if it ended after they were
         # taken and started (was scheduled) before they were released.
         hit = [x for x in lines if not x[3] and x[0] >= h["from"] and x[0] - x[1] / 1000 <= h["to"]]
         res[f"{what}_window"] = {
             "held_ms": h["ms"],
+            "lock_wait_ms": h.get("lock_wait_ms"),
             "transactions": len(hit),
             "worst_latency_ms": max((x[1] for x in hit), default=None),
         }
     return res
+
+
+# Wait events of the application's active statements, in classes.
+WAIT_CLASSES = (
+    ("cpu", "running (no wait event)"),
+    ("wal", "WAL: write, flush, insert"),
+    ("locks", "row and table locks"),
+    ("data_io", "data file I/O"),
+    ("other", "other"),
+)
+
+
+def wait_class(kind, event):
+    if not kind:
+        return "cpu"
+    if event.startswith("WAL"):
+        return "wal"
+    if kind == "Lock":
+        return "locks"
+    if kind == "IO" and event.startswith("DataFile"):
+        return "data_io"
+    return "other"
+
+
+def waits(path, window):
+    """Shares of the samples of active application statements (taken every
+    10 ms inside the window) by what they were waiting on."""
+    if not os.path.exists(path):
+        return None
+    lo, hi = window
+    counts = {k: 0 for k, _ in WAIT_CLASSES}
+    events = {}
+    with open(path) as f:
+        for line in f:
+            p = line.rstrip("\n").split("|")
+            if len(p) < 4 or not re.fullmatch(r"[0-9.]+", p[0]) or not lo <= float(p[0]) <= hi:
+                continue
+            k = wait_class(p[1], p[2])
+            counts[k] += 1
+            if p[1]:
+                events[f"{p[1]}:{p[2]}"] = events.get(f"{p[1]}:{p[2]}", 0) + 1
+    n = sum(counts.values())
+    return {
+        "samples": n,
+        "shares": {k: (v / n if n else None) for k, v in counts.items()},
+        "top_events": dict(sorted(events.items(), key=lambda kv: -kv[1])[:5]),
+    }
 
 
 def contenders(base):
@@ -241,7 +295,7 @@ def contenders(base):
         if c.get("copy_s") and c.get("rows"):
             c["rows_per_s"] = c["rows"] / c["copy_s"]
         if meta.get("traffic") == "yes" and c["status"] == "ok":
-            if c["kind"] == "baseline":
+            if c["kind"] in ("baseline", "view"):
                 window = (float(meta["window_start"]), float(meta["window_end"]))
             else:
                 window = (timed["start"], timed["end"])
@@ -252,7 +306,7 @@ def contenders(base):
         # Speeds relative to the limit: 1.00 is as fast, above 1 faster.
         if limit and c.get("copy_s"):
             c["x_limit"] = limit["copy_s"] / c["copy_s"]
-        if limit and c.get("wall_s") and c["kind"] != "baseline" and c["status"] == "ok":
+        if limit and c.get("wall_s") and c["kind"] not in ("baseline", "view") and c["status"] == "ok":
             c["wall_x_limit"] = limit["wall_s"] / c["wall_s"]
     return out
 
@@ -284,7 +338,7 @@ def print_tables(run, cs):
             "ms/1k first 10%", "ms/1k last 10%", "last/first", "index s", "WAL MB", "RSS MB", "swap held ms"]
     rows = []
     for c in cs:
-        if c["kind"] == "baseline":
+        if c["kind"] in ("baseline", "view"):
             continue
         label = c["label"] + (" *" if c["name"] in best_names else "")
         if c["status"] != "ok":
@@ -315,28 +369,47 @@ def print_tables(run, cs):
     print()
     base = next((c.get("application") for c in cs if c["kind"] == "baseline" and c.get("application")), None)
     head = ["period", "secs", "txns", "p50 ms", "p99 ms", "max ms", "p50 ×base", "p99 ×base",
-            "p99 w/o lag ms", "failed", "aborted"]
+            "p99 w/o lag ms", "w/o lag ×base", "insert", "update", "select", "failed", "aborted"]
     rows = []
-    for c in cs:
-        if c["kind"] != "baseline" and not c["name"].endswith("-traffic"):
-            continue
+    periods = [c for c in cs if c["kind"] == "baseline" or c["name"].endswith("-traffic")]
+    for c in periods:
         a = c.get("application")
         if not a:
             rows.append([c["label"], c["note"] or "failed"])
             continue
         ratio = lambda k: (a[k] / base[k]) if base and a[k] and base[k] else None
+        kind = lambda k: f(a["by_statement"][k]["p99_without_lag_ms"], "{:.2f}")
         rows.append([c["label"], f(a["window_s"]), f(a["transactions"], "{:d}"), f(a["p50_ms"], "{:.2f}"),
                      f(a["p99_ms"], "{:.2f}"), f(a["max_ms"], "{:.1f}"), f(ratio("p50_ms"), "{:.2f}"),
                      f(ratio("p99_ms"), "{:.2f}"), f(a["p99_without_lag_ms"], "{:.2f}"),
+                     f(ratio("p99_without_lag_ms"), "{:.2f}"), kind("insert"), kind("update"), kind("select"),
                      f(max(a["failed"], a["failed_whole_run"]), "{:d}"),
                      f(a["clients_aborted"], "{:d}")])
     table(head, rows)
+    print("insert, update, select: each statement's p99 without lag, ms")
 
     print()
-    print("The swap (and the move's route): how long the strong locks were held, and the worst latency of"
-          " the application's transactions that overlapped them")
+    print("What the application's statements waited on: shares of the samples of its active statements"
+          " (pg_stat_activity every 10 ms)")
     print()
-    head = ["run", "lock", "held ms", "overlapping txns", "worst latency ms"]
+    head = ["period", "samples"] + [label for _, label in WAIT_CLASSES] + ["most sampled waits"]
+    rows = []
+    for c in periods:
+        w = (c.get("application") or {}).get("waits")
+        if not w:
+            continue
+        top = ", ".join(f"{k} {v}" for k, v in list(w["top_events"].items())[:3])
+        rows.append([c["label"], f(w["samples"], "{:d}")]
+                    + [f(100 * w["shares"][k] if w["shares"][k] is not None else None, "{:.0f}%")
+                       for k, _ in WAIT_CLASSES] + [top or "-"])
+    table(head, rows)
+
+    print()
+    print("The swap (and the move's route): how long the LOCK statement waited for its strong locks (the"
+          " application's statements queue behind it meanwhile), how long they were held, and the worst"
+          " latency of the application's transactions that overlapped either")
+    print()
+    head = ["run", "lock", "lock wait ms", "held ms", "overlapping txns", "worst latency ms"]
     rows = []
     for c in cs:
         a = c.get("application") or {}
@@ -345,7 +418,7 @@ def print_tables(run, cs):
             if not h or (what == "route" and not a):
                 continue
             w = a.get(f"{what}_window", {})
-            rows.append([c["label"], what, f(h["ms"]), f(w.get("transactions"), "{:d}", "-"),
+            rows.append([c["label"], what, f(h.get("lock_wait_ms")), f(h["ms"]), f(w.get("transactions"), "{:d}", "-"),
                          f(w.get("worst_latency_ms"), "{:.1f}", "none" if w else "-")])
     table(head, rows)
     print()
