@@ -22,10 +22,11 @@
 #                                       # the gentle move again with each binary
 #   MIGRATE_BIN=/path/bin scripts/bench.sh   # that binary instead of a build
 #
-# --only always keeps the physical limit, which every ratio needs, and,
-# whenever a contender with traffic runs, two periods as long as the longest
-# of those: the no-migration baseline, and the view alone (the table routed,
-# no row moving), which tells the view's own cost from the moving's.
+# --only always keeps the physical limit (run first and last), which every
+# ratio needs, and, whenever a contender with traffic runs, two periods as
+# long as the longest of those: the no-migration baseline, and the view
+# alone (the table routed, no row moving), which tells the view's own cost
+# from the moving's.
 set -euo pipefail
 
 ROWS=2000000
@@ -509,6 +510,11 @@ for i in "${!VARIANT_NAMES[@]}"; do
     put binary "${VARIANT_BINS[$i]}"
     measure run_tool move "mode: gentle" traffic "$DIR/migrate-$n"
 done
+# The limit once more: the machine's speed drifts, and every ratio uses the
+# faster of the two runs, which favours the limit.
+contender limit-again "physical limit, again at the end" single
+measure run_copy single
+
 # As long as the longest run with traffic, so that each has its counterpart.
 BASE_SECS=$(python3 scripts/bench/report.py traffic-wall "$DIR")
 if [ -n "$BASE_SECS" ]; then
