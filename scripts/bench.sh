@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Benchmarks repartitioning an event log, side by side on one throwaway
 # cluster: the physical limit (one INSERT … SELECT), a plain batched id-range
-# copy, `migrate apply` with the move and sync methods at several batch
+# copy, the move's statement looped inside the server (its own cost, with no
+# client), `migrate apply` with the move and sync methods at several batch
 # sizes, two workers and the gentle mode, and pg_partman's
 # partition_data_proc; then what an application sees during a move compared
 # with a period without one and a period with only the view, what its
@@ -33,6 +34,7 @@ ROWS=2000000
 JSON=bench-results.json
 SIZES="5000 10000 20000 50000"
 ID_STEP=10000        # ids per transaction of the plain id-range copy
+LOOP_ROWS=5000       # rows per batch of the server-side move loop
 RATE=200             # the application's transactions per second
 ONLY=
 VARIANTS=
@@ -294,11 +296,39 @@ traffic_stop() {
 
 # Rows 1 and 2: copies into the hand-made partitioned table.
 run_copy() {   # single | idrange
-    local mode=$1 l0 maxid lo
+    local mode=$1 l0 maxid lo pages
     fresh_db
     q -d "$DB" <<<"$PART_DDL"
     if [ "$mode" = single ]; then
         echo "INSERT INTO events_part SELECT * FROM events;" > "$C/copy.sql"
+    elif [ "$mode" = serverloop ]; then
+        # The move's own statement and settings, looped inside the server:
+        # what the statement costs with no client, no bookkeeping, no
+        # round trips.
+        pages=$(q -d "$DB" -c "SELECT ceil($LOOP_ROWS / (reltuples / relpages))::int FROM pg_class WHERE oid = 'events'::regclass")
+        cat > "$C/copy.sql" <<SQL
+CREATE PROCEDURE move_loop(step int) LANGUAGE plpgsql AS \$\$
+DECLARE
+    p int := 0;
+    n int := pg_relation_size('events') / current_setting('block_size')::int;
+BEGIN
+    SET synchronous_commit = off;
+    SET work_mem = '64MB';
+    BEGIN
+        SET wal_compression = lz4;   -- as the tool's batches, where the server has it
+    EXCEPTION WHEN others THEN
+        NULL;
+    END;
+    WHILE p < n LOOP
+        WITH moved AS (DELETE FROM ONLY events WHERE ctid >= ('(' || p || ',0)')::tid AND ctid < ('(' || (p + step) || ',0)')::tid RETURNING *)
+        INSERT INTO events_part SELECT * FROM moved;
+        p := p + step;
+        COMMIT;
+    END LOOP;
+END
+\$\$;
+CALL move_loop($pages);
+SQL
     else
         maxid=$(q -d "$DB" -c "SELECT max(id) FROM events")
         {
@@ -318,7 +348,7 @@ run_copy() {   # single | idrange
         put partitions "$(partitions events_part)"
         grep '^Time:' "$C/out" | awk '{print $2}' > "$C/batch_ms" || true
         # Each statement's rows, counted after the copy so as not to warm the cache before it.
-        [ "$mode" = single ] || q -d "$DB" -c "SELECT (SELECT count(*) FROM events_part WHERE id > lo AND id <= lo + $ID_STEP)
+        [ "$mode" != idrange ] || q -d "$DB" -c "SELECT (SELECT count(*) FROM events_part WHERE id > lo AND id <= lo + $ID_STEP)
                                                FROM generate_series(0, $maxid - 1, $ID_STEP) lo ORDER BY lo" > "$C/batch_rows"
     else
         failed "$C/err"
@@ -484,6 +514,7 @@ bench() {   # name label kind command...: only if --only lets the label through
 contender limit "physical limit: one INSERT … SELECT" single
 measure run_copy single
 bench idrange "plain id-range copy, $ID_STEP ids per transaction" idrange run_copy idrange
+bench serverloop "the move's statement looped in the server, $LOOP_ROWS rows a batch, no client" serverloop run_copy serverloop
 
 bench move-default "move, default settings" tool run_tool move ""
 for s in $SIZES; do

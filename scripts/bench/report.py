@@ -288,7 +288,7 @@ def contenders(base):
             c["copy_s"] = c["wall_s"]
             c["partman_version"] = meta.get("partman_version")
             c["left_in_default"] = int(meta.get("left_in_default") or 0)
-        elif c["kind"] == "single":
+        elif c["kind"] in ("single", "serverloop"):
             c["copy_s"] = c["wall_s"]
         first, last, ratio = tenths(bs)
         c["ms_per_1k_rows_first_tenth"], c["ms_per_1k_rows_last_tenth"], c["ms_per_1k_rows_ratio"] = first, last, ratio
@@ -364,47 +364,48 @@ def print_tables(run, cs):
         print(f"Load average (1 min) around the contenders: {min(loads):.2f} to {max(loads):.2f}"
               f" on {run['cpus']} CPUs; well above 2 means other work shared the machine.")
 
-    print()
-    print(f"The application: pgbench -M prepared, 4 clients at {run['rate']} transactions/s "
-          "(a single-row insert, an update by id, a read by id), latency from the scheduled start;"
-          " failed: transactions that failed, aborted: clients that gave up")
-    print()
-    base = next((c.get("application") for c in cs if c["kind"] == "baseline" and c.get("application")), None)
-    head = ["period", "secs", "txns", "p50 ms", "p99 ms", "max ms", "p50 ×base", "p99 ×base",
-            "p99 w/o lag ms", "w/o lag ×base", "insert", "update", "select", "failed", "aborted"]
-    rows = []
     periods = [c for c in cs if c["kind"] == "baseline" or c["name"].endswith("-traffic")]
-    for c in periods:
-        a = c.get("application")
-        if not a:
-            rows.append([c["label"], c["note"] or "failed"])
-            continue
-        ratio = lambda k: (a[k] / base[k]) if base and a[k] and base[k] else None
-        kind = lambda k: f(a["by_statement"][k]["p99_without_lag_ms"], "{:.2f}")
-        rows.append([c["label"], f(a["window_s"]), f(a["transactions"], "{:d}"), f(a["p50_ms"], "{:.2f}"),
-                     f(a["p99_ms"], "{:.2f}"), f(a["max_ms"], "{:.1f}"), f(ratio("p50_ms"), "{:.2f}"),
-                     f(ratio("p99_ms"), "{:.2f}"), f(a["p99_without_lag_ms"], "{:.2f}"),
-                     f(ratio("p99_without_lag_ms"), "{:.2f}"), kind("insert"), kind("update"), kind("select"),
-                     f(max(a["failed"], a["failed_whole_run"]), "{:d}"),
-                     f(a["clients_aborted"], "{:d}")])
-    table(head, rows)
-    print("insert, update, select: each statement's p99 without lag, ms")
+    if periods:
+        print()
+        print(f"The application: pgbench -M prepared, 4 clients at {run['rate']} transactions/s "
+              "(a single-row insert, an update by id, a read by id), latency from the scheduled start;"
+              " failed: transactions that failed, aborted: clients that gave up")
+        print()
+        base = next((c.get("application") for c in cs if c["kind"] == "baseline" and c.get("application")), None)
+        head = ["period", "secs", "txns", "p50 ms", "p99 ms", "max ms", "p50 ×base", "p99 ×base",
+                "p99 w/o lag ms", "w/o lag ×base", "insert", "update", "select", "failed", "aborted"]
+        rows = []
+        for c in periods:
+            a = c.get("application")
+            if not a:
+                rows.append([c["label"], c["note"] or "failed"])
+                continue
+            ratio = lambda k: (a[k] / base[k]) if base and a[k] and base[k] else None
+            kind = lambda k: f(a["by_statement"][k]["p99_without_lag_ms"], "{:.2f}")
+            rows.append([c["label"], f(a["window_s"]), f(a["transactions"], "{:d}"), f(a["p50_ms"], "{:.2f}"),
+                         f(a["p99_ms"], "{:.2f}"), f(a["max_ms"], "{:.1f}"), f(ratio("p50_ms"), "{:.2f}"),
+                         f(ratio("p99_ms"), "{:.2f}"), f(a["p99_without_lag_ms"], "{:.2f}"),
+                         f(ratio("p99_without_lag_ms"), "{:.2f}"), kind("insert"), kind("update"), kind("select"),
+                         f(max(a["failed"], a["failed_whole_run"]), "{:d}"),
+                         f(a["clients_aborted"], "{:d}")])
+        table(head, rows)
+        print("insert, update, select: each statement's p99 without lag, ms")
 
-    print()
-    print("What the application's statements waited on: shares of the samples of its active statements"
-          " (pg_stat_activity every 10 ms)")
-    print()
-    head = ["period", "samples"] + [label for _, label in WAIT_CLASSES] + ["most sampled waits"]
-    rows = []
-    for c in periods:
-        w = (c.get("application") or {}).get("waits")
-        if not w:
-            continue
-        top = ", ".join(f"{k} {v}" for k, v in list(w["top_events"].items())[:3])
-        rows.append([c["label"], f(w["samples"], "{:d}")]
-                    + [f(100 * w["shares"][k] if w["shares"][k] is not None else None, "{:.0f}%")
-                       for k, _ in WAIT_CLASSES] + [top or "-"])
-    table(head, rows)
+        print()
+        print("What the application's statements waited on: shares of the samples of its active statements"
+              " (pg_stat_activity every 10 ms)")
+        print()
+        head = ["period", "samples"] + [label for _, label in WAIT_CLASSES] + ["most sampled waits"]
+        rows = []
+        for c in periods:
+            w = (c.get("application") or {}).get("waits")
+            if not w:
+                continue
+            top = ", ".join(f"{k} {v}" for k, v in list(w["top_events"].items())[:3])
+            rows.append([c["label"], f(w["samples"], "{:d}")]
+                        + [f(100 * w["shares"][k] if w["shares"][k] is not None else None, "{:.0f}%")
+                           for k, _ in WAIT_CLASSES] + [top or "-"])
+        table(head, rows)
 
     print()
     print("The swap (and the move's route): how long the LOCK statement waited for its strong locks (the"
