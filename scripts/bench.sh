@@ -294,8 +294,8 @@ traffic_stop() {
     SAMPLER_PID=
 }
 
-# Rows 1 and 2: copies into the hand-made partitioned table.
-run_copy() {   # single | idrange
+# Rows 1 to 3: copies into the hand-made partitioned table.
+run_copy() {   # single | idrange | serverloop
     local mode=$1 l0 maxid lo pages
     fresh_db
     q -d "$DB" <<<"$PART_DDL"
@@ -468,6 +468,17 @@ SQL
     drop_db
 }
 
+# A period of traffic through the table's name, nothing else running.
+traffic_period() {   # seconds
+    checkpoint
+    traffic_start
+    put window_start "$(date +%s.%N)"
+    sleep "$1"
+    put window_end "$(date +%s.%N)"
+    put status ok
+    traffic_stop
+}
+
 # The view alone: the table routed (its name a view over both tables, as
 # from route to swap) while no row moves: what the view itself costs.
 run_view() {
@@ -475,32 +486,18 @@ run_view() {
     make_plan move "" > "$C/plan.yaml"
     fresh_db
     url="host=$PGHOST port=$PGPORT user=postgres dbname=$DB"
-    if ! DATABASE_URL=$url "$MIGRATE" --quiet apply --until route "$C/plan.yaml" 2>"$C/migrate.log"; then
+    if DATABASE_URL=$url "$MIGRATE" --quiet apply --until route "$C/plan.yaml" 2>"$C/migrate.log"; then
+        traffic_period "$secs"
+    else
         failed "$C/migrate.log"
-        drop_db
-        return 0
     fi
-    checkpoint
-    traffic_start
-    put window_start "$(date +%s.%N)"
-    sleep "$secs"
-    put window_end "$(date +%s.%N)"
-    put status ok
-    traffic_stop
     drop_db
 }
 
 # A period of the same length without a migration.
 run_baseline() {
-    local secs=$1
     fresh_db
-    checkpoint
-    traffic_start
-    put window_start "$(date +%s.%N)"
-    sleep "$secs"
-    put window_end "$(date +%s.%N)"
-    put status ok
-    traffic_stop
+    traffic_period "$1"
     drop_db
 }
 

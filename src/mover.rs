@@ -485,10 +485,10 @@ impl<'a> Mover<'a> {
                 self.batch_rows = n as u64;
             }
         }
-        // Conditions that make the run wait by itself.
         if let Some(p) = c.pause_ms {
             self.pause_ms = p as u64;
         }
+        // Conditions that make the run wait by itself.
         if self.throttle_checked.is_some_and(|t| t.elapsed() < THROTTLE_EVERY) {
             return Ok(());
         }

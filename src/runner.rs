@@ -705,10 +705,9 @@ pub async fn ddl(
 async fn in_tx(client: &Client, what: &str, stmts: &[Statement], id: i64, rec: &Record) -> Result<()> {
     client.batch_execute("BEGIN").await?;
     // Strong locks are taken by the phase's LOCK statement and held to the
-    // end: from then on is how long the application may wait on them (the
-    // wait for the lock itself is bounded by lock_timeout).
-    // The wait for the LOCK itself matters too: the application's
-    // statements queue behind a waiting strong lock request.
+    // end: from then on is how long the application may wait on them. The
+    // LOCK's own wait (bounded by lock_timeout) is recorded too: the
+    // application's statements queue behind a waiting strong lock request.
     let mut started = std::time::Instant::now();
     let mut lock_wait = None;
     let res: Result<()> = async {

@@ -283,8 +283,8 @@ pub struct BatchRecord<'a> {
     pub started_at: chrono::DateTime<chrono::Utc>,
 }
 
-/// Records one committed batch (parameters in `record_batch`'s order); the
-/// runner prepares it once per connection.
+/// Records one committed batch (parameters in `record_batch`'s order),
+/// prepared once per connection.
 pub const RECORD_BATCH: &str = "WITH m AS (UPDATE repartition.migrations SET \
                  batches = batches + 1, updated_at = now(), batch_rows_chosen = $8, \
                  cursor_block = CASE WHEN $6::bool AND $9::bool THEN $5::bigint ELSE cursor_block END, \
@@ -296,11 +296,13 @@ pub const RECORD_BATCH: &str = "WITH m AS (UPDATE repartition.migrations SET \
              SELECT $1, batches, $2::text, $3::bigint::int, $4::bigint, $5::bigint, $7::timestamptz FROM m";
 
 /// Records one committed batch; runs inside the batch's transaction.
-/// `statement` is `RECORD_BATCH`, as text or prepared.
-pub async fn record_batch<T>(client: &impl GenericClient, statement: &T, id: i64, b: &BatchRecord<'_>) -> Result<()>
-where
-    T: ?Sized + tokio_postgres::ToStatement + Sync + Send,
-{
+/// `statement` is `RECORD_BATCH`, prepared.
+pub async fn record_batch(
+    client: &impl GenericClient,
+    statement: &tokio_postgres::Statement,
+    id: i64,
+    b: &BatchRecord<'_>,
+) -> Result<()> {
     let forward = b.direction == "forward";
     client
         .execute(
@@ -434,11 +436,8 @@ pub struct Controls {
 pub const CONTROLS: &str =
     "SELECT paused, batch_rows_override, pause_ms_override FROM repartition.migrations WHERE id = $1";
 
-/// `statement` is `CONTROLS`, as text or prepared.
-pub async fn controls<T>(client: &impl GenericClient, statement: &T, id: i64) -> Result<Controls>
-where
-    T: ?Sized + tokio_postgres::ToStatement + Sync + Send,
-{
+/// `statement` is `CONTROLS`, prepared.
+pub async fn controls(client: &impl GenericClient, statement: &tokio_postgres::Statement, id: i64) -> Result<Controls> {
     let r = client.query_one(statement, &[&id]).await?;
     Ok(Controls {
         paused: r.get(0),
