@@ -393,10 +393,12 @@ async fn list_partitioning_on_an_existing_column_with_move_and_sync() {
             changed
         });
         tokio::time::sleep(Duration::from_millis(200)).await;
+        // The third batch: stretches of dead rows widen batches quickly
+        // (empty ranges double them), so a sixth is not certain to come.
         let run = db
             .migrate_env(
                 &["apply", plan],
-                &[("MIGRATE_FAILPOINT", "batch-forward:after-commit@6")],
+                &[("MIGRATE_FAILPOINT", "batch-forward:after-commit@3")],
             )
             .await;
         assert_eq!(run.code, 86, "{method}: {}", run.stderr);
