@@ -179,11 +179,11 @@ HEAP_BYTES=$(q -d bench_tmpl -c "SELECT pg_table_size('events')")
 q -c "ALTER DATABASE bench_tmpl WITH ALLOW_CONNECTIONS false"
 log "table: $(numfmt --to=iec "$TABLE_BYTES")B with indexes"
 
-# The hand-made partitioned table of rows 1 and 2: the layout the tool
-# creates (months from the first row's to three past the current one), the
-# primary key with the partition key appended, the same three indexes.
-PART_DDL=$(cat <<'SQL'
-CREATE TABLE events_part (
+# The partitioned table every hand-made contender fills: the primary key
+# with the partition key appended, the same three indexes.
+parted_table() {   # name
+    cat <<SQL
+CREATE TABLE $1 (
     id bigint NOT NULL,
     uuid uuid NOT NULL,
     ts timestamptz NOT NULL,
@@ -191,9 +191,16 @@ CREATE TABLE events_part (
     payload jsonb,
     PRIMARY KEY (id, ts)
 ) PARTITION BY RANGE (ts);
-CREATE INDEX ON events_part (uuid);
-CREATE INDEX ON events_part (ts);
-CREATE INDEX ON events_part (type, ts);
+CREATE INDEX ON $1 (uuid);
+CREATE INDEX ON $1 (ts);
+CREATE INDEX ON $1 (type, ts);
+SQL
+}
+
+# The hand-made partitioned table of rows 1 to 3, with the partitions the
+# tool creates (months from the first row's to three past the current one).
+PART_DDL="$(parted_table events_part)
+$(cat <<'SQL'
 DO $$
 DECLARE m timestamptz;
 BEGIN
@@ -203,7 +210,7 @@ BEGIN
     END LOOP;
 END $$;
 SQL
-)
+)"
 
 # The application: a single-row insert, an update by id and a read by id,
 # each its own transaction, through the table's name.
@@ -414,28 +421,18 @@ run_tool() {
 # Row 6: pg_partman owns the parent; every row waits in its default
 # partition, and partition_data_proc moves them out month by month.
 run_partman() {
-    local l0
+    local l0 setup
     if [ -n "$PARTMAN_NOTE" ]; then
         put status na
         put note "n/a ($PARTMAN_NOTE)"
         return 0
     fi
     fresh_db
-    if ! q -d "$DB" >"$C/setup.out" 2>&1 <<'SQL'
-CREATE SCHEMA partman;
+    setup="CREATE SCHEMA partman;
 CREATE EXTENSION pg_partman SCHEMA partman;
 ALTER TABLE events RENAME TO events_src;
-CREATE TABLE events (
-    id bigint NOT NULL,
-    uuid uuid NOT NULL,
-    ts timestamptz NOT NULL,
-    type text,
-    payload jsonb,
-    PRIMARY KEY (id, ts)
-) PARTITION BY RANGE (ts);
-CREATE INDEX ON events (uuid);
-CREATE INDEX ON events (ts);
-CREATE INDEX ON events (type, ts);
+$(parted_table events)
+$(cat <<'SQL'
 -- Partman's children start next month, so every existing row lands in
 -- the default partition: the situation partition_data_proc is for.
 SELECT partman.create_parent('public.events', 'ts', 'native', 'monthly', p_premake := 3,
@@ -444,7 +441,8 @@ INSERT INTO events SELECT * FROM events_src;
 DROP TABLE events_src;
 VACUUM ANALYZE events;
 SQL
-    then
+)"
+    if ! q -d "$DB" >"$C/setup.out" 2>&1 <<<"$setup"; then
         failed "$C/setup.out"
         drop_db
         return 0
