@@ -339,6 +339,8 @@ SQL
     else
         maxid=$(q -d "$DB" -c "SELECT max(id) FROM events")
         {
+            # The tool's batches commit asynchronously; so does this copy.
+            echo 'SET synchronous_commit = off;'
             echo '\timing on'
             for ((lo = 0; lo < maxid; lo += ID_STEP)); do
                 echo "INSERT INTO events_part SELECT * FROM events WHERE id > $lo AND id <= $((lo + ID_STEP));"

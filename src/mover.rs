@@ -5,6 +5,7 @@ use crate::blueprint::Blueprint;
 use crate::control::{self, MigrationRow};
 use crate::db::retry::{is_contention, pg_error, retrying, RetryPolicy};
 use crate::phase::{self, moving};
+use crate::plan_file::GENTLE_REST_PERCENT;
 use crate::progress::MoveProgress;
 use crate::runner::Context;
 use crate::sql::{QualifiedName, Statement};
@@ -245,7 +246,7 @@ impl<'a> Mover<'a> {
     /// after the last).
     async fn route_with(&self, from: &QualifiedName, mv: Statement, direction: &'static str) -> Result<Route> {
         let mut limits: Vec<Statement> = phase::session_limits(self.bp);
-        limits.push(Statement::new("", "SET LOCAL synchronous_commit = off"));
+        limits.push(moving::commit_setting(self.bp));
         // The moved rows pass through a CTE's tuple store: kept in memory.
         limits.push(Statement::new("", "SET LOCAL work_mem = '64MB'"));
         if wal_compression(self.client).await {
@@ -433,9 +434,9 @@ impl<'a> Mover<'a> {
             tokio::time::sleep(Duration::from_millis(self.pause_ms)).await;
         }
         if self.bp.settings.gentle {
-            // Rest as long as the batch took: the application gets the
-            // core, the disk and the WAL half of the time.
-            tokio::time::sleep(self.last_took).await;
+            // A short rest: the application gets the core and the disk to
+            // itself for a while after each batch.
+            tokio::time::sleep(self.last_took * GENTLE_REST_PERCENT / 100).await;
         }
         Ok(())
     }

@@ -214,8 +214,9 @@ pub struct BatchSpec {
     /// (1 to 8; default 1).
     #[serde(default)]
     pub workers: Option<u32>,
-    /// `full` (default) moves flat out; `gentle` keeps batches short and
-    /// rests after each as long as it took, for the application's sake.
+    /// `full` (default) moves flat out; `gentle` keeps batches short,
+    /// commits each synchronously and rests a little after each, for the
+    /// application's sake.
     #[serde(default)]
     pub mode: BatchMode,
 }
@@ -251,7 +252,10 @@ impl BatchSpec {
 }
 
 /// Gentle batches hold their row locks and a core only briefly.
-const GENTLE_TARGET_MS: u64 = 50;
+const GENTLE_TARGET_MS: u64 = 20;
+
+/// The gentle mode's rest after each batch, in percent of the batch's time.
+pub const GENTLE_REST_PERCENT: u32 = 30;
 
 const DEFAULT_BATCH_ROWS: u64 = 5000;
 /// Short enough that an application write waiting on a moving row waits
@@ -649,7 +653,7 @@ mod tests {
             (5000, Some(100))
         );
         let gentle = PlanFile::parse("p.yaml", &MINIMAL.replace("size: 5000", "mode: gentle")).unwrap();
-        assert_eq!(gentle.spec.batch.target_ms(), Some(50));
+        assert_eq!(gentle.spec.batch.target_ms(), Some(20));
         let off = PlanFile::parse("p.yaml", &MINIMAL.replace("size: 5000", "target_duration: 0")).unwrap();
         assert_eq!(off.spec.batch.target_ms(), None);
         assert_eq!(p.table.to_string(), "\"public\".\"workflow_events\"");

@@ -62,7 +62,11 @@ pub fn phases(bp: &Blueprint) -> Vec<PhasePlan> {
             PhasePlan {
                 name: "backfill",
                 how: "repeated for each batch of heap pages, one transaction per batch; then each partition's non-unique indexes, built in one pass",
-                statements: [vec![phase::sync::backfill(bp)], phase::indexes::statements(bp)].concat(),
+                statements: [
+                    vec![phase::moving::commit_setting(bp), phase::sync::backfill(bp)],
+                    phase::indexes::statements(bp),
+                ]
+                .concat(),
             },
             PhasePlan {
                 name: "verify",
@@ -260,7 +264,7 @@ pub fn plan(r: &Resolved, where_: &str) -> String {
     }
     let _ = writeln!(
         o,
-        "Batches: {}, pause {}ms; lock_timeout {}ms, statement_timeout {}ms, {} retries",
+        "Batches: {}, pause {}ms{}; lock_timeout {}ms, statement_timeout {}ms, {} retries",
         match bp.settings.target_ms {
             Some(t) => format!(
                 "from about {} rows, tuned toward {t}ms each (between a tenth and ten times that)",
@@ -269,6 +273,14 @@ pub fn plan(r: &Resolved, where_: &str) -> String {
             None => format!("about {} rows each", bp.settings.batch_rows),
         },
         bp.settings.pause_ms,
+        if bp.settings.gentle {
+            format!(
+                ", gentle: each batch commits synchronously and is followed by a rest of {}% of its time",
+                crate::plan_file::GENTLE_REST_PERCENT
+            )
+        } else {
+            String::new()
+        },
         bp.settings.lock_timeout_ms,
         bp.settings.statement_timeout_ms,
         bp.settings.retries

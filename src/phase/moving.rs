@@ -64,13 +64,28 @@ pub fn pages_statement(rel: &QualifiedName) -> String {
     )
 }
 
+/// How each batch commits. Flat out, asynchronously: a batch is atomic
+/// either way, and one lost in a server crash is simply redone. Gentle,
+/// with a local flush: an asynchronous batch's WAL waits in the buffers for
+/// the application's next commit to flush it, which then waits for it.
+pub fn commit_setting(bp: &Blueprint) -> Statement {
+    if bp.settings.gentle {
+        Statement::new(
+            "gentle: each batch flushes its own WAL at commit, so the application's commits do not wait to flush it",
+            "SET LOCAL synchronous_commit = local",
+        )
+    } else {
+        Statement::new(
+            "batches run with asynchronous commit: each is atomic either way, and a batch lost in a server crash is simply redone",
+            "SET LOCAL synchronous_commit = off",
+        )
+    }
+}
+
 /// What `plan` shows for this phase.
 pub fn statements(bp: &Blueprint) -> Vec<Statement> {
     let mut s = super::session_limits(bp);
-    s.push(Statement::new(
-        "batches run with asynchronous commit: each is atomic either way, and a batch lost in a server crash is simply redone",
-        "SET LOCAL synchronous_commit = off",
-    ));
+    s.push(commit_setting(bp));
     s.extend(parent_locks(bp, &bp.old, true));
     s.push(forward(bp));
     s.push(Statement::new(
