@@ -107,8 +107,18 @@ impl<'a> Mover<'a> {
         source: &QualifiedName,
     ) -> Result<Mover<'a>> {
         let bp = &m.blueprint;
+        // A tuned size carries over from the batches before (an earlier
+        // pass, a run that crashed), rather than starting over.
+        let planned = bp.settings.batch_rows;
+        let batch_rows = match bp.settings.target_ms {
+            Some(_) => control::chosen_batch_rows(client, m.id)
+                .await?
+                .filter(|n| *n > 0)
+                .map_or(planned, |n| (n as u64).clamp((planned / 10).max(1), planned * 10)),
+            None => planned,
+        };
         let rows_per_page = rows_per_page(client, source).await?.max(1.0);
-        let pages = ((bp.settings.batch_rows as f64 / rows_per_page).ceil() as i64).clamp(1, MAX_PAGES);
+        let pages = ((batch_rows as f64 / rows_per_page).ceil() as i64).clamp(1, MAX_PAGES);
         Ok(Mover {
             ctx,
             client,
@@ -119,7 +129,7 @@ impl<'a> Mover<'a> {
             rows_moved: m.rows_moved,
             pages,
             rate: Rate::default(),
-            batch_rows: bp.settings.batch_rows,
+            batch_rows,
             pause_ms: bp.settings.pause_ms,
             source: source.clone(),
             operator_size: false,
@@ -246,11 +256,9 @@ impl<'a> Mover<'a> {
     /// after the last).
     async fn route_with(&self, from: &QualifiedName, mv: Statement, direction: &'static str) -> Result<Route> {
         let mut limits: Vec<Statement> = phase::session_limits(self.bp);
-        limits.push(moving::commit_setting(self.bp));
-        // The moved rows pass through a CTE's tuple store: kept in memory.
-        limits.push(Statement::new("", "SET LOCAL work_mem = '64MB'"));
+        limits.extend(moving::batch_settings(self.bp));
         if wal_compression(self.client).await {
-            limits.push(Statement::new("", "SET LOCAL wal_compression = lz4"));
+            limits.push(moving::wal_compression_setting());
         }
         let limits = limits
             .iter()
@@ -327,7 +335,7 @@ impl<'a> Mover<'a> {
             if self.cursor >= end {
                 if self.sweeps == 0 || (moved_this_pass > 0 && self.sweeps < MAX_SWEEPS) {
                     crate::failpoint::hit("move:before-sweep");
-                    vacuum(self.client, self.bp, &self.bp.old).await;
+                    vacuum(self.client, self.bp, &self.bp.old, self.bp.split.is_some()).await;
                     control::begin_sweep(self.client, self.id).await?;
                     self.sweeps += 1;
                     self.cursor = 0;
@@ -353,7 +361,7 @@ impl<'a> Mover<'a> {
     /// the cursor since the move phase ended.
     pub async fn sweep_once(&mut self) -> Result<Pass> {
         let route = self.route_of(RouteKind::Move).await?;
-        vacuum(self.client, self.bp, &self.bp.old).await;
+        vacuum(self.client, self.bp, &self.bp.old, self.bp.split.is_some()).await;
         self.cursor = 0;
         self.sweeps = self.sweeps.max(1);
         loop {
@@ -630,9 +638,15 @@ pub async fn analyze(client: &Client, rel: &QualifiedName) -> Result<()> {
     Ok(())
 }
 
-/// VACUUM so that dead rows and emptied pages at the end go before the
-/// sweeps and the swap. Best effort: a lock timeout only makes sweeps slower.
-pub async fn vacuum(client: &Client, bp: &Blueprint, rel: &QualifiedName) {
+/// VACUUM so that dead rows go before the sweeps and the swap. Best effort:
+/// a lock timeout only makes sweeps slower.
+///
+/// `truncate` gives the emptied pages at the end back to the file system,
+/// for a table that stays (a split's first partition). A table that is
+/// dropped afterwards keeps them: VACUUM truncates under an ACCESS
+/// EXCLUSIVE lock, taken again and again while it checks the pages, and
+/// every application statement through the view queues behind it.
+pub async fn vacuum(client: &Client, bp: &Blueprint, rel: &QualifiedName, truncate: bool) {
     // VACUUM refuses to run in a transaction block, and a multi-statement
     // simple query is one: each statement goes on its own.
     let started = Instant::now();
@@ -641,7 +655,7 @@ pub async fn vacuum(client: &Client, bp: &Blueprint, rel: &QualifiedName) {
             .batch_execute(&format!("SET lock_timeout = '{}ms'", bp.settings.lock_timeout_ms))
             .await?;
         client.batch_execute("SET statement_timeout = 0").await?;
-        client.batch_execute(&format!("VACUUM {rel}")).await
+        client.batch_execute(&moving::vacuum_statement(rel, truncate).sql).await
     }
     .await;
     let _ = client.batch_execute("RESET lock_timeout").await;
@@ -654,10 +668,8 @@ pub async fn vacuum(client: &Client, bp: &Blueprint, rel: &QualifiedName) {
     }
 }
 
-/// Whether this session may compress the full-page images its batches
-/// write (the first change to each page after a checkpoint logs the whole
-/// page, and a move changes every page of the original): superusers may,
-/// on servers built with lz4 (PostgreSQL 15 and later).
+/// Whether this session may run `moving::wal_compression_setting`:
+/// superusers may, on servers built with lz4 (PostgreSQL 15 and later).
 async fn wal_compression(client: &Client) -> bool {
     let ok = client.batch_execute("SET wal_compression = lz4").await.is_ok();
     let _ = client.batch_execute("RESET wal_compression").await;

@@ -63,7 +63,8 @@ pub fn phases(bp: &Blueprint) -> Vec<PhasePlan> {
                 name: "backfill",
                 how: "repeated for each batch of heap pages, one transaction per batch; then each partition's non-unique indexes, built in one pass",
                 statements: [
-                    vec![phase::moving::commit_setting(bp), phase::sync::backfill(bp)],
+                    phase::moving::batch_settings(bp),
+                    vec![phase::moving::wal_compression_setting(), phase::sync::backfill(bp)],
                     phase::indexes::statements(bp),
                 ]
                 .concat(),

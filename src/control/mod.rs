@@ -323,6 +323,17 @@ pub async fn record_batch(
     Ok(())
 }
 
+/// The batch size the last recorded batch chose, if any batch ran.
+pub async fn chosen_batch_rows(client: &impl GenericClient, id: i64) -> Result<Option<i64>> {
+    let row = client
+        .query_one(
+            "SELECT batch_rows_chosen FROM repartition.migrations WHERE id = $1",
+            &[&id],
+        )
+        .await?;
+    Ok(row.get(0))
+}
+
 /// Moves the recorded cursor to the end of a pass shared among workers.
 pub async fn set_cursor(client: &impl GenericClient, id: i64, block: i64) -> Result<()> {
     client

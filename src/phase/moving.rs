@@ -82,16 +82,51 @@ pub fn commit_setting(bp: &Blueprint) -> Statement {
     }
 }
 
+/// The settings of every batch's transaction, the backfill's too.
+pub fn batch_settings(bp: &Blueprint) -> Vec<Statement> {
+    vec![
+        commit_setting(bp),
+        Statement::new(
+            "the moved rows pass through the statement's tuple store: kept in memory",
+            "SET LOCAL work_mem = '64MB'",
+        ),
+    ]
+}
+
+/// Compresses the full-page images a batch writes (the first change to a
+/// page after a checkpoint logs the whole page, and a move changes every
+/// page of the original); set only where the role may.
+pub fn wal_compression_setting() -> Statement {
+    Statement::new(
+        "where the role may set it (superusers, PostgreSQL 15 and later): full-page images compressed",
+        "SET LOCAL wal_compression = lz4",
+    )
+}
+
+/// The VACUUM after the main pass and before each sweep; see
+/// `mover::vacuum` for when it truncates.
+pub fn vacuum_statement(rel: &QualifiedName, truncate: bool) -> Statement {
+    if truncate {
+        Statement::new(
+            "after the main pass: clear dead rows, and give the emptied pages at the end back (the table stays, as a partition)",
+            format!("VACUUM {rel}"),
+        )
+    } else {
+        Statement::new(
+            "after the main pass: clear dead rows; no truncation, whose repeated ACCESS EXCLUSIVE lock would stall the application (the table is dropped after the swap)",
+            format!("VACUUM (TRUNCATE false) {rel}"),
+        )
+    }
+}
+
 /// What `plan` shows for this phase.
 pub fn statements(bp: &Blueprint) -> Vec<Statement> {
     let mut s = super::session_limits(bp);
-    s.push(commit_setting(bp));
+    s.extend(batch_settings(bp));
+    s.push(wal_compression_setting());
     s.extend(parent_locks(bp, &bp.old, true));
     s.push(forward(bp));
-    s.push(Statement::new(
-        "after the main pass: clear dead rows so sweeps and the swap read little",
-        format!("VACUUM {}", bp.old),
-    ));
+    s.push(vacuum_statement(&bp.old, bp.split.is_some()));
     s.push(Statement::new(
         "statistics for the partitioned table before it goes live",
         format!("ANALYZE {}", bp.shadow),
