@@ -130,7 +130,7 @@ async fn abort_move(ctx: &Context, s: &Session, bp: &Blueprint) -> Result<()> {
                 if let Pass::Stopped = mover.run_back(leaf, block).await? {
                     return Err(crate::error::Failure::Interrupted("the abort".into()).into());
                 }
-                mover::vacuum(client, bp, &bp.shadow, false).await;
+                mover::vacuum(client, bp, &bp.shadow).await;
                 control::abort_step(&***client, id, "moved back", 0, 0).await?;
                 step = "moved back".into();
             }

@@ -327,18 +327,26 @@ impl<'a> Mover<'a> {
         // A pass resumed in the middle may have moved rows before the crash:
         // count it as having moved some, so that one more sweep follows.
         let mut moved_this_pass: i64 = i64::from(self.cursor > 0);
+        // Where the current sweep ends; a resumed sweep reads to the end.
+        let mut sweep_end: Option<i64> = None;
         loop {
             if self.ctx.stopping() {
                 return Ok(Pass::Stopped);
             }
-            let end = pages_of(self.client, &self.bp.old).await?;
+            let size = pages_of(self.client, &self.bp.old).await?;
+            let end = sweep_end.map_or(size, |e| e.min(size));
             if self.cursor >= end {
                 if self.sweeps == 0 || (moved_this_pass > 0 && self.sweeps < MAX_SWEEPS) {
                     crate::failpoint::hit("move:before-sweep");
-                    vacuum(self.client, self.bp, &self.bp.old, self.bp.split.is_some()).await;
+                    vacuum(self.client, self.bp, &self.bp.old).await;
                     control::begin_sweep(self.client, self.id).await?;
                     self.sweeps += 1;
-                    self.cursor = 0;
+                    let (first, after) = self.rows_span(size).await?;
+                    if first > 0 {
+                        control::set_cursor(self.client, self.id, first).await?;
+                    }
+                    self.cursor = first;
+                    sweep_end = Some(after);
                     moved_this_pass = 0;
                     continue;
                 }
@@ -361,14 +369,16 @@ impl<'a> Mover<'a> {
     /// the cursor since the move phase ended.
     pub async fn sweep_once(&mut self) -> Result<Pass> {
         let route = self.route_of(RouteKind::Move).await?;
-        vacuum(self.client, self.bp, &self.bp.old, self.bp.split.is_some()).await;
-        self.cursor = 0;
+        vacuum(self.client, self.bp, &self.bp.old).await;
+        let size = pages_of(self.client, &self.bp.old).await?;
+        let (first, after) = self.rows_span(size).await?;
+        self.cursor = first;
         self.sweeps = self.sweeps.max(1);
         loop {
             if self.ctx.stopping() {
                 return Ok(Pass::Stopped);
             }
-            let end = pages_of(self.client, &self.bp.old).await?;
+            let end = pages_of(self.client, &self.bp.old).await?.min(after);
             if self.cursor >= end {
                 return Ok(Pass::Complete);
             }
@@ -377,6 +387,28 @@ impl<'a> Mover<'a> {
             self.rows_moved += rows;
             self.after_batch(rows, to, end).await?;
         }
+    }
+
+    /// The pages a sweep of the original covers, as (first, last + 1): from
+    /// the first to the last that hold a row, found through the
+    /// row-identity index; (0, 0) when no row is left. VACUUM gives back
+    /// only the empty pages after the last row, and none when the
+    /// application keeps it from its lock, so the file may still have its
+    /// former size. A split's first partition keeps its own rows: all of
+    /// its `size` pages.
+    async fn rows_span(&self, size: i64) -> Result<(i64, i64)> {
+        if self.bp.split.is_some() {
+            return Ok((0, size));
+        }
+        let st = moving::row_pages_statement(self.bp, &self.bp.old);
+        self.client.batch_execute("SET enable_seqscan = off").await?;
+        let row = self.client.query_one(&st.sql, &[]).await;
+        let _ = self.client.batch_execute("RESET enable_seqscan").await;
+        let row = row.context("cannot find the pages of the original that still hold rows")?;
+        Ok(match (row.get::<_, Option<i64>>(0), row.get::<_, Option<i64>>(1)) {
+            (Some(first), Some(last)) => (first, last + 1),
+            _ => (0, 0),
+        })
     }
 
     /// Moves every row of each partition back to the original, from the
@@ -638,15 +670,9 @@ pub async fn analyze(client: &Client, rel: &QualifiedName) -> Result<()> {
     Ok(())
 }
 
-/// VACUUM so that dead rows go before the sweeps and the swap. Best effort:
-/// a lock timeout only makes sweeps slower.
-///
-/// `truncate` gives the emptied pages at the end back to the file system,
-/// for a table that stays (a split's first partition). A table that is
-/// dropped afterwards keeps them: VACUUM truncates under an ACCESS
-/// EXCLUSIVE lock, taken again and again while it checks the pages, and
-/// every application statement through the view queues behind it.
-pub async fn vacuum(client: &Client, bp: &Blueprint, rel: &QualifiedName, truncate: bool) {
+/// VACUUM so that dead rows and emptied pages at the end go before the
+/// sweeps and the swap. Best effort: a lock timeout only makes sweeps slower.
+pub async fn vacuum(client: &Client, bp: &Blueprint, rel: &QualifiedName) {
     // VACUUM refuses to run in a transaction block, and a multi-statement
     // simple query is one: each statement goes on its own.
     let started = Instant::now();
@@ -655,7 +681,7 @@ pub async fn vacuum(client: &Client, bp: &Blueprint, rel: &QualifiedName, trunca
             .batch_execute(&format!("SET lock_timeout = '{}ms'", bp.settings.lock_timeout_ms))
             .await?;
         client.batch_execute("SET statement_timeout = 0").await?;
-        client.batch_execute(&moving::vacuum_statement(rel, truncate).sql).await
+        client.batch_execute(&moving::vacuum_statement(rel).sql).await
     }
     .await;
     let _ = client.batch_execute("RESET lock_timeout").await;

@@ -204,8 +204,7 @@ pub async fn estimates(client: &Client, bp: &Blueprint, rows: f64) -> Result<Vec
         .await?
         .get(0);
     let disk = match bp.method {
-        Method::Move if bp.split.is_some() => format!("about {} more while rows move (the partitioned table and its indexes; the first partition gives back its emptied tail to its vacuum)", crate::report::bytes(total)),
-        Method::Move => format!("about {} more while rows move (the partitioned table and its indexes; the original keeps its size until it is dropped after the swap)", crate::report::bytes(total)),
+        Method::Move => format!("about {} more while rows move (the partitioned table and its indexes; the original only shrinks after its vacuum)", crate::report::bytes(total)),
         Method::Sync => format!("about {} more until `migrate cleanup` (a full copy with indexes)", crate::report::bytes(total)),
         Method::Attach => "the unique indexes with the key appended; no copy of the rows".into(),
     };

@@ -103,20 +103,28 @@ pub fn wal_compression_setting() -> Statement {
     )
 }
 
-/// The VACUUM after the main pass and before each sweep; see
-/// `mover::vacuum` for when it truncates.
-pub fn vacuum_statement(rel: &QualifiedName, truncate: bool) -> Statement {
-    if truncate {
-        Statement::new(
-            "after the main pass: clear dead rows, and give the emptied pages at the end back (the table stays, as a partition)",
-            format!("VACUUM {rel}"),
-        )
-    } else {
-        Statement::new(
-            "after the main pass: clear dead rows; no truncation, whose repeated ACCESS EXCLUSIVE lock would stall the application (the table is dropped after the swap)",
-            format!("VACUUM (TRUNCATE false) {rel}"),
-        )
-    }
+/// The VACUUM after the main pass and before each sweep. Its truncation of
+/// the emptied end takes an ACCESS EXCLUSIVE lock in short spells, letting
+/// go whenever a statement waits; without it the file keeps its size until
+/// the drop, and every page VACUUM dirtied is written back in the meantime,
+/// which at 10 million rows held up the swap's commit for up to a second.
+pub fn vacuum_statement(rel: &QualifiedName) -> Statement {
+    Statement::new(
+        "after the main pass: clear dead rows and give the emptied pages at the end back, so sweeps and the swap read little",
+        format!("VACUUM {rel}"),
+    )
+}
+
+/// The first and the last page of `rel` that hold a row, through its
+/// row-identity index (the caller turns sequential scans off).
+pub fn row_pages_statement(bp: &Blueprint, rel: &QualifiedName) -> Statement {
+    Statement::new(
+        "before each sweep, with sequential scans off: the first and the last page still holding rows, through the row-identity index, so the sweep skips the emptied pages",
+        format!(
+            "SELECT min(b), max(b) FROM (SELECT (ctid::text::point)[0]::int8 AS b FROM ONLY {rel} ORDER BY {}) s",
+            list(&bp.row_identity)
+        ),
+    )
 }
 
 /// What `plan` shows for this phase.
@@ -126,7 +134,10 @@ pub fn statements(bp: &Blueprint) -> Vec<Statement> {
     s.push(wal_compression_setting());
     s.extend(parent_locks(bp, &bp.old, true));
     s.push(forward(bp));
-    s.push(vacuum_statement(&bp.old, bp.split.is_some()));
+    s.push(vacuum_statement(&bp.old));
+    if bp.split.is_none() {
+        s.push(row_pages_statement(bp, &bp.old));
+    }
     s.push(Statement::new(
         "statistics for the partitioned table before it goes live",
         format!("ANALYZE {}", bp.shadow),
