@@ -2,9 +2,10 @@
 
 use crate::control::{self, Phase};
 use crate::error::exit;
+use crate::exec::{Context, Outcome};
 use crate::plan_file::{Method, PlanFile};
 use crate::report;
-use crate::runner::{self, Context, Outcome};
+use crate::runner;
 use anyhow::Result;
 use clap::{Parser, Subcommand, ValueEnum};
 use std::path::PathBuf;
@@ -247,7 +248,7 @@ pub async fn run(cli: Cli) -> Result<i32> {
         }
         Command::Abort { plan } => {
             let plan = PlanFile::load(&plan)?;
-            finish(&ctx, plan.spec.method, crate::aborter::abort(&ctx, &plan).await?)
+            finish(&ctx, plan.spec.method, runner::abort(&ctx, &plan).await?)
         }
         Command::Unswap { plan } => {
             let plan = PlanFile::load(&plan)?;
@@ -453,7 +454,7 @@ async fn status(ctx: &Context, plan: &PlanFile, exact: bool, output: Output) -> 
     };
     let pages_left = match source {
         Some(rel) if m.state == "active" && crate::catalog::relation_oid(&client, rel).await?.is_some() => {
-            Some((crate::mover::pages_of(&client, rel).await? - m.cursor_block).max(0))
+            Some((crate::method::batches::pages_of(&client, rel).await? - m.cursor_block).max(0))
         }
         _ => None,
     };

@@ -3,9 +3,8 @@
 
 use crate::blueprint::{Blueprint, Level, Resolved};
 use crate::control::{MigrationRow, Phase};
-use crate::phase;
+use crate::method::{self, Step};
 use crate::plan_file::Method;
-use crate::sql::Statement;
 use std::fmt::Write;
 
 /// Application statements a `UNION ALL` view cannot serve as a table would.
@@ -17,104 +16,34 @@ pub const VIEW_LIMITS: &[&str] = &[
     "UPDATE or DELETE ... WHERE CURRENT OF a cursor",
 ];
 
-pub struct PhasePlan {
-    pub name: &'static str,
-    pub how: &'static str,
-    pub statements: Vec<Statement>,
-}
-
-/// Every phase's statements, in order.
-pub fn phases(bp: &Blueprint) -> Vec<PhasePlan> {
-    match bp.method {
-        Method::Move => vec![
-            PhasePlan {
-                name: "prepare",
-                how: "one transaction",
-                statements: phase::prepare::statements(bp),
-            },
-            PhasePlan {
-                name: "route",
-                how: "one short transaction",
-                statements: phase::route::statements(bp),
-            },
-            PhasePlan {
-                name: "move",
-                how: "repeated for each batch of heap pages, one transaction per batch; then sweeps over pages passed",
-                statements: phase::moving::statements(bp),
-            },
-            PhasePlan {
-                name: "swap",
-                how: "one short transaction",
-                statements: phase::swap::statements(bp),
-            },
-            PhasePlan {
-                name: "finish",
-                how: "its own transaction after the swap",
-                statements: phase::finish::statements(bp),
-            },
-        ],
-        Method::Sync => vec![
-            PhasePlan {
-                name: "prepare",
-                how: "one transaction; from its commit every write to the original is mirrored",
-                statements: phase::sync::prepare(bp),
-            },
-            PhasePlan {
-                name: "backfill",
-                how: "repeated for each batch of heap pages, one transaction per batch; then each partition's non-unique indexes, built in one pass",
-                statements: [
-                    phase::moving::batch_settings(bp),
-                    vec![phase::moving::wal_compression_setting(), phase::sync::backfill(bp)],
-                    phase::indexes::statements(bp),
-                ]
-                .concat(),
-            },
-            PhasePlan {
-                name: "verify",
-                how: "read-only; a range that differs is copied again under row locks and compared again",
-                statements: crate::verify::statements(bp),
-            },
-            PhasePlan {
-                name: "swap",
-                how: "one short transaction; `apply` stops here, the retired original kept in step",
-                statements: [phase::sync::sequences_catch_up(bp, &bp.table), phase::sync::swap(bp)].concat(),
-            },
-            PhasePlan {
-                name: "unswap",
-                how: "only if you run `migrate unswap`: one short transaction back to the original",
-                statements: phase::sync::unswap(bp),
-            },
-            PhasePlan {
-                name: "cleanup",
-                how: "only when you run `migrate cleanup`: the retired original goes",
-                statements: phase::sync::cleanup(bp),
-            },
-        ],
-        Method::Attach => {
-            let mut constrain = phase::attach::add_column(bp);
-            constrain.extend(phase::attach::add_check(bp));
-            constrain.push(phase::attach::validate_check(bp));
-            constrain.extend(phase::attach::key_indexes(bp));
-            vec![
-                PhasePlan {
-                    name: "constrain",
-                    how: "a brief lock to add the constraint, then validation and index builds that let the application read and write",
-                    statements: constrain,
-                },
-                PhasePlan { name: "prepare", how: "one transaction", statements: phase::attach::prepare(bp) },
-                PhasePlan {
-                    name: "swap",
-                    how: "the sequences catch up first, outside any lock; then one short transaction; no row moves",
-                    statements: [phase::sync::sequences_catch_up(bp, &bp.table), phase::attach::swap(bp)].concat(),
-                },
-                PhasePlan {
-                    name: "finish",
-                    how: "statistics for the partitioned table",
-                    statements: vec![Statement::new("statistics", format!("ANALYZE {}", bp.table))],
-                },
-            ]
+/// One step as `plan` prints it: its parts, each with what is sent.
+fn step_text(o: &mut String, bp: &Blueprint, step: &Step) {
+    for p in &step.parts {
+        let _ = writeln!(o, "-- [{}] {}: {}", p.key, p.when, p.how.describe());
+        let rendered = p.rendered(&bp.settings, None);
+        if rendered.is_empty() {
+            let _ = writeln!(o, "-- nothing: the plan keeps the emptied original {}", bp.old);
+        }
+        for st in &rendered {
+            let _ = writeln!(o, "{st}");
         }
     }
+}
+
+fn step_json(bp: &Blueprint, step: &Step) -> serde_json::Value {
+    serde_json::json!({
+        "name": step.name,
+        "from": step.from,
+        "to": step.to,
+        "how": step.summary,
+        "statements": step.parts.iter().flat_map(|p| p.rendered(&bp.settings, None)).collect::<Vec<_>>(),
+        "parts": step.parts.iter().map(|p| serde_json::json!({
+            "key": p.key,
+            "how": p.how,
+            "when": p.when,
+            "statements": p.rendered(&bp.settings, None),
+        })).collect::<Vec<_>>(),
+    })
 }
 
 /// What the application can and cannot do, method by method.
@@ -131,7 +60,7 @@ pub fn application_notes(bp: &Blueprint) -> Vec<String> {
             v.push("After the swap every write is mirrored back into the retired original until `migrate cleanup`, so that `migrate unswap` loses nothing.".into());
         }
         Method::Attach => {
-            let a = phase::attach::def(bp);
+            let a = method::attach::sql::def(bp);
             v.push("No row moves and the application uses its table throughout: every statement works.".into());
             if bp.key.list {
                 v.push(format!(
@@ -303,14 +232,24 @@ pub fn plan(r: &Resolved, where_: &str) -> String {
         let _ = writeln!(o, "  {l}");
     }
     let _ = writeln!(o);
-    let all = phases(bp);
-    for (i, p) in all.iter().enumerate() {
-        let _ = writeln!(o, "== Phase {} of {}: {} ({}) ==", i + 1, all.len(), p.name, p.how);
-        if p.statements.is_empty() {
-            let _ = writeln!(o, "-- nothing: the plan keeps the emptied original {}", bp.old);
-        }
-        for st in &p.statements {
-            let _ = writeln!(o, "{st}");
+    let all = method::steps(bp);
+    for (i, step) in all.iter().enumerate() {
+        let _ = writeln!(
+            o,
+            "== Phase {} of {}: {} ({}) ==",
+            i + 1,
+            all.len(),
+            step.name,
+            step.summary
+        );
+        step_text(&mut o, bp, step);
+        let _ = writeln!(o);
+    }
+    for extra in method::extras(bp) {
+        let _ = writeln!(o, "== If you run `migrate {}`: {} ==", extra.command, extra.summary);
+        for step in &extra.steps {
+            let _ = writeln!(o, "== {} ({}) ==", step.name, step.summary);
+            step_text(&mut o, bp, step);
         }
         let _ = writeln!(o);
     }
@@ -504,10 +443,11 @@ pub fn plan_json(r: &Resolved) -> serde_json::Value {
         "partitions": bp.partitions.iter().map(|p| serde_json::json!({"name": p.name.as_str(), "from": p.from, "to": p.to})).collect::<Vec<_>>(),
         "findings": r.findings,
         "application": application_notes(bp),
-        "phases": phases(bp).iter().map(|p| serde_json::json!({
-            "name": p.name,
-            "how": p.how,
-            "statements": p.statements,
+        "phases": method::steps(bp).iter().map(|s| step_json(bp, s)).collect::<Vec<_>>(),
+        "extras": method::extras(bp).iter().map(|e| serde_json::json!({
+            "command": e.command,
+            "how": e.summary,
+            "steps": e.steps.iter().map(|s| step_json(bp, s)).collect::<Vec<_>>(),
         })).collect::<Vec<_>>(),
     })
 }

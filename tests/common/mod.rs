@@ -297,6 +297,15 @@ impl Cluster {
         Db { url }
     }
 
+    /// The server's data directory (its `log/` holds what the logging
+    /// collector wrote).
+    pub fn data_dir(&self) -> PathBuf {
+        match &self.dir {
+            Some(d) => d.path().join("data"),
+            None => panic!("a server the tests did not start has no data directory here"),
+        }
+    }
+
     pub fn server_log(&self) -> String {
         self.dir
             .as_ref()

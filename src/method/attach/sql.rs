@@ -7,9 +7,9 @@
 //! the cutoff (PostgreSQL skips the scan, the constraint proves the bound)
 //! and gives the partitioned table the name.
 
-use super::sync::{rename_indexes, sequences_to, swap_locks};
-use super::{rebind_view, session_limits};
 use crate::blueprint::{AttachDef, Blueprint};
+use crate::method::shared::swap::{keep_comment, rename_indexes, sequences_to, swap_locks};
+use crate::method::shared::{drop_incoming_fks, lock_statement, prepare, rebind_view, session_limits};
 use crate::sql::{list, quote_literal, Statement};
 
 pub fn def(bp: &Blueprint) -> &AttachDef {
@@ -101,11 +101,11 @@ pub fn key_indexes(bp: &Blueprint) -> Vec<Statement> {
 pub fn swap(bp: &Blueprint) -> Vec<Statement> {
     let a = def(bp);
     let mut s = session_limits(bp);
-    s.push(super::lock_statement(
+    s.push(lock_statement(
         "take every lock of the swap at once: dependent views, the original, the partitioned table",
         &swap_locks(bp, &bp.table, &bp.shadow),
     ));
-    s.extend(super::drop_incoming_fks(
+    s.extend(drop_incoming_fks(
         bp,
         "drop an incoming foreign key, as the plan allows",
     ));
@@ -180,12 +180,7 @@ pub fn swap(bp: &Blueprint) -> Vec<Statement> {
         s.push(rebind_view(v));
     }
     s.extend(sequences_to(bp, &bp.table));
-    if let Some(c) = &bp.comment {
-        s.push(Statement::new(
-            "keep the table's comment",
-            format!("COMMENT ON TABLE {} IS {}", bp.table, quote_literal(c)),
-        ));
-    }
+    s.extend(keep_comment(bp, "TABLE"));
     s
 }
 
@@ -222,7 +217,7 @@ pub fn abort_indexes(bp: &Blueprint) -> Vec<Statement> {
 /// cutoff constraint that LIKE copies from the original (the new
 /// partitions lie above the cutoff).
 pub fn prepare(bp: &Blueprint) -> Vec<Statement> {
-    let mut s = super::prepare::statements(bp);
+    let mut s = prepare::statements(bp);
     let create = format!("CREATE TABLE {} (LIKE", bp.shadow);
     let at = s
         .iter()

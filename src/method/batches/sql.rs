@@ -1,4 +1,4 @@
-//! Phase 3, move: batches over ranges of heap pages of the original. Each
+//! The batches' statements. Move: batches over ranges of heap pages of the original. Each
 //! batch is one transaction: lock the parents its rows reference (in key
 //! order, the order the application's cascades take), move the rows with
 //! `DELETE ... RETURNING` feeding an `INSERT`, record the cursor, commit.
@@ -9,14 +9,88 @@
 //! before, unlike `LIMIT` subqueries that rescan dead rows at the head of
 //! the table. An UPDATE of a row not yet moved may put its new version on a
 //! page already passed; sweeps after the main pass, and the swap itself,
-//! move those.
+//! move those. The sync method's backfill copies in the same batches
+//! instead of moving, and an abort moves back from each partition.
 
 use crate::blueprint::Blueprint;
+use crate::method::shared::{session_limits, writable_columns};
 use crate::sql::{list, QualifiedName, Statement};
+
+/// Everything one batch's transaction sends, for one direction: `plan`
+/// prints [`BatchSql::statements`], the batch loop prepares the same.
+pub struct BatchSql {
+    /// Sent with `BEGIN`, in its message.
+    pub settings: Vec<Statement>,
+    /// Sent there too where the role may set it.
+    pub wal_compression: Statement,
+    /// Prepared, with the batch's pages as parameters.
+    pub parent_locks: Vec<Statement>,
+    pub statement: Statement,
+    pub record: Statement,
+}
+
+impl BatchSql {
+    fn new(bp: &Blueprint, from: &QualifiedName, statement: Statement) -> BatchSql {
+        let mut settings = session_limits(bp);
+        settings.extend(batch_settings(bp));
+        BatchSql {
+            settings,
+            wal_compression: wal_compression_setting(),
+            parent_locks: parent_locks(bp, from, true),
+            statement,
+            record: Statement::new(
+                "the batch and the cursor, in the control table, in the batch's transaction",
+                crate::control::RECORD_BATCH,
+            ),
+        }
+    }
+
+    /// Move: the original's rows into the partitioned table.
+    pub fn forward(bp: &Blueprint) -> BatchSql {
+        Self::new(bp, &bp.old, move_statement(bp, &bp.old, true, &bp.shadow.to_string()))
+    }
+
+    /// Sync: a copy of the original's rows.
+    pub fn backfill(bp: &Blueprint) -> BatchSql {
+        Self::new(bp, &bp.table, backfill(bp))
+    }
+
+    /// Abort: a partition's rows back into the original.
+    pub fn back(bp: &Blueprint, leaf: &QualifiedName) -> BatchSql {
+        Self::new(bp, leaf, move_statement(bp, leaf, true, &bp.old.to_string()))
+    }
+
+    /// What one batch sends, in order.
+    pub fn statements(&self) -> Vec<Statement> {
+        let mut s = vec![Statement::new("one transaction per batch", "BEGIN")];
+        s.extend(self.settings.iter().cloned());
+        s.push(self.wal_compression.clone());
+        s.extend(self.parent_locks.iter().cloned());
+        s.push(self.statement.clone());
+        s.push(self.record.clone());
+        s.push(Statement::new("the batch commits", "COMMIT"));
+        s
+    }
+}
+
+/// Sync, one batch over pages [$1, $2) of the original.
+pub fn backfill(bp: &Blueprint) -> Statement {
+    let w = writable_columns(bp);
+    Statement::new(
+        "copy one batch: rows on pages [$1, $2), locked FOR SHARE until the batch commits; rows the mirror wrote already are skipped",
+        format!(
+            "INSERT INTO {shadow} ({w}) SELECT {w} FROM ONLY {table} \
+             WHERE ctid >= ('(' || $1::text || ',0)')::tid AND ctid < ('(' || $2::text || ',0)')::tid \
+             FOR SHARE ON CONFLICT DO NOTHING",
+            shadow = bp.shadow,
+            table = bp.table
+        ),
+    )
+}
 
 /// Parameters: `$1` first page, `$2` page after the last (both as text).
 pub fn move_statement(bp: &Blueprint, from: &QualifiedName, from_only: bool, to: &str) -> Statement {
-    let w = super::writable_columns(bp);
+    let w = writable_columns(bp);
     Statement::new(
         "move one batch: the rows on pages [$1, $2) leave one table and enter the other in one statement",
         format!(
@@ -25,11 +99,6 @@ pub fn move_statement(bp: &Blueprint, from: &QualifiedName, from_only: bool, to:
             only = if from_only { "ONLY " } else { "" }
         ),
     )
-}
-
-/// Forward batch: original to partitioned table.
-pub fn forward(bp: &Blueprint) -> Statement {
-    move_statement(bp, &bp.old, true, &bp.shadow.to_string())
 }
 
 /// For each outgoing foreign key: lock the referenced rows of a batch first,
@@ -115,9 +184,29 @@ pub fn vacuum_statement(rel: &QualifiedName) -> Statement {
     )
 }
 
+/// A sample of a table never analyzed, so that progress and ETA have a
+/// row estimate to go by.
+pub fn estimate_statement(rel: &QualifiedName) -> Statement {
+    Statement::new(
+        "only for a table never analyzed: a sample gives progress and the ETA a row estimate",
+        format!("ANALYZE {rel}"),
+    )
+}
+
 /// The first and the last page of `rel` that hold a row, through its
-/// row-identity index (the caller turns sequential scans off).
-pub fn row_pages_statement(bp: &Blueprint, rel: &QualifiedName) -> Statement {
+/// row-identity index, with sequential scans off around it.
+pub fn row_pages(bp: &Blueprint, rel: &QualifiedName) -> Vec<Statement> {
+    vec![
+        Statement::new(
+            "find the pages through the row-identity index",
+            "SET enable_seqscan = off",
+        ),
+        row_pages_statement(bp, rel),
+        Statement::new("sequential scans as before", "RESET enable_seqscan"),
+    ]
+}
+
+fn row_pages_statement(bp: &Blueprint, rel: &QualifiedName) -> Statement {
     Statement::new(
         "before each sweep, with sequential scans off: the first and the last page still holding rows, through the row-identity index, so the sweep skips the emptied pages",
         format!(
@@ -125,22 +214,4 @@ pub fn row_pages_statement(bp: &Blueprint, rel: &QualifiedName) -> Statement {
             list(&bp.row_identity)
         ),
     )
-}
-
-/// What `plan` shows for this phase.
-pub fn statements(bp: &Blueprint) -> Vec<Statement> {
-    let mut s = super::session_limits(bp);
-    s.extend(batch_settings(bp));
-    s.push(wal_compression_setting());
-    s.extend(parent_locks(bp, &bp.old, true));
-    s.push(forward(bp));
-    s.push(vacuum_statement(&bp.old));
-    if bp.split.is_none() {
-        s.push(row_pages_statement(bp, &bp.old));
-    }
-    s.push(Statement::new(
-        "statistics for the partitioned table before it goes live",
-        format!("ANALYZE {}", bp.shadow),
-    ));
-    s
 }

@@ -1,4 +1,4 @@
-//! The sync method: the application keeps using the original table; row
+//! The sync method's statements: the application keeps using the original table; row
 //! triggers mirror every write into the partitioned copy; a backfill copies
 //! the rest; a verification compares both; the swap is a rename in one
 //! short transaction, after which triggers mirror writes back into the
@@ -10,9 +10,13 @@
 //! meanwhile never comes back, a row whose key changed never exists twice,
 //! and the mirror never meets a duplicate.
 
-use super::{lock_statement, rebind_view, session_limits};
 use crate::blueprint::Blueprint;
-use crate::sql::{list, quote_literal, QualifiedName, Statement};
+use crate::method::shared::swap::{keep_comment, rename_keys, sequences_to, swap_locks};
+use crate::method::shared::{
+    drop_incoming_fks, lock_in_mode, lock_statement, prepare, rebind_view, restore_incoming_fks, session_limits,
+    writable_columns,
+};
+use crate::sql::{list, QualifiedName, Statement};
 
 fn dollar(body: &str) -> String {
     format!("$mirror$\n{body}\n$mirror$")
@@ -38,7 +42,7 @@ fn same_row(bp: &Blueprint) -> String {
 }
 
 fn insert_new(bp: &Blueprint, target: &str, upsert: bool) -> String {
-    let w = super::writable_columns(bp);
+    let w = writable_columns(bp);
     let values = list(bp.writable_columns().map(|c| format!("NEW.{}", c.name)));
     let conflict = if upsert {
         format!(
@@ -180,121 +184,14 @@ fn drop_back(bp: &Blueprint, on: &QualifiedName) -> Vec<Statement> {
 
 /// Phase prepare: the partitioned table, then the mirror.
 pub fn prepare(bp: &Blueprint) -> Vec<Statement> {
-    let mut s = super::prepare::statements(bp);
-    s.push(super::lock_in_mode(
+    let mut s = prepare::statements(bp);
+    s.push(lock_in_mode(
         "the mirror's triggers need a brief lock on the original (writers wait, readers do not)",
         &[bp.table.to_string()],
         "SHARE ROW EXCLUSIVE",
     ));
     s.extend(forward_mirror(bp));
     s
-}
-
-/// Phase backfill, one batch over pages [$1, $2) of the original.
-pub fn backfill(bp: &Blueprint) -> Statement {
-    let w = super::writable_columns(bp);
-    Statement::new(
-        "copy one batch: rows on pages [$1, $2), locked FOR SHARE until the batch commits; rows the mirror wrote already are skipped",
-        format!(
-            "INSERT INTO {shadow} ({w}) SELECT {w} FROM ONLY {table} \
-             WHERE ctid >= ('(' || $1::text || ',0)')::tid AND ctid < ('(' || $2::text || ',0)')::tid \
-             FOR SHARE ON CONFLICT DO NOTHING",
-            shadow = bp.shadow,
-            table = bp.table
-        ),
-    )
-}
-
-/// Renames of unique constraints and indexes between two tables: `from`
-/// gives up the original names, `to` takes them.
-pub fn rename_keys(bp: &Blueprint, giver: &QualifiedName, taker: &QualifiedName, forward: bool) -> Vec<Statement> {
-    let mut s = Vec::new();
-    for u in &bp.uniques {
-        let (give_to, take_from) = if forward {
-            (&u.old_rename, &u.shadow_name)
-        } else {
-            (&u.shadow_name, &u.old_rename)
-        };
-        s.push(Statement::new(
-            "a unique constraint steps aside",
-            format!("ALTER TABLE {giver} RENAME CONSTRAINT {} TO {give_to}", u.name),
-        ));
-        s.push(Statement::new(
-            "the other table's constraint takes the name (ON CONFLICT ON CONSTRAINT keeps working)",
-            format!("ALTER TABLE {taker} RENAME CONSTRAINT {take_from} TO {}", u.name),
-        ));
-    }
-    s.extend(rename_indexes(bp, forward));
-    s
-}
-
-/// Index names between the two tables: forward, the original's indexes
-/// step aside and the partitioned table's take their names; backward, the
-/// reverse.
-pub fn rename_indexes(bp: &Blueprint, forward: bool) -> Vec<Statement> {
-    let mut s = Vec::new();
-    for i in &bp.indexes {
-        let (give_to, take_from) = if forward {
-            (&i.old_rename, &i.shadow_name)
-        } else {
-            (&i.shadow_name, &i.old_rename)
-        };
-        s.push(Statement::new(
-            "an index steps aside",
-            format!("ALTER INDEX {} RENAME TO {give_to}", bp.table.sibling(i.name.clone())),
-        ));
-        s.push(Statement::new(
-            "the other table's index takes the name",
-            format!(
-                "ALTER INDEX {} RENAME TO {}",
-                bp.table.sibling(take_from.clone()),
-                i.name
-            ),
-        ));
-    }
-    s
-}
-
-pub fn sequences_to(bp: &Blueprint, owner_table: &QualifiedName) -> Vec<Statement> {
-    bp.sequences
-        .iter()
-        .map(|seq| {
-            Statement::new(
-                "the sequence belongs to the table that carries the name",
-                format!("ALTER SEQUENCE {} OWNED BY {owner_table}.{}", seq.name, seq.column),
-            )
-        })
-        .collect()
-}
-
-/// Before the swap, outside its locks: every owned sequence past the
-/// highest key `over` holds (rows written with explicit keys included), so
-/// the swap transaction need not read the table.
-pub fn sequences_catch_up(bp: &Blueprint, over: &QualifiedName) -> Vec<Statement> {
-    bp.sequences
-        .iter()
-        .map(|seq| {
-            Statement::new(
-                "before the swap: the sequence past every key in the table",
-                format!(
-                    "SELECT pg_catalog.setval({seq}::regclass, s.m) FROM (SELECT max({col})::bigint AS m FROM {over}) s \
-                     WHERE s.m > (SELECT last_value FROM {name})",
-                    seq = quote_literal(&seq.name.to_string()),
-                    col = seq.column,
-                    name = seq.name
-                ),
-            )
-        })
-        .collect()
-}
-
-/// Locks of the swap and unswap, outer objects first.
-pub fn swap_locks(bp: &Blueprint, a: &QualifiedName, b: &QualifiedName) -> Vec<String> {
-    let mut v: Vec<String> = bp.dependent_views.iter().map(|v| v.name.to_string()).collect();
-    v.extend(bp.incoming_fks.iter().map(|f| f.table.to_string()));
-    v.push(a.to_string());
-    v.push(b.to_string());
-    v
 }
 
 /// Phase swap: renames in one short transaction; the back mirror starts.
@@ -304,7 +201,7 @@ pub fn swap(bp: &Blueprint) -> Vec<Statement> {
         "take every lock of the swap at once: dependent views, then the original, then the partitioned table",
         &swap_locks(bp, &bp.table, &bp.shadow),
     ));
-    s.extend(super::drop_incoming_fks(
+    s.extend(drop_incoming_fks(
         bp,
         "drop an incoming foreign key, as the plan allows (unswap restores it)",
     ));
@@ -322,12 +219,7 @@ pub fn swap(bp: &Blueprint) -> Vec<Statement> {
         s.push(rebind_view(v));
     }
     s.extend(sequences_to(bp, &bp.table));
-    if let Some(c) = &bp.comment {
-        s.push(Statement::new(
-            "keep the table's comment",
-            format!("COMMENT ON TABLE {} IS {}", bp.table, quote_literal(c)),
-        ));
-    }
+    s.extend(keep_comment(bp, "TABLE"));
     s.extend(back_mirror(bp));
     s
 }
@@ -353,17 +245,9 @@ pub fn unswap(bp: &Blueprint) -> Vec<Statement> {
         s.push(rebind_view(v));
     }
     s.extend(sequences_to(bp, &bp.table));
-    s.extend(super::restore_incoming_fks(bp));
+    s.extend(restore_incoming_fks(bp));
     s.extend(forward_mirror(bp));
     s
-}
-
-pub fn not_valid(def: &str) -> String {
-    if def.contains("NOT VALID") {
-        def.to_string()
-    } else {
-        format!("{def} NOT VALID")
-    }
 }
 
 /// `cleanup`: the retired original and the back mirror go.

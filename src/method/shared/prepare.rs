@@ -1,9 +1,9 @@
-//! Phase 1, prepare: the partitioned shadow table with its partitions,
+//! Prepare, for every method: the partitioned shadow table with its partitions,
 //! constraints, indexes, foreign keys and privileges. It is empty, so every
 //! statement is quick; its strongest lock on another table is the one a
 //! foreign key takes on the table it references.
 
-use super::{grants, session_limits};
+use super::{grants, options_clause, session_limits};
 use crate::blueprint::{Blueprint, IndexBody};
 use crate::sql::{list, quote_literal, Statement};
 
@@ -13,7 +13,7 @@ pub fn statements(bp: &Blueprint) -> Vec<Statement> {
     let owner = crate::sql::quote_ident(&bp.owner);
     // The original's storage parameters (fillfactor, autovacuum tuning)
     // apply to each partition; a partitioned parent takes none.
-    let storage = super::options_clause(&bp.storage);
+    let storage = options_clause(&bp.storage);
     s.push(Statement::new(
         "the partitioned table: same columns, defaults (sharing the original's sequences), NOT NULL and CHECK constraints",
         format!(
@@ -82,7 +82,7 @@ pub fn statements(bp: &Blueprint) -> Vec<Statement> {
     for i in &bp.indexes {
         let sql = match &i.body {
             // Sync builds these on the partitions after the backfill.
-            IndexBody::Plain(tail) if super::indexes::deferred(bp) => {
+            IndexBody::Plain(tail) if deferred_indexes(bp) => {
                 format!("CREATE INDEX {} ON ONLY {shadow} USING {tail}", i.shadow_name)
             }
             IndexBody::Plain(tail) => {
@@ -115,4 +115,11 @@ pub fn bound_clause(bp: &Blueprint, p: &crate::blueprint::PartitionDef) -> Strin
             quote_literal(&p.to)
         )
     }
+}
+
+/// Whether the blueprint builds its non-unique indexes after the copy
+/// (the sync method: its copy is not read before the swap), so prepare
+/// creates them on the parent only.
+pub fn deferred_indexes(bp: &Blueprint) -> bool {
+    bp.method == crate::plan_file::Method::Sync
 }

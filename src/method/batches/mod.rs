@@ -1,14 +1,17 @@
-//! The batch loop of the move phase, of the sweeps, and of an abort's move
-//! back. See `phase::moving` for the statements and why they are safe.
+//! The batch loop of the move phase, of the sweeps, of the sync method's
+//! backfill and of an abort's move back. [`sql`] has the statements and
+//! why they are safe.
 
+pub mod sql;
+
+use self::sql::BatchSql;
 use crate::blueprint::Blueprint;
 use crate::control::{self, MigrationRow};
 use crate::db::retry::{is_contention, pg_error, retrying, RetryPolicy};
-use crate::phase::{self, moving};
+use crate::exec::Context;
 use crate::plan_file::GENTLE_REST_PERCENT;
 use crate::progress::MoveProgress;
-use crate::runner::Context;
-use crate::sql::{QualifiedName, Statement};
+use crate::sql::QualifiedName;
 use anyhow::{Context as _, Result};
 use std::sync::atomic::{AtomicI64, Ordering};
 use std::sync::Arc;
@@ -143,11 +146,8 @@ impl<'a> Mover<'a> {
 
     async fn route_of(&self, kind: RouteKind) -> Result<Route> {
         match kind {
-            RouteKind::Move => self.route(&self.bp.old, &self.bp.shadow.to_string(), "forward").await,
-            RouteKind::Backfill => {
-                self.route_with(&self.bp.table, crate::phase::sync::backfill(self.bp), "forward")
-                    .await
-            }
+            RouteKind::Move => self.route(&self.bp.old, BatchSql::forward(self.bp), "forward").await,
+            RouteKind::Backfill => self.route(&self.bp.table, BatchSql::backfill(self.bp), "forward").await,
         }
     }
 
@@ -247,26 +247,18 @@ impl<'a> Mover<'a> {
         self.pass(&route, end).await
     }
 
-    async fn route(&self, from: &QualifiedName, to: &str, direction: &'static str) -> Result<Route> {
-        let mv = moving::move_statement(self.bp, from, true, to);
-        self.route_with(from, mv, direction).await
-    }
-
-    /// A route whose batch statement is `mv` (parameters: first page, page
-    /// after the last).
-    async fn route_with(&self, from: &QualifiedName, mv: Statement, direction: &'static str) -> Result<Route> {
-        let mut limits: Vec<Statement> = phase::session_limits(self.bp);
-        limits.extend(moving::batch_settings(self.bp));
+    /// A route whose batches send `b`'s statements: its settings with
+    /// `BEGIN` in one message, the rest prepared (parameters: first page,
+    /// page after the last).
+    async fn route(&self, from: &QualifiedName, b: BatchSql, direction: &'static str) -> Result<Route> {
+        let mut begin = vec![crate::sql::Statement::new("", "BEGIN")];
+        begin.extend(b.settings.iter().cloned());
         if wal_compression(self.client).await {
-            limits.push(moving::wal_compression_setting());
+            begin.push(b.wal_compression.clone());
         }
-        let limits = limits
-            .iter()
-            .map(|s| format!("{};", s.sql))
-            .collect::<Vec<_>>()
-            .join(" ");
+        let limits = crate::exec::tx::wire(&begin);
         let mut locks = Vec::new();
-        for st in moving::parent_locks(self.bp, from, true) {
+        for st in &b.parent_locks {
             locks.push(
                 self.client
                     .prepare(&st.sql)
@@ -276,12 +268,12 @@ impl<'a> Mover<'a> {
         }
         let mv = self
             .client
-            .prepare(&mv.sql)
+            .prepare(&b.statement.sql)
             .await
             .context("cannot prepare the move statement")?;
         let record = self
             .client
-            .prepare(control::RECORD_BATCH)
+            .prepare(&b.record.sql)
             .await
             .context("cannot prepare the batch record")?;
         Ok(Route {
@@ -299,7 +291,7 @@ impl<'a> Mover<'a> {
         if self.cursor == 0 && self.sweeps == 0 && self.rows_moved == 0 {
             if estimated_rows(self.client, source).await? < 0 {
                 // Never analyzed: a sample gives progress and ETA a basis.
-                self.client.batch_execute(&format!("ANALYZE {source}")).await?;
+                self.client.batch_execute(&sql::estimate_statement(source).sql).await?;
             }
             let estimate = estimated_rows(self.client, source).await?.max(0);
             control::set_rows_total(self.client, self.id, estimate).await?;
@@ -400,10 +392,10 @@ impl<'a> Mover<'a> {
         if self.bp.split.is_some() {
             return Ok((0, size));
         }
-        let st = moving::row_pages_statement(self.bp, &self.bp.old);
-        self.client.batch_execute("SET enable_seqscan = off").await?;
-        let row = self.client.query_one(&st.sql, &[]).await;
-        let _ = self.client.batch_execute("RESET enable_seqscan").await;
+        let st = sql::row_pages(self.bp, &self.bp.old);
+        self.client.batch_execute(&st[0].sql).await?;
+        let row = self.client.query_one(&st[1].sql, &[]).await;
+        let _ = self.client.batch_execute(&st[2].sql).await;
         let row = row.context("cannot find the pages of the original that still hold rows")?;
         Ok(match (row.get::<_, Option<i64>>(0), row.get::<_, Option<i64>>(1)) {
             (Some(first), Some(last)) => (first, last + 1),
@@ -414,11 +406,10 @@ impl<'a> Mover<'a> {
     /// Moves every row of each partition back to the original, from the
     /// abort cursor recorded in the control table.
     pub async fn run_back(&mut self, start_leaf: usize, start_block: i64) -> Result<Pass> {
-        let leaves = phase::abort::leaves(self.bp);
-        let to_old = self.bp.old.to_string();
+        let leaves = self.bp.leaves();
         self.rows_moved = 0;
         for (i, leaf) in leaves.iter().enumerate().skip(start_leaf) {
-            let route = self.route(leaf, &to_old, "back").await?;
+            let route = self.route(leaf, BatchSql::back(self.bp, leaf), "back").await?;
             self.cursor = if i == start_leaf { start_block } else { 0 };
             control::abort_step(self.client, self.id, "moving back", i as i32, self.cursor).await?;
             loop {
@@ -613,7 +604,7 @@ async fn one_batch(
 ) -> Result<i64> {
     let from_s = from.to_string();
     let to_s = to.to_string();
-    client.batch_execute(&format!("BEGIN; {}", route.limits)).await?;
+    client.batch_execute(&route.limits).await?;
     let res: Result<i64> = async {
         for l in &route.locks {
             client
@@ -657,44 +648,24 @@ async fn one_batch(
     }
 }
 
-/// Statistics for the partitioned table, so the planner knows it from the
-/// first query after the swap (autovacuum never analyzes a partitioned
-/// parent).
-pub async fn analyze(client: &Client, rel: &QualifiedName) -> Result<()> {
-    client
-        .batch_execute(&format!(
-            "SET statement_timeout = 0; ANALYZE {rel}; RESET statement_timeout"
-        ))
-        .await
-        .context("cannot analyze the partitioned table")?;
-    Ok(())
-}
-
 /// VACUUM so that dead rows and emptied pages at the end go before the
 /// sweeps and the swap. Best effort: a lock timeout only makes sweeps slower.
 pub async fn vacuum(client: &Client, bp: &Blueprint, rel: &QualifiedName) {
-    // VACUUM refuses to run in a transaction block, and a multi-statement
-    // simple query is one: each statement goes on its own.
     let started = Instant::now();
-    let res = async {
-        client
-            .batch_execute(&format!("SET lock_timeout = '{}ms'", bp.settings.lock_timeout_ms))
-            .await?;
-        client.batch_execute("SET statement_timeout = 0").await?;
-        client.batch_execute(&moving::vacuum_statement(rel).sql).await
-    }
-    .await;
-    let _ = client.batch_execute("RESET lock_timeout").await;
-    let _ = client.batch_execute("RESET statement_timeout").await;
-    match res {
+    match crate::exec::tx::alone(
+        client,
+        &bp.settings,
+        crate::exec::tx::Wait::Bounded,
+        &[sql::vacuum_statement(rel)],
+    )
+    .await
+    {
         Ok(()) => tracing::info!(table = %rel, secs = started.elapsed().as_secs_f64(), "vacuumed"),
-        Err(e) => {
-            tracing::warn!(table = %rel, error = %crate::db::retry::message(&e), "vacuum did not run; continuing")
-        }
+        Err(e) => tracing::warn!(table = %rel, error = %format!("{e:#}"), "vacuum did not run; continuing"),
     }
 }
 
-/// Whether this session may run `moving::wal_compression_setting`:
+/// Whether this session may run `sql::wal_compression_setting`:
 /// superusers may, on servers built with lz4 (PostgreSQL 15 and later).
 async fn wal_compression(client: &Client) -> bool {
     let ok = client.batch_execute("SET wal_compression = lz4").await.is_ok();
@@ -703,7 +674,7 @@ async fn wal_compression(client: &Client) -> bool {
 }
 
 pub async fn pages_of(client: &Client, rel: &QualifiedName) -> Result<i64> {
-    Ok(client.query_one(&moving::pages_statement(rel), &[]).await?.get(0))
+    Ok(client.query_one(&sql::pages_statement(rel), &[]).await?.get(0))
 }
 
 async fn rows_per_page(client: &Client, rel: &QualifiedName) -> Result<f64> {

@@ -6,10 +6,18 @@
 //! the partitioned table its name back and the emptied first partition is
 //! dropped.
 
-use super::route::{routing_statements, view_statements, InsertTarget};
-use super::{lock_statement, options_clause, rebind_view, session_limits, writable_columns};
 use crate::blueprint::{Blueprint, SplitDef};
+use crate::control::Phase;
+use crate::exec::tx::Record;
+use crate::exec::{Context, Session};
+use crate::method::moving::{self, abort::back_step, abort::reroute_step, swap_relations};
+use crate::method::shared::routing::{
+    hand_name_to, routing_statements, stragglers, view_locks, view_statements, InsertTarget,
+};
+use crate::method::shared::{lock_statement, options_clause, rebind_view, session_limits, writable_columns};
+use crate::method::{abort as aborts, record_part, How, Part, Step};
 use crate::sql::{quote_literal, Statement};
+use anyhow::Result;
 
 fn def(bp: &Blueprint) -> &SplitDef {
     bp.split.as_ref().expect("a split blueprint has its split part")
@@ -75,9 +83,9 @@ pub fn route(bp: &Blueprint) -> Vec<Statement> {
 /// Swap: the partitioned table takes its name back.
 pub fn swap(bp: &Blueprint) -> Vec<Statement> {
     let mut s = session_limits(bp);
-    s.push(super::swap::locks(bp));
-    s.extend(super::swap::stragglers(bp));
-    s.extend(super::swap::hand_name_to(
+    s.push(view_locks(bp));
+    s.extend(stragglers(bp));
+    s.extend(hand_name_to(
         bp,
         &bp.shadow,
         "the partitioned table takes its name back",
@@ -115,7 +123,7 @@ pub fn abort_validate(bp: &Blueprint) -> Statement {
 pub fn unroute(bp: &Blueprint) -> Vec<Statement> {
     let d = def(bp);
     let mut s = session_limits(bp);
-    s.push(super::swap::locks(bp));
+    s.push(view_locks(bp));
     let w = writable_columns(bp);
     s.push(Statement::new(
         "the last rows of the first partition's range move back",
@@ -128,7 +136,7 @@ pub fn unroute(bp: &Blueprint) -> Vec<Statement> {
             old = bp.old
         ),
     ));
-    s.extend(super::swap::hand_name_to(
+    s.extend(hand_name_to(
         bp,
         &bp.shadow,
         "the partitioned table takes its name back",
@@ -157,4 +165,76 @@ pub fn unroute(bp: &Blueprint) -> Vec<Statement> {
         format!("ALTER TABLE {} RESET (autovacuum_enabled)", bp.old),
     ));
     s
+}
+
+/// A split's steps: the move method's, with its own route and swap; it
+/// has nothing to prepare (its partitions are created by the route).
+pub fn steps(bp: &Blueprint) -> Vec<Step> {
+    let prepare = Step {
+        name: "prepare",
+        from: Some(Phase::Planned),
+        to: Some(Phase::Prepared),
+        summary: "nothing to create yet: the partitions of the first partition's range come with the route",
+        parts: vec![record_part(Phase::Planned, Phase::Prepared)],
+    };
+    let mut route_rels: Vec<String> = bp.dependent_views.iter().map(|v| v.name.to_string()).collect();
+    route_rels.push(bp.table.to_string());
+    let route_part = Part::new("route", How::Transaction, "once", route(bp))
+        .recording(Record::Advance(Phase::Prepared, Phase::Routed))
+        .locking(route_rels);
+    let swap_part = Part::new("swap", How::Transaction, "last", swap(bp))
+        .recording(Record::Advance(Phase::Moved, Phase::Swapped))
+        .locking(swap_relations(bp));
+    let mut v = vec![prepare];
+    v.extend(moving::steps_with(bp, route_part, swap_part));
+    v
+}
+
+pub fn abort_steps(bp: &Blueprint) -> Vec<Step> {
+    let mut unroute_rels = swap_relations(bp);
+    unroute_rels.push(bp.old.to_string());
+    vec![
+        reroute_step(bp),
+        back_step(bp),
+        aborts::step(
+            "abort (unroute)",
+            "the first partition's bound is proved, then one short transaction attaches it again",
+            vec![
+                Part::new("bound", How::Transaction, "unless it exists already", abort_check(bp))
+                    .locking(vec![bp.old.to_string()]),
+                Part::new("validate", How::Alone, "then", vec![abort_validate(bp)]).locking(vec![bp.old.to_string()]),
+                Part::new("unroute", How::Transaction, "last", unroute(bp))
+                    .recording(Record::Aborted)
+                    .locking(unroute_rels),
+            ],
+        ),
+    ]
+}
+
+/// A split's abort from wherever it stands.
+pub async fn abort(ctx: &Context, s: &Session) -> Result<()> {
+    let bp = &s.m.blueprint;
+    if s.m.phase <= Phase::Prepared {
+        return aborts::nothing_changed(ctx, s).await;
+    }
+    let steps = abort_steps(bp);
+    let mut step = s.m.abort_step.clone().unwrap_or_default();
+    if step.is_empty() {
+        aborts::run_named(ctx, s, &steps, "abort (reroute)").await?;
+        step = "rerouted".into();
+    }
+    if step == "rerouted" || step == "moving back" {
+        moving::abort::move_back(ctx, s, step == "moving back").await?;
+    }
+    ctx.reporter
+        .phase("abort", &format!("attaching {} again as the first partition", bp.old));
+    let Some(unroute) = steps.iter().find(|st| st.name == "abort (unroute)") else {
+        anyhow::bail!("the split's abort has no unroute step");
+    };
+    let (c, set, id) = (&s.client, &bp.settings, s.m.id);
+    if !super::constraint_on(c, &bp.old, &def(bp).check).await? {
+        unroute.part("bound")?.run(c, set, "abort (bound)", id).await?;
+    }
+    unroute.part("validate")?.run(c, set, "abort (bound)", id).await?;
+    unroute.part("unroute")?.run(c, set, unroute.name, id).await
 }

@@ -1,39 +1,17 @@
-//! Phases: each renders its SQL from the blueprint without touching the
-//! database (that is what `plan` prints), and is applied by the runner,
-//! which executes exactly those statements.
+//! Statement builders more than one method renders: the partitioned
+//! table ([`prepare`]), the routing view ([`routing`]), the swap's tail
+//! ([`swap`]), and the small pieces below. Pure: no I/O.
 
-pub mod abort;
-pub mod attach;
-pub mod finish;
-pub mod indexes;
-pub mod moving;
 pub mod prepare;
-pub mod route;
-pub mod split;
+pub mod routing;
 pub mod swap;
-pub mod sync;
 
 use crate::blueprint::Blueprint;
 use crate::sql::{list, quote_literal, Statement};
 
 /// `SET LOCAL` lines every transaction of the tool starts with.
 pub fn session_limits(bp: &Blueprint) -> Vec<Statement> {
-    vec![
-        Statement::new(
-            "never wait long for a lock: the application's statements would queue behind the wait",
-            format!(
-                "SET LOCAL lock_timeout = {}",
-                quote_literal(&format!("{}ms", bp.settings.lock_timeout_ms))
-            ),
-        ),
-        Statement::new(
-            "bound every statement of the tool",
-            format!(
-                "SET LOCAL statement_timeout = {}",
-                quote_literal(&format!("{}ms", bp.settings.statement_timeout_ms))
-            ),
-        ),
-    ]
+    crate::exec::tx::local_limits(&bp.settings)
 }
 
 /// The statement that takes the strong locks of a DDL phase, in one round
@@ -98,7 +76,7 @@ pub fn restore_incoming_fks(bp: &Blueprint) -> Vec<Statement> {
                     "ALTER TABLE {} ADD CONSTRAINT {} {}",
                     f.table,
                     f.name,
-                    sync::not_valid(&f.definition)
+                    swap::not_valid(&f.definition)
                 ),
             )
         })

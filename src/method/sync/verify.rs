@@ -7,6 +7,10 @@
 
 use crate::blueprint::Blueprint;
 use crate::error::Refusal;
+use crate::exec::tx;
+use crate::method::shared::writable_columns;
+use crate::method::{How, Part};
+use crate::sql::{quote_literal, Statement};
 use anyhow::{Context, Result};
 use std::collections::BTreeMap;
 use tokio_postgres::Client;
@@ -27,10 +31,7 @@ fn bounds_array(bp: &Blueprint) -> String {
     }
     format!(
         "ARRAY[{}]::{}[]",
-        b.iter()
-            .map(|v| crate::sql::quote_literal(v))
-            .collect::<Vec<_>>()
-            .join(", "),
+        b.iter().map(|v| quote_literal(v)).collect::<Vec<_>>().join(", "),
         bp.key.type_name
     )
 }
@@ -41,7 +42,7 @@ fn values_array(bp: &Blueprint) -> String {
         "ARRAY[{}]::{}[]",
         bp.partitions
             .iter()
-            .map(|p| crate::sql::quote_literal(&p.from))
+            .map(|p| quote_literal(&p.from))
             .collect::<Vec<_>>()
             .join(", "),
         bp.key.type_name
@@ -58,7 +59,7 @@ fn bucket_expr(bp: &Blueprint) -> String {
         Some(m) => format!(
             "(SELECT r FROM generate_series(0, {last}) r WHERE satisfies_hash_partition({oid}::regclass::oid, {m}, r, t.{k}))",
             last = m - 1,
-            oid = crate::sql::quote_literal(&bp.shadow.to_string()),
+            oid = quote_literal(&bp.shadow.to_string()),
             k = bp.key.column
         ),
         None => format!("width_bucket(t.{}, {})", bp.key.column, bounds_array(bp)),
@@ -79,14 +80,14 @@ fn bucket_condition(bp: &Blueprint, i: i32) -> String {
     if let Some(m) = bp.key.hash {
         return format!(
             "satisfies_hash_partition({}::regclass::oid, {m}, {i}, t.{})",
-            crate::sql::quote_literal(&bp.shadow.to_string()),
+            quote_literal(&bp.shadow.to_string()),
             bp.key.column
         );
     }
     if bp.key.list {
         let k = &bp.key.column;
         return match bp.partitions.get((i - 1).max(0) as usize) {
-            Some(p) if i > 0 => format!("t.{k} = {}::{}", crate::sql::quote_literal(&p.from), bp.key.type_name),
+            Some(p) if i > 0 => format!("t.{k} = {}::{}", quote_literal(&p.from), bp.key.type_name),
             _ => format!("(t.{k} IS NULL OR t.{k} <> ALL ({}))", values_array(bp)),
         };
     }
@@ -98,7 +99,7 @@ fn bucket_condition(bp: &Blueprint, i: i32) -> String {
         .collect();
     let k = &bp.key.column;
     let ty = &bp.key.type_name;
-    let lit = |v: &String| format!("{}::{ty}", crate::sql::quote_literal(v));
+    let lit = |v: &String| format!("{}::{ty}", quote_literal(v));
     let n = bounds.len() as i32;
     if i <= 0 {
         format!("t.{k} < {}", lit(bounds[0]))
@@ -124,19 +125,100 @@ async fn digest(client: &Client, sql: &str) -> Result<Digest> {
         .collect())
 }
 
-/// Both digests in one snapshot.
+/// How a range the run finds different appears in what `plan` prints.
+pub const RANGE_PLACEHOLDER: &str = ":range";
+
+/// Both digests in one snapshot: `BEGIN` and its setting in one message,
+/// then each digest, then `COMMIT`.
+pub fn compare_part(bp: &Blueprint, filter: &str) -> Part {
+    Part::new(
+        "compare",
+        How::Snapshot,
+        if filter.is_empty() {
+            "once, over the whole table"
+        } else {
+            "only for each range repaired, again"
+        },
+        vec![
+            Statement::new(
+                "one snapshot for both sides",
+                "BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY",
+            ),
+            Statement::new(
+                "a comparison takes what the table needs",
+                "SET LOCAL statement_timeout = 0",
+            ),
+            Statement::new(
+                "row count and hash sum per partition range, original",
+                digest_sql(bp, &format!("ONLY {}", bp.table), filter),
+            ),
+            Statement::new(
+                "the same, partitioned copy",
+                digest_sql(bp, &bp.shadow.to_string(), filter),
+            ),
+            Statement::new("end the snapshot", "COMMIT"),
+        ],
+    )
+}
+
 async fn compare(client: &Client, bp: &Blueprint, filter: &str) -> Result<(Digest, Digest)> {
-    client
-        .batch_execute("BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY; SET LOCAL statement_timeout = 0")
-        .await?;
+    let p = compare_part(bp, filter);
+    let st = &p.statements;
+    client.batch_execute(&tx::wire(&st[..2])).await?;
     let res = async {
-        let a = digest(client, &digest_sql(bp, &format!("ONLY {}", bp.table), filter)).await?;
-        let b = digest(client, &digest_sql(bp, &bp.shadow.to_string(), filter)).await?;
+        let a = digest(client, &st[2].sql).await?;
+        let b = digest(client, &st[3].sql).await?;
         Ok::<_, anyhow::Error>((a, b))
     }
     .await;
-    let _ = client.batch_execute("COMMIT").await;
+    let _ = client.batch_execute(&st[4].sql).await;
     res
+}
+
+/// Copies one range again: its source rows are locked first, so the
+/// mirror's writes to them wait for the repair.
+pub fn repair_part(bp: &Blueprint, cond: &str) -> Part {
+    let w = writable_columns(bp);
+    Part::new(
+        "repair",
+        How::Transaction,
+        "only for a range that differs",
+        vec![
+            Statement::new(
+                "never wait long for a lock",
+                format!(
+                    "SET LOCAL lock_timeout = {}",
+                    quote_literal(&format!("{}ms", bp.settings.lock_timeout_ms))
+                ),
+            ),
+            Statement::new("a repair takes what the range needs", "SET LOCAL statement_timeout = 0"),
+            Statement::new(
+                "the range's rows in the original, locked: the mirror's writes to them wait",
+                format!("SELECT 1 FROM ONLY {} AS t WHERE {cond} FOR SHARE", bp.table),
+            ),
+            Statement::new(
+                "the copy's rows of the range go",
+                format!("DELETE FROM {} AS t WHERE {cond}", bp.shadow),
+            ),
+            Statement::new(
+                "and are copied again",
+                format!(
+                    "INSERT INTO {} ({w}) SELECT {w} FROM ONLY {} AS t WHERE {cond} ON CONFLICT DO NOTHING",
+                    bp.shadow, bp.table
+                ),
+            ),
+        ],
+    )
+    .locking(vec![bp.table.to_string(), bp.shadow.to_string()])
+}
+
+/// What `plan` shows of the verification.
+pub fn parts(bp: &Blueprint) -> Vec<Part> {
+    vec![
+        compare_part(bp, ""),
+        repair_part(bp, RANGE_PLACEHOLDER),
+        compare_part(bp, &format!("WHERE {RANGE_PLACEHOLDER}")),
+    ]
 }
 
 /// Verifies, repairs what differs, and verifies the repaired ranges again.
@@ -156,7 +238,9 @@ pub async fn verify(client: &Client, bp: &Blueprint) -> Result<Outcome> {
         }
         let cond = bucket_condition(bp, i);
         tracing::warn!(range = %cond, original = ?a.get(&i), copy = ?b.get(&i), "a range differs; repairing it from the original");
-        repair(client, bp, &cond).await?;
+        repair_part(bp, &cond)
+            .run(client, &bp.settings, "repairing a range of the copy", 0)
+            .await?;
         let filter = format!("WHERE {cond}");
         let (a2, b2) = compare(client, bp, &filter).await?;
         if a2 != b2 {
@@ -170,42 +254,4 @@ pub async fn verify(client: &Client, bp: &Blueprint) -> Result<Outcome> {
         out.repaired.push(cond);
     }
     Ok(out)
-}
-
-/// Copies one range again: its source rows are locked first, so the
-/// mirror's writes to them wait for the repair.
-async fn repair(client: &Client, bp: &Blueprint, cond: &str) -> Result<()> {
-    let w = crate::phase::writable_columns(bp);
-    let sql = format!(
-        "BEGIN; SET LOCAL lock_timeout = '{lt}ms'; SET LOCAL statement_timeout = 0; \
-         SELECT 1 FROM ONLY {table} AS t WHERE {cond} FOR SHARE; \
-         DELETE FROM {shadow} AS t WHERE {cond}; \
-         INSERT INTO {shadow} ({w}) SELECT {w} FROM ONLY {table} AS t WHERE {cond} ON CONFLICT DO NOTHING; \
-         COMMIT",
-        lt = bp.settings.lock_timeout_ms,
-        table = bp.table,
-        shadow = bp.shadow
-    );
-    if let Err(e) = client.batch_execute(&sql).await {
-        let _ = client.batch_execute("ROLLBACK").await;
-        return Err(e).context("repairing a range of the copy failed");
-    }
-    Ok(())
-}
-
-/// What `plan` shows for this phase.
-pub fn statements(bp: &Blueprint) -> Vec<crate::sql::Statement> {
-    use crate::sql::Statement;
-    vec![
-        Statement::new(
-            "one snapshot for both sides",
-            "BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY",
-        ),
-        Statement::new(
-            "row count and hash sum per partition range, original",
-            digest_sql(bp, &format!("ONLY {}", bp.table), ""),
-        ),
-        Statement::new("the same, partitioned copy", digest_sql(bp, &bp.shadow.to_string(), "")),
-        Statement::new("end the snapshot", "COMMIT"),
-    ]
 }

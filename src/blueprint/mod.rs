@@ -5,6 +5,8 @@
 //! does exactly what the first one planned, whatever the catalog looks like
 //! mid-migration.
 
+pub mod names;
+
 use crate::catalog::{self, GrantInfo, ServerInfo, TableInfo};
 use crate::error::Refusal;
 use crate::partition::{self, bounds, KeyKind, KeyValue, LayoutInput};
@@ -265,6 +267,20 @@ impl Blueprint {
     pub fn key_type_is_time(&self) -> bool {
         self.key.kind.is_time()
     }
+
+    /// The partitioned table's leaf partitions, in the order an abort
+    /// moves their rows back.
+    pub fn leaves(&self) -> Vec<QualifiedName> {
+        let mut v: Vec<QualifiedName> = self
+            .partitions
+            .iter()
+            .map(|p| self.table.sibling(p.name.clone()))
+            .collect();
+        if let Some(d) = &self.default_partition {
+            v.push(self.table.sibling(d.clone()));
+        }
+        v
+    }
 }
 
 /// Resolves a plan against the catalog: every check that can refuse runs
@@ -481,8 +497,8 @@ pub async fn resolve(client: &Client, plan: &PlanFile) -> Result<Resolved> {
             primary: con.kind == 'p',
             columns,
             key_appended,
-            shadow_name: con.index.clone().unwrap_or_else(|| con.name.clone()).derive("__p"),
-            old_rename: con.index.clone().unwrap_or_else(|| con.name.clone()).derive("__o"),
+            shadow_name: names::on_shadow(&con.index.clone().unwrap_or_else(|| con.name.clone())),
+            old_rename: names::stepped_aside(&con.index.clone().unwrap_or_else(|| con.name.clone())),
             deferrable: con.deferrable,
             deferred: con.deferred,
         });
@@ -554,8 +570,8 @@ pub async fn resolve(client: &Client, plan: &PlanFile) -> Result<Resolved> {
         };
         indexes.push(IndexDef {
             name: ix.name.clone(),
-            shadow_name: ix.name.derive("__p"),
-            old_rename: ix.name.derive("__o"),
+            shadow_name: names::on_shadow(&ix.name),
+            old_rename: names::stepped_aside(&ix.name),
             body,
         });
     }
@@ -797,7 +813,7 @@ pub async fn resolve(client: &Client, plan: &PlanFile) -> Result<Resolved> {
             key_indexes: key_indexes(&uniques),
             cutoff: initial.to_string(),
             add_column,
-            check: table.name.derive("__cutoff"),
+            check: names::cutoff_check(table),
         });
     } else if method == Method::Attach {
         if plan.spec.attach.cutoff.is_none() {
@@ -835,7 +851,7 @@ pub async fn resolve(client: &Client, plan: &PlanFile) -> Result<Resolved> {
         attach = Some(AttachDef {
             cutoff,
             add_column: None,
-            check: table.name.derive("__cutoff"),
+            check: names::cutoff_check(table),
             key_indexes: key_indexes(&uniques),
         });
     }
@@ -870,7 +886,7 @@ pub async fn resolve(client: &Client, plan: &PlanFile) -> Result<Resolved> {
         (Some(f), Some(m)) if key_less(m, f) => count_below(client, table, &key, &layout[0].from).await?,
         _ => 0,
     };
-    let default_partition = spec.default_partition.then(|| table.name.derive("_default"));
+    let default_partition = spec.default_partition.then(|| names::default_partition(table));
     if below > 0 {
         if default_partition.is_some() {
             warn(
@@ -892,12 +908,11 @@ pub async fn resolve(client: &Client, plan: &PlanFile) -> Result<Resolved> {
     }
 
     // Names the tool will create must be free.
-    let shadow = table.sibling(table.name.derive("__part"));
+    let shadow = names::shadow(table);
     // Where the original goes when it steps aside: behind the view (move),
     // retired but kept in sync (sync), or the first partition (attach).
     let old = match method {
-        Method::Move => table.sibling(table.name.derive("__orig")),
-        Method::Sync => table.sibling(table.name.derive("__retired")),
+        Method::Move | Method::Sync => names::old(table, method),
         // A list partition is named for its value, as the others are.
         Method::Attach if list => table.sibling(Ident::new(partition::naming::render(
             &template,
@@ -907,28 +922,11 @@ pub async fn resolve(client: &Client, plan: &PlanFile) -> Result<Resolved> {
                 ..Default::default()
             },
         ))),
-        Method::Attach => table.sibling(table.name.derive("_p0")),
+        Method::Attach => names::old(table, method),
     };
-    let mirror = Mirror {
-        function: table.sibling(table.name.derive("__mirror")),
-        trigger: table.name.derive("__mirror"),
-        truncate_function: table.sibling(table.name.derive("__mirror_trunc")),
-        truncate_trigger: table.name.derive("__mirror_trunc"),
-        back_function: table.sibling(table.name.derive("__back")),
-        back_trigger: table.name.derive("__back"),
-        back_truncate_function: table.sibling(table.name.derive("__back_trunc")),
-        back_truncate_trigger: table.name.derive("__back_trunc"),
-    };
-    let retired_view = table.sibling(table.name.derive("__view"));
-    let routing = Routing {
-        insert_rule: table.name.derive("__ins_rule"),
-        insert_function: table.sibling(table.name.derive("__ins")),
-        update_function: table.sibling(table.name.derive("__upd")),
-        delete_function: table.sibling(table.name.derive("__del")),
-        insert_trigger: table.name.derive("__ins"),
-        update_trigger: table.name.derive("__upd"),
-        delete_trigger: table.name.derive("__del"),
-    };
+    let mirror = names::mirror(table);
+    let retired_view = names::retired_view(table);
+    let routing = names::routing(table);
     let mut relations: Vec<QualifiedName> = vec![shadow.clone(), old.clone(), retired_view.clone()];
     relations.extend(layout.iter().map(|p| table.sibling(Ident::new(p.name.clone()))));
     relations.extend(default_partition.iter().map(|d| table.sibling(d.clone())));
@@ -944,7 +942,7 @@ pub async fn resolve(client: &Client, plan: &PlanFile) -> Result<Resolved> {
         relations.push(table.sibling(k.name.clone()));
     }
     if method == Method::Sync {
-        // The partitions' deferred indexes (phase::indexes).
+        // The partitions' deferred indexes (method::sync::indexes).
         let leaves = layout
             .iter()
             .map(|p| Ident::new(p.name.clone()))
@@ -952,7 +950,7 @@ pub async fn resolve(client: &Client, plan: &PlanFile) -> Result<Resolved> {
         for leaf in leaves {
             for (k, i) in indexes.iter().enumerate() {
                 if matches!(i.body, IndexBody::Plain(_)) {
-                    relations.push(table.sibling(crate::phase::indexes::child_name(&leaf, k + 1)));
+                    relations.push(table.sibling(names::partition_index(&leaf, k + 1)));
                 }
             }
         }
@@ -1083,7 +1081,7 @@ fn key_indexes(uniques: &[UniqueDef]) -> Vec<KeyIndex> {
         .iter()
         .filter(|u| u.key_appended)
         .map(|u| KeyIndex {
-            name: u.name.derive("__k"),
+            name: names::key_index(&u.name),
             columns: u.columns.clone(),
         })
         .collect()
@@ -1238,7 +1236,7 @@ pub async fn resolve_split(client: &Client, plan: &PlanFile, attached: &Blueprin
     }
     let mut bp = attached.clone();
     bp.method = Method::Move;
-    bp.shadow = table.sibling(table.name.derive("__part"));
+    bp.shadow = names::shadow(table);
     bp.partitions = partitions;
     bp.default_partition = None;
     bp.incoming_fks = Vec::new();
@@ -1252,7 +1250,7 @@ pub async fn resolve_split(client: &Client, plan: &PlanFile, attached: &Blueprin
         .unwrap_or(attached.row_identity.clone());
     bp.split = Some(SplitDef {
         cutoff: a.cutoff.clone(),
-        check: table.name.derive("__cutoff"),
+        check: names::cutoff_check(table),
     });
     bp.attach = None;
     // Dependent views as they are now.

@@ -1,11 +1,12 @@
-//! Phase 2, route: in one short transaction the original table steps aside
-//! and a `UNION ALL` view takes its name, with routing so that the
+//! The routing view, shared by the move method, its abort and the attach
+//! method's split: a `UNION ALL` view under the table's name over the
+//! partitioned table and the table being emptied, with routing so that the
 //! application's INSERT (with RETURNING, and COPY), UPDATE and DELETE keep
-//! working while rows move underneath.
+//! working while rows move underneath; and the hand-over that ends it.
 
-use super::{all_columns, grants, lock_statement, rebind_view, session_limits, writable_columns};
+use super::{all_columns, grants, lock_statement, rebind_view, writable_columns};
 use crate::blueprint::Blueprint;
-use crate::sql::{list, quote_literal, QualifiedName, Statement};
+use crate::sql::{list, QualifiedName, Statement};
 
 /// Where the view sends new rows: the shadow table while migrating, the
 /// original table while an abort moves rows back.
@@ -13,35 +14,6 @@ use crate::sql::{list, quote_literal, QualifiedName, Statement};
 pub enum InsertTarget {
     Shadow,
     Original,
-}
-
-pub fn statements(bp: &Blueprint) -> Vec<Statement> {
-    let mut s = session_limits(bp);
-    let mut locks: Vec<String> = bp.dependent_views.iter().map(|v| v.name.to_string()).collect();
-    locks.extend(bp.incoming_fks.iter().map(|f| f.table.to_string()));
-    locks.push(bp.table.to_string());
-    s.push(lock_statement(
-        "take every lock of this phase at once, outer objects first; this blocks the table's users for the rest of this short transaction",
-        &locks,
-    ));
-    s.extend(super::drop_incoming_fks(
-        bp,
-        "drop an incoming foreign key, as the plan allows (abort restores it)",
-    ));
-    s.push(Statement::new(
-        "the original steps aside; it keeps its rows, indexes and sequences until the swap",
-        format!("ALTER TABLE {} RENAME TO {}", bp.table, bp.old.name),
-    ));
-    s.push(Statement::new(
-        "no autovacuum on the original while it empties: the tool vacuums it itself, and an autovacuum would make the swap wait",
-        format!("ALTER TABLE {} SET (autovacuum_enabled = false)", bp.old),
-    ));
-    s.extend(view_statements(bp));
-    s.extend(routing_statements(bp, InsertTarget::Shadow));
-    for v in &bp.dependent_views {
-        s.push(rebind_view(v));
-    }
-    s
 }
 
 /// The view and everything on it except the routing.
@@ -72,12 +44,7 @@ pub fn view_statements(bp: &Blueprint) -> Vec<Statement> {
         }
     }
     s.extend(grants(bp, "TABLE", &bp.table.to_string()));
-    if let Some(c) = &bp.comment {
-        s.push(Statement::new(
-            "keep the table's comment",
-            format!("COMMENT ON VIEW {} IS {}", bp.table, quote_literal(c)),
-        ));
-    }
+    s.extend(super::swap::keep_comment(bp, "VIEW"));
     s
 }
 
@@ -236,23 +203,64 @@ fn delete_body(bp: &Blueprint) -> String {
     body
 }
 
-/// Statements that undo this phase (for abort, once the original holds
-/// every row again): the original takes its name back, dependents follow
-/// it, the view and its routing go, dropped foreign keys come back.
-pub fn revert_statements(bp: &Blueprint) -> Vec<Statement> {
-    let autovacuum = bp.storage.iter().find_map(|o| o.strip_prefix("autovacuum_enabled="));
-    let mut s = vec![Statement::new(
-        "autovacuum as it was",
-        match autovacuum {
-            Some(v) => format!("ALTER TABLE {} SET (autovacuum_enabled = {})", bp.old, quote_literal(v)),
-            None => format!("ALTER TABLE {} RESET (autovacuum_enabled)", bp.old),
-        },
-    )];
-    s.extend(super::swap::hand_name_to(
-        bp,
-        &bp.old,
-        "the original takes its name back",
+/// The swap's locks: dependent views, the view, the tables behind it.
+pub fn view_locks(bp: &Blueprint) -> Statement {
+    let mut locks: Vec<String> = bp.dependent_views.iter().map(|v| v.name.to_string()).collect();
+    locks.push(bp.table.to_string());
+    locks.push(bp.shadow.to_string());
+    locks.push(bp.old.to_string());
+    lock_statement(
+        "take every lock of the swap at once, in the order the application takes them: dependent views, the view, then the tables behind it",
+        &locks,
+    )
+}
+
+/// The rows an UPDATE put behind the mover's cursor, found through the
+/// row-identity index rather than by reading every emptied page.
+pub fn stragglers(bp: &Blueprint) -> Vec<Statement> {
+    let w = writable_columns(bp);
+    let ident = list(&bp.row_identity);
+    vec![
+        Statement::new(
+            "find the last stragglers through the row-identity index, not by reading every emptied page",
+            "SET LOCAL enable_seqscan = off",
+        ),
+        Statement::new(
+            "move the rows that an UPDATE put behind the mover's cursor",
+            format!(
+                "WITH moved AS (DELETE FROM ONLY {old} WHERE ({ident}) IN (SELECT {ident} FROM ONLY {old}) RETURNING {w}) \
+                 INSERT INTO {shadow} ({w}) SELECT {w} FROM moved",
+                old = bp.old,
+                shadow = bp.shadow
+            ),
+        ),
+    ]
+}
+
+/// The routing view steps aside, `heir` takes the table's name, dependent
+/// views follow it, and the view and its routing go.
+pub fn hand_name_to(bp: &Blueprint, heir: &crate::sql::QualifiedName, why: &'static str) -> Vec<Statement> {
+    let r = &bp.routing;
+    let mut s = vec![
+        Statement::new(
+            "the view steps aside (dependent views still bind to it)",
+            format!("ALTER VIEW {} RENAME TO {}", bp.table, bp.retired_view.name),
+        ),
+        Statement::new(why, format!("ALTER TABLE {heir} RENAME TO {}", bp.table.name)),
+    ];
+    for v in &bp.dependent_views {
+        s.push(rebind_view(v));
+    }
+    s.push(Statement::new(
+        "the view and its rule and triggers go",
+        format!("DROP VIEW {}", bp.retired_view),
     ));
-    s.extend(super::restore_incoming_fks(bp));
+    s.push(Statement::new(
+        "the routing functions go",
+        format!(
+            "DROP FUNCTION {}(), {}(), {}()",
+            r.insert_function, r.update_function, r.delete_function
+        ),
+    ));
     s
 }

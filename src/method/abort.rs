@@ -1,0 +1,122 @@
+//! Abort, before the swap: what the methods' aborts share, and the choice
+//! of a method's abort. Each method's own abort lives in its folder.
+
+use crate::blueprint::Blueprint;
+use crate::control;
+use crate::exec::tx::Record;
+use crate::exec::{Context, Session};
+use crate::method::{attach, moving, sync, How, Part, Step};
+use crate::plan_file::Method;
+use crate::sql::Statement;
+use anyhow::{bail, Result};
+use tokio_postgres::Client;
+
+/// An abort step: it moves no phase, its record is the abort's own.
+pub fn step(name: &'static str, summary: &'static str, parts: Vec<Part>) -> Step {
+    Step {
+        name,
+        from: None,
+        to: None,
+        summary,
+        parts,
+    }
+}
+
+/// The empty partitioned table goes, in its own transaction; the abort is
+/// complete.
+pub fn drop_step(bp: &Blueprint) -> Step {
+    let rels: Vec<String> = bp
+        .foreign_keys
+        .iter()
+        .map(|f| f.referenced.to_string())
+        .chain([bp.shadow.to_string()])
+        .collect();
+    let mut stmts = crate::method::shared::session_limits(bp);
+    stmts.push(Statement::new(
+        "drop the partitioned table and its partitions",
+        format!("DROP TABLE IF EXISTS {}", bp.shadow),
+    ));
+    step(
+        "abort (drop)",
+        "its own transaction: the partitioned table goes",
+        vec![Part::new("drop", How::Transaction, "last", stmts)
+            .recording(Record::Aborted)
+            .locking(rels)],
+    )
+}
+
+/// Foreign keys restored NOT VALID are validated without blocking writers.
+pub fn validate_step(bp: &Blueprint) -> Step {
+    step(
+        "abort (validate)",
+        "after the abort: restored foreign keys are validated; one that cannot be stays NOT VALID",
+        vec![Part::new(
+            "validate",
+            How::Alone,
+            "after the abort, for each restored foreign key",
+            validate_fks(bp),
+        )],
+    )
+}
+
+/// Validation of the restored incoming foreign keys (SHARE UPDATE
+/// EXCLUSIVE: writers go on).
+pub fn validate_fks(bp: &Blueprint) -> Vec<Statement> {
+    bp.incoming_fks
+        .iter()
+        .map(|f| {
+            Statement::new(
+                "validate a restored foreign key (takes only a SHARE UPDATE EXCLUSIVE lock)",
+                format!("ALTER TABLE {} VALIDATE CONSTRAINT {}", f.table, f.name),
+            )
+        })
+        .collect()
+}
+
+/// Validates the restored foreign keys; one that fails stays NOT VALID,
+/// with a warning.
+pub async fn validate(client: &Client, bp: &Blueprint) {
+    for st in validate_fks(bp) {
+        if let Err(e) = crate::exec::tx::alone(client, &bp.settings, crate::exec::tx::Wait::Bounded, &[st]).await {
+            tracing::warn!(error = %format!("{e:#}"), "a restored foreign key could not be validated; it stays NOT VALID");
+        }
+    }
+}
+
+/// The steps of the blueprint's abort, for `plan`.
+pub fn steps(bp: &Blueprint) -> Vec<Step> {
+    match (bp.method, bp.split.is_some()) {
+        (Method::Move, false) => moving::abort::steps(bp),
+        (Method::Move, true) => attach::split::abort_steps(bp),
+        (Method::Sync, _) => sync::abort::steps(bp),
+        (Method::Attach, _) => attach::abort::steps(bp),
+    }
+}
+
+/// Runs the abort of the session's migration, from wherever it stands.
+pub async fn run(ctx: &Context, s: &Session) -> Result<()> {
+    let bp = &s.m.blueprint;
+    match (bp.method, bp.split.is_some()) {
+        (Method::Move, false) => moving::abort::run(ctx, s).await,
+        (Method::Move, true) => attach::split::abort(ctx, s).await,
+        (Method::Sync, _) => sync::abort::run(ctx, s).await,
+        (Method::Attach, _) => attach::abort::run(ctx, s).await,
+    }
+}
+
+/// Runs the abort step of that name.
+pub async fn run_named(ctx: &Context, s: &Session, steps: &[Step], name: &str) -> Result<()> {
+    let Some(step) = steps.iter().find(|st| st.name == name) else {
+        bail!("the abort has no step {name}");
+    };
+    ctx.reporter.phase("abort", step.summary);
+    crate::method::run_plain(&s.client, &s.m.blueprint, step, s.m.id).await
+}
+
+/// Nothing was changed before this phase: the abort only says so.
+pub async fn nothing_changed(ctx: &Context, s: &Session) -> Result<()> {
+    ctx.reporter.phase("abort", "nothing was changed yet");
+    crate::exec::tx::record(&s.client, s.m.id, &Record::Aborted).await?;
+    let _ = control::reload(&**s.client, s.m.id).await?;
+    Ok(())
+}

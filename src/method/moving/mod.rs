@@ -1,0 +1,213 @@
+//! The move method: a `UNION ALL` view with routing takes the table's
+//! name in front of the original and the partitioned table, rows move in
+//! atomic `DELETE … RETURNING` batches, and one short transaction swaps.
+//! [`sql`] renders its statements, [`abort`] undoes it before the swap;
+//! this file is its list of steps and their driver.
+
+pub mod abort;
+pub mod sql;
+
+use crate::blueprint::Blueprint;
+use crate::control::Phase;
+use crate::exec::tx::Record;
+use crate::exec::{Context, Flow, Session};
+use crate::method::batches::sql::{estimate_statement, row_pages, vacuum_statement, BatchSql};
+use crate::method::batches::{Mover, Pass};
+use crate::method::shared::{prepare, swap::sequences_catch_up};
+use crate::method::{analyze_and_record, run_plain, How, Part, Step};
+use anyhow::{bail, Result};
+
+/// The relations a prepare locks: the tables its foreign keys reference,
+/// and the table `LIKE` reads.
+pub fn prepare_relations(bp: &Blueprint) -> Vec<String> {
+    bp.foreign_keys
+        .iter()
+        .map(|f| f.referenced.to_string())
+        .chain([bp.table.to_string()])
+        .collect()
+}
+
+fn route_relations(bp: &Blueprint) -> Vec<String> {
+    bp.dependent_views
+        .iter()
+        .map(|v| v.name.to_string())
+        .chain(bp.incoming_fks.iter().map(|f| f.table.to_string()))
+        .chain([bp.table.to_string()])
+        .collect()
+}
+
+/// The view's dependents, the view and both tables behind it.
+pub fn swap_relations(bp: &Blueprint) -> Vec<String> {
+    bp.dependent_views
+        .iter()
+        .map(|v| v.name.to_string())
+        .chain([bp.table.to_string(), bp.shadow.to_string(), bp.old.to_string()])
+        .collect()
+}
+
+/// The main pass's parts: batches, the VACUUM and the span of each sweep.
+pub fn move_parts(bp: &Blueprint) -> Vec<Part> {
+    let mut v = vec![
+        Part::new(
+            "estimate",
+            How::Plain,
+            "only when the original was never analyzed, before the first batch",
+            vec![estimate_statement(&bp.old)],
+        ),
+        Part::new(
+            "batch",
+            How::Batches,
+            "over the pages of the original, then sweeps over the pages that still hold rows",
+            BatchSql::forward(bp).statements(),
+        ),
+        Part::new(
+            "vacuum",
+            How::Alone,
+            "after the main pass and before each sweep (best effort)",
+            vec![vacuum_statement(&bp.old)],
+        ),
+    ];
+    if bp.split.is_none() {
+        v.push(Part::new(
+            "sweep span",
+            How::Plain,
+            "before each sweep",
+            row_pages(bp, &bp.old),
+        ));
+    }
+    v
+}
+
+/// The parts before the swap's transaction: one more sweep, then the
+/// sequences catch up outside any lock.
+pub fn before_swap(bp: &Blueprint) -> Vec<Part> {
+    let mut v: Vec<Part> = move_parts(bp).into_iter().filter(|p| p.key != "estimate").collect();
+    for p in &mut v {
+        p.when = match p.key {
+            "batch" => "one more sweep for rows updated behind the cursor since the main pass",
+            "vacuum" => "before that sweep (best effort)",
+            _ => "before that sweep",
+        };
+    }
+    v.push(catch_up(bp));
+    v
+}
+
+/// Owned sequences past the highest key, outside the swap's locks (the
+/// table's name still reaches every row then).
+pub fn catch_up(bp: &Blueprint) -> Part {
+    Part::new(
+        "catch-up",
+        How::Alone,
+        "before the swap, outside its locks",
+        sequences_catch_up(bp, &bp.table),
+    )
+    .locking(vec![bp.table.to_string()])
+}
+
+/// The parts of the move and the swap, shared with the attach method's
+/// split: only the SQL of route and swap differs.
+pub fn steps_with(bp: &Blueprint, route: Part, swap: Part) -> Vec<Step> {
+    vec![
+        Step {
+            name: "route",
+            from: Some(Phase::Prepared),
+            to: Some(Phase::Routed),
+            summary: "one short transaction: the view takes the table's name",
+            parts: vec![route],
+        },
+        Step {
+            name: "move",
+            from: Some(Phase::Routed),
+            to: Some(Phase::Moved),
+            summary: "rows move in batches, one transaction each, while the application works through the view",
+            parts: [
+                move_parts(bp),
+                analyze_and_record(&bp.shadow, Phase::Routed, Phase::Moved),
+            ]
+            .concat(),
+        },
+        Step {
+            name: "swap",
+            from: Some(Phase::Moved),
+            to: Some(Phase::Swapped),
+            summary: "a last sweep, then one short transaction: the partitioned table takes the name",
+            parts: [before_swap(bp), vec![swap]].concat(),
+        },
+        Step {
+            name: "finish",
+            from: Some(Phase::Swapped),
+            to: Some(Phase::Finished),
+            summary: if bp.settings.keep_old {
+                "the emptied original is kept, as the plan says"
+            } else {
+                "its own transaction after the swap: the emptied original goes"
+            },
+            parts: vec![finish(bp)],
+        },
+    ]
+}
+
+fn finish(bp: &Blueprint) -> Part {
+    let rels = bp
+        .foreign_keys
+        .iter()
+        .map(|f| f.referenced.to_string())
+        .chain([bp.old.to_string()])
+        .collect();
+    Part::new("finish", How::Transaction, "after the swap", sql::finish(bp))
+        .recording(Record::Advance(Phase::Swapped, Phase::Finished))
+        .locking(rels)
+}
+
+pub fn steps(bp: &Blueprint) -> Vec<Step> {
+    let prepare = Step {
+        name: "prepare",
+        from: Some(Phase::Planned),
+        to: Some(Phase::Prepared),
+        summary: "one transaction: the partitioned table, empty, with its partitions, keys and indexes",
+        parts: vec![Part::new("prepare", How::Transaction, "first", prepare::statements(bp))
+            .recording(Record::Advance(Phase::Planned, Phase::Prepared))
+            .locking(prepare_relations(bp))],
+    };
+    let route = Part::new("route", How::Transaction, "once", sql::route(bp))
+        .recording(Record::Advance(Phase::Prepared, Phase::Routed))
+        .locking(route_relations(bp));
+    let swap = Part::new("swap", How::Transaction, "last", sql::swap(bp))
+        .recording(Record::Advance(Phase::Moved, Phase::Swapped))
+        .locking(swap_relations(bp));
+    let mut v = vec![prepare];
+    v.extend(steps_with(bp, route, swap));
+    v
+}
+
+/// Runs one step of the move method (or of a split, which moves the same
+/// way).
+pub async fn run(ctx: &Context, s: &mut Session, step: &Step) -> Result<Flow> {
+    let bp = s.m.blueprint.clone();
+    let id = s.m.id;
+    let c = &s.client;
+    match step.name {
+        "prepare" | "route" | "finish" => run_plain(c, &bp, step, id).await?,
+        "move" => {
+            let mut mover = Mover::new(ctx, c, &s.m, &bp.old).await?;
+            if let Pass::Stopped = mover.run_forward().await? {
+                return Ok(Flow::Stopped);
+            }
+            for key in ["analyze", "record"] {
+                step.part(key)?.run(c, &bp.settings, step.name, id).await?;
+            }
+        }
+        "swap" => {
+            let mut mover = Mover::new(ctx, c, &s.m, &bp.old).await?;
+            if let Pass::Stopped = mover.sweep_once().await? {
+                return Ok(Flow::Stopped);
+            }
+            for key in ["catch-up", "swap"] {
+                step.part(key)?.run(c, &bp.settings, step.name, id).await?;
+            }
+        }
+        other => bail!("the move method has no step {other}"),
+    }
+    Ok(Flow::Done)
+}

@@ -1,0 +1,125 @@
+//! The move method's own statements. Route: in one short transaction the
+//! original steps aside and the routing view takes its name. Swap: one
+//! short transaction under the tool's lock timeout: stragglers move, the
+//! partitioned table takes the name, names of constraints and indexes
+//! follow, dependent views rebind, the view and its routing go, sequences
+//! change owner. Finish: the emptied original is dropped in its own
+//! transaction after the swap (or kept, as the plan says); dropping it
+//! removes its foreign keys' triggers from the referenced tables, which
+//! takes a lock there, but no application statement waits on the emptied
+//! table, so this wait can form no cycle with the application.
+
+use crate::blueprint::Blueprint;
+use crate::method::shared::routing::{
+    hand_name_to, insert_routing, routing_statements, stragglers, view_locks, view_statements, InsertTarget,
+};
+use crate::method::shared::swap::{keep_comment, rename_keys, sequences_to};
+use crate::method::shared::{lock_statement, rebind_view, restore_incoming_fks, session_limits, writable_columns};
+use crate::sql::{quote_literal, Statement};
+
+/// Route: the original steps aside and the view takes its name.
+pub fn route(bp: &Blueprint) -> Vec<Statement> {
+    let mut s = session_limits(bp);
+    let mut locks: Vec<String> = bp.dependent_views.iter().map(|v| v.name.to_string()).collect();
+    locks.extend(bp.incoming_fks.iter().map(|f| f.table.to_string()));
+    locks.push(bp.table.to_string());
+    s.push(lock_statement(
+        "take every lock of this phase at once, outer objects first; this blocks the table's users for the rest of this short transaction",
+        &locks,
+    ));
+    s.extend(crate::method::shared::drop_incoming_fks(
+        bp,
+        "drop an incoming foreign key, as the plan allows (abort restores it)",
+    ));
+    s.push(Statement::new(
+        "the original steps aside; it keeps its rows, indexes and sequences until the swap",
+        format!("ALTER TABLE {} RENAME TO {}", bp.table, bp.old.name),
+    ));
+    s.push(Statement::new(
+        "no autovacuum on the original while it empties: the tool vacuums it itself, and an autovacuum would make the swap wait",
+        format!("ALTER TABLE {} SET (autovacuum_enabled = false)", bp.old),
+    ));
+    s.extend(view_statements(bp));
+    s.extend(routing_statements(bp, InsertTarget::Shadow));
+    for v in &bp.dependent_views {
+        s.push(rebind_view(v));
+    }
+    s
+}
+
+/// Swap: the last stragglers move and the partitioned table takes the name.
+pub fn swap(bp: &Blueprint) -> Vec<Statement> {
+    let mut s = session_limits(bp);
+    s.push(view_locks(bp));
+    s.extend(stragglers(bp));
+    s.extend(hand_name_to(bp, &bp.shadow, "the partitioned table takes the name"));
+    // The original (renamed) gives up its constraint and index names to the
+    // partitioned table, which now carries the table's name.
+    s.extend(rename_keys(bp, &bp.old, &bp.table, true));
+    s.extend(sequences_to(bp, &bp.table));
+    s.extend(keep_comment(bp, "TABLE"));
+    s
+}
+
+/// Finish: the emptied original goes, in its own transaction.
+pub fn finish(bp: &Blueprint) -> Vec<Statement> {
+    if bp.settings.keep_old {
+        return Vec::new();
+    }
+    let mut s = session_limits(bp);
+    s.push(Statement::new(
+        "drop the emptied original",
+        format!("DROP TABLE {}", bp.old),
+    ));
+    s
+}
+
+/// Abort, step 1: new rows go to the original from now on.
+pub fn reroute(bp: &Blueprint) -> Vec<Statement> {
+    let mut s = session_limits(bp);
+    s.push(lock_statement(
+        "the view's rule changes: a brief lock",
+        &[bp.table.to_string()],
+    ));
+    s.extend(insert_routing(bp, InsertTarget::Original));
+    s
+}
+
+/// Abort, step 3: the last rows move back and the original takes its name
+/// back.
+pub fn unroute(bp: &Blueprint) -> Vec<Statement> {
+    let mut s = session_limits(bp);
+    let mut locks: Vec<String> = bp.dependent_views.iter().map(|v| v.name.to_string()).collect();
+    locks.push(bp.table.to_string());
+    locks.push(bp.shadow.to_string());
+    locks.push(bp.old.to_string());
+    locks.extend(bp.incoming_fks.iter().map(|f| f.table.to_string()));
+    s.push(lock_statement("take every lock at once, outer objects first", &locks));
+    let w = writable_columns(bp);
+    s.push(Statement::new(
+        "the last rows move back",
+        format!(
+            "WITH moved AS (DELETE FROM {} RETURNING {w}) INSERT INTO {} ({w}) SELECT {w} FROM moved",
+            bp.shadow, bp.old
+        ),
+    ));
+    s.extend(revert(bp));
+    s
+}
+
+/// What undoes the route once the original holds every row again: the
+/// original takes its name back, dependents follow it, the view and its
+/// routing go, dropped foreign keys come back.
+fn revert(bp: &Blueprint) -> Vec<Statement> {
+    let autovacuum = bp.storage.iter().find_map(|o| o.strip_prefix("autovacuum_enabled="));
+    let mut s = vec![Statement::new(
+        "autovacuum as it was",
+        match autovacuum {
+            Some(v) => format!("ALTER TABLE {} SET (autovacuum_enabled = {})", bp.old, quote_literal(v)),
+            None => format!("ALTER TABLE {} RESET (autovacuum_enabled)", bp.old),
+        },
+    )];
+    s.extend(hand_name_to(bp, &bp.old, "the original takes its name back"));
+    s.extend(restore_incoming_fks(bp));
+    s
+}

@@ -1,0 +1,153 @@
+//! The sync method: mirror triggers keep a partitioned copy in step with
+//! the original, a locked backfill copies the rest, a verification
+//! compares both range by range, and a reversible swap renames. [`sql`]
+//! renders its statements, [`indexes`] builds the copy's deferred indexes,
+//! [`verify`] compares and repairs, [`abort`] undoes it before the swap;
+//! this file is its list of steps and their driver.
+
+pub mod abort;
+pub mod indexes;
+pub mod sql;
+pub mod verify;
+
+use crate::blueprint::Blueprint;
+use crate::control::{self, Phase};
+use crate::exec::tx::Record;
+use crate::exec::{Context, Flow, Session};
+use crate::method::batches::sql::BatchSql;
+use crate::method::batches::{Mover, Pass};
+use crate::method::moving::{catch_up, prepare_relations};
+use crate::method::shared::swap::swap_locks;
+use crate::method::{analyze_and_record, record_part, run_plain, How, Part, Step};
+use anyhow::{bail, Result};
+
+pub fn steps(bp: &Blueprint) -> Vec<Step> {
+    let mut prepare_rels = prepare_relations(bp);
+    prepare_rels.push(bp.table.to_string());
+    let mut backfill = vec![
+        Part::new(
+            "estimate",
+            How::Plain,
+            "only when the original was never analyzed, before the first batch",
+            vec![crate::method::batches::sql::estimate_statement(&bp.table)],
+        ),
+        Part::new(
+            "batch",
+            How::Batches,
+            "over the pages the original has when the backfill starts",
+            BatchSql::backfill(bp).statements(),
+        ),
+    ];
+    backfill.extend(indexes::parts(bp));
+    backfill.extend(analyze_and_record(&bp.shadow, Phase::Prepared, Phase::Backfilled));
+    vec![
+        Step {
+            name: "prepare",
+            from: Some(Phase::Planned),
+            to: Some(Phase::Prepared),
+            summary: "one transaction; from its commit every write to the original is mirrored",
+            parts: vec![Part::new("prepare", How::Transaction, "first", sql::prepare(bp))
+                .recording(Record::Advance(Phase::Planned, Phase::Prepared))
+                .locking(prepare_rels)],
+        },
+        Step {
+            name: "backfill",
+            from: Some(Phase::Prepared),
+            to: Some(Phase::Backfilled),
+            summary: "rows are copied in batches, one transaction each; then each partition's non-unique indexes, built in one pass",
+            parts: backfill,
+        },
+        Step {
+            name: "verify",
+            from: Some(Phase::Backfilled),
+            to: Some(Phase::Verified),
+            summary: "read-only; a range that differs is copied again under row locks and compared again",
+            parts: [verify::parts(bp), vec![record_part(Phase::Backfilled, Phase::Verified)]].concat(),
+        },
+        Step {
+            name: "swap",
+            from: Some(Phase::Verified),
+            to: Some(Phase::Swapped),
+            summary: "one short transaction; `apply` stops here, the retired original kept in step",
+            parts: vec![
+                catch_up(bp),
+                Part::new("swap", How::Transaction, "last", sql::swap(bp))
+                    .recording(Record::Advance(Phase::Verified, Phase::Swapped))
+                    .locking(swap_locks(bp, &bp.table, &bp.shadow)),
+            ],
+        },
+        Step {
+            name: "cleanup",
+            from: Some(Phase::Swapped),
+            to: Some(Phase::Finished),
+            summary: "only when you run `migrate cleanup`: the retired original goes",
+            parts: vec![Part::new("cleanup", How::Transaction, "once", sql::cleanup(bp))
+                .recording(Record::Advance(Phase::Swapped, Phase::Finished))
+                .locking(vec![bp.table.to_string(), bp.old.to_string()])],
+        },
+    ]
+}
+
+/// `migrate unswap`: back to the original, which the back mirror kept
+/// current; restored foreign keys are validated afterwards.
+pub fn unswap_step(bp: &Blueprint) -> Step {
+    Step {
+        name: "unswap",
+        from: Some(Phase::Swapped),
+        to: Some(Phase::Verified),
+        summary: "one short transaction back to the original",
+        parts: vec![
+            Part::new("unswap", How::Transaction, "once", sql::unswap(bp))
+                .recording(Record::Advance(Phase::Swapped, Phase::Verified))
+                .locking(swap_locks(bp, &bp.table, &bp.old)),
+            Part::new(
+                "validate",
+                How::Alone,
+                "then, for each restored foreign key; one that cannot be validated stays NOT VALID",
+                crate::method::abort::validate_fks(bp),
+            ),
+        ],
+    }
+}
+
+/// Runs one step of the sync method.
+pub async fn run(ctx: &Context, s: &mut Session, step: &Step) -> Result<Flow> {
+    let bp = s.m.blueprint.clone();
+    let id = s.m.id;
+    let c = &s.client;
+    match step.name {
+        "prepare" | "swap" | "cleanup" => run_plain(c, &bp, step, id).await?,
+        "backfill" => {
+            let mut mover = Mover::new(ctx, c, &s.m, &bp.table).await?;
+            if let Pass::Stopped = mover.run_backfill().await? {
+                return Ok(Flow::Stopped);
+            }
+            if !indexes::build_deferred(ctx, c, &bp).await? {
+                return Ok(Flow::Stopped);
+            }
+            for key in ["analyze", "record"] {
+                step.part(key)?.run(c, &bp.settings, step.name, id).await?;
+            }
+        }
+        "verify" => {
+            let out = verify::verify(c, &bp).await?;
+            let detail = format!(
+                "{} rows in {} ranges compared; {} ranges repaired{}",
+                out.rows,
+                out.ranges,
+                out.repaired.len(),
+                if out.repaired.is_empty() {
+                    String::new()
+                } else {
+                    format!(": {}", out.repaired.join("; "))
+                }
+            );
+            ctx.reporter.phase("verify", &detail);
+            control::event(&***c, id, "verify", &detail).await?;
+            crate::failpoint::hit("verify:before-record");
+            step.part("record")?.run(c, &bp.settings, step.name, id).await?;
+        }
+        other => bail!("the sync method has no step {other}"),
+    }
+    Ok(Flow::Done)
+}

@@ -1,0 +1,317 @@
+//! `plan` prints what runs: every statement the tool sends to the
+//! database, as the server's statement log records it, is one that `plan`
+//! printed (batch bounds aside: they are the parameters `plan` names), and
+//! every statement `plan` prints for a step that runs unconditionally was
+//! sent. Only the tool's bookkeeping (catalog reads, the control table's
+//! own reads and writes, the advisory lock) is outside the plan.
+
+mod common;
+use common::*;
+use std::collections::{BTreeSet, HashSet};
+
+/// A cluster that logs every statement of every session as CSV.
+fn logging_cluster() -> Cluster {
+    Cluster::start_with_settings("-c logging_collector=on -c log_destination=csvlog -c log_statement=all")
+}
+
+/// Splits one CSV file into records of fields (quoted fields may hold
+/// commas, quotes doubled, and newlines).
+fn csv_records(text: &str) -> Vec<Vec<String>> {
+    let mut out = Vec::new();
+    let mut rec = Vec::new();
+    let mut field = String::new();
+    let mut quoted = false;
+    let mut chars = text.chars().peekable();
+    while let Some(c) = chars.next() {
+        match (quoted, c) {
+            (true, '"') if chars.peek() == Some(&'"') => {
+                field.push('"');
+                chars.next();
+            }
+            (true, '"') => quoted = false,
+            (true, c) => field.push(c),
+            (false, '"') => quoted = true,
+            (false, ',') => rec.push(std::mem::take(&mut field)),
+            (false, '\n') => {
+                rec.push(std::mem::take(&mut field));
+                out.push(std::mem::take(&mut rec));
+            }
+            (false, c) => field.push(c),
+        }
+    }
+    out
+}
+
+/// Every statement the tool's sessions sent to `dbname`, in order.
+fn sent(cluster: &Cluster, dbname: &str) -> Vec<String> {
+    let dir = cluster.data_dir().join("log");
+    let mut files: Vec<_> = std::fs::read_dir(&dir)
+        .unwrap()
+        .flatten()
+        .map(|e| e.path())
+        .filter(|p| p.extension().is_some_and(|e| e == "csv"))
+        .collect();
+    files.sort();
+    let mut out = Vec::new();
+    for f in files {
+        for r in csv_records(&std::fs::read_to_string(f).unwrap()) {
+            // database, severity, message, application_name
+            let (Some(db), Some(sev), Some(msg), Some(app)) = (r.get(2), r.get(11), r.get(13), r.get(22)) else {
+                continue;
+            };
+            if db != dbname || sev != "LOG" || !app.starts_with("migrate") || app.contains("runner lock") {
+                continue;
+            }
+            let sql = if let Some(s) = msg.strip_prefix("statement: ") {
+                s
+            } else if let Some(rest) = msg.strip_prefix("execute ") {
+                match rest.split_once(": ") {
+                    Some((_, s)) => s,
+                    None => continue,
+                }
+            } else {
+                continue;
+            };
+            out.push(sql.to_string());
+        }
+    }
+    out
+}
+
+/// The tool's own bookkeeping, which no step renders: reads of the catalog
+/// and of the control table, the control table's writes outside a step's
+/// transaction, the control schema's creation, the session's name, the
+/// probe of whether the role may compress WAL, the advisory lock.
+fn bookkeeping(sql: &str) -> bool {
+    let s = sql.trim_start();
+    let read_only = s.starts_with("SELECT ")
+        && !s.contains("FOR KEY SHARE")
+        && !s.contains("FOR SHARE")
+        && !s.contains("setval")
+        && !s.contains("set_config");
+    read_only
+        || s.starts_with("INSERT INTO repartition.")
+        || s.starts_with("UPDATE repartition.")
+        || s.starts_with("-- The control schema")
+        || s == "START TRANSACTION"
+        || s.starts_with("SET application_name = ")
+        || s == "SET wal_compression = lz4"
+        || s == "RESET wal_compression"
+}
+
+struct Printed {
+    /// Every statement `plan` printed, the id filled in.
+    all: HashSet<String>,
+    /// Those of the parts that always run, with the step's name.
+    always: Vec<(String, String)>,
+}
+
+/// What `plan --output json` printed: of the forward steps named, and of
+/// the extras (unswap, abort) named.
+fn printed(doc: &serde_json::Value, id: i64, steps: &[&str]) -> Printed {
+    let mut all = HashSet::new();
+    let mut always = Vec::new();
+    let mut every_step: Vec<&serde_json::Value> = doc["phases"].as_array().unwrap().iter().collect();
+    for e in doc["extras"].as_array().unwrap() {
+        every_step.extend(e["steps"].as_array().unwrap());
+    }
+    for step in every_step {
+        let name = step["name"].as_str().unwrap();
+        for part in step["parts"].as_array().unwrap() {
+            let when = part["when"].as_str().unwrap();
+            let conditional = when.starts_with("only") || when.starts_with("unless");
+            for st in part["statements"].as_array().unwrap() {
+                let sql = st["sql"].as_str().unwrap().replace(":migration_id", &id.to_string());
+                let why = st["why"].as_str().unwrap();
+                // Where the role may not compress WAL, that setting is left out.
+                if steps.contains(&name) && !conditional && !why.starts_with("where the role may") {
+                    always.push((name.to_string(), sql.clone()));
+                }
+                all.insert(sql);
+            }
+        }
+    }
+    Printed { all, always }
+}
+
+/// Splits a logged message into the printed statements it is made of
+/// (a transaction is sent as one message: each statement and `;\n`).
+fn decompose(msg: &str, printed: &HashSet<String>) -> Option<Vec<String>> {
+    if printed.contains(msg) {
+        return Some(vec![msg.to_string()]);
+    }
+    let mut rest = msg;
+    let mut parts = Vec::new();
+    // Longest first: a statement may be a prefix of another.
+    let mut candidates: Vec<&String> = printed.iter().collect();
+    candidates.sort_by_key(|s| std::cmp::Reverse(s.len()));
+    while !rest.is_empty() {
+        let next = candidates
+            .iter()
+            .find(|c| rest.starts_with(c.as_str()) && rest[c.len()..].starts_with(";\n"))?;
+        parts.push(next.to_string());
+        rest = &rest[next.len() + 2..];
+    }
+    Some(parts)
+}
+
+/// Runs the commands and checks the server's log against the plan.
+async fn check(cluster: &Cluster, db: &Db, plan: &str, commands: &[&[&str]], steps: &[&str]) {
+    let run = db.migrate(&["plan", plan, "--output", "json"]).await;
+    run.ok();
+    let doc: serde_json::Value = serde_json::from_str(&run.stdout).unwrap();
+    let dbname = db.url.rsplit("dbname=").next().unwrap().to_string();
+    db.exec(&format!("ALTER DATABASE {dbname} SET log_statement = 'all'"))
+        .await;
+    for args in commands {
+        let mut a: Vec<&str> = args.to_vec();
+        a.push(plan);
+        db.migrate(&a).await.ok();
+    }
+    let id = db.scalar_i64("SELECT max(id) FROM repartition.migrations").await;
+    let p = printed(&doc, id, steps);
+    let mut seen = BTreeSet::new();
+    let mut unplanned = Vec::new();
+    // The control schema is created in a transaction of its own.
+    let mut bootstrap = false;
+    for msg in sent(cluster, &dbname) {
+        match decompose(&msg, &p.all) {
+            _ if bootstrap && msg == "COMMIT" => {}
+            Some(parts) => seen.extend(parts),
+            None if bookkeeping(&msg) => {}
+            None => unplanned.push(msg.clone()),
+        }
+        bootstrap = msg.starts_with("-- The control schema");
+    }
+    assert!(
+        unplanned.is_empty(),
+        "statements sent that plan did not print:\n{}",
+        unplanned.join("\n---\n")
+    );
+    let missing: Vec<String> = p
+        .always
+        .iter()
+        .filter(|(_, sql)| !seen.contains(sql))
+        .map(|(step, sql)| format!("[{step}] {sql}"))
+        .collect();
+    assert!(
+        missing.is_empty(),
+        "statements plan printed that were never sent:\n{}",
+        missing.join("\n---\n")
+    );
+}
+
+fn plan_for(db: &Db, dir: &std::path::Path, method: &str) -> String {
+    let yaml = event_plan(300, "").replace("method: move", &format!("method: {method}"));
+    db.plan_file(dir, "p.yaml", &yaml).to_str().unwrap().to_string()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_move_method_sends_what_plan_printed() {
+    let cluster = logging_cluster();
+    let db = cluster.database().await;
+    seed(&db, 20, 3000).await;
+    let dir = scratch();
+    let plan = plan_for(&db, dir.path(), "move");
+    check(
+        &cluster,
+        &db,
+        &plan,
+        &[&["apply"]],
+        &["prepare", "route", "move", "swap", "finish"],
+    )
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_move_methods_abort_sends_what_plan_printed() {
+    let cluster = logging_cluster();
+    let db = cluster.database().await;
+    seed(&db, 20, 3000).await;
+    let dir = scratch();
+    let plan = plan_for(&db, dir.path(), "move");
+    check(
+        &cluster,
+        &db,
+        &plan,
+        &[&["apply", "--until", "move"], &["abort"]],
+        &[
+            "prepare",
+            "route",
+            "move",
+            "abort (reroute)",
+            "abort (move back)",
+            "abort (unroute)",
+            "abort (drop)",
+        ],
+    )
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_sync_method_unswap_and_cleanup_send_what_plan_printed() {
+    let cluster = logging_cluster();
+    let db = cluster.database().await;
+    seed(&db, 20, 3000).await;
+    let dir = scratch();
+    let plan = plan_for(&db, dir.path(), "sync");
+    check(
+        &cluster,
+        &db,
+        &plan,
+        &[&["apply"], &["unswap"], &["swap"], &["cleanup"]],
+        &["prepare", "backfill", "verify", "swap", "unswap", "cleanup"],
+    )
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_sync_methods_abort_sends_what_plan_printed() {
+    let cluster = logging_cluster();
+    let db = cluster.database().await;
+    seed(&db, 20, 3000).await;
+    let dir = scratch();
+    let plan = plan_for(&db, dir.path(), "sync");
+    check(
+        &cluster,
+        &db,
+        &plan,
+        &[&["apply", "--until", "backfill"], &["abort"]],
+        &["prepare", "backfill", "abort (mirror)", "abort (drop)"],
+    )
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_attach_method_sends_what_plan_printed() {
+    let cluster = logging_cluster();
+    let db = cluster.database().await;
+    seed(&db, 20, 3000).await;
+    let dir = scratch();
+    let plan = plan_for(&db, dir.path(), "attach");
+    check(
+        &cluster,
+        &db,
+        &plan,
+        &[&["apply"]],
+        &["constrain", "prepare", "swap", "finish"],
+    )
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_attach_methods_abort_sends_what_plan_printed() {
+    let cluster = logging_cluster();
+    let db = cluster.database().await;
+    seed(&db, 20, 3000).await;
+    let dir = scratch();
+    let plan = plan_for(&db, dir.path(), "attach");
+    check(
+        &cluster,
+        &db,
+        &plan,
+        &[&["apply", "--until", "prepare"], &["abort"]],
+        &["constrain", "prepare", "abort (constraint)", "abort (drop)"],
+    )
+    .await;
+}
