@@ -2,7 +2,7 @@
 //! changes, so that a role lacking a privilege is told which one, instead
 //! of failing half-way through a phase.
 
-use crate::blueprint::{Finding, Level};
+use crate::findings::{Finding, Level};
 use crate::sql::QualifiedName;
 use anyhow::Result;
 use tokio_postgres::Client;

@@ -309,12 +309,12 @@ pub async fn run(cli: Cli) -> Result<i32> {
         Command::Check { plan, output } => {
             let plan = PlanFile::load(&plan)?;
             let client = crate::db::connect(&ctx.cfg).await?;
-            let report = crate::inspect::check(&client, &plan).await?;
+            let checked = crate::inspect::check(&client, &plan).await?;
             match output {
-                Output::Json => println!("{}", serde_json::to_string_pretty(&report)?),
-                Output::Text => print!("{}", crate::inspect::check_text(&report)),
+                Output::Json => println!("{}", serde_json::to_string_pretty(&report::check_json(&checked))?),
+                Output::Text => print!("{}", report::check_text(&checked)),
             }
-            Ok(if report.healthy { exit::OK } else { exit::RUNNING_OUT })
+            Ok(if checked.healthy { exit::OK } else { exit::RUNNING_OUT })
         }
     }
 }
@@ -403,7 +403,7 @@ async fn status(ctx: &Context, plan: &PlanFile, exact: bool, output: Output) -> 
     };
     if output == Output::Json {
         let doc = serde_json::json!({
-            "version": crate::inspect::JSON_VERSION,
+            "version": report::JSON_VERSION,
             "table": table,
             "migration": latest.as_ref().map(|m| serde_json::json!({
                 "id": m.id,
@@ -426,7 +426,7 @@ async fn status(ctx: &Context, plan: &PlanFile, exact: bool, output: Output) -> 
         return Ok(exit::OK);
     }
     if !parts.is_empty() {
-        print!("{}", crate::inspect::partitions_text(&parts));
+        print!("{}", report::partitions_text(&parts));
     }
     let Some(m) = latest else {
         println!("No migration of {table} is recorded in this database.");

@@ -9,9 +9,6 @@ use anyhow::Result;
 use serde::Serialize;
 use tokio_postgres::Client;
 
-/// The JSON shape's version; bumped on any incompatible change.
-pub const JSON_VERSION: u32 = 1;
-
 #[derive(Debug, Serialize)]
 pub struct PartitionStat {
     pub name: String,
@@ -63,7 +60,6 @@ pub async fn partitions(client: &Client, table: &QualifiedName, exact: bool) -> 
 
 #[derive(Debug, Default, Serialize)]
 pub struct CheckReport {
-    pub version: u32,
     pub table: String,
     /// Ranges no partition covers, between the first and the last bound.
     pub gaps: Vec<String>,
@@ -79,7 +75,6 @@ pub struct CheckReport {
 pub async fn check(client: &Client, plan: &PlanFile) -> Result<CheckReport> {
     let table = &plan.table;
     let mut r = CheckReport {
-        version: JSON_VERSION,
         table: table.to_string(),
         ..Default::default()
     };
@@ -169,56 +164,4 @@ pub async fn check(client: &Client, plan: &PlanFile) -> Result<CheckReport> {
         .collect();
     r.healthy = r.gaps.is_empty() && r.default_rows == 0 && r.missing_indexes.is_empty();
     Ok(r)
-}
-
-pub fn check_text(r: &CheckReport) -> String {
-    let mut o = String::new();
-    use std::fmt::Write;
-    let _ = writeln!(
-        o,
-        "{}: {}",
-        r.table,
-        if r.healthy { "healthy" } else { "needs attention" }
-    );
-    for g in &r.gaps {
-        let _ = writeln!(o, "  gap in range coverage: {g}");
-    }
-    if let Some(d) = &r.default_partition {
-        let _ = writeln!(o, "  default partition {d}: {} rows", r.default_rows);
-    }
-    for m in &r.missing_indexes {
-        let _ = writeln!(o, "  {m}");
-    }
-    if let Some(b) = &r.last_bound {
-        let _ = writeln!(o, "  next boundary: the partitions end at {b}");
-    }
-    o
-}
-
-pub fn partitions_text(parts: &[PartitionStat]) -> String {
-    use std::fmt::Write;
-    let mut o = String::new();
-    let _ = writeln!(
-        o,
-        "{:<40} {:>12} {:>12} {:>10}  {:<20} {:<20}  bounds",
-        "partition", "est. rows", "rows", "size", "last vacuum", "last analyze"
-    );
-    for p in parts {
-        let t = |d: &Option<chrono::DateTime<chrono::Utc>>| {
-            d.map(|d| d.format("%Y-%m-%d %H:%M").to_string())
-                .unwrap_or_else(|| "-".into())
-        };
-        let _ = writeln!(
-            o,
-            "{:<40} {:>12} {:>12} {:>10}  {:<20} {:<20}  {}",
-            p.name,
-            p.estimated_rows,
-            p.exact_rows.map(|n| n.to_string()).unwrap_or_else(|| "-".into()),
-            crate::report::bytes(p.bytes),
-            t(&p.last_vacuum),
-            t(&p.last_analyze),
-            p.bounds
-        );
-    }
-    o
 }

@@ -14,6 +14,7 @@ pub mod db;
 pub mod error;
 pub mod exec;
 pub mod failpoint;
+pub mod findings;
 pub mod hooks;
 pub mod inspect;
 pub mod maintain;

@@ -330,6 +330,6 @@ pub async fn abort(ctx: &Context, plan: &PlanFile) -> Result<Outcome> {
         control::begin_abort(&**s.client, id).await?;
         s.m = control::reload(&**s.client, id).await?;
     }
-    crate::method::abort::run(ctx, &s).await?;
+    crate::method::run_abort(ctx, &s).await?;
     Ok(Outcome::Aborted)
 }

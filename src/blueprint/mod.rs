@@ -7,6 +7,8 @@
 
 pub mod names;
 
+pub use crate::findings::{Finding, Level};
+
 use crate::catalog::{self, GrantInfo, ServerInfo, TableInfo};
 use crate::error::Refusal;
 use crate::partition::{self, bounds, KeyKind, KeyValue, LayoutInput};
@@ -235,20 +237,6 @@ pub struct Settings {
 
 fn one() -> u32 {
     1
-}
-
-/// Something `plan` tells the user; refusals are errors instead.
-#[derive(Clone, Debug, Serialize, PartialEq, Eq)]
-pub struct Finding {
-    pub level: Level,
-    pub message: String,
-}
-
-#[derive(Clone, Copy, Debug, Serialize, PartialEq, Eq)]
-#[serde(rename_all = "lowercase")]
-pub enum Level {
-    Note,
-    Warning,
 }
 
 /// A blueprint and what planning found.

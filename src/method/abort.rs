@@ -1,12 +1,12 @@
-//! Abort, before the swap: what the methods' aborts share, and the choice
-//! of a method's abort. Each method's own abort lives in its folder.
+//! Abort, before the swap: what the methods' aborts share. Each method's
+//! own abort lives in its folder; `method::abort_steps` and
+//! `method::run_abort` choose it.
 
 use crate::blueprint::Blueprint;
 use crate::control;
 use crate::exec::tx::Record;
 use crate::exec::{Context, Session};
-use crate::method::{attach, moving, sync, How, Part, Step};
-use crate::plan_file::Method;
+use crate::method::{How, Part, Step};
 use crate::sql::Statement;
 use anyhow::{bail, Result};
 use tokio_postgres::Client;
@@ -80,27 +80,6 @@ pub async fn validate(client: &Client, bp: &Blueprint) {
         if let Err(e) = crate::exec::tx::alone(client, &bp.settings, crate::exec::tx::Wait::Bounded, &[st]).await {
             tracing::warn!(error = %format!("{e:#}"), "a restored foreign key could not be validated; it stays NOT VALID");
         }
-    }
-}
-
-/// The steps of the blueprint's abort, for `plan`.
-pub fn steps(bp: &Blueprint) -> Vec<Step> {
-    match (bp.method, bp.split.is_some()) {
-        (Method::Move, false) => moving::abort::steps(bp),
-        (Method::Move, true) => attach::split::abort_steps(bp),
-        (Method::Sync, _) => sync::abort::steps(bp),
-        (Method::Attach, _) => attach::abort::steps(bp),
-    }
-}
-
-/// Runs the abort of the session's migration, from wherever it stands.
-pub async fn run(ctx: &Context, s: &Session) -> Result<()> {
-    let bp = &s.m.blueprint;
-    match (bp.method, bp.split.is_some()) {
-        (Method::Move, false) => moving::abort::run(ctx, s).await,
-        (Method::Move, true) => attach::split::abort(ctx, s).await,
-        (Method::Sync, _) => sync::abort::run(ctx, s).await,
-        (Method::Attach, _) => attach::abort::run(ctx, s).await,
     }
 }
 

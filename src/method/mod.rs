@@ -199,9 +199,30 @@ pub fn extras(bp: &Blueprint) -> Vec<Extra> {
     v.push(Extra {
         command: "abort",
         summary: "only if you run `migrate abort` before the swap: each step that applies at the phase reached",
-        steps: abort::steps(bp),
+        steps: abort_steps(bp),
     });
     v
+}
+
+/// The steps of the blueprint's abort, for `plan`.
+pub fn abort_steps(bp: &Blueprint) -> Vec<Step> {
+    match (bp.method, bp.split.is_some()) {
+        (Method::Move, false) => moving::abort::steps(bp),
+        (Method::Move, true) => attach::split::abort_steps(bp),
+        (Method::Sync, _) => sync::abort::steps(bp),
+        (Method::Attach, _) => attach::abort::steps(bp),
+    }
+}
+
+/// Runs the abort of the session's migration, from wherever it stands.
+pub async fn run_abort(ctx: &Context, s: &Session) -> Result<()> {
+    let bp = &s.m.blueprint;
+    match (bp.method, bp.split.is_some()) {
+        (Method::Move, false) => moving::abort::run(ctx, s).await,
+        (Method::Move, true) => attach::split::abort(ctx, s).await,
+        (Method::Sync, _) => sync::abort::run(ctx, s).await,
+        (Method::Attach, _) => attach::abort::run(ctx, s).await,
+    }
 }
 
 /// The step that leaves `phase`.

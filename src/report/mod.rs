@@ -7,6 +7,12 @@ use crate::method::{self, Step};
 use crate::plan_file::Method;
 use std::fmt::Write;
 
+mod inspect;
+pub use inspect::{check_json, check_text, partitions_text};
+
+/// The JSON shapes' version; bumped on any incompatible change.
+pub const JSON_VERSION: u32 = 1;
+
 /// Application statements a `UNION ALL` view cannot serve as a table would.
 pub const VIEW_LIMITS: &[&str] = &[
     "INSERT ... ON CONFLICT (PostgreSQL refuses it on a view with rules or INSTEAD OF triggers)",
@@ -433,7 +439,7 @@ pub fn hms(secs: f64) -> String {
 pub fn plan_json(r: &Resolved) -> serde_json::Value {
     let bp = &r.blueprint;
     serde_json::json!({
-        "version": crate::inspect::JSON_VERSION,
+        "version": JSON_VERSION,
         "table": bp.table.to_string(),
         "method": bp.method.as_str(),
         "key": { "column": bp.key.column.as_str(), "type": bp.key.type_name, "list": bp.key.list, "time_zone": bp.key.time_zone },
