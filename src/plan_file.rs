@@ -2,6 +2,8 @@
 //! database. Every error names the key and, where it can be found, its line.
 
 use crate::error::Refusal;
+/// Defined with the layout code, so that partition/ needs nothing from here.
+pub use crate::partition::Interval;
 use crate::sql::QualifiedName;
 use serde::{Deserialize, Serialize};
 use std::path::Path;
@@ -137,15 +139,6 @@ pub enum Strategy {
     List,
     /// By a hash of the key into `modulus` partitions; move and sync.
     Hash,
-}
-
-#[derive(Clone, Copy, Debug, Deserialize, Serialize, PartialEq, Eq)]
-#[serde(rename_all = "lowercase")]
-pub enum Interval {
-    Day,
-    Week,
-    Month,
-    Year,
 }
 
 #[derive(Clone, Debug, Deserialize, Serialize, PartialEq)]
