@@ -2,6 +2,8 @@
 //! database. Every error names the key and, where it can be found, its line.
 
 use crate::error::Refusal;
+/// Defined with the layout code, so that partition/ needs nothing from here.
+pub use crate::partition::Interval;
 use crate::sql::QualifiedName;
 use serde::{Deserialize, Serialize};
 use std::path::Path;
@@ -23,25 +25,35 @@ pub struct PlanSpec {
     pub table: String,
     pub partition: PartitionSpec,
     pub method: Method,
-    #[serde(default)]
+    #[serde(default, deserialize_with = "or_default")]
     pub batch: BatchSpec,
-    #[serde(default)]
+    #[serde(default, deserialize_with = "or_default")]
     pub locks: LockSpec,
-    #[serde(default)]
+    #[serde(default, deserialize_with = "or_default")]
     pub foreign_keys: ForeignKeySpec,
-    #[serde(default)]
+    #[serde(default, deserialize_with = "or_default")]
     pub swap: SwapSpec,
-    #[serde(default)]
+    #[serde(default, deserialize_with = "or_default")]
     pub attach: AttachSpec,
     /// Shell commands run at phase boundaries, on failure and on completion.
-    #[serde(default)]
+    #[serde(default, deserialize_with = "or_default")]
     pub hooks: HooksSpec,
     /// Conditions under which the run pauses by itself.
-    #[serde(default)]
+    #[serde(default, deserialize_with = "or_default")]
     pub throttle: ThrottleSpec,
     /// For `migrate maintain`: how many periods of partitions to keep.
     #[serde(default)]
     pub retention: Option<RetentionSpec>,
+}
+
+/// A section written with nothing under it (`batch:`) takes its defaults,
+/// as if it were left out.
+fn or_default<'de, D, T>(d: D) -> Result<T, D::Error>
+where
+    D: serde::Deserializer<'de>,
+    T: Deserialize<'de> + Default,
+{
+    Option::<T>::deserialize(d).map(Option::unwrap_or_default)
 }
 
 /// Commands run with `sh -c`, the migration's state in `MIGRATE_*`
@@ -137,15 +149,6 @@ pub enum Strategy {
     List,
     /// By a hash of the key into `modulus` partitions; move and sync.
     Hash,
-}
-
-#[derive(Clone, Copy, Debug, Deserialize, Serialize, PartialEq, Eq)]
-#[serde(rename_all = "lowercase")]
-pub enum Interval {
-    Day,
-    Week,
-    Month,
-    Year,
 }
 
 #[derive(Clone, Debug, Deserialize, Serialize, PartialEq)]
@@ -420,8 +423,7 @@ impl PlanFile {
     }
 
     pub fn parse(path: &str, source: &str) -> Result<PlanFile, Refusal> {
-        let spec: PlanSpec = serde_yaml::from_str(source)
-            .map_err(|e| Refusal::new(format!("{path}: {}", yaml_error(source, &e.to_string()))))?;
+        let spec = parse_spec(source).map_err(|e| Refusal::new(format!("{path}: {e}")))?;
         let plan = PlanFile {
             path: path.to_string(),
             source: source.to_string(),
@@ -571,62 +573,200 @@ impl PlanFile {
     }
 }
 
-/// Rewrites serde_yaml's message as `key.path (line N) problem`, naming
-/// the full path of the key on the reported line.
-fn yaml_error(source: &str, msg: &str) -> String {
-    let msg = msg.replace('\n', " ").replace(
-        "struct PlanSpec",
-        "a mapping of plan keys (table, partition, method, ...)",
-    );
-    let Some((body, loc)) = msg.rsplit_once(" at line ") else {
-        return msg;
-    };
-    let Some(line) = loc.split_whitespace().next().and_then(|l| l.parse::<usize>().ok()) else {
-        return msg;
-    };
-    let body = match body.split_once(": ") {
-        Some((p, rest)) if !p.is_empty() && p.chars().all(|c| c.is_alphanumeric() || "._[]".contains(c)) => rest,
-        _ => body,
-    };
-    match path_at_line(source, line) {
-        Some(path) => format!("{path} (line {line}) {body}"),
-        None => format!("line {line}: {body}"),
+/// Parser settings for plan files. Booleans are YAML 1.2's `true` and
+/// `false`, as plans have always been read, so `keep_old: yes` is refused
+/// rather than guessed; merge keys are refused rather than expanded; and
+/// the budget is small: a plan is a few dozen lines, so anything deeper,
+/// larger or alias-heavy is a mistake or an attack.
+fn yaml_options() -> serde_saphyr::Options {
+    serde_saphyr::options! {
+        budget: serde_saphyr::budget! {
+            max_depth: 32,
+            max_events: 100_000,
+            max_nodes: 50_000,
+            max_aliases: 1_000,
+            max_anchors: 1_000,
+            max_total_scalar_bytes: 1 << 20,
+        },
+        // Untagged values (`start`, durations) are buffered whole, aliases
+        // expanded: cap the expansion far below what a bomb needs.
+        alias_limits: serde_saphyr::alias_limits! {
+            max_total_replayed_events: 10_000,
+            max_replay_stack_depth: 16,
+        },
+        strict_booleans: true,
+        merge_keys: serde_saphyr::MergeKeyPolicy::Error,
+        with_snippet: false,
     }
 }
 
-/// The 1-based line where a dotted key path is written in block-style YAML.
+/// A plan's settings from its YAML text, or one sentence naming the key
+/// path, its line and the problem.
+pub fn parse_spec(source: &str) -> Result<PlanSpec, String> {
+    let mut path = None;
+    serde_saphyr::with_deserializer_from_str_with_options(source, yaml_options(), |de| {
+        serde_path_to_error::deserialize(de).map_err(|e| {
+            path = Some(e.path().clone());
+            e.into_inner()
+        })
+    })
+    .map_err(|e| yaml_error(source, path.as_ref(), &e))
+}
+
+/// `key.path (line N) problem`: the path as serde followed it and the
+/// line where the parser stopped; for a missing key, the line of the
+/// mapping that lacks it.
+fn yaml_error(source: &str, path: Option<&serde_path_to_error::Path>, e: &serde_saphyr::Error) -> String {
+    use serde_saphyr::Error;
+    let mut inner = e;
+    while let Error::AliasError { error, .. } | Error::WithSnippet { error, .. } = inner {
+        inner = error;
+    }
+    let mut key = path.map(dotted).unwrap_or_default();
+    let problem = match inner {
+        // Found before serde sees the key, so the path stops at its mapping.
+        Error::DuplicateMappingKey { key: Some(k), .. } => {
+            key = if key.is_empty() {
+                k.clone()
+            } else {
+                format!("{key}.{k}")
+            };
+            "is written twice".to_string()
+        }
+        // The crate says only `invalid u32`; users need the value and what was wanted.
+        Error::InvalidScalar { ty, location } => {
+            let wanted = match *ty {
+                "bool" => "true or false",
+                "f32" | "f64" => "a number",
+                t if t.starts_with('i') || t.starts_with('u') => "a whole number",
+                t => t,
+            };
+            match scalar_text(source, location) {
+                Some(text) => format!("`{text}` is not {wanted}"),
+                None => format!("is not {wanted}"),
+            }
+        }
+        // The parser's words for the node it wanted, put as what the key takes.
+        Error::Unexpected { expected, .. } if key.is_empty() && *expected == "mapping start" => {
+            "the plan must be a mapping of plan keys (table, partition, method, ...)".to_string()
+        }
+        Error::Unexpected { expected, .. } if *expected == "mapping start" => "must be a mapping of keys".to_string(),
+        Error::Unexpected { expected, .. } if *expected == "sequence start" => "must be a list".to_string(),
+        Error::Unexpected { expected, .. } if *expected == "string scalar" => {
+            "must be a single value, not a list or mapping".to_string()
+        }
+        _ => serde_saphyr::MessageFormatter::format_message(&serde_saphyr::UserMessageFormatter, inner)
+            .replace('\n', " "),
+    };
+    let line = match inner {
+        Error::SerdeMissingField { .. } => line_of(source, &key),
+        _ => e.location().map(|l| l.line() as usize).filter(|l| *l > 0),
+    };
+    match (key.is_empty(), line) {
+        (false, Some(line)) => format!("{key} (line {line}) {problem}"),
+        (false, None) => format!("{key} {problem}"),
+        (true, Some(line)) => format!("line {line}: {problem}"),
+        (true, None) => problem,
+    }
+}
+
+/// The source text of a one-line scalar an error points at, if short.
+fn scalar_text<'s>(source: &'s str, at: &serde_saphyr::Location) -> Option<&'s str> {
+    let span = at.span();
+    let start = usize::try_from(span.byte_offset()?).ok()?;
+    let len = usize::try_from(span.byte_len()?).ok()?;
+    let text = source.get(start..start.checked_add(len)?)?;
+    (!text.is_empty() && text.len() <= 80 && !text.contains('\n')).then_some(text)
+}
+
+/// A serde path as plan keys are written: `partition.interval`,
+/// `partition.start[0]`; enum variants are not keys, and a key that is not text
+/// ends the path at its mapping.
+fn dotted(path: &serde_path_to_error::Path) -> String {
+    use serde_path_to_error::Segment;
+    let mut out = String::new();
+    for segment in path {
+        match segment {
+            Segment::Seq { index } => out.push_str(&format!("[{index}]")),
+            Segment::Map { key } => {
+                if !out.is_empty() {
+                    out.push('.');
+                }
+                out.push_str(key);
+            }
+            Segment::Enum { .. } => {}
+            Segment::Unknown => break,
+        }
+    }
+    out
+}
+
+/// The 1-based line where a dotted key path is written, block or flow
+/// style; the first, if the key is written twice.
 pub fn line_of(source: &str, path: &str) -> Option<usize> {
-    key_lines(source).into_iter().find(|(_, p)| p == path).map(|(l, _)| l)
+    if path.is_empty() {
+        return None;
+    }
+    key_lines(source).into_iter().find(|(p, _)| p == path).map(|(_, l)| l)
 }
 
-/// The dotted path of the mapping key written on a 1-based line.
-fn path_at_line(source: &str, line: usize) -> Option<String> {
-    key_lines(source).into_iter().find(|(l, _)| *l == line).map(|(_, p)| p)
-}
-
-/// Every mapping key of block-style YAML with its line and dotted path,
-/// found by indentation.
-fn key_lines(source: &str) -> Vec<(usize, String)> {
+/// Every mapping key of the first document with its dotted path and line,
+/// from the parser's events; a document that stops parsing yields the
+/// keys before the fault.
+fn key_lines(source: &str) -> Vec<(String, usize)> {
+    use serde_saphyr::granit_parser::{Event, Parser};
+    /// An open collection: the path that leads to it, and for a mapping
+    /// the key whose value comes next, for a sequence the next index.
+    enum Open {
+        Map(String, Option<String>),
+        Seq(String, usize),
+    }
     let mut out = Vec::new();
-    let mut stack: Vec<(usize, String)> = Vec::new();
-    for (no, raw) in source.lines().enumerate() {
-        let line = raw.split(" #").next().unwrap_or("");
-        let trimmed = line.trim_start();
-        if trimmed.is_empty() || trimmed.starts_with('#') || trimmed.starts_with('-') {
-            continue;
-        }
-        let indent = line.len() - trimmed.len();
-        let Some((key, _)) = trimmed.split_once(':') else {
-            continue;
+    let mut stack: Vec<Open> = Vec::new();
+    for item in Parser::new_from_str(source) {
+        let Ok((event, span)) = item else { break };
+        let starts = match &event {
+            Event::Scalar(..) | Event::Alias(..) => false,
+            Event::MappingStart(..) | Event::SequenceStart(..) => true,
+            Event::MappingEnd | Event::SequenceEnd => {
+                stack.pop();
+                continue;
+            }
+            Event::DocumentEnd | Event::StreamEnd => break,
+            _ => continue,
         };
-        while stack.last().is_some_and(|(i, _)| *i >= indent) {
-            stack.pop();
+        // The path of this node, or None for a mapping key.
+        let node = match stack.last_mut() {
+            None => Some(String::new()),
+            Some(Open::Seq(prefix, next)) => {
+                *next += 1;
+                Some(format!("{prefix}[{}]", *next - 1))
+            }
+            Some(Open::Map(prefix, pending)) => match pending.take() {
+                Some(key) => Some(key),
+                None => {
+                    let key = match &event {
+                        Event::Scalar(text, ..) => text.to_string(),
+                        _ => "?".to_string(),
+                    };
+                    let key = if prefix.is_empty() {
+                        key
+                    } else {
+                        format!("{prefix}.{key}")
+                    };
+                    out.push((key.clone(), span.start.line()));
+                    *pending = Some(key.clone());
+                    // A key that is itself a collection: its insides are no key path.
+                    starts.then(|| format!("{key}?"))
+                }
+            },
+        };
+        if let (true, Some(path)) = (starts, node) {
+            stack.push(match event {
+                Event::MappingStart(..) => Open::Map(path, None),
+                _ => Open::Seq(path, 0),
+            });
         }
-        stack.push((indent, key.trim().trim_matches(|c| c == '"' || c == '\'').to_string()));
-        out.push((
-            no + 1,
-            stack.iter().map(|(_, k)| k.as_str()).collect::<Vec<_>>().join("."),
-        ));
     }
     out
 }
@@ -686,6 +826,103 @@ mod tests {
     }
 
     #[test]
+    fn flow_style_errors_name_the_bad_key_and_its_line() {
+        let e = err(&MINIMAL.replace("batch:\n  size: 5000\n", "batch: {size: 5000, pause: 3 parsecs}\n"));
+        assert!(
+            e.contains("batch.pause (line 7)") && e.contains("`3 parsecs` is not a duration"),
+            "{e}"
+        );
+        let e = err(&format!(
+            "{MINIMAL}retention: {{keep: 3,\n  archive: {{schema: [a]}}}}\n"
+        ));
+        assert!(e.contains("retention.archive.schema (line 10)"), "{e}");
+    }
+
+    #[test]
+    fn block_style_error_on_the_line_after_another_key() {
+        let e = err(&MINIMAL.replace("  size: 5000\n", "  size: 5000\n  pause: 3 parsecs\nswap: {}\n"));
+        assert!(e.contains("batch.pause (line 9)"), "{e}");
+        let e = err(&MINIMAL.replace("  size: 5000\n", "  size: 5000\n  workers: lots\n"));
+        assert!(e.contains("batch.workers (line 9) `lots` is not a whole number"), "{e}");
+    }
+
+    #[test]
+    fn unknown_keys_are_named_with_their_path_and_line() {
+        let e = err(&MINIMAL.replace("  size: 5000\n", "  size: 5000\n  colour: 3\n"));
+        assert!(e.contains("batch.colour (line 9) unknown field `colour`"), "{e}");
+        let e = err(&format!(
+            "{MINIMAL}retention:\n  keep: 3\n  archive:\n    schema: a\n    colour: b\n"
+        ));
+        assert!(e.contains("retention.archive.colour (line 13)"), "{e}");
+    }
+
+    #[test]
+    fn wrong_type_nested_two_levels_deep() {
+        let e = err(&format!(
+            "{MINIMAL}retention:\n  keep: 3\n  archive:\n    schema: [a]\n"
+        ));
+        assert!(
+            e.contains("retention.archive.schema (line 12) must be a single value"),
+            "{e}"
+        );
+        let e = err(&MINIMAL.replace("batch:\n  size: 5000\n", "batch: 5000\n"));
+        assert!(e.contains("batch (line 7) must be a mapping of keys"), "{e}");
+        let e = err(&format!("{MINIMAL}throttle:\n  max_slot_wal_mb: 0\n"));
+        assert!(
+            e.contains("throttle.max_slot_wal_mb (line 10) must be a whole number above zero"),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn missing_duplicate_and_misplaced_keys() {
+        // A missing key is cited at the mapping that lacks it; the plan itself has no line.
+        let e = err(&MINIMAL.replace("  column: ts\n", ""));
+        assert!(e.contains("partition (line 2) missing field `column`"), "{e}");
+        let e = err(&MINIMAL.replace("method: move\n", ""));
+        assert!(e.ends_with("p.yaml: missing field `method`"), "{e}");
+        // A key written twice is cited where it is written again.
+        let e = err(&MINIMAL.replace("  size: 5000\n", "  size: 5000\n  size: 6000\n"));
+        assert!(e.contains("batch.size (line 9) is written twice"), "{e}");
+        let e = err(&format!("{MINIMAL}method: sync\n"));
+        assert!(e.contains("method (line 9) is written twice"), "{e}");
+        let e = err("- a\n");
+        assert!(e.contains("the plan must be a mapping of plan keys"), "{e}");
+        // Booleans are YAML 1.2's: `yes` is not one.
+        let e = err(&format!("{MINIMAL}swap:\n  keep_old: yes\n"));
+        assert!(e.contains("swap.keep_old (line 10)"), "{e}");
+        let e = err(&format!("<<: {{method: sync}}\n{MINIMAL}"));
+        assert!(e.contains("line 1") && e.contains("merge key"), "{e}");
+    }
+
+    #[test]
+    fn hostile_yaml_is_refused_in_one_line() {
+        // Anchors and aliases inside one buffered value, each level eight times the last.
+        let mut bomb = String::from("[&l0 [x, x, x, x, x, x, x, x]");
+        for level in 1..9 {
+            bomb.push_str(&format!(
+                ", &l{level} [{}]",
+                vec![format!("*l{}", level - 1); 8].join(", ")
+            ));
+        }
+        bomb.push(']');
+        let started = std::time::Instant::now();
+        let e = err(&MINIMAL.replace("  interval: month\n", &format!("  interval: month\n  start: {bomb}\n")));
+        assert!(started.elapsed() < std::time::Duration::from_secs(2), "{e}");
+        assert!(
+            e.contains("partition.start[") && e.contains("(line 6) YAML document too large"),
+            "{e}"
+        );
+        let deep = format!(
+            "{MINIMAL}hooks:\n  on_failure: {}x{}\n",
+            "[".repeat(5000),
+            "]".repeat(5000)
+        );
+        let e = err(&deep);
+        assert!(e.contains("hooks.on_failure (line 10)") && !e.contains('\n'), "{e}");
+    }
+
+    #[test]
     fn durations() {
         assert_eq!(parse_duration("250ms"), Ok(250));
         assert_eq!(parse_duration("2s"), Ok(2000));
@@ -701,5 +938,10 @@ mod tests {
         assert_eq!(line_of(src, "c.d.e"), Some(6));
         assert_eq!(line_of(src, "a.b"), Some(2));
         assert_eq!(line_of(src, "x"), None);
+        let flow = "a: {b: 1,\n  c: [x, {d: 2}]}\n# e: 1\ne: \"x: y\"\n";
+        assert_eq!(line_of(flow, "a.b"), Some(1));
+        assert_eq!(line_of(flow, "a.c[1].d"), Some(2));
+        assert_eq!(line_of(flow, "e"), Some(4));
+        assert_eq!(line_of(flow, ""), None);
     }
 }

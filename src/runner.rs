@@ -119,7 +119,7 @@ pub async fn open_unfinished(ctx: &Context, plan: &PlanFile) -> Result<Session> 
 }
 
 fn check_same_plan(m: &MigrationRow, plan: &PlanFile) -> Result<()> {
-    let stored: Option<PlanSpec> = serde_yaml::from_str(&m.plan_source).ok();
+    let stored: Option<PlanSpec> = crate::plan_file::parse_spec(&m.plan_source).ok();
     if stored.as_ref() != Some(&plan.spec) {
         return Err(Refusal::new(format!(
             "the unfinished migration of {} was started with a different plan; continue it with that plan (`migrate status` shows it) or abort it",
@@ -205,7 +205,7 @@ async fn wait_for_swap(ctx: &Context, s: &mut Session) -> Result<Flow> {
         rounds += 1;
         // The move method keeps the original small while it waits: rows an
         // UPDATE puts behind the cursor are swept every minute or so.
-        if s.m.blueprint.method == Method::Move && rounds % 30 == 0 {
+        if s.m.blueprint.method == Method::Move && rounds.is_multiple_of(30) {
             let m = s.m.clone();
             let mut mover = Mover::new(ctx, &s.client, &m, &m.blueprint.old).await?;
             mover.sweep_once().await?;

@@ -33,7 +33,7 @@ pub fn config(url: Option<&str>, application_name: &str) -> Result<Config> {
     // are taken out and handled here.
     let (url, url_mode, url_root) = match url {
         Some(u) => {
-            let (rest, m, r) = tls::split_ssl(u);
+            let (rest, m, r) = tls::split_ssl(u)?;
             (Some(rest), m, r)
         }
         None => (None, None, None),

@@ -5,7 +5,7 @@
 //! DDL means the same whatever the server's or the session's time zone.
 
 use super::naming::{render, TokenValues};
-use crate::plan_file::Interval;
+use super::Interval;
 use chrono::{DateTime, Datelike, Duration, Months, NaiveDate, NaiveDateTime, TimeZone, Utc};
 use chrono_tz::Tz;
 use serde::{Deserialize, Serialize};

@@ -3,6 +3,8 @@
 
 pub mod bounds;
 pub mod existing;
+pub mod interval;
 pub mod naming;
 
 pub use bounds::{layout, KeyKind, KeyValue, LayoutInput, Partition};
+pub use interval::Interval;

@@ -5,7 +5,7 @@
 //! year and week), and for integer keys `{START}` and `{END}`. The MeshHook
 //! style is `{table}_y{YYYY}m{MM}`.
 
-use crate::plan_file::Interval;
+use super::Interval;
 
 const TOKENS: &[&str] = &["table", "YYYY", "MM", "DD", "IYYY", "IW", "START", "END"];
 
