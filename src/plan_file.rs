@@ -190,12 +190,7 @@ pub struct PartitionSpec {
 }
 
 /// A first bound as written: a date or timestamp string, or an integer.
-#[derive(Clone, Debug, Deserialize, Serialize, PartialEq)]
-#[serde(untagged)]
-pub enum Bound {
-    Integer(i64),
-    Text(String),
-}
+pub use crate::partition::bounds::Written as Bound;
 
 #[derive(Clone, Debug, Deserialize, Serialize, PartialEq)]
 #[serde(deny_unknown_fields)]

@@ -246,9 +246,18 @@ fn integer_layout(input: &LayoutInput, step: u64) -> Result<Vec<Partition>, Stri
     Ok(out)
 }
 
+/// A first bound as a plan writes it: a date or timestamp string, or an
+/// integer.
+#[derive(Clone, Debug, serde::Deserialize, serde::Serialize, PartialEq)]
+#[serde(untagged)]
+pub enum Written {
+    Integer(i64),
+    Text(String),
+}
+
 /// Parses `partition.start` as written in the plan, for a key kind.
-pub fn parse_start(kind: KeyKind, tz: Tz, b: &crate::plan_file::Bound) -> Result<KeyValue, String> {
-    use crate::plan_file::Bound;
+pub fn parse_start(kind: KeyKind, tz: Tz, b: &Written) -> Result<KeyValue, String> {
+    use Written as Bound;
     match (kind, b) {
         (KeyKind::Integer, Bound::Integer(n)) => Ok(KeyValue::Int(*n)),
         (KeyKind::Integer, Bound::Text(t)) => Err(format!("`{t}` is not an integer, and the key is an integer column")),
@@ -425,7 +434,7 @@ mod tests {
             parse_start(
                 KeyKind::TimestampTz,
                 chrono_tz::UTC,
-                &crate::plan_file::Bound::Text("2025-01-15".into()),
+                &Written::Text("2025-01-15".into()),
             )
             .unwrap(),
         );
