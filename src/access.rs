@@ -30,10 +30,40 @@ impl Access {
     }
 }
 
+/// What the catalog says of the role, the table and replication: all the
+/// access check reads.
+#[derive(Clone, Debug, Default)]
+pub struct AccessFacts {
+    pub me: String,
+    pub owner: String,
+    pub member: bool,
+    pub superuser: bool,
+    pub schema_create: bool,
+    pub db_create: bool,
+    /// Whether the role may write the control tables, when they exist.
+    pub control_writable: Option<bool>,
+    pub replident: String,
+    pub replident_index: Option<String>,
+    pub column_grants: bool,
+    pub database: String,
+    /// Privileges lacking on the objects around the table, as sentences.
+    pub lacking: Vec<String>,
+    pub slots: Vec<Slot>,
+}
+
+#[derive(Clone, Debug, Default)]
+pub struct Slot {
+    pub name: String,
+    pub kind: String,
+    /// A logical slot of this database.
+    pub here: bool,
+    pub active: bool,
+    pub behind: String,
+}
+
 /// `locks_parents`: the method's batches lock the rows their foreign keys
 /// reference (FOR KEY SHARE, which needs SELECT and UPDATE there).
-pub async fn check(client: &Client, table: &QualifiedName, oid: u32, locks_parents: bool) -> Result<Access> {
-    let mut a = Access::default();
+pub async fn gather(client: &Client, oid: u32, locks_parents: bool) -> Result<AccessFacts> {
     let r = client
         .query_one(
             "SELECT current_user::text, pg_get_userbyid(c.relowner)::text, \
@@ -51,19 +81,96 @@ pub async fn check(client: &Client, table: &QualifiedName, oid: u32, locks_paren
             &[&oid],
         )
         .await?;
-    let me: String = r.get(0);
-    let owner: String = r.get(1);
-    let member: bool = r.get(2);
-    let superuser: bool = r.get(3);
-    let schema_create: bool = r.get(4);
-    let db_create: bool = r.get(5);
+    let mut f = AccessFacts {
+        me: r.get(0),
+        owner: r.get(1),
+        member: r.get(2),
+        superuser: r.get(3),
+        schema_create: r.get(4),
+        db_create: r.get(5),
+        control_writable: None,
+        replident: r.get(7),
+        replident_index: r.get(8),
+        column_grants: r.get(9),
+        database: r.get(10),
+        lacking: Vec::new(),
+        slots: Vec::new(),
+    };
     let control_exists: bool = r.get(6);
-    let replident: String = r.get(7);
-    let replident_index: Option<String> = r.get(8);
-    let column_grants: bool = r.get(9);
-    let database: String = r.get(10);
+    if control_exists {
+        f.control_writable = Some(
+            client
+                .query_one(
+                    "SELECT has_schema_privilege('repartition', 'USAGE') \
+                        AND has_table_privilege('repartition.migrations', 'INSERT, UPDATE') \
+                        AND has_table_privilege('repartition.batches', 'INSERT') \
+                        AND has_table_privilege('repartition.events', 'INSERT')",
+                    &[],
+                )
+                .await?
+                .get(0),
+        );
+    }
+    if !f.superuser {
+        f.lacking = lacking(client, oid, locks_parents).await?;
+    }
+    // Slots retain the WAL the migration writes until their consumer reads
+    // it; logical ones also decode every moved row.
+    f.slots = client
+        .query(
+            "SELECT slot_name::text, slot_type, coalesce(database::text = current_database()::text, false), active, \
+                    coalesce(pg_size_pretty(pg_wal_lsn_diff(pg_current_wal_lsn(), restart_lsn)), 'unknown') \
+             FROM pg_replication_slots ORDER BY 1",
+            &[],
+        )
+        .await
+        .unwrap_or_default()
+        .iter()
+        .map(|s| Slot {
+            name: s.get(0),
+            kind: s.get(1),
+            here: s.get(2),
+            active: s.get(3),
+            behind: s.get(4),
+        })
+        .collect();
+    Ok(f)
+}
 
-    if !member && !superuser {
+/// Privileges the phases need on objects around the table that the role
+/// lacks.
+async fn lacking(client: &Client, oid: u32, locks_parents: bool) -> Result<Vec<String>> {
+    Ok(client
+        .query(
+            "SELECT DISTINCT format('the REFERENCES privilege on %s, which a foreign key of the table references', confrelid::regclass) \
+             FROM pg_constraint WHERE conrelid = $1 AND contype = 'f' AND NOT has_table_privilege(confrelid, 'REFERENCES') \
+             UNION ALL \
+             SELECT DISTINCT format('the SELECT and UPDATE privileges on %s, whose rows each batch locks FOR KEY SHARE while it moves the rows referencing them', confrelid::regclass) \
+             FROM pg_constraint WHERE $2 AND conrelid = $1 AND contype = 'f' \
+               AND NOT (has_table_privilege(confrelid, 'SELECT') AND has_any_column_privilege(confrelid, 'UPDATE')) \
+             UNION ALL \
+             SELECT DISTINCT format('ownership of the view %s, which is rebound to the new table', v.oid::regclass) \
+             FROM pg_depend d JOIN pg_rewrite w ON w.oid = d.objid JOIN pg_class v ON v.oid = w.ev_class \
+             WHERE d.classid = 'pg_rewrite'::regclass AND d.refobjid = $1 AND v.oid <> $1 \
+               AND NOT pg_has_role(v.relowner, 'USAGE') \
+             UNION ALL \
+             SELECT DISTINCT format('ownership of %s, whose foreign key references the table', t.oid::regclass) \
+             FROM pg_constraint k JOIN pg_class t ON t.oid = k.conrelid \
+             WHERE k.confrelid = $1 AND k.contype = 'f' AND k.conrelid <> $1 AND NOT pg_has_role(t.relowner, 'USAGE') \
+             ORDER BY 1",
+            &[&oid, &locks_parents],
+        )
+        .await?
+        .iter()
+        .map(|r| r.get(0))
+        .collect())
+}
+
+/// What the facts mean for the migration of `table`. Pure.
+pub fn check(table: &QualifiedName, f: &AccessFacts) -> Access {
+    let mut a = Access::default();
+    let (me, owner) = (&f.me, &f.owner);
+    if !f.member && !f.superuser {
         a.refusals.push(format!(
             "the role {me} does not own {table} (its owner is {owner}) and is not a member of {owner}: renaming and altering the table needs that (GRANT {owner} TO {me}, or connect as {owner})"
         ));
@@ -72,63 +179,27 @@ pub async fn check(client: &Client, table: &QualifiedName, oid: u32, locks_paren
             "the tool connects as {me}; every object it creates is given to the table's owner {owner}"
         ));
     }
-    if !schema_create && !superuser {
+    if !f.schema_create && !f.superuser {
         a.refusals.push(format!(
             "the role {me} lacks the CREATE privilege on the schema {}, needed for the partitioned table and its partitions",
             table.schema
         ));
     }
-    if control_exists {
-        let writable: bool = client
-            .query_one(
-                "SELECT has_schema_privilege('repartition', 'USAGE') \
-                    AND has_table_privilege('repartition.migrations', 'INSERT, UPDATE') \
-                    AND has_table_privilege('repartition.batches', 'INSERT') \
-                    AND has_table_privilege('repartition.events', 'INSERT')",
-                &[],
-            )
-            .await?
-            .get(0);
-        if !writable {
-            a.refusals.push(format!(
-                "the role {me} cannot write the control tables in the schema repartition (USAGE on the schema and INSERT, UPDATE on its tables are needed; its owner can grant them)"
-            ));
-        }
-    } else if !db_create && !superuser {
-        a.refusals.push(format!(
-            "the role {me} lacks the CREATE privilege on the database {database}, needed once to create the control schema repartition (or have its owner run `migrate` once)"
-        ));
+    match f.control_writable {
+        Some(false) => a.refusals.push(format!(
+            "the role {me} cannot write the control tables in the schema repartition (USAGE on the schema and INSERT, UPDATE on its tables are needed; its owner can grant them)"
+        )),
+        Some(true) => {}
+        None if !f.db_create && !f.superuser => a.refusals.push(format!(
+            "the role {me} lacks the CREATE privilege on the database {}, needed once to create the control schema repartition (or have its owner run `migrate` once)",
+            f.database
+        )),
+        None => {}
     }
-
-    if !superuser {
-        // Objects around the table that the phases alter or reference.
-        for r in client
-            .query(
-                "SELECT DISTINCT format('the REFERENCES privilege on %s, which a foreign key of the table references', confrelid::regclass) \
-                 FROM pg_constraint WHERE conrelid = $1 AND contype = 'f' AND NOT has_table_privilege(confrelid, 'REFERENCES') \
-                 UNION ALL \
-                 SELECT DISTINCT format('the SELECT and UPDATE privileges on %s, whose rows each batch locks FOR KEY SHARE while it moves the rows referencing them', confrelid::regclass) \
-                 FROM pg_constraint WHERE $2 AND conrelid = $1 AND contype = 'f' \
-                   AND NOT (has_table_privilege(confrelid, 'SELECT') AND has_any_column_privilege(confrelid, 'UPDATE')) \
-                 UNION ALL \
-                 SELECT DISTINCT format('ownership of the view %s, which is rebound to the new table', v.oid::regclass) \
-                 FROM pg_depend d JOIN pg_rewrite w ON w.oid = d.objid JOIN pg_class v ON v.oid = w.ev_class \
-                 WHERE d.classid = 'pg_rewrite'::regclass AND d.refobjid = $1 AND v.oid <> $1 \
-                   AND NOT pg_has_role(v.relowner, 'USAGE') \
-                 UNION ALL \
-                 SELECT DISTINCT format('ownership of %s, whose foreign key references the table', t.oid::regclass) \
-                 FROM pg_constraint k JOIN pg_class t ON t.oid = k.conrelid \
-                 WHERE k.confrelid = $1 AND k.contype = 'f' AND k.conrelid <> $1 AND NOT pg_has_role(t.relowner, 'USAGE') \
-                 ORDER BY 1",
-                &[&oid, &locks_parents],
-            )
-            .await?
-        {
-            a.refusals.push(format!("the role {me} lacks {}", r.get::<_, String>(0)));
-        }
+    for l in &f.lacking {
+        a.refusals.push(format!("the role {me} lacks {l}"));
     }
-
-    match (replident.as_str(), replident_index) {
+    match (f.replident.as_str(), &f.replident_index) {
         ("f", _) => a.warn(format!(
             "{table} has REPLICA IDENTITY FULL, which the partitioned table does not inherit: set it on each partition after the swap, or logical replicas stop receiving its updates and deletes"
         )),
@@ -138,28 +209,15 @@ pub async fn check(client: &Client, table: &QualifiedName, oid: u32, locks_paren
         ("n", _) => a.note(format!("{table} has REPLICA IDENTITY NOTHING, kept as it is on nothing new")),
         _ => {}
     }
-    if column_grants {
+    if f.column_grants {
         a.warn(format!(
             "{table} has column-level privileges, which are not carried over: grant them again on the partitioned table after the swap"
         ));
     }
-
-    // Slots retain the WAL the migration writes until their consumer reads
-    // it; logical ones also decode every moved row.
-    for s in client
-        .query(
-            "SELECT slot_name::text, slot_type, coalesce(database::text = current_database()::text, false), active, \
-                    coalesce(pg_size_pretty(pg_wal_lsn_diff(pg_current_wal_lsn(), restart_lsn)), 'unknown') \
-             FROM pg_replication_slots ORDER BY 1",
-            &[],
-        )
-        .await
-        .unwrap_or_default()
-    {
-        let (name, kind, here, active, behind): (String, String, bool, bool, String) =
-            (s.get(0), s.get(1), s.get(2), s.get(3), s.get(4));
-        let state = if active { "active" } else { "inactive" };
-        if kind == "logical" && here {
+    for s in &f.slots {
+        let (name, kind, behind) = (&s.name, &s.kind, &s.behind);
+        let state = if s.active { "active" } else { "inactive" };
+        if kind == "logical" && s.here {
             a.warn(format!(
                 "the logical replication slot {name} ({state}, {behind} behind) decodes this database: it receives every moved row as a delete and an insert, and retains the migration's WAL until its consumer reads it (set throttle.max_slot_wal_mb to wait for it); the partitions must be published for the consumer to see the table after the swap"
             ));
@@ -169,5 +227,5 @@ pub async fn check(client: &Client, table: &QualifiedName, oid: u32, locks_paren
             ));
         }
     }
-    Ok(a)
+    a
 }

@@ -36,6 +36,34 @@ fn step_text(o: &mut String, bp: &Blueprint, step: &Step) {
     }
 }
 
+/// Every step `plan` prints, with what each part sends, then what the
+/// operator may run besides.
+pub fn steps_text(bp: &Blueprint) -> String {
+    let mut o = String::new();
+    let all = method::steps(bp);
+    for (i, step) in all.iter().enumerate() {
+        let _ = writeln!(
+            o,
+            "== Phase {} of {}: {} ({}) ==",
+            i + 1,
+            all.len(),
+            step.name,
+            step.summary
+        );
+        step_text(&mut o, bp, step);
+        let _ = writeln!(o);
+    }
+    for extra in method::extras(bp) {
+        let _ = writeln!(o, "== If you run `migrate {}`: {} ==", extra.command, extra.summary);
+        for step in &extra.steps {
+            let _ = writeln!(o, "== {} ({}) ==", step.name, step.summary);
+            step_text(&mut o, bp, step);
+        }
+        let _ = writeln!(o);
+    }
+    o
+}
+
 fn step_json(bp: &Blueprint, step: &Step) -> serde_json::Value {
     serde_json::json!({
         "name": step.name,
@@ -238,27 +266,7 @@ pub fn plan(r: &Resolved, where_: &str) -> String {
         let _ = writeln!(o, "  {l}");
     }
     let _ = writeln!(o);
-    let all = method::steps(bp);
-    for (i, step) in all.iter().enumerate() {
-        let _ = writeln!(
-            o,
-            "== Phase {} of {}: {} ({}) ==",
-            i + 1,
-            all.len(),
-            step.name,
-            step.summary
-        );
-        step_text(&mut o, bp, step);
-        let _ = writeln!(o);
-    }
-    for extra in method::extras(bp) {
-        let _ = writeln!(o, "== If you run `migrate {}`: {} ==", extra.command, extra.summary);
-        for step in &extra.steps {
-            let _ = writeln!(o, "== {} ({}) ==", step.name, step.summary);
-            step_text(&mut o, bp, step);
-        }
-        let _ = writeln!(o);
-    }
+    o.push_str(&steps_text(bp));
     let _ = writeln!(o, "Nothing was changed.");
     o
 }
@@ -457,6 +465,9 @@ pub fn plan_json(r: &Resolved) -> serde_json::Value {
         })).collect::<Vec<_>>(),
     })
 }
+
+#[cfg(test)]
+mod snapshots;
 
 #[cfg(test)]
 mod tests {

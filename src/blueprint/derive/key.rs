@@ -1,0 +1,117 @@
+//! The partition key: which column, of what kind, and by which strategy.
+
+use crate::blueprint::Key;
+use crate::catalog::TableInfo;
+use crate::partition::KeyKind;
+use crate::plan_file::{Method, PlanFile, Strategy};
+use crate::sql::Ident;
+use anyhow::Result;
+
+/// The key, and what refuses it short of an error in the plan itself.
+pub fn key(plan: &PlanFile, info: &TableInfo) -> Result<(Key, Vec<String>)> {
+    let spec = &plan.spec.partition;
+    let table = &plan.table;
+    let mut refusals = Vec::new();
+    let key_col = info.columns.iter().find(|c| c.name.as_str() == spec.column);
+    let list = spec.by == Strategy::List;
+    let key = match key_col {
+        None if list && plan.spec.method == Method::Attach => Key {
+            column: Ident::new(spec.column.clone()),
+            kind: KeyKind::Integer,
+            type_name: "bigint".into(),
+            time_zone: spec.time_zone.clone(),
+            list,
+            hash: None,
+        },
+        Some(c) if list && KeyKind::from_type_name(&c.type_name) != Some(KeyKind::Integer) => {
+            return Err(plan
+                .key_error(
+                    "partition.column",
+                    &format!(
+                        "names `{}` of type {}; a list key must be smallint, integer or bigint",
+                        spec.column, c.type_name
+                    ),
+                )
+                .into())
+        }
+        None if list => {
+            return Err(plan
+                .key_error(
+                    "partition.column",
+                    &format!("names `{}`, which is not a column of {table}; the attach method adds a list key column, move and sync partition on an existing one", spec.column),
+                )
+                .into())
+        }
+        None => {
+            return Err(plan
+                .key_error(
+                    "partition.column",
+                    &format!("names `{}`, which is not a column of {table}", spec.column),
+                )
+                .into())
+        }
+        Some(c) if spec.by == Strategy::Hash => {
+            if c.generated {
+                refusals.push(format!("the partition key {} is a generated column", c.name));
+            }
+            Key {
+                column: c.name.clone(),
+                kind: KeyKind::Integer,
+                type_name: c.type_name.clone(),
+                time_zone: spec.time_zone.clone(),
+                list: false,
+                hash: spec.modulus.map(|m| m.0 as u32),
+            }
+        }
+        Some(c) => {
+            let Some(kind) = KeyKind::from_type_name(&c.type_name) else {
+                return Err(plan
+                    .key_error(
+                        "partition.column",
+                        &format!("names `{}` of type {}; a range key must be timestamptz, timestamp, date, smallint, integer or bigint", spec.column, c.type_name),
+                    )
+                    .into());
+            };
+            if !c.not_null {
+                refusals.push(format!(
+                    "the partition key {} may be NULL; no partition would hold a NULL key (add NOT NULL, after making sure no row has NULL)",
+                    c.name
+                ));
+            }
+            if c.generated {
+                refusals.push(format!("the partition key {} is a generated column", c.name));
+            }
+            Key {
+                column: c.name.clone(),
+                kind,
+                type_name: c.type_name.clone(),
+                time_zone: spec.time_zone.clone(),
+                list,
+                hash: spec.modulus.map(|m| m.0 as u32),
+            }
+        }
+    };
+    if key.kind == KeyKind::Integer && spec.interval.is_some() {
+        return Err(plan
+            .key_error(
+                "partition.interval",
+                &format!(
+                    "is for date and time keys, and {} is {}; use partition.step",
+                    key.column, key.type_name
+                ),
+            )
+            .into());
+    }
+    if key.kind.is_time() && spec.step.is_some() {
+        return Err(plan
+            .key_error(
+                "partition.step",
+                &format!(
+                    "is for integer keys, and {} is {}; use partition.interval",
+                    key.column, key.type_name
+                ),
+            )
+            .into());
+    }
+    Ok((key, refusals))
+}

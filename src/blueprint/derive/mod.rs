@@ -1,0 +1,261 @@
+//! Planning without I/O: the plan and the catalog's facts become the
+//! blueprint, or the refusals that stop the run. Split by topic: the
+//! table itself, the key, the constraints, the dependents, the layout;
+//! the access check's derivation lives with its gathering in `access`.
+
+pub mod constraints;
+pub mod dependents;
+pub mod key;
+pub mod layout;
+pub mod split;
+pub mod table;
+
+use super::gather::Facts;
+use super::{names, Blueprint, Column, PartitionDef, Resolved, Settings, FORMAT};
+use crate::error::Refusal;
+use crate::findings::{Finding, Level};
+use crate::plan_file::{Method, PlanFile};
+use crate::sql::{Ident, QualifiedName};
+use anyhow::Result;
+
+/// The oldest server the tool runs on: it moves rows by TID ranges.
+pub const MIN_VERSION: i32 = 140000;
+
+/// Refusals and findings, in the order they are found.
+#[derive(Default)]
+pub struct Acc {
+    pub refusals: Vec<String>,
+    pub findings: Vec<Finding>,
+}
+
+impl Acc {
+    pub fn refuse(&mut self, message: String) {
+        self.refusals.push(message);
+    }
+
+    pub fn warn(&mut self, message: String) {
+        self.findings.push(Finding {
+            level: Level::Warning,
+            message,
+        });
+    }
+
+    pub fn note(&mut self, message: String) {
+        self.findings.push(Finding {
+            level: Level::Note,
+            message,
+        });
+    }
+}
+
+/// What derivation makes of the plan and the facts before its refusals
+/// stop the run, and what it needs the catalog to say besides.
+pub struct Draft {
+    pub blueprint: Blueprint,
+    pub findings: Vec<Finding>,
+    pub refusals: Vec<String>,
+    /// The relations and functions the migration creates: none may exist.
+    pub relations: Vec<QualifiedName>,
+    pub functions: Vec<QualifiedName>,
+    /// The first partition's lower bound, when rows may lie below it.
+    pub below: Option<String>,
+}
+
+/// Resolves the plan: the blueprint, or one refusal naming every reason.
+pub fn derive(plan: &PlanFile, facts: &Facts) -> Result<Resolved> {
+    let d = draft(plan, facts)?;
+    if !d.refusals.is_empty() {
+        return Err(Refusal::new(format!("cannot migrate {}: {}", plan.table, d.refusals.join("; "))).into());
+    }
+    let info = facts.info.clone().expect("a draft has the table's facts");
+    Ok(Resolved {
+        blueprint: d.blueprint,
+        findings: d.findings,
+        info,
+        server: facts.server.clone(),
+    })
+}
+
+/// The blueprint with its refusals, in the order the checks run.
+pub fn draft(plan: &PlanFile, facts: &Facts) -> Result<Draft> {
+    let server = &facts.server;
+    if server.version_num < MIN_VERSION {
+        return Err(Refusal::new(format!(
+            "the server runs PostgreSQL {}.{}, and this tool needs 14 or newer (it moves rows by TID ranges)",
+            server.version_num / 10000,
+            server.version_num % 10000 / 100
+        ))
+        .into());
+    }
+    let table = &plan.table;
+    let Some(info) = &facts.info else {
+        return Err(plan
+            .key_error("table", &format!("names {table}, which does not exist"))
+            .into());
+    };
+    let mut acc = Acc {
+        refusals: table::kind(table, info)?,
+        ..Acc::default()
+    };
+    if let Some(a) = &facts.access {
+        let a = crate::access::check(table, a);
+        acc.refusals.extend(a.refusals);
+        acc.findings.extend(a.findings);
+    }
+    let (key, refusals) = key::key(plan, info)?;
+    acc.refusals.extend(refusals);
+    acc.refusals.extend(table::carried(table, info));
+    let c = constraints::derive(plan, info, &key, &mut acc);
+    let dependent_views = dependents::views(table, info, &mut acc);
+    let sequences = dependents::sequences(info, &mut acc);
+    let l = layout::derive(plan, facts, info, &key, &c.uniques, &mut acc)?;
+    if !facts.taken.is_empty() {
+        acc.refuse(format!(
+            "names the migration needs are taken already: {} (left over from an earlier attempt? `migrate status` tells)",
+            facts.taken.join(", ")
+        ));
+    }
+    let settings = settings(plan, facts, &mut acc);
+    let blueprint = Blueprint {
+        format: FORMAT,
+        method: plan.spec.method,
+        table: table.clone(),
+        shadow: names::shadow(table),
+        old: l.old,
+        retired_view: names::retired_view(table),
+        owner: info.owner.clone(),
+        columns: columns(info),
+        key,
+        row_identity: c.row_identity,
+        partitions: l
+            .partitions
+            .into_iter()
+            .map(|p| PartitionDef {
+                name: Ident::new(p.name),
+                from: p.from,
+                to: p.to,
+            })
+            .collect(),
+        default_partition: l.default_partition,
+        uniques: c.uniques,
+        indexes: c.indexes,
+        foreign_keys: c.foreign_keys,
+        incoming_fks: c.incoming_fks,
+        dependent_views,
+        grants: info.grants.clone(),
+        comment: info.comment.clone(),
+        storage: info.reloptions.clone(),
+        sequences,
+        routing: names::routing(table),
+        mirror: names::mirror(table),
+        attach: l.attach,
+        split: None,
+        settings,
+    };
+    let (relations, functions) = created(&blueprint);
+    Ok(Draft {
+        blueprint,
+        findings: acc.findings,
+        refusals: acc.refusals,
+        relations,
+        functions,
+        below: l.below,
+    })
+}
+
+fn columns(info: &crate::catalog::TableInfo) -> Vec<Column> {
+    info.columns
+        .iter()
+        .map(|c| Column {
+            name: c.name.clone(),
+            writable: !c.generated,
+            has_equality: c.has_equality,
+            default: c.default.clone(),
+        })
+        .collect()
+}
+
+/// Every relation and function the migration creates, whose names must be
+/// free.
+fn created(bp: &Blueprint) -> (Vec<QualifiedName>, Vec<QualifiedName>) {
+    let table = &bp.table;
+    let mut relations: Vec<QualifiedName> = vec![bp.shadow.clone(), bp.old.clone(), bp.retired_view.clone()];
+    relations.extend(bp.partitions.iter().map(|p| table.sibling(p.name.clone())));
+    relations.extend(bp.default_partition.iter().map(|d| table.sibling(d.clone())));
+    for u in &bp.uniques {
+        relations.push(table.sibling(u.shadow_name.clone()));
+        relations.push(table.sibling(u.old_rename.clone()));
+    }
+    for i in &bp.indexes {
+        relations.push(table.sibling(i.shadow_name.clone()));
+        relations.push(table.sibling(i.old_rename.clone()));
+    }
+    for k in bp.attach.iter().flat_map(|a| &a.key_indexes) {
+        relations.push(table.sibling(k.name.clone()));
+    }
+    if bp.method == Method::Sync {
+        // The partitions' deferred indexes (method::sync::indexes).
+        let leaves = bp
+            .partitions
+            .iter()
+            .map(|p| p.name.clone())
+            .chain(bp.default_partition.clone());
+        for leaf in leaves {
+            for (k, i) in bp.indexes.iter().enumerate() {
+                if matches!(i.body, super::IndexBody::Plain(_)) {
+                    relations.push(table.sibling(names::partition_index(&leaf, k + 1)));
+                }
+            }
+        }
+    }
+    let (r, m) = (&bp.routing, &bp.mirror);
+    let functions = [
+        &r.insert_function,
+        &r.update_function,
+        &r.delete_function,
+        &m.function,
+        &m.truncate_function,
+        &m.back_function,
+        &m.back_truncate_function,
+    ]
+    .into_iter()
+    .cloned()
+    .collect();
+    (relations, functions)
+}
+
+/// The run's settings from the plan, its lock timeout capped below the
+/// server's deadlock_timeout.
+fn settings(plan: &PlanFile, facts: &Facts, acc: &mut Acc) -> Settings {
+    let spec = &plan.spec;
+    let deadlock_ms = facts.server.deadlock_timeout_ms.max(100);
+    let lock_timeout_ms = spec.locks.lock_timeout.0.min((deadlock_ms / 2) as u64).max(10);
+    if lock_timeout_ms < spec.locks.lock_timeout.0 {
+        acc.note(format!(
+            "lock_timeout is capped at {lock_timeout_ms}ms, half the server's deadlock_timeout, so that the tool, not the application, steps back from any lock conflict"
+        ));
+    }
+    Settings {
+        batch_rows: spec.batch.rows(),
+        pause_ms: spec.batch.pause.0,
+        lock_timeout_ms,
+        statement_timeout_ms: spec.locks.statement_timeout.0,
+        retries: spec.locks.retries,
+        keep_old: spec.swap.keep_old,
+        block_size: facts.server.block_size,
+        // A batch holds its row locks for its whole duration: kept well
+        // under deadlock_timeout, the application never loses a lock cycle
+        // to it (see db::retry).
+        target_ms: spec.batch.target_ms().map(|d| d.min((deadlock_ms / 4) as u64)),
+        throttle: spec.throttle.clone(),
+        hooks: spec.hooks.clone(),
+        postpone_swap: spec.swap.postpone,
+        workers: spec.batch.workers(),
+        gentle: spec.batch.mode == crate::plan_file::BatchMode::Gentle,
+    }
+}
+
+#[cfg(test)]
+pub mod fixtures;
+#[cfg(test)]
+mod tests;

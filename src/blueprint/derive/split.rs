@@ -1,0 +1,130 @@
+//! The blueprint of a split, from the attach migration's blueprint and
+//! what the catalog says now.
+
+use super::layout::key_less;
+use crate::blueprint::gather::SplitFacts;
+use crate::blueprint::{names, Blueprint, PartitionDef, SplitDef, ViewDef};
+use crate::error::Refusal;
+use crate::partition::{self, bounds, LayoutInput};
+use crate::plan_file::{Method, PlanFile};
+use crate::sql::{Ident, QualifiedName};
+use anyhow::Result;
+
+pub fn split(plan: &PlanFile, attached: &Blueprint, facts: &SplitFacts) -> Result<Blueprint> {
+    let table = &attached.table;
+    let Some(a) = &attached.attach else {
+        return Err(Refusal::new(format!(
+            "the last migration of {table} was not an attach; there is no first partition to split"
+        ))
+        .into());
+    };
+    let zero = &attached.old;
+    if facts.bound.is_none() {
+        return Err(Refusal::new(format!(
+            "{zero} is not a partition of {table} any more; there is nothing to split"
+        ))
+        .into());
+    }
+    let spec = &plan.spec.partition;
+    let tz: chrono_tz::Tz = spec
+        .time_zone
+        .parse()
+        .map_err(|_| plan.key_error("partition.time_zone", "is not a known time zone"))?;
+    let key = attached.key.clone();
+    let Some(min) = facts.min else {
+        return Err(Refusal::new(format!("{zero} is empty; detach and drop it instead of splitting it")).into());
+    };
+    let cutoff = bounds::bound_value(key.kind, tz, &a.cutoff)
+        .ok_or_else(|| anyhow::anyhow!("the stored cutoff {} cannot be read", a.cutoff))?;
+    if key.list {
+        return Err(Refusal::new(format!(
+            "{table} is partitioned by list; its first partition holds one value and has nothing to split"
+        ))
+        .into());
+    }
+    let template = spec
+        .naming
+        .clone()
+        .unwrap_or_else(|| partition::naming::default_template(spec.interval).to_string());
+    let layout = partition::layout(&LayoutInput {
+        kind: key.kind,
+        interval: spec.interval,
+        step: spec.step.map(|s| s.0),
+        tz,
+        start: None,
+        min: Some(min),
+        max: Some(cutoff),
+        now: facts.server.now,
+        premake: 0,
+        template: &template,
+        table: table.name.as_str(),
+    })
+    .map_err(|e| plan.key_error("partition", &e))?;
+    let mut partitions = Vec::new();
+    for p in layout {
+        let from = bounds::first_bound_value(key.kind, tz, &p);
+        let to = bounds::bound_value(key.kind, tz, &p.to);
+        match (from, to) {
+            (Some(f), _) if !key_less(f, cutoff) => break,
+            (_, Some(t)) if key_less(cutoff, t) => partitions.push(PartitionDef {
+                name: Ident::new(p.name),
+                from: p.from,
+                to: a.cutoff.clone(),
+            }),
+            _ => partitions.push(PartitionDef {
+                name: Ident::new(p.name),
+                from: p.from,
+                to: p.to,
+            }),
+        }
+    }
+    let mut bp = attached.clone();
+    bp.method = Method::Move;
+    bp.shadow = names::shadow(table);
+    bp.partitions = partitions;
+    bp.default_partition = None;
+    bp.incoming_fks = Vec::new();
+    bp.settings.keep_old = false;
+    // The first partition's rows are found by the partitioned key.
+    bp.row_identity = attached
+        .uniques
+        .iter()
+        .find(|u| u.primary)
+        .map(|u| u.columns.clone())
+        .unwrap_or(attached.row_identity.clone());
+    bp.split = Some(SplitDef {
+        cutoff: a.cutoff.clone(),
+        check: names::cutoff_check(table),
+    });
+    bp.attach = None;
+    // Dependent views as they are now.
+    if let Some(info) = &facts.info {
+        bp.dependent_views = info
+            .dependents
+            .iter()
+            .filter(|d| d.kind == 'v')
+            .map(|d| ViewDef {
+                name: d.name.clone(),
+                definition: d.definition.clone(),
+                options: d.options.clone(),
+            })
+            .collect();
+        bp.grants = info.grants.clone();
+        bp.comment = info.comment.clone();
+    }
+    if !facts.taken.is_empty() {
+        return Err(Refusal::new(format!(
+            "names the split needs are taken already: {}",
+            facts.taken.join(", ")
+        ))
+        .into());
+    }
+    Ok(bp)
+}
+
+/// The relations a split creates, whose names must be free.
+pub fn created(bp: &Blueprint) -> Vec<QualifiedName> {
+    let mut names: Vec<QualifiedName> = vec![bp.shadow.clone(), bp.retired_view.clone()];
+    names.extend(bp.partitions.iter().map(|p| bp.table.sibling(p.name.clone())));
+    names
+}

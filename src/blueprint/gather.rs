@@ -1,0 +1,202 @@
+//! The only I/O of planning: every catalog fact the blueprint needs, read
+//! with read-only queries. Facts that depend on what is derived (rows
+//! below the first partition, names the migration would create) are read
+//! after a first derivation says which to read.
+
+use super::derive::{self, key};
+use crate::access::{self, AccessFacts};
+use crate::catalog::{self, ServerInfo, TableInfo};
+use crate::partition::KeyValue;
+use crate::plan_file::{Method, PlanFile, Strategy};
+use crate::sql::QualifiedName;
+use anyhow::Result;
+use tokio_postgres::Client;
+
+/// A list key's partitions beyond this many are refused: one table per
+/// value does not scale to high-cardinality columns.
+pub const MAX_LIST_VALUES: usize = 1000;
+
+/// What the catalog holds, as far as the plan needs it. Gathering stops
+/// early where a later fact would mean nothing (no such table, a view);
+/// derivation refuses there before it needs them.
+#[derive(Clone, Debug)]
+pub struct Facts {
+    pub server: ServerInfo,
+    /// None when no relation has the plan's name.
+    pub info: Option<TableInfo>,
+    pub access: Option<AccessFacts>,
+    /// The smallest and largest key (range keys).
+    pub min: Option<KeyValue>,
+    pub max: Option<KeyValue>,
+    /// The values a list key holds, ascending, at most one more than
+    /// `MAX_LIST_VALUES` (move and sync).
+    pub list_values: Vec<i64>,
+    /// Rows whose list key is not the first partition's value (attach).
+    pub other_values: i64,
+    /// Rows below the first partition's lower bound.
+    pub below_first: i64,
+    /// Names the migration would create that exist already.
+    pub taken: Vec<String>,
+}
+
+impl Facts {
+    pub fn new(server: ServerInfo) -> Facts {
+        Facts {
+            server,
+            info: None,
+            access: None,
+            min: None,
+            max: None,
+            list_values: Vec::new(),
+            other_values: 0,
+            below_first: 0,
+            taken: Vec::new(),
+        }
+    }
+}
+
+pub async fn gather(client: &Client, plan: &PlanFile) -> Result<Facts> {
+    let mut f = Facts::new(catalog::server_info(client).await?);
+    let table = &plan.table;
+    if f.server.version_num < derive::MIN_VERSION {
+        return Ok(f);
+    }
+    let Some(oid) = catalog::relation_oid(client, table).await? else {
+        return Ok(f);
+    };
+    let info = catalog::table_info(client, oid).await?;
+    if info.relkind != "r" || info.persistence == "t" {
+        f.info = Some(info);
+        return Ok(f);
+    }
+    f.access = Some(access::gather(client, info.oid, plan.spec.method == Method::Move).await?);
+    let spec = &plan.spec.partition;
+    if let Ok((k, _)) = key::key(plan, &info) {
+        let list = spec.by == Strategy::List;
+        if !list && k.hash.is_none() {
+            (f.min, f.max) = crate::partition::existing::min_max(client, table, &k.column, k.kind).await?;
+        }
+        if list && plan.spec.method != Method::Attach {
+            f.list_values = distinct_values(client, table, &k.column).await?;
+        }
+        let has_column = info.columns.iter().any(|c| c.name == k.column);
+        if list && plan.spec.method == Method::Attach && has_column {
+            let initial = spec.initial.unwrap_or_default();
+            f.other_values = client
+                .query_one(
+                    &format!(
+                        "SELECT count(*) FROM ONLY {table} WHERE {k} IS DISTINCT FROM {initial}",
+                        k = k.column
+                    ),
+                    &[],
+                )
+                .await?
+                .get(0);
+        }
+    }
+    f.info = Some(info);
+    // What a first derivation says the migration needs from the catalog.
+    if let Ok(d) = derive::draft(plan, &f) {
+        if let Some(first) = &d.below {
+            let sql = format!(
+                "SELECT count(*) FROM ONLY {table} WHERE {k} < $1::text::{ty}",
+                k = d.blueprint.key.column,
+                ty = d.blueprint.key.type_name
+            );
+            f.below_first = client.query_one(&sql, &[first]).await?.get(0);
+        }
+        f.taken = taken(client, &d.relations, &d.functions).await?;
+    }
+    Ok(f)
+}
+
+/// The relations and functions of these names that exist already.
+async fn taken(client: &Client, relations: &[QualifiedName], functions: &[QualifiedName]) -> Result<Vec<String>> {
+    let mut taken = Vec::new();
+    for r in relations {
+        if catalog::relation_oid(client, r).await?.is_some() {
+            taken.push(r.to_string());
+        }
+    }
+    for f in functions {
+        if catalog::function_exists(client, f).await? {
+            taken.push(format!("{f}()"));
+        }
+    }
+    Ok(taken)
+}
+
+/// The distinct values of a list key, ascending: a skip scan where an index
+/// leads with the key (each step one index probe), one scan otherwise.
+/// At most one more than the cap is read.
+async fn distinct_values(client: &Client, table: &QualifiedName, k: &crate::sql::Ident) -> Result<Vec<i64>> {
+    let indexed: bool = client
+        .query_one(
+            "SELECT EXISTS (SELECT 1 FROM pg_index i JOIN pg_attribute a ON a.attrelid = i.indrelid AND a.attnum = i.indkey[0] \
+             WHERE i.indrelid = to_regclass($1) AND a.attname = $2 AND i.indpred IS NULL)",
+            &[&table.to_string(), &k.as_str()],
+        )
+        .await?
+        .get(0);
+    let limit = MAX_LIST_VALUES as i64 + 1;
+    let sql = if indexed {
+        format!(
+            "WITH RECURSIVE v(x) AS ( \
+               (SELECT {k} FROM ONLY {table} WHERE {k} IS NOT NULL ORDER BY {k} LIMIT 1) \
+               UNION ALL \
+               SELECT (SELECT {k} FROM ONLY {table} WHERE {k} > v.x ORDER BY {k} LIMIT 1) FROM v WHERE v.x IS NOT NULL) \
+             SELECT x::int8 FROM v WHERE x IS NOT NULL LIMIT {limit}"
+        )
+    } else {
+        format!("SELECT DISTINCT {k}::int8 FROM ONLY {table} WHERE {k} IS NOT NULL ORDER BY 1 LIMIT {limit}")
+    };
+    Ok(client.query(&sql, &[]).await?.iter().map(|r| r.get(0)).collect())
+}
+
+/// What a split reads of the catalog.
+#[derive(Clone, Debug)]
+pub struct SplitFacts {
+    pub server: ServerInfo,
+    /// The first partition's bound, while it is a partition of the table.
+    pub bound: Option<String>,
+    /// The first partition's smallest key.
+    pub min: Option<KeyValue>,
+    /// The partitioned table as it is now.
+    pub info: Option<TableInfo>,
+    pub taken: Vec<String>,
+}
+
+pub async fn split_facts(client: &Client, plan: &PlanFile, attached: &super::Blueprint) -> Result<SplitFacts> {
+    let table = &attached.table;
+    let zero = &attached.old;
+    let mut f = SplitFacts {
+        server: catalog::server_info(client).await?,
+        bound: None,
+        min: None,
+        info: None,
+        taken: Vec::new(),
+    };
+    if attached.attach.is_none() {
+        return Ok(f);
+    }
+    f.bound = client
+        .query_opt(
+            "SELECT pg_get_expr(c.relpartbound, c.oid) FROM pg_class c JOIN pg_inherits i ON i.inhrelid = c.oid \
+             WHERE c.oid = to_regclass($1) AND i.inhparent = to_regclass($2)",
+            &[&zero.to_string(), &table.to_string()],
+        )
+        .await?
+        .map(|r| r.get(0));
+    if f.bound.is_none() {
+        return Ok(f);
+    }
+    let key = &attached.key;
+    (f.min, _) = crate::partition::existing::min_max(client, zero, &key.column, key.kind).await?;
+    if let Some(oid) = catalog::relation_oid(client, table).await? {
+        f.info = Some(catalog::table_info(client, oid).await?);
+    }
+    if let Ok(bp) = derive::split::split(plan, attached, &f) {
+        f.taken = taken(client, &derive::split::created(&bp), &[]).await?;
+    }
+    Ok(f)
+}
