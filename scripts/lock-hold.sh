@@ -115,7 +115,8 @@ measure_rtt() {
 start_proxy() {
     local rtt=$1 run=$2
     rm -f "$run/proxy.port"
-    python3 scripts/bench/delay_proxy.py 0 "$TCP_PORT" "$(awk "BEGIN {print $rtt / 2}")" \
+    # The trace lets the report count the requests each locked section sent.
+    python3 scripts/bench/delay_proxy.py --trace "$run/proxy.trace" 0 "$TCP_PORT" "$(awk "BEGIN {print $rtt / 2}")" \
         $((RUN_TIMEOUT * 3 + 120)) "$run/proxy.port" 2>"$run/proxy.log" &
     PROXY_PID=$!
     for _ in $(seq 100); do

@@ -116,6 +116,41 @@ def tool_log(run):
     return lines, commits
 
 
+def proxy_requests(run):
+    """Per connection through the proxy, (time, tag) of every chunk that
+    came from the tool; None when the run went direct."""
+    path = os.path.join(run, "proxy.trace")
+    if not os.path.exists(path):
+        return None
+    out = {}
+    with open(path) as f:
+        for line in f:
+            p = line.split()
+            if len(p) >= 4 and p[1] == "c":
+                out.setdefault(p[0], []).append((float(p[2]), p[4].split(",") if len(p) > 4 else []))
+    return out
+
+
+def count_requests(requests, t_end, locked):
+    """Requests a section sent while it held its locks: those after its
+    LOCK (or, without one, its BEGIN) up to and including its COMMIT, the
+    last COMMIT before the tool logged the section's commit. Each waits
+    for its reply, so each is one round trip inside the hold."""
+    opener = "Q:LOCK_TABLE" if locked else "Q:BEGIN"
+    best = None
+    for chunks in requests.values():
+        ends = [i for i, (t, tags) in enumerate(chunks) if t <= t_end and "Q:COMMIT" in tags]
+        if not ends:
+            continue
+        e = ends[-1]
+        b = next((i for i in range(e, -1, -1) if opener in chunks[i][1]), None)
+        if b is None:
+            continue
+        if best is None or chunks[e][0] > best[0]:
+            best = (chunks[e][0], e - b)
+    return best[1] if best else None
+
+
 def analyse(run):
     meta = read_meta(os.path.join(run, "meta"))
     txs, failed = transactions(run)
@@ -129,8 +164,16 @@ def analyse(run):
     # the same sections in the same order.
     from_log = len(commits) == len(secs) and all(
         c[0] == s["section"].split("#")[0] for c, s in zip(commits, secs))
+    requests = proxy_requests(run)
     windows = []
     for i, s in enumerate(secs):
+        s["requests"] = None
+        if requests is not None and from_log:
+            s["requests"] = count_requests(requests, commits[i][1], s["lock_wait_ms"] is not None)
+        # What the round trips do not explain: the server's own work, and
+        # the tool's and the proxy's time between a reply and the next request.
+        s["beyond_round_trips_ms"] = (None if s["requests"] is None
+                                      else round(s["held_ms"] - s["requests"] * rtt, 1))
         # The tool times the hold from the LOCK's reply to COMMIT's reply;
         # on the server both happened about half a round trip earlier. The
         # LOCK's own wait counts too: the application queues behind it.
@@ -187,14 +230,16 @@ def main():
     runs = [analyse(d) for d in sorted(glob.glob(os.path.join(runs_dir, "*"))) if os.path.isdir(d)]
 
     print("\nEach run: the locked sections in order; the application's longest transaction that overlapped")
-    print(f"the section's window on the server (its LOCK's wait + held, {MARGIN_MS:g} ms slack each side)")
+    print(f"the section's window on the server (its LOCK's wait + held, {MARGIN_MS:g} ms slack each side);")
+    print("through the proxy, the requests sent inside the hold, and the held time beyond requests x RTT")
     print(f"{'method':7} {'rtt':>4} {'meas':>5} {'rep':>3} {'section':14} {'held ms':>8} {'LOCK wait':>9} "
-          f"{'app longest':>11} {'app tx':>6}")
+          f"{'app longest':>11} {'app tx':>6} {'requests':>8} {'beyond':>7}")
     for r in runs:
         for s in r["sections"]:
             print(f"{r['method']:7} {f(r['rtt_ms'], 0):>4} {f(r['rtt_measured_ms'], 2):>5} {r['rep']:>3} "
                   f"{s['section']:14} {f(s['held_ms']):>8} {f(s['lock_wait_ms']):>9} "
-                  f"{f(s['app_longest_ms']):>11} {s['app_transactions']:>6}")
+                  f"{f(s['app_longest_ms']):>11} {s['app_transactions']:>6} "
+                  f"{'-' if s['requests'] is None else s['requests']:>8} {f(s['beyond_round_trips_ms']):>7}")
         a = r["application"]
         print(f"{r['method']:7} {f(r['rtt_ms'], 0):>4} {'':>5} {r['rep']:>3} {'(whole run)':14} "
               f"wall {r['wall_s']:.1f} s, {r['status']}; application p50 {f(a['p50_ms'])}, p99 {f(a['p99_ms'])}, "
@@ -231,7 +276,8 @@ def main():
 
     summary = []
     print("\nOver the repetitions: median [worst]")
-    print(f"{'method':7} {'rtt':>4} {'section':14} {'n':>2} {'held ms':>16} {'LOCK wait ms':>14} {'app longest ms':>16}")
+    print(f"{'method':7} {'rtt':>4} {'section':14} {'n':>2} {'held ms':>16} {'LOCK wait ms':>14} {'app longest ms':>16} "
+          f"{'requests':>8}")
     for k in order:
         g = groups[k]
         row = {"method": k[0], "rtt_ms": k[1], "section": k[2], "runs": len(g),
@@ -239,12 +285,14 @@ def main():
                "lock_wait_ms": med([s["lock_wait_ms"] for s in g]),
                "lock_wait_worst_ms": worst([s["lock_wait_ms"] for s in g]),
                "app_longest_ms": med([s["app_longest_ms"] for s in g]),
-               "app_longest_worst_ms": worst([s["app_longest_ms"] for s in g])}
+               "app_longest_worst_ms": worst([s["app_longest_ms"] for s in g]),
+               "requests": med([s["requests"] for s in g])}
         summary.append(row)
         print(f"{k[0]:7} {f(k[1], 0):>4} {k[2]:14} {len(g):>2} "
               f"{f(row['held_ms']) + ' [' + f(row['held_worst_ms']) + ']':>16} "
               f"{f(row['lock_wait_ms']) + ' [' + f(row['lock_wait_worst_ms']) + ']':>14} "
-              f"{f(row['app_longest_ms']) + ' [' + f(row['app_longest_worst_ms']) + ']':>16}")
+              f"{f(row['app_longest_ms']) + ' [' + f(row['app_longest_worst_ms']) + ']':>16} "
+              f"{f(row['requests'], 0) if row['requests'] is not None else '-':>8}")
     apps = {}
     for r in runs:
         if r["status"] == "ok":
@@ -268,8 +316,10 @@ def main():
     rtt_med = {k: statistics.median(v) for k, v in rtts.items()}
     trips = []
     if 0 in rtt_med and len(rtt_med) > 1:
-        print("\nRound trips inside each hold: (held at RTT x - held direct) / (measured RTT x - measured direct)")
-        print(f"{'method':7} {'section':14} " + " ".join(f"{'rtt ' + f(x, 0):>8}" for x in sorted(rtt_med) if x))
+        print("\nRound trips inside each hold: estimated, (held at RTT x - held direct) / (measured RTT x - measured")
+        print("direct), from the medians; and counted, the requests the proxy saw (median)")
+        print(f"{'method':7} {'section':14} " + " ".join(f"{'rtt ' + f(x, 0) + ' est':>12} {'counted':>8}"
+                                                     for x in sorted(rtt_med) if x))
         base = {(row["method"], row["section"]): row["held_ms"] for row in summary if row["rtt_ms"] == 0}
         for (m, sec), h0 in base.items():
             cells = []
@@ -280,8 +330,11 @@ def main():
                            if row["method"] == m and row["section"] == sec and row["rtt_ms"] == x), None)
                 d = rtt_med[x] - rtt_med[0]
                 est = (hx - h0) / d if hx is not None and d > 0 else None
-                trips.append({"method": m, "section": sec, "rtt_ms": x, "round_trips": est})
-                cells.append(f"{f(est):>8}")
+                counted = next((row["requests"] for row in summary
+                                if row["method"] == m and row["section"] == sec and row["rtt_ms"] == x), None)
+                trips.append({"method": m, "section": sec, "rtt_ms": x, "round_trips": est,
+                              "requests_counted": counted})
+                cells.append(f"{f(est):>12} {f(counted, 0) if counted is not None else '-':>8}")
             print(f"{m:7} {sec:14} " + " ".join(cells))
         print("measured RTT (median of psql's SELECT 1): "
               + ", ".join(f"{f(k, 0)} ms -> {v:.3f} ms" for k, v in sorted(rtt_med.items())))
