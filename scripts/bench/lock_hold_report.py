@@ -135,7 +135,9 @@ def count_requests(requests, t_end, locked):
     """Requests a section sent while it held its locks: those after its
     LOCK (or, without one, its BEGIN) up to and including its COMMIT, the
     last COMMIT before the tool logged the section's commit. Each waits
-    for its reply, so each is one round trip inside the hold."""
+    for its reply, so each is one round trip inside the hold; a chunk of
+    nothing but Close and Sync is not awaited (the driver closes a dropped
+    statement in passing) and does not count."""
     opener = "Q:LOCK_TABLE" if locked else "Q:BEGIN"
     best = None
     for chunks in requests.values():
@@ -146,8 +148,9 @@ def count_requests(requests, t_end, locked):
         b = next((i for i in range(e, -1, -1) if opener in chunks[i][1]), None)
         if b is None:
             continue
+        n = sum(1 for _, tags in chunks[b + 1:e + 1] if not set(tags) <= {"C", "S"})
         if best is None or chunks[e][0] > best[0]:
-            best = (chunks[e][0], e - b)
+            best = (chunks[e][0], n)
     return best[1] if best else None
 
 
