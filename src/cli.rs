@@ -206,32 +206,7 @@ pub async fn run(cli: Cli) -> Result<i32> {
         stop,
     };
     match cli.command {
-        Command::Plan { plan, output, strict } => {
-            let plan = PlanFile::load(&plan)?;
-            let client = crate::db::connect(&ctx.cfg).await?;
-            let mut resolved = crate::blueprint::resolve(&client, &plan).await?;
-            let mut extra = crate::preflight::statements(&client, &resolved.blueprint).await?;
-            extra.extend(crate::preflight::partition_sizes(&client, &resolved.blueprint, resolved.info.bytes).await?);
-            extra
-                .extend(crate::preflight::estimates(&client, &resolved.blueprint, resolved.info.estimated_rows).await?);
-            resolved.findings.extend(extra);
-            match output {
-                Output::Json => println!("{}", serde_json::to_string_pretty(&report::plan_json(&resolved))?),
-                Output::Text => print!("{}", report::plan(&resolved, &crate::db::connect::describe(&ctx.cfg))),
-            }
-            let warnings = resolved
-                .findings
-                .iter()
-                .filter(|f| f.level == crate::blueprint::Level::Warning)
-                .count();
-            if strict && warnings > 0 {
-                return Err(crate::error::Refusal::new(format!(
-                    "the plan has {warnings} warning(s) and --strict turns them into a refusal"
-                ))
-                .into());
-            }
-            Ok(exit::OK)
-        }
+        Command::Plan { plan, output, strict } => plan_command(&ctx, &plan, output, strict).await,
         Command::Apply { plan, until } => {
             let plan = PlanFile::load(&plan)?;
             let until = Until::phase(until, &plan)?;
@@ -385,6 +360,33 @@ async fn control_command(
     }
 }
 
+/// `plan`: resolves the plan, adds the pre-flight findings, prints.
+async fn plan_command(ctx: &Context, plan: &std::path::Path, output: Output, strict: bool) -> Result<i32> {
+    let plan = PlanFile::load(plan)?;
+    let client = crate::db::connect(&ctx.cfg).await?;
+    let mut resolved = crate::blueprint::resolve(&client, &plan).await?;
+    let mut extra = crate::preflight::statements(&client, &resolved.blueprint).await?;
+    extra.extend(crate::preflight::partition_sizes(&client, &resolved.blueprint, resolved.info.bytes).await?);
+    extra.extend(crate::preflight::estimates(&client, &resolved.blueprint, resolved.info.estimated_rows).await?);
+    resolved.findings.extend(extra);
+    match output {
+        Output::Json => println!("{}", serde_json::to_string_pretty(&report::plan_json(&resolved))?),
+        Output::Text => print!("{}", report::plan(&resolved, &crate::db::connect::describe(&ctx.cfg))),
+    }
+    let warnings = resolved
+        .findings
+        .iter()
+        .filter(|f| f.level == crate::blueprint::Level::Warning)
+        .count();
+    if strict && warnings > 0 {
+        return Err(crate::error::Refusal::new(format!(
+            "the plan has {warnings} warning(s) and --strict turns them into a refusal"
+        ))
+        .into());
+    }
+    Ok(exit::OK)
+}
+
 async fn status(ctx: &Context, plan: &PlanFile, exact: bool, output: Output) -> Result<i32> {
     let client = crate::db::connect(&ctx.cfg).await?;
     let table = plan.table.to_string();
@@ -402,26 +404,7 @@ async fn status(ctx: &Context, plan: &PlanFile, exact: bool, output: Output) -> 
         Vec::new()
     };
     if output == Output::Json {
-        let doc = serde_json::json!({
-            "version": report::JSON_VERSION,
-            "table": table,
-            "migration": latest.as_ref().map(|m| serde_json::json!({
-                "id": m.id,
-                "method": m.method,
-                "state": m.state,
-                "phase": m.phase.as_str(),
-                "rows_moved": m.rows_moved,
-                "rows_total": m.rows_total,
-                "batches": m.batches,
-                "batch_rows": m.batch_rows_chosen,
-                "batch_size_source": crate::report::batch_size_source(m),
-                "created_at": m.created_at,
-                "updated_at": m.updated_at,
-                "finished_at": m.finished_at,
-                "last_error": m.last_error,
-            })),
-            "partitions": parts,
-        });
+        let doc = report::status_json(&table, latest.as_ref(), &parts);
         println!("{}", serde_json::to_string_pretty(&doc)?);
         return Ok(exit::OK);
     }

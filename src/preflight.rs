@@ -71,7 +71,7 @@ pub async fn statements(client: &Client, bp: &Blueprint) -> Result<Vec<Finding>>
         };
         if bp.method == Method::Move {
             if lower.contains("for update") || lower.contains("for share") || lower.contains("for no key update") {
-                say(Level::Warning, "this statement locks rows with FOR UPDATE/SHARE, which the move method's view refuses until the swap; use method sync or attach");
+                say(Level::Warning, "this statement locks rows with FOR UPDATE/SHARE, which the move method's view runs without locking any row until the swap (two sessions can take the same row); use method sync or attach");
             }
             if lower.contains("on conflict") {
                 say(Level::Warning, "this statement uses INSERT ... ON CONFLICT, which the move method's view refuses until the swap; use method sync or attach");

@@ -207,7 +207,7 @@ async fn wait_for_swap(ctx: &Context, s: &mut Session) -> Result<Flow> {
         // UPDATE puts behind the cursor are swept every minute or so.
         if s.m.blueprint.method == Method::Move && rounds.is_multiple_of(30) {
             let m = s.m.clone();
-            let mut mover = Mover::new(ctx, &s.client, &m, &m.blueprint.old).await?;
+            let mut mover = Mover::new(ctx, &mut s.client, &m, &m.blueprint.old).await?;
             mover.sweep_once().await?;
         }
         tokio::time::sleep(std::time::Duration::from_secs(2)).await;
@@ -330,6 +330,6 @@ pub async fn abort(ctx: &Context, plan: &PlanFile) -> Result<Outcome> {
         control::begin_abort(&**s.client, id).await?;
         s.m = control::reload(&**s.client, id).await?;
     }
-    crate::method::run_abort(ctx, &s).await?;
+    crate::method::run_abort(ctx, &mut s).await?;
     Ok(Outcome::Aborted)
 }

@@ -80,10 +80,63 @@ pub fn is_contention_chain(e: &anyhow::Error) -> bool {
     pg_error(e).is_some_and(is_contention)
 }
 
+/// The tries of one step: after each failed try, [`Retry::failed`] waits
+/// with backoff when the failure was lock contention and tries are left,
+/// and otherwise gives the error to stop with; when the tries run out, it
+/// names the sessions holding locks on `relations`.
+pub struct Retry<'r> {
+    policy: RetryPolicy,
+    what: &'r str,
+    relations: &'r [String],
+    n: u32,
+}
+
+impl<'r> Retry<'r> {
+    pub fn new(policy: RetryPolicy, what: &'r str, relations: &'r [String]) -> Retry<'r> {
+        Retry {
+            policy,
+            what,
+            relations,
+            n: 0,
+        }
+    }
+
+    /// Ok once it has waited for the next try; the error to stop with
+    /// otherwise.
+    pub async fn failed(&mut self, client: &Client, e: anyhow::Error) -> anyhow::Result<()> {
+        if !is_contention_chain(&e) {
+            return Err(e);
+        }
+        let last = pg_error(&e).map(message).unwrap_or_default();
+        if self.n + 1 >= self.policy.tries {
+            let blockers = blockers(client, self.relations).await.unwrap_or_default();
+            return Err(Failure::LockTimeout(format!(
+                "{} could not get its locks in {} tries ({last}){}",
+                self.what,
+                self.policy.tries,
+                if blockers.is_empty() {
+                    String::new()
+                } else {
+                    format!("; sessions holding locks on the tables: {}", blockers.join("; "))
+                }
+            ))
+            .into());
+        }
+        let action = BLOCKERS.get().copied().unwrap_or_default();
+        if action != BlockerAction::Wait && self.n + 1 >= self.policy.tries / 2 {
+            act_on_blockers(client, self.relations, action).await;
+        }
+        let wait = self.policy.backoff(self.n);
+        tracing::info!(step = self.what, attempt = self.n + 1, wait_ms = wait.as_millis() as u64, reason = %last, "lock not available; stepping back");
+        tokio::time::sleep(wait).await;
+        self.n += 1;
+        Ok(())
+    }
+}
+
 /// Runs `step` until it succeeds, fails for a reason other than lock
-/// contention, or the tries run out; then the error names the sessions
-/// holding locks on `relations`. `step` must leave no transaction open when
-/// it fails.
+/// contention, or the tries run out (see [`Retry`]). `step` must leave no
+/// transaction open when it fails.
 pub async fn retrying<T, F, Fut>(
     client: &Client,
     policy: RetryPolicy,
@@ -95,34 +148,13 @@ where
     F: FnMut() -> Fut,
     Fut: Future<Output = anyhow::Result<T>>,
 {
-    let mut last = String::new();
-    for n in 0..policy.tries {
+    let mut retry = Retry::new(policy, what, relations);
+    loop {
         match step().await {
             Ok(v) => return Ok(v),
-            Err(e) if is_contention_chain(&e) => {
-                let action = BLOCKERS.get().copied().unwrap_or_default();
-                if action != BlockerAction::Wait && n + 1 >= policy.tries / 2 {
-                    act_on_blockers(client, relations, action).await;
-                }
-                let wait = policy.backoff(n);
-                last = pg_error(&e).map(message).unwrap_or_default();
-                tracing::info!(step = what, attempt = n + 1, wait_ms = wait.as_millis() as u64, reason = %last, "lock not available; stepping back");
-                tokio::time::sleep(wait).await;
-            }
-            Err(e) => return Err(e),
+            Err(e) => retry.failed(client, e).await?,
         }
     }
-    let blockers = blockers(client, relations).await.unwrap_or_default();
-    Err(Failure::LockTimeout(format!(
-        "{what} could not get its locks in {} tries ({last}){}",
-        policy.tries,
-        if blockers.is_empty() {
-            String::new()
-        } else {
-            format!("; sessions holding locks on the tables: {}", blockers.join("; "))
-        }
-    ))
-    .into())
 }
 
 /// The server's message for a database error, else the error itself.

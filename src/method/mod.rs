@@ -215,7 +215,7 @@ pub fn abort_steps(bp: &Blueprint) -> Vec<Step> {
 }
 
 /// Runs the abort of the session's migration, from wherever it stands.
-pub async fn run_abort(ctx: &Context, s: &Session) -> Result<()> {
+pub async fn run_abort(ctx: &Context, s: &mut Session) -> Result<()> {
     let bp = &s.m.blueprint;
     match (bp.method, bp.split.is_some()) {
         (Method::Move, false) => moving::abort::run(ctx, s).await,

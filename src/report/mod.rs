@@ -16,7 +16,7 @@ pub const JSON_VERSION: u32 = 1;
 /// Application statements a `UNION ALL` view cannot serve as a table would.
 pub const VIEW_LIMITS: &[&str] = &[
     "INSERT ... ON CONFLICT (PostgreSQL refuses it on a view with rules or INSTEAD OF triggers)",
-    "SELECT ... FOR UPDATE / FOR SHARE (refused on a UNION ALL view)",
+    "SELECT ... FOR UPDATE / FOR SHARE / SKIP LOCKED: PostgreSQL runs them on the UNION ALL view but locks no row, so another session can lock or update the same row at once (a job queue hands one job to two workers); use the sync method for them",
     "TRUNCATE (refused on a view)",
     "concurrent read-modify-write UPDATEs of the same row (SET n = n + 1, or a claim guarded by WHERE status = ...): the view's routing applies the new value the statement computed, so one of two racing increments can be lost; updates of different columns of a row are merged correctly",
     "UPDATE or DELETE ... WHERE CURRENT OF a cursor",
@@ -277,6 +277,34 @@ pub struct Live {
     pub pages_left: Option<i64>,
     pub rate: Option<f64>,
     pub back_rate: Option<f64>,
+}
+
+/// `status --output json`: the latest migration and the partitions.
+pub fn status_json(
+    table: &str,
+    latest: Option<&MigrationRow>,
+    parts: &[crate::inspect::PartitionStat],
+) -> serde_json::Value {
+    serde_json::json!({
+        "version": JSON_VERSION,
+        "table": table,
+        "migration": latest.map(|m| serde_json::json!({
+            "id": m.id,
+            "method": m.method,
+            "state": m.state,
+            "phase": m.phase.as_str(),
+            "rows_moved": m.rows_moved,
+            "rows_total": m.rows_total,
+            "batches": m.batches,
+            "batch_rows": m.batch_rows_chosen,
+            "batch_size_source": batch_size_source(m),
+            "created_at": m.created_at,
+            "updated_at": m.updated_at,
+            "finished_at": m.finished_at,
+            "last_error": m.last_error,
+        })),
+        "partitions": parts,
+    })
 }
 
 /// Why the batch size is what it is.

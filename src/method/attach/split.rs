@@ -212,8 +212,9 @@ pub fn abort_steps(bp: &Blueprint) -> Vec<Step> {
 }
 
 /// A split's abort from wherever it stands.
-pub async fn abort(ctx: &Context, s: &Session) -> Result<()> {
-    let bp = &s.m.blueprint;
+pub async fn abort(ctx: &Context, s: &mut Session) -> Result<()> {
+    let bp = s.m.blueprint.clone();
+    let bp = &bp;
     if s.m.phase <= Phase::Prepared {
         return aborts::nothing_changed(ctx, s).await;
     }

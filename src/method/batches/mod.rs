@@ -7,7 +7,7 @@ pub mod sql;
 use self::sql::BatchSql;
 use crate::blueprint::Blueprint;
 use crate::control::{self, MigrationRow};
-use crate::db::retry::{is_contention, pg_error, retrying, RetryPolicy};
+use crate::db::retry::{is_contention, pg_error, Retry, RetryPolicy};
 use crate::exec::Context;
 use crate::plan_file::GENTLE_REST_PERCENT;
 use crate::progress::MoveProgress;
@@ -31,7 +31,7 @@ pub enum Pass {
 
 pub struct Mover<'a> {
     ctx: &'a Context,
-    client: &'a Client,
+    client: &'a mut Client,
     bp: &'a Blueprint,
     id: i64,
     cursor: i64,
@@ -105,7 +105,7 @@ impl<'a> Mover<'a> {
     /// A mover whose batches read `source` (for the first batch size).
     pub async fn new(
         ctx: &'a Context,
-        client: &'a Client,
+        client: &'a mut Client,
         m: &'a MigrationRow,
         source: &QualifiedName,
     ) -> Result<Mover<'a>> {
@@ -121,6 +121,7 @@ impl<'a> Mover<'a> {
             None => planned,
         };
         let rows_per_page = rows_per_page(client, source).await?.max(1.0);
+        let controls = prepare_controls(client).await?;
         let pages = ((batch_rows as f64 / rows_per_page).ceil() as i64).clamp(1, MAX_PAGES);
         Ok(Mover {
             ctx,
@@ -139,7 +140,7 @@ impl<'a> Mover<'a> {
             primary: true,
             shared: None,
             last_took: Duration::ZERO,
-            controls: prepare_controls(client).await?,
+            controls,
             throttle_checked: None,
         })
     }
@@ -192,7 +193,7 @@ impl<'a> Mover<'a> {
             clients.push(crate::db::connect(&cfg).await?);
         }
         let mut helpers = Vec::new();
-        for (i, client) in clients.iter().enumerate() {
+        for (i, client) in clients.iter_mut().enumerate() {
             let controls = prepare_controls(client).await?;
             let w = i as i64 + 1;
             let from = start + w * chunk;
@@ -247,12 +248,11 @@ impl<'a> Mover<'a> {
         self.pass(&route, end).await
     }
 
-    /// A route whose batches send `b`'s statements: its settings with
-    /// `BEGIN` in one message, the rest prepared (parameters: first page,
-    /// page after the last).
+    /// A route whose batches send `b`'s statements: its settings in one
+    /// message, the rest prepared (parameters: first page, page after the
+    /// last).
     async fn route(&self, from: &QualifiedName, b: BatchSql, direction: &'static str) -> Result<Route> {
-        let mut begin = vec![crate::sql::Statement::new("", "BEGIN")];
-        begin.extend(b.settings.iter().cloned());
+        let mut begin = b.settings.clone();
         if wal_compression(self.client).await {
             begin.push(b.wal_compression.clone());
         }
@@ -549,24 +549,17 @@ impl<'a> Mover<'a> {
     /// One batch in one transaction, retried on contention; when the
     /// statement timeout fires, the batch is split.
     async fn batch(&mut self, route: &Route, from: i64, to: i64) -> Result<i64> {
-        let client = self.client;
         let id = self.id;
         let chosen = self.batch_rows as i64;
         let advance = self.primary;
         let mut to = to;
         let mut splits = 0;
+        let relations = [route.from.to_string()];
+        let policy = RetryPolicy::new(self.bp.settings.retries);
+        let mut retry = Retry::new(policy, "a move batch", &relations);
+        let started = chrono::Utc::now();
         loop {
-            let started = chrono::Utc::now();
-            let relations = [route.from.to_string()];
-            let res = retrying(
-                client,
-                RetryPolicy::new(self.bp.settings.retries),
-                "a move batch",
-                &relations,
-                || one_batch(client, route, id, (from, to), (chosen, advance), started),
-            )
-            .await;
-            match res {
+            match one_batch(self.client, route, id, (from, to), (chosen, advance), started).await {
                 Ok(rows) => {
                     self.rate.last_pages = to - from;
                     let took = chrono::Utc::now() - started;
@@ -582,20 +575,23 @@ impl<'a> Mover<'a> {
                     splits += 1;
                     to = from + (to - from) / 2;
                     self.pages = (to - from).max(1);
+                    retry = Retry::new(policy, "a move batch", &relations);
                     tracing::warn!(
                         from,
                         to,
                         "a batch hit the statement timeout; retrying with half the pages"
                     );
                 }
-                Err(e) => return Err(e),
+                Err(e) => retry.failed(self.client, e).await?,
             }
         }
     }
 }
 
+/// One batch's transaction: rolled back by the server when it fails, and
+/// by the driver when it is dropped before its commit.
 async fn one_batch(
-    client: &Client,
+    client: &mut Client,
     route: &Route,
     id: i64,
     (from, to): (i64, i64),
@@ -604,15 +600,15 @@ async fn one_batch(
 ) -> Result<i64> {
     let from_s = from.to_string();
     let to_s = to.to_string();
-    client.batch_execute(&route.limits).await?;
+    let tx = client.transaction().await?;
     let res: Result<i64> = async {
+        tx.batch_execute(&route.limits).await?;
         for l in &route.locks {
-            client
-                .query(l, &[&from_s, &to_s])
+            tx.query(l, &[&from_s, &to_s])
                 .await
                 .context("locking parent rows of a batch")?;
         }
-        let rows = client
+        let rows = tx
             .execute(&route.mv, &[&from_s, &to_s])
             .await
             .context("moving a batch")? as i64;
@@ -625,23 +621,20 @@ async fn one_batch(
             advance_cursor,
             started_at: started,
         };
-        control::record_batch(client, &route.record, id, &batch).await?;
+        control::record_batch(&tx, &route.record, id, &batch).await?;
         Ok(rows)
     }
     .await;
     match res {
         Ok(rows) => {
             crate::failpoint::hit(&format!("batch-{}:before-commit", route.direction));
-            client.batch_execute("COMMIT").await?;
+            tx.commit().await?;
             crate::failpoint::hit(&format!("batch-{}:after-commit", route.direction));
             Ok(rows)
         }
         Err(e) => {
-            let _ = client.batch_execute("ROLLBACK").await;
-            if let Some(pe) = pg_error(&e) {
-                if is_contention(pe) {
-                    tracing::debug!(from, to, "batch met a lock held by the application; stepping back");
-                }
+            if pg_error(&e).is_some_and(is_contention) {
+                tracing::debug!(from, to, "batch met a lock held by the application; stepping back");
             }
             Err(e)
         }

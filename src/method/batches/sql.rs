@@ -19,7 +19,7 @@ use crate::sql::{list, QualifiedName, Statement};
 /// Everything one batch's transaction sends, for one direction: `plan`
 /// prints [`BatchSql::statements`], the batch loop prepares the same.
 pub struct BatchSql {
-    /// Sent with `BEGIN`, in its message.
+    /// Sent in one message, first in the batch's transaction.
     pub settings: Vec<Statement>,
     /// Sent there too where the role may set it.
     pub wal_compression: Statement,
@@ -62,7 +62,7 @@ impl BatchSql {
 
     /// What one batch sends, in order.
     pub fn statements(&self) -> Vec<Statement> {
-        let mut s = vec![Statement::new("one transaction per batch", "BEGIN")];
+        let mut s = vec![Statement::new("one transaction per batch", "START TRANSACTION")];
         s.extend(self.settings.iter().cloned());
         s.push(self.wal_compression.clone());
         s.extend(self.parent_locks.iter().cloned());

@@ -81,10 +81,10 @@ pub fn steps(bp: &Blueprint) -> Vec<Step> {
 }
 
 /// Moves the rows back from the recorded abort cursor.
-pub async fn move_back(ctx: &Context, s: &Session, resume: bool) -> Result<()> {
+pub async fn move_back(ctx: &Context, s: &mut Session, resume: bool) -> Result<()> {
     let bp = &s.m.blueprint;
     ctx.reporter.phase("abort", &format!("moving rows back to {}", bp.old));
-    let mut mover = Mover::new(ctx, &s.client, &s.m, &bp.shadow).await?;
+    let mut mover = Mover::new(ctx, &mut s.client, &s.m, &bp.shadow).await?;
     let (leaf, block) = if resume {
         (s.m.abort_partition.max(0) as usize, s.m.abort_block)
     } else {
@@ -97,9 +97,9 @@ pub async fn move_back(ctx: &Context, s: &Session, resume: bool) -> Result<()> {
     control::abort_step(&**s.client, s.m.id, "moved back", 0, 0).await
 }
 
-pub async fn run(ctx: &Context, s: &Session) -> Result<()> {
-    let bp = &s.m.blueprint;
-    let c = &s.client;
+pub async fn run(ctx: &Context, s: &mut Session) -> Result<()> {
+    let bp = s.m.blueprint.clone();
+    let bp = &bp;
     match s.m.phase {
         Phase::Planned => abort::nothing_changed(ctx, s).await,
         Phase::Prepared => abort::run_named(ctx, s, &steps(bp), "abort (drop)").await,
@@ -120,7 +120,7 @@ pub async fn run(ctx: &Context, s: &Session) -> Result<()> {
             }
             if step == "unrouted" {
                 abort::run_named(ctx, s, &steps, "abort (drop)").await?;
-                abort::validate(c, bp).await;
+                abort::validate(&s.client, bp).await;
             }
             Ok(())
         }

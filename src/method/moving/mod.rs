@@ -186,25 +186,24 @@ pub fn steps(bp: &Blueprint) -> Vec<Step> {
 pub async fn run(ctx: &Context, s: &mut Session, step: &Step) -> Result<Flow> {
     let bp = s.m.blueprint.clone();
     let id = s.m.id;
-    let c = &s.client;
     match step.name {
-        "prepare" | "route" | "finish" => run_plain(c, &bp, step, id).await?,
+        "prepare" | "route" | "finish" => run_plain(&s.client, &bp, step, id).await?,
         "move" => {
-            let mut mover = Mover::new(ctx, c, &s.m, &bp.old).await?;
+            let mut mover = Mover::new(ctx, &mut s.client, &s.m, &bp.old).await?;
             if let Pass::Stopped = mover.run_forward().await? {
                 return Ok(Flow::Stopped);
             }
             for key in ["analyze", "record"] {
-                step.part(key)?.run(c, &bp.settings, step.name, id).await?;
+                step.part(key)?.run(&s.client, &bp.settings, step.name, id).await?;
             }
         }
         "swap" => {
-            let mut mover = Mover::new(ctx, c, &s.m, &bp.old).await?;
+            let mut mover = Mover::new(ctx, &mut s.client, &s.m, &bp.old).await?;
             if let Pass::Stopped = mover.sweep_once().await? {
                 return Ok(Flow::Stopped);
             }
             for key in ["catch-up", "swap"] {
-                step.part(key)?.run(c, &bp.settings, step.name, id).await?;
+                step.part(key)?.run(&s.client, &bp.settings, step.name, id).await?;
             }
         }
         other => bail!("the move method has no step {other}"),

@@ -114,23 +114,22 @@ pub fn unswap_step(bp: &Blueprint) -> Step {
 pub async fn run(ctx: &Context, s: &mut Session, step: &Step) -> Result<Flow> {
     let bp = s.m.blueprint.clone();
     let id = s.m.id;
-    let c = &s.client;
     match step.name {
-        "prepare" | "swap" | "cleanup" => run_plain(c, &bp, step, id).await?,
+        "prepare" | "swap" | "cleanup" => run_plain(&s.client, &bp, step, id).await?,
         "backfill" => {
-            let mut mover = Mover::new(ctx, c, &s.m, &bp.table).await?;
+            let mut mover = Mover::new(ctx, &mut s.client, &s.m, &bp.table).await?;
             if let Pass::Stopped = mover.run_backfill().await? {
                 return Ok(Flow::Stopped);
             }
-            if !indexes::build_deferred(ctx, c, &bp).await? {
+            if !indexes::build_deferred(ctx, &s.client, &bp).await? {
                 return Ok(Flow::Stopped);
             }
             for key in ["analyze", "record"] {
-                step.part(key)?.run(c, &bp.settings, step.name, id).await?;
+                step.part(key)?.run(&s.client, &bp.settings, step.name, id).await?;
             }
         }
         "verify" => {
-            let out = verify::verify(c, &bp).await?;
+            let out = verify::verify(&mut s.client, &bp).await?;
             let detail = format!(
                 "{} rows in {} ranges compared; {} ranges repaired{}",
                 out.rows,
@@ -143,9 +142,9 @@ pub async fn run(ctx: &Context, s: &mut Session, step: &Step) -> Result<Flow> {
                 }
             );
             ctx.reporter.phase("verify", &detail);
-            control::event(&***c, id, "verify", &detail).await?;
+            control::event(&**s.client, id, "verify", &detail).await?;
             crate::failpoint::hit("verify:before-record");
-            step.part("record")?.run(c, &bp.settings, step.name, id).await?;
+            step.part("record")?.run(&s.client, &bp.settings, step.name, id).await?;
         }
         other => bail!("the sync method has no step {other}"),
     }

@@ -13,7 +13,7 @@ use crate::method::{How, Part};
 use crate::sql::{quote_literal, Statement};
 use anyhow::{Context, Result};
 use std::collections::BTreeMap;
-use tokio_postgres::Client;
+use tokio_postgres::{Client, GenericClient};
 
 /// What a verification found.
 #[derive(Debug, Default)]
@@ -116,7 +116,7 @@ fn bucket_condition(bp: &Blueprint, i: i32) -> String {
 
 type Digest = BTreeMap<i32, (i64, String)>;
 
-async fn digest(client: &Client, sql: &str) -> Result<Digest> {
+async fn digest(client: &impl GenericClient, sql: &str) -> Result<Digest> {
     Ok(client
         .query(sql, &[])
         .await?
@@ -128,8 +128,8 @@ async fn digest(client: &Client, sql: &str) -> Result<Digest> {
 /// How a range the run finds different appears in what `plan` prints.
 pub const RANGE_PLACEHOLDER: &str = ":range";
 
-/// Both digests in one snapshot: `BEGIN` and its setting in one message,
-/// then each digest, then `COMMIT`.
+/// Both digests in one snapshot: one transaction, its isolation and its
+/// setting in one message, then each digest.
 pub fn compare_part(bp: &Blueprint, filter: &str) -> Part {
     Part::new(
         "compare",
@@ -140,9 +140,10 @@ pub fn compare_part(bp: &Blueprint, filter: &str) -> Part {
             "only for each range repaired, again"
         },
         vec![
+            Statement::new("one snapshot for both sides", "START TRANSACTION"),
             Statement::new(
-                "one snapshot for both sides",
-                "BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY",
+                "read-only, in one snapshot",
+                "SET TRANSACTION ISOLATION LEVEL REPEATABLE READ READ ONLY",
             ),
             Statement::new(
                 "a comparison takes what the table needs",
@@ -161,18 +162,16 @@ pub fn compare_part(bp: &Blueprint, filter: &str) -> Part {
     )
 }
 
-async fn compare(client: &Client, bp: &Blueprint, filter: &str) -> Result<(Digest, Digest)> {
+/// The comparison's transaction rolls back when dropped unfinished.
+async fn compare(client: &mut Client, bp: &Blueprint, filter: &str) -> Result<(Digest, Digest)> {
     let p = compare_part(bp, filter);
     let st = &p.statements;
-    client.batch_execute(&tx::wire(&st[..2])).await?;
-    let res = async {
-        let a = digest(client, &st[2].sql).await?;
-        let b = digest(client, &st[3].sql).await?;
-        Ok::<_, anyhow::Error>((a, b))
-    }
-    .await;
-    let _ = client.batch_execute(&st[4].sql).await;
-    res
+    let tx = client.transaction().await?;
+    tx.batch_execute(&tx::wire(&st[1..3])).await?;
+    let a = digest(&tx, &st[3].sql).await?;
+    let b = digest(&tx, &st[4].sql).await?;
+    tx.commit().await?;
+    Ok((a, b))
 }
 
 /// Copies one range again: its source rows are locked first, so the
@@ -222,7 +221,7 @@ pub fn parts(bp: &Blueprint) -> Vec<Part> {
 }
 
 /// Verifies, repairs what differs, and verifies the repaired ranges again.
-pub async fn verify(client: &Client, bp: &Blueprint) -> Result<Outcome> {
+pub async fn verify(client: &mut Client, bp: &Blueprint) -> Result<Outcome> {
     let (a, b) = compare(client, bp, "")
         .await
         .context("cannot compare the original with its copy")?;
@@ -239,7 +238,7 @@ pub async fn verify(client: &Client, bp: &Blueprint) -> Result<Outcome> {
         let cond = bucket_condition(bp, i);
         tracing::warn!(range = %cond, original = ?a.get(&i), copy = ?b.get(&i), "a range differs; repairing it from the original");
         repair_part(bp, &cond)
-            .run(client, &bp.settings, "repairing a range of the copy", 0)
+            .run(&*client, &bp.settings, "repairing a range of the copy", 0)
             .await?;
         let filter = format!("WHERE {cond}");
         let (a2, b2) = compare(client, bp, &filter).await?;
