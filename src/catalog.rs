@@ -162,6 +162,25 @@ fn ident_list(v: Vec<String>) -> Vec<Ident> {
 
 /// Reads everything about the table `oid`.
 pub async fn table_info(client: &Client, oid: u32) -> Result<TableInfo> {
+    let relation = relation(client, oid).await?;
+    Ok(TableInfo {
+        columns: columns(client, oid).await?,
+        constraints: constraints(client, oid).await?,
+        indexes: indexes(client, oid).await?,
+        incoming_fks: incoming_fks(client, oid).await?,
+        dependents: dependents(client, oid).await?,
+        triggers: triggers(client, oid).await?,
+        rules: rules(client, oid).await?,
+        publications: publications(client, oid).await?,
+        grants: grants(client, oid).await?,
+        sequences: sequences(client, oid).await?,
+        ..relation
+    })
+}
+
+/// The table's own row in pg_class; its lists are left empty for
+/// `table_info` to fill.
+async fn relation(client: &Client, oid: u32) -> Result<TableInfo> {
     let t = client
         .query_one(
             "SELECT n.nspname::text, c.relname::text, c.relkind::text, c.relpersistence::text, c.relispartition, \
@@ -173,7 +192,33 @@ pub async fn table_info(client: &Client, oid: u32) -> Result<TableInfo> {
         )
         .await
         .context("cannot read the table from the catalog")?;
+    Ok(TableInfo {
+        oid,
+        name: QualifiedName::new(t.get::<_, String>(0), t.get::<_, String>(1)),
+        relkind: t.get(2),
+        persistence: t.get(3),
+        is_partition: t.get(4),
+        has_inheritance: t.get(5),
+        row_security: t.get(6),
+        owner: t.get(7),
+        comment: t.get(8),
+        estimated_rows: t.get(9),
+        bytes: t.get(10),
+        reloptions: t.get(11),
+        columns: Vec::new(),
+        constraints: Vec::new(),
+        indexes: Vec::new(),
+        incoming_fks: Vec::new(),
+        dependents: Vec::new(),
+        triggers: Vec::new(),
+        rules: Vec::new(),
+        publications: Vec::new(),
+        grants: Vec::new(),
+        sequences: Vec::new(),
+    })
+}
 
+async fn columns(client: &Client, oid: u32) -> Result<Vec<ColumnInfo>> {
     let columns = client
         .query(
             "SELECT a.attname::text, format_type(a.atttypid, a.atttypmod), a.attnotnull, \
@@ -202,8 +247,11 @@ pub async fn table_info(client: &Client, oid: u32) -> Result<TableInfo> {
             has_equality,
         });
     }
+    Ok(cols)
+}
 
-    let constraints = client
+async fn constraints(client: &Client, oid: u32) -> Result<Vec<ConstraintInfo>> {
+    Ok(client
         .query(
             "SELECT con.conname::text, con.contype::text, \
                     coalesce((SELECT array_agg(a.attname::text ORDER BY k.ord) FROM unnest(con.conkey) WITH ORDINALITY k(attnum, ord) \
@@ -239,9 +287,11 @@ pub async fn table_info(client: &Client, oid: u32) -> Result<TableInfo> {
                 plain_columns: r.get(10),
             }
         })
-        .collect();
+        .collect())
+}
 
-    let indexes = client
+async fn indexes(client: &Client, oid: u32) -> Result<Vec<IndexInfo>> {
+    Ok(client
         .query(
             "SELECT x.relname::text, \
                     CASE WHEN starts_with(pg_get_indexdef(i.indexrelid), p.prefix) \
@@ -269,9 +319,12 @@ pub async fn table_info(client: &Client, oid: u32) -> Result<TableInfo> {
             columns: ident_list(r.get(6)),
             constraint: r.get::<_, Option<String>>(7).map(Ident::new),
         })
-        .collect();
+        .collect())
+}
 
-    let incoming_fks = client
+/// Foreign keys of other tables that reference this one.
+async fn incoming_fks(client: &Client, oid: u32) -> Result<Vec<IncomingFkInfo>> {
+    Ok(client
         .query(
             "SELECT con.conname::text, n.nspname::text, c.relname::text, pg_get_constraintdef(con.oid) \
              FROM pg_constraint con JOIN pg_class c ON c.oid = con.conrelid JOIN pg_namespace n ON n.oid = c.relnamespace \
@@ -285,9 +338,12 @@ pub async fn table_info(client: &Client, oid: u32) -> Result<TableInfo> {
             table: QualifiedName::new(r.get::<_, String>(1), r.get::<_, String>(2)),
             definition: r.get(3),
         })
-        .collect();
+        .collect())
+}
 
-    let dependents = client
+/// Views, materialized views and functions that depend on the table.
+async fn dependents(client: &Client, oid: u32) -> Result<Vec<DependentInfo>> {
+    Ok(client
         .query(
             "SELECT DISTINCT n.nspname::text, v.relname::text, v.relkind::text, pg_get_viewdef(v.oid), coalesce(v.reloptions, '{}') \
              FROM pg_depend d JOIN pg_rewrite r ON r.oid = d.objid JOIN pg_class v ON v.oid = r.ev_class \
@@ -309,37 +365,45 @@ pub async fn table_info(client: &Client, oid: u32) -> Result<TableInfo> {
             definition: r.get(3),
             options: r.get(4),
         })
-        .collect();
+        .collect())
+}
 
-    let triggers = client
-        .query(
-            "SELECT tgname::text FROM pg_trigger WHERE tgrelid = $1 AND NOT tgisinternal ORDER BY 1",
-            &[&oid],
-        )
-        .await?
-        .iter()
-        .map(|r| r.get(0))
-        .collect();
-    let rules = client
-        .query(
-            "SELECT rulename::text FROM pg_rewrite WHERE ev_class = $1 AND rulename <> '_RETURN' ORDER BY 1",
-            &[&oid],
-        )
-        .await?
-        .iter()
-        .map(|r| r.get(0))
-        .collect();
-    let publications = client
-        .query(
-            "SELECT p.pubname::text FROM pg_publication p WHERE p.puballtables \
+/// The first column of every row of `sql`, which takes the table's oid.
+async fn names(client: &Client, sql: &str, oid: u32) -> Result<Vec<String>> {
+    Ok(client.query(sql, &[&oid]).await?.iter().map(|r| r.get(0)).collect())
+}
+
+async fn triggers(client: &Client, oid: u32) -> Result<Vec<String>> {
+    names(
+        client,
+        "SELECT tgname::text FROM pg_trigger WHERE tgrelid = $1 AND NOT tgisinternal ORDER BY 1",
+        oid,
+    )
+    .await
+}
+
+async fn rules(client: &Client, oid: u32) -> Result<Vec<String>> {
+    names(
+        client,
+        "SELECT rulename::text FROM pg_rewrite WHERE ev_class = $1 AND rulename <> '_RETURN' ORDER BY 1",
+        oid,
+    )
+    .await
+}
+
+async fn publications(client: &Client, oid: u32) -> Result<Vec<String>> {
+    names(
+        client,
+        "SELECT p.pubname::text FROM pg_publication p WHERE p.puballtables \
                 OR EXISTS (SELECT 1 FROM pg_publication_rel pr WHERE pr.prpubid = p.oid AND pr.prrelid = $1) ORDER BY 1",
-            &[&oid],
-        )
-        .await?
-        .iter()
-        .map(|r| r.get(0))
-        .collect();
-    let grants = client
+        oid,
+    )
+    .await
+}
+
+/// Privileges granted to roles other than the owner.
+async fn grants(client: &Client, oid: u32) -> Result<Vec<GrantInfo>> {
+    Ok(client
         .query(
             "SELECT CASE WHEN g.grantee = 0 THEN NULL ELSE pg_get_userbyid(g.grantee)::text END, g.privilege_type, g.is_grantable \
              FROM pg_class c, aclexplode(c.relacl) g WHERE c.oid = $1 AND g.grantee <> c.relowner ORDER BY 1 NULLS FIRST, 2",
@@ -352,8 +416,12 @@ pub async fn table_info(client: &Client, oid: u32) -> Result<TableInfo> {
             privilege: r.get(1),
             grantable: r.get(2),
         })
-        .collect();
-    let sequences = client
+        .collect())
+}
+
+/// Sequences owned by a column or used in its default.
+async fn sequences(client: &Client, oid: u32) -> Result<Vec<SequenceInfo>> {
+    Ok(client
         .query(
             "SELECT DISTINCT sn.nspname::text, s.relname::text, a.attname::text, d.deptype = 'a' \
              FROM pg_depend d JOIN pg_class s ON s.oid = d.objid AND s.relkind = 'S' \
@@ -376,30 +444,5 @@ pub async fn table_info(client: &Client, oid: u32) -> Result<TableInfo> {
             column: Ident::new(r.get::<_, String>(2)),
             owned: r.get(3),
         })
-        .collect();
-
-    Ok(TableInfo {
-        oid,
-        name: QualifiedName::new(t.get::<_, String>(0), t.get::<_, String>(1)),
-        relkind: t.get(2),
-        persistence: t.get(3),
-        is_partition: t.get(4),
-        has_inheritance: t.get(5),
-        row_security: t.get(6),
-        owner: t.get(7),
-        comment: t.get(8),
-        estimated_rows: t.get(9),
-        bytes: t.get(10),
-        reloptions: t.get(11),
-        columns: cols,
-        constraints,
-        indexes,
-        incoming_fks,
-        dependents,
-        triggers,
-        rules,
-        publications,
-        grants,
-        sequences,
-    })
+        .collect())
 }

@@ -121,7 +121,11 @@ pub enum Command {
     /// Premake partitions up to the plan's horizon and apply its retention;
     /// safe from cron and from two hosts at once. Exit code 5 when the
     /// newest partition is about to run out.
-    Maintain { plan: PathBuf },
+    Maintain {
+        plan: PathBuf,
+        #[arg(long, value_enum, default_value_t = Output::Text)]
+        output: Output,
+    },
     /// Show the phase, rows moved and remaining, rate and ETA; for a
     /// partitioned table, its partitions.
     Status {
@@ -257,9 +261,18 @@ pub async fn run(cli: Cli) -> Result<i32> {
             };
             control_command(&ctx, &plan, None, rows, pause).await
         }
-        Command::Maintain { plan } => {
+        Command::Maintain { plan, output } => {
             let plan = PlanFile::load(&plan)?;
-            crate::maintain::maintain(&ctx, &plan).await
+            let done = crate::maintain::maintain(&ctx, &plan).await?;
+            match output {
+                Output::Json => println!("{}", serde_json::to_string_pretty(&report::maintain_json(&done))?),
+                Output::Text => print!("{}", report::maintain_text(&done)),
+            }
+            // Warnings go to stderr in either format, where cron mails them.
+            for w in &done.warnings {
+                eprintln!("migrate: WARNING: {w}");
+            }
+            Ok(done.exit_code)
         }
         Command::Status {
             plan,

@@ -230,6 +230,50 @@ async fn running_out_of_partitions_is_loud() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn maintain_reports_what_it_premade_as_json() {
+    let cluster = Cluster::start();
+    let db = cluster.database().await;
+    let dir = scratch();
+    let plan = partitioned(&db, dir.path(), "").await;
+    // The horizon grows by two months: two partitions to premake.
+    let plan4 = plan.replace("a.yaml", "a4.yaml");
+    std::fs::write(
+        &plan4,
+        std::fs::read_to_string(&plan)
+            .unwrap()
+            .replace("premake: 2", "premake: 4"),
+    )
+    .unwrap();
+    let before = partitions(&db).await;
+    let run = db.migrate(&["maintain", &plan4, "--output", "json"]).await;
+    run.ok();
+    let doc: serde_json::Value = serde_json::from_str(&run.stdout).expect("maintain prints JSON");
+    assert_eq!(doc["version"], 1, "{doc}");
+    assert_eq!(doc["strategy"], "range", "{doc}");
+    assert_eq!(doc["running_out"], false, "{doc}");
+    assert!(doc["reach"].is_string(), "{doc}");
+    let mut premade: Vec<String> = doc["premade"]
+        .as_array()
+        .expect("premade is a list")
+        .iter()
+        .map(|p| {
+            assert!(p["from"].is_string() && p["to"].is_string(), "{p}");
+            p["partition"].as_str().unwrap().to_string()
+        })
+        .collect();
+    premade.sort();
+    let mut new: Vec<String> = partitions(&db)
+        .await
+        .into_iter()
+        .filter(|p| !before.contains(p))
+        .map(|p| format!("\"public\".\"{p}\""))
+        .collect();
+    new.sort();
+    assert_eq!(new.len(), 2, "{doc}");
+    assert_eq!(premade, new, "{doc}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn status_and_check_report_partitions_and_problems() {
     let cluster = Cluster::start();
     let db = cluster.database().await;

@@ -5,7 +5,7 @@
 //! up to the current one, and rows that landed in the default partition get
 //! a partition of their value.
 
-use super::{Limits, Report, Target};
+use super::{Drained, Limits, MaintainReport, Premade, Skipped, Span, Target};
 use crate::db::retry::RetryPolicy;
 use crate::partition::existing;
 use crate::plan_file::PlanFile;
@@ -66,7 +66,7 @@ pub(super) async fn premake(
     t: &Target,
     policy: RetryPolicy,
     limits: &Limits,
-    report: &mut Report,
+    report: &mut MaintainReport,
 ) -> Result<Option<i64>> {
     let have = existing::partitions(client, &t.table, t.kind).await?;
     let taken = values_of(&have);
@@ -89,11 +89,24 @@ pub(super) async fn premake(
             t.table,
             quote_literal(&v.to_string()),
         );
-        match crate::db::retry::retrying_tx(client, policy, &format!("creating {name}"), &[t.table.to_string()], &sql).await {
-            Ok(()) => report.created.push(format!("created {name} for {} = {v}", t.column)),
-            Err(e) if t.default_partition => report.skipped.push(format!(
-                "could not create {name}: {e:#} (the default partition may hold rows of {v}; they must be moved out first)"
-            )),
+        match crate::db::retry::retrying_tx(
+            client,
+            policy,
+            &format!("creating {name}"),
+            &[t.table.to_string()],
+            &sql,
+        )
+        .await
+        {
+            Ok(()) => report.premade.push(Premade {
+                partition: name,
+                span: Span::Value(v),
+            }),
+            Err(e) if t.default_partition => report.skipped.push(Skipped::Failed {
+                partition: name,
+                span: Span::Value(v),
+                error: format!("{e:#}"),
+            }),
             Err(e) => return Err(e.context(format!("cannot create the partition {name}"))),
         }
     }
@@ -103,7 +116,7 @@ pub(super) async fn premake(
     while taken.contains(&(reach + 1)) {
         reach += 1;
     }
-    report.newest_upper = Some(reach.to_string());
+    report.reach = Some(reach.to_string());
     report.running_out = !taken.contains(&(current + 1));
     Ok(Some(current))
 }
@@ -132,7 +145,7 @@ pub(super) async fn drain_default(
     t: &Target,
     policy: RetryPolicy,
     limits: &Limits,
-    report: &mut Report,
+    report: &mut MaintainReport,
 ) -> Result<()> {
     let have = existing::partitions(client, &t.table, t.kind).await?;
     let Some(default) = have.iter().find(|e| e.default).map(|e| e.name.clone()) else {
@@ -173,9 +186,12 @@ pub(super) async fn drain_default(
         )
         .await
         .with_context(|| format!("cannot move the rows of {key} = {v} out of {default}"))?;
-        report.created.push(format!(
-            "moved {rows} rows of {key} = {v} out of {default} into the new partition {name}"
-        ));
+        report.drained.push(Drained {
+            default: default.clone(),
+            partition: name,
+            span: Span::Value(v),
+            rows,
+        });
     }
     Ok(())
 }

@@ -5,7 +5,9 @@
 //! dropped, each step in its own transaction and recorded, so no strong
 //! lock on the parent is ever held while data is archived or dropped.
 //! Range partitions are handled here, list partitions in `list`; hash
-//! partitions are all made up front and need no care.
+//! partitions are all made up front and need no care. What a run did comes
+//! back as a [`MaintainReport`]; `report::maintain_text` and
+//! `report::maintain_json` render it.
 
 mod list;
 
@@ -23,14 +25,103 @@ use anyhow::{Context as _, Result};
 use std::io::Write;
 use tokio_postgres::Client;
 
-/// What one run did, for the operator.
-#[derive(Debug, Default)]
-pub struct Report {
-    pub created: Vec<String>,
-    pub skipped: Vec<String>,
-    pub expired: Vec<String>,
-    pub newest_upper: Option<String>,
+/// What one run did to one table, for the operator.
+#[derive(Debug)]
+pub struct MaintainReport {
+    pub table: QualifiedName,
+    pub column: Ident,
+    pub strategy: Strategy,
+    /// Set when the run did nothing because another runner holds the
+    /// table: why.
+    pub not_run: Option<String>,
+    /// Hash partitions only: how many there are.
+    pub hash_partitions: Option<usize>,
+    /// Rows moved out of the default partition into new partitions.
+    pub drained: Vec<Drained>,
+    pub premade: Vec<Premade>,
+    /// Retention's steps, in the order they were taken.
+    pub expired: Vec<Expired>,
+    /// Partitions wanted but not created.
+    pub skipped: Vec<Skipped>,
+    /// How far the partitions reach without a gap: the upper bound of the
+    /// last range, or the highest list value.
+    pub reach: Option<String>,
+    /// Less than one period (range) or no next value (list) is covered, or
+    /// there is no partition at all.
     pub running_out: bool,
+    /// Sentences for the operator's attention, printed to stderr.
+    pub warnings: Vec<String>,
+    pub exit_code: i32,
+}
+
+impl MaintainReport {
+    fn new(plan: &PlanFile) -> MaintainReport {
+        MaintainReport {
+            table: plan.table.clone(),
+            column: Ident::new(plan.spec.partition.column.clone()),
+            strategy: plan.spec.partition.by.into(),
+            not_run: None,
+            hash_partitions: None,
+            drained: Vec::new(),
+            premade: Vec::new(),
+            expired: Vec::new(),
+            skipped: Vec::new(),
+            reach: None,
+            running_out: false,
+            warnings: Vec::new(),
+            exit_code: exit::OK,
+        }
+    }
+}
+
+/// The key values of a partition.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Span {
+    /// `[from, to)`
+    Range { from: String, to: String },
+    /// One list value.
+    Value(i64),
+}
+
+#[derive(Debug)]
+pub struct Drained {
+    pub default: QualifiedName,
+    pub partition: QualifiedName,
+    pub span: Span,
+    pub rows: i64,
+}
+
+#[derive(Debug)]
+pub struct Premade {
+    pub partition: QualifiedName,
+    pub span: Span,
+}
+
+#[derive(Debug)]
+pub enum Skipped {
+    /// An existing partition (`by`) covers part of the span already.
+    Covered { by: QualifiedName, span: Span },
+    /// Creating the partition failed while a default partition exists,
+    /// which may hold rows of the span.
+    Failed {
+        partition: QualifiedName,
+        span: Span,
+        error: String,
+    },
+}
+
+#[derive(Debug)]
+pub struct Expired {
+    pub partition: QualifiedName,
+    pub step: ExpiryStep,
+}
+
+#[derive(Debug)]
+pub enum ExpiryStep {
+    Detached,
+    ArchivedToSchema { schema: String },
+    ArchivedToFile { path: std::path::PathBuf, rows: u64 },
+    Dropped,
 }
 
 struct Target {
@@ -41,41 +132,40 @@ struct Target {
     default_partition: bool,
 }
 
-#[derive(Clone, Copy, PartialEq)]
-enum Strategy {
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Strategy {
     Range,
     List,
     Hash,
 }
 
-pub async fn maintain(ctx: &Context, plan: &PlanFile) -> Result<i32> {
-    let mut client = crate::db::connect(&ctx.cfg).await?;
-    // As for migrations: below the server's deadlock_timeout, so the tool
-    // is the one that steps back.
-    let server = catalog::server_info(&client).await?;
-    let lock_timeout_ms = plan
-        .spec
-        .locks
-        .lock_timeout
-        .0
-        .min((server.deadlock_timeout_ms.max(100) / 2) as u64)
-        .max(10);
-    let table = plan.table.clone();
-    let mut lock_cfg = ctx.cfg.clone();
-    lock_cfg.application_name("migrate maintain (runner lock)");
-    let lock_client = crate::db::connect(&lock_cfg).await?;
-    let _lock = match RunnerLock::acquire(lock_client, &table.to_string()).await {
-        Ok(l) => l,
-        Err(e)
-            if e.downcast_ref::<Failure>()
-                .is_some_and(|f| matches!(f, Failure::Conflict(_))) =>
-        {
-            // Another host is maintaining, or a migration runs: nothing to
-            // do now, and nothing to alarm cron about.
-            ctx.reporter.done(&format!("{e}; this run does nothing"));
-            return Ok(exit::OK);
+impl Strategy {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Strategy::Range => "range",
+            Strategy::List => "list",
+            Strategy::Hash => "hash",
         }
-        Err(e) => return Err(e),
+    }
+}
+
+impl From<crate::plan_file::Strategy> for Strategy {
+    fn from(s: crate::plan_file::Strategy) -> Strategy {
+        match s {
+            crate::plan_file::Strategy::Range => Strategy::Range,
+            crate::plan_file::Strategy::List => Strategy::List,
+            crate::plan_file::Strategy::Hash => Strategy::Hash,
+        }
+    }
+}
+
+pub async fn maintain(ctx: &Context, plan: &PlanFile) -> Result<MaintainReport> {
+    let mut report = MaintainReport::new(plan);
+    let mut client = crate::db::connect(&ctx.cfg).await?;
+    let limits = limits(&client, plan).await?;
+    let table = plan.table.clone();
+    let Some(_lock) = runner_lock(ctx, &table, &mut report).await? else {
+        return Ok(report);
     };
     if let Some(m) = control::unfinished(&client, &table.to_string()).await? {
         return Err(Refusal::new(format!(
@@ -88,11 +178,6 @@ pub async fn maintain(ctx: &Context, plan: &PlanFile) -> Result<i32> {
     let target = target(&client, plan).await?;
     control::bootstrap(&mut client).await?;
     let policy = RetryPolicy::new(plan.spec.locks.retries);
-    let limits = Limits {
-        lock_timeout_ms,
-        statement_timeout_ms: plan.spec.locks.statement_timeout.0,
-    };
-    let mut report = Report::default();
     match target.strategy {
         Strategy::Hash => {
             if plan.spec.retention.is_some() {
@@ -104,80 +189,120 @@ pub async fn maintain(ctx: &Context, plan: &PlanFile) -> Result<i32> {
                     .into());
             }
             let n = existing::partitions(&client, &table, target.kind).await?.len();
-            println!("{table}: {n} hash partitions, made up front; nothing to premake or expire");
-            return Ok(exit::OK);
+            report.hash_partitions = Some(n);
+            return Ok(report);
         }
-        Strategy::List => {
-            if target.default_partition {
-                list::drain_default(&client, plan, &target, policy, &limits, &mut report).await?;
-            }
-            let current = list::premake(&client, plan, &target, policy, &limits, &mut report).await?;
-            if let (Some(r), Some(current)) = (&plan.spec.retention, current) {
-                let expired = list::expired(&client, &target, current, r.keep.0).await?;
-                expire_all(
-                    &client,
-                    &target,
-                    expired,
-                    r.archive.as_ref(),
-                    policy,
-                    &limits,
-                    &mut report,
-                )
-                .await?;
-            }
-        }
-        Strategy::Range => {
-            if target.default_partition {
-                drain_default(&client, plan, &target, policy, &limits, &mut report).await?;
-            }
-            premake(&client, plan, &target, policy, &limits, &mut report).await?;
-            if let Some(r) = &plan.spec.retention {
-                retention(
-                    &client,
-                    plan,
-                    &target,
-                    r.keep.0,
-                    r.archive.as_ref(),
-                    policy,
-                    &limits,
-                    &mut report,
-                )
-                .await?;
-            }
-        }
+        Strategy::List => maintain_list(&client, plan, &target, policy, &limits, &mut report).await?,
+        Strategy::Range => maintain_range(&client, plan, &target, policy, &limits, &mut report).await?,
     }
-    for line in report.created.iter().chain(&report.expired).chain(&report.skipped) {
-        println!("{line}");
+    conclude(&mut report);
+    Ok(report)
+}
+
+/// The run's timeouts. As for migrations, the lock timeout stays below the
+/// server's deadlock_timeout, so the tool is the one that steps back.
+async fn limits(client: &Client, plan: &PlanFile) -> Result<Limits> {
+    let server = catalog::server_info(client).await?;
+    let lock_timeout_ms = plan
+        .spec
+        .locks
+        .lock_timeout
+        .0
+        .min((server.deadlock_timeout_ms.max(100) / 2) as u64)
+        .max(10);
+    Ok(Limits {
+        lock_timeout_ms,
+        statement_timeout_ms: plan.spec.locks.statement_timeout.0,
+    })
+}
+
+/// The table's runner lock, or None (recorded in the report) when another
+/// runner holds it.
+async fn runner_lock(ctx: &Context, table: &QualifiedName, report: &mut MaintainReport) -> Result<Option<RunnerLock>> {
+    let mut lock_cfg = ctx.cfg.clone();
+    lock_cfg.application_name("migrate maintain (runner lock)");
+    let lock_client = crate::db::connect(&lock_cfg).await?;
+    match RunnerLock::acquire(lock_client, &table.to_string()).await {
+        Ok(l) => Ok(Some(l)),
+        Err(e)
+            if e.downcast_ref::<Failure>()
+                .is_some_and(|f| matches!(f, Failure::Conflict(_))) =>
+        {
+            // Another host is maintaining, or a migration runs: nothing to
+            // do now, and nothing to alarm cron about.
+            ctx.reporter.done(&format!("{e}; this run does nothing"));
+            report.not_run = Some(e.to_string());
+            Ok(None)
+        }
+        Err(e) => Err(e),
     }
-    if target.strategy == Strategy::List {
-        return Ok(match (&report.newest_upper, report.running_out) {
-            (Some(v), true) => {
-                eprintln!("migrate: WARNING: the newest partition of {table} is for {} = {v}, which already holds rows: no empty partition is left for the next value; check why partitions could not be created", target.column);
-                exit::RUNNING_OUT
-            }
-            (Some(v), false) => {
-                println!("{table}: partitions reach up to {} = {v}", target.column);
-                exit::OK
-            }
-            (None, _) => {
-                eprintln!("migrate: WARNING: {table} has no list partition");
-                exit::RUNNING_OUT
-            }
-        });
+}
+
+async fn maintain_list(
+    client: &Client,
+    plan: &PlanFile,
+    target: &Target,
+    policy: RetryPolicy,
+    limits: &Limits,
+    report: &mut MaintainReport,
+) -> Result<()> {
+    if target.default_partition {
+        list::drain_default(client, plan, target, policy, limits, report).await?;
     }
-    match (&report.newest_upper, report.running_out) {
-        (Some(u), true) => {
-            eprintln!("migrate: WARNING: the newest partition of {table} ends at {u}, within one period: rows beyond it will be refused; check why partitions could not be created");
-            Ok(exit::RUNNING_OUT)
-        }
-        (Some(u), false) => {
-            println!("{table}: partitions reach up to {u}");
-            Ok(exit::OK)
-        }
-        (None, _) => {
-            eprintln!("migrate: WARNING: {table} has no range partition");
-            Ok(exit::RUNNING_OUT)
-        }
+    let current = list::premake(client, plan, target, policy, limits, report).await?;
+    if let (Some(r), Some(current)) = (&plan.spec.retention, current) {
+        let expired = list::expired(client, target, current, r.keep.0).await?;
+        expire_all(client, target, expired, r.archive.as_ref(), policy, limits, report).await?;
+    }
+    Ok(())
+}
+
+async fn maintain_range(
+    client: &Client,
+    plan: &PlanFile,
+    target: &Target,
+    policy: RetryPolicy,
+    limits: &Limits,
+    report: &mut MaintainReport,
+) -> Result<()> {
+    if target.default_partition {
+        drain_default(client, plan, target, policy, limits, report).await?;
+    }
+    premake(client, plan, target, policy, limits, report).await?;
+    if let Some(r) = &plan.spec.retention {
+        retention(
+            client,
+            plan,
+            target,
+            r.keep.0,
+            r.archive.as_ref(),
+            policy,
+            limits,
+            report,
+        )
+        .await?;
+    }
+    Ok(())
+}
+
+/// The warning and exit code 5 when the partitions run out: rows beyond
+/// them would be refused, which cron must not miss.
+fn conclude(report: &mut MaintainReport) {
+    let (table, column) = (&report.table, &report.column);
+    let warning = match (&report.reach, report.running_out) {
+        (Some(_), false) => None,
+        (Some(v), true) if report.strategy == Strategy::List => Some(format!(
+            "the newest partition of {table} is for {column} = {v}, which already holds rows: no empty partition is left for the next value; check why partitions could not be created"
+        )),
+        (Some(u), true) => Some(format!(
+            "the newest partition of {table} ends at {u}, within one period: rows beyond it will be refused; check why partitions could not be created"
+        )),
+        (None, _) => Some(format!("{table} has no {} partition", report.strategy.as_str())),
+    };
+    if let Some(w) = warning {
+        report.warnings.push(w);
+        report.running_out = true;
+        report.exit_code = exit::RUNNING_OUT;
     }
 }
 
@@ -226,19 +351,11 @@ async fn target(client: &Client, plan: &PlanFile) -> Result<Target> {
         Some("h") => Strategy::Hash,
         _ => Strategy::Range,
     };
-    let named = match plan.spec.partition.by {
-        crate::plan_file::Strategy::Range => Strategy::Range,
-        crate::plan_file::Strategy::List => Strategy::List,
-        crate::plan_file::Strategy::Hash => Strategy::Hash,
-    };
+    let named = Strategy::from(plan.spec.partition.by);
     if key.as_deref() != Some(column.as_str()) || strategy != named {
         return Err(Refusal::new(format!(
             "{table} is not partitioned by {} on the plan's column {column}, as the plan says",
-            match named {
-                Strategy::Range => "range",
-                Strategy::List => "list",
-                Strategy::Hash => "hash",
-            }
+            named.as_str()
         ))
         .into());
     }
@@ -310,6 +427,13 @@ async fn wanted(client: &Client, plan: &PlanFile, t: &Target, premake: u32) -> R
     .map_err(|e| plan.key_error("partition", &e).into())
 }
 
+fn span_of(p: &bounds::Partition) -> Span {
+    Span::Range {
+        from: p.from.clone(),
+        to: p.to.clone(),
+    }
+}
+
 fn range_of(kind: KeyKind, p: &bounds::Partition) -> Option<(Bound, Bound)> {
     let tz = chrono_tz::UTC;
     Some((
@@ -324,7 +448,7 @@ async fn premake(
     t: &Target,
     policy: RetryPolicy,
     limits: &Limits,
-    report: &mut Report,
+    report: &mut MaintainReport,
 ) -> Result<()> {
     let wanted = wanted(client, plan, t, plan.spec.partition.premake).await?;
     let have = existing::partitions(client, &t.table, t.kind).await?;
@@ -336,10 +460,10 @@ async fn premake(
             .find(|e| e.range.as_ref().is_some_and(|r| existing::overlaps(r, &range)))
         {
             if other.name.name.as_str() != p.name {
-                report.skipped.push(format!(
-                    "kept {}: it covers part of [{}, {}) already",
-                    other.name, p.from, p.to
-                ));
+                report.skipped.push(Skipped::Covered {
+                    by: other.name.clone(),
+                    span: span_of(p),
+                });
             }
             continue;
         }
@@ -355,14 +479,15 @@ async fn premake(
         let rels = [t.table.to_string()];
         let res = retrying_tx(client, policy, &format!("creating {name}"), &rels, &sql).await;
         match res {
-            Ok(()) => report
-                .created
-                .push(format!("created {name} for [{}, {})", p.from, p.to)),
-            Err(e) if t.default_partition => {
-                report.skipped.push(format!(
-                    "could not create {name}: {e:#} (the default partition may hold rows of its range; they must be moved out first)"
-                ));
-            }
+            Ok(()) => report.premade.push(Premade {
+                partition: name,
+                span: span_of(p),
+            }),
+            Err(e) if t.default_partition => report.skipped.push(Skipped::Failed {
+                partition: name,
+                span: span_of(p),
+                error: format!("{e:#}"),
+            }),
             Err(e) => return Err(e.context(format!("cannot create the partition {name}"))),
         }
     }
@@ -385,7 +510,7 @@ async fn premake(
                 None => break,
             }
         }
-        report.newest_upper = reached
+        report.reach = reached
             .as_deref()
             .and_then(|expr| expr.split(" TO (").nth(1))
             .map(|s| s.trim_end_matches(')').trim_matches('\'').to_string());
@@ -415,7 +540,7 @@ async fn drain_default(
     t: &Target,
     policy: RetryPolicy,
     limits: &Limits,
-    report: &mut Report,
+    report: &mut MaintainReport,
 ) -> Result<()> {
     let have = existing::partitions(client, &t.table, t.kind).await?;
     let Some(default) = have.iter().find(|e| e.default).map(|e| e.name.clone()) else {
@@ -497,10 +622,12 @@ async fn drain_default(
         )
         .await
         .with_context(|| format!("cannot move the rows of [{}, {}) out of {default}", p.from, p.to))?;
-        report.created.push(format!(
-            "moved {rows} rows of [{}, {}) out of {default} into the new partition {name}",
-            p.from, p.to
-        ));
+        report.drained.push(Drained {
+            default: default.clone(),
+            partition: name,
+            span: span_of(&p),
+            rows,
+        });
     }
     Ok(())
 }
@@ -587,7 +714,7 @@ async fn retention(
     archive: Option<&ArchiveSpec>,
     policy: RetryPolicy,
     limits: &Limits,
-    report: &mut Report,
+    report: &mut MaintainReport,
 ) -> Result<()> {
     let wanted = wanted(client, plan, t, 0).await?;
     let Some(current) = wanted.first().and_then(|p| range_of(t.kind, p)) else {
@@ -614,7 +741,7 @@ async fn expire_all(
     archive: Option<&ArchiveSpec>,
     policy: RetryPolicy,
     limits: &Limits,
-    report: &mut Report,
+    report: &mut MaintainReport,
 ) -> Result<()> {
     let table_name = t.table.to_string();
     let pending: Vec<String> = client
@@ -686,7 +813,7 @@ async fn expire(
     archive: Option<&ArchiveSpec>,
     policy: RetryPolicy,
     limits: &Limits,
-    report: &mut Report,
+    report: &mut MaintainReport,
 ) -> Result<()> {
     if catalog::relation_oid(client, name).await?.is_none() {
         set_state(client, t, name, "dropped", None).await?;
@@ -726,7 +853,10 @@ async fn expire(
         .with_context(|| format!("cannot detach {name}"))?;
         crate::failpoint::hit("maintain:after-detach");
         set_state(client, t, name, "detached", None).await?;
-        report.expired.push(format!("detached {name}"));
+        report.expired.push(Expired {
+            partition: name.clone(),
+            step: ExpiryStep::Detached,
+        });
     }
     // 2. Archive, away from the parent.
     let state = state_of(client, t, name).await?.unwrap_or_default();
@@ -743,7 +873,10 @@ async fn expire(
                 .await
                 .with_context(|| format!("cannot move {name} into the schema {schema}"))?;
             set_state(client, t, name, "archived", Some(&format!("schema {schema}"))).await?;
-            report.expired.push(format!("archived {name} into the schema {schema}"));
+            report.expired.push(Expired {
+                partition: name.clone(),
+                step: ExpiryStep::ArchivedToSchema { schema: schema.clone() },
+            });
             return Ok(());
         }
         Some(ArchiveSpec {
@@ -754,9 +887,10 @@ async fn expire(
             let rows = copy_out(client, name, &path).await?;
             crate::failpoint::hit("maintain:after-archive");
             set_state(client, t, name, "archived", Some(&path.display().to_string())).await?;
-            report
-                .expired
-                .push(format!("archived {name} ({rows} rows) to {}", path.display()));
+            report.expired.push(Expired {
+                partition: name.clone(),
+                step: ExpiryStep::ArchivedToFile { path, rows },
+            });
         }
         _ => {}
     }
@@ -766,7 +900,10 @@ async fn expire(
         .await
         .with_context(|| format!("cannot drop {name}"))?;
     set_state(client, t, name, "dropped", None).await?;
-    report.expired.push(format!("dropped {name}"));
+    report.expired.push(Expired {
+        partition: name.clone(),
+        step: ExpiryStep::Dropped,
+    });
     Ok(())
 }
 

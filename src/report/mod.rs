@@ -9,6 +9,8 @@ use std::fmt::Write;
 
 mod inspect;
 pub use inspect::{check_json, check_text, partitions_text};
+mod maintain;
+pub use maintain::{maintain_json, maintain_text};
 
 /// The JSON shapes' version; bumped on any incompatible change.
 pub const JSON_VERSION: u32 = 1;
