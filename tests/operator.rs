@@ -238,10 +238,11 @@ async fn the_batch_size_tunes_itself_by_default_and_status_reports_it() {
         p.stdout
     );
     db.migrate(&["apply", plan]).await.ok();
-    // Small rows move fast: the tuner grows the batches, within ten times
-    // the starting size.
+    // Small rows move faster than 100ms a batch: the tuner grows the
+    // batches (how far depends on the machine; the law itself is a unit
+    // test of the batch loop), within ten times the starting size.
     let biggest = db.scalar_i64("SELECT max(rows)::int8 FROM repartition.batches").await;
-    assert!(biggest > 10_000, "batches stayed at {biggest} rows");
+    assert!(biggest > 5_000 + 500, "batches stayed at {biggest} rows");
     assert!(biggest <= 50_000 + 500, "batches grew to {biggest} rows");
     let status = db.migrate(&["status", plan, "--output", "json"]).await;
     status.ok();

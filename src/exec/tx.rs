@@ -128,23 +128,42 @@ pub fn wire(stmts: &[Statement]) -> String {
     stmts.iter().map(|s| format!("{};\n", s.sql)).collect()
 }
 
+/// The lock timeout the tool runs under: the plan's, capped at half the
+/// server's deadlock_timeout, so that in any lock cycle with the
+/// application the tool's wait ends first and the tool steps back.
+pub fn lock_timeout_under_deadlock(plan_ms: u64, deadlock_timeout_ms: i64) -> u64 {
+    plan_ms.min((deadlock_timeout_ms.max(100) / 2) as u64).max(10)
+}
+
+/// `SET LOCAL lock_timeout`; every form in which the tool sets its limits
+/// is written here.
+pub fn set_local_lock_timeout(ms: u64) -> Statement {
+    Statement::new(
+        "never wait long for a lock: the application's statements would queue behind the wait",
+        format!("SET LOCAL lock_timeout = {}", quote_literal(&format!("{ms}ms"))),
+    )
+}
+
+pub fn set_local_statement_timeout(ms: u64) -> Statement {
+    Statement::new(
+        "bound every statement of the tool",
+        format!("SET LOCAL statement_timeout = {}", quote_literal(&format!("{ms}ms"))),
+    )
+}
+
+/// The session's lock timeout, for statements outside a transaction.
+pub fn set_lock_timeout(ms: u64) -> Statement {
+    Statement::new(
+        "outside a transaction: the lock timeout still bounds the wait for a lock",
+        format!("SET lock_timeout = {}", quote_literal(&format!("{ms}ms"))),
+    )
+}
+
 /// The `SET LOCAL` lines every transaction of the tool starts with.
 pub fn local_limits(s: &Settings) -> Vec<Statement> {
     vec![
-        Statement::new(
-            "never wait long for a lock: the application's statements would queue behind the wait",
-            format!(
-                "SET LOCAL lock_timeout = {}",
-                quote_literal(&format!("{}ms", s.lock_timeout_ms))
-            ),
-        ),
-        Statement::new(
-            "bound every statement of the tool",
-            format!(
-                "SET LOCAL statement_timeout = {}",
-                quote_literal(&format!("{}ms", s.statement_timeout_ms))
-            ),
-        ),
+        set_local_lock_timeout(s.lock_timeout_ms),
+        set_local_statement_timeout(s.statement_timeout_ms),
     ]
 }
 
@@ -164,13 +183,7 @@ pub enum Wait {
 /// takes what the table needs).
 pub fn alone_statements(s: &Settings, wait: Wait, stmts: &[Statement]) -> Vec<Statement> {
     let lock = match wait {
-        Wait::Bounded => Statement::new(
-            "outside a transaction: the lock timeout still bounds the wait for a lock",
-            format!(
-                "SET lock_timeout = {}",
-                quote_literal(&format!("{}ms", s.lock_timeout_ms))
-            ),
-        ),
+        Wait::Bounded => set_lock_timeout(s.lock_timeout_ms),
         Wait::Unbounded => Statement::new(
             "it waits for older transactions on any table, blocking nobody meanwhile: no lock timeout",
             "SET lock_timeout = 0",

@@ -16,7 +16,7 @@ use crate::control;
 use crate::db::advisory::RunnerLock;
 use crate::db::retry::{retrying, retrying_tx, RetryPolicy};
 use crate::error::{exit, Failure, Refusal};
-use crate::exec::Context;
+use crate::exec::{tx, Context};
 use crate::partition::bounds::{self, KeyKind, KeyValue, LayoutInput};
 use crate::partition::existing::{self, Bound, Existing};
 use crate::plan_file::{ArchiveSpec, PlanFile};
@@ -203,13 +203,7 @@ pub async fn maintain(ctx: &Context, plan: &PlanFile) -> Result<MaintainReport> 
 /// server's deadlock_timeout, so the tool is the one that steps back.
 async fn limits(client: &Client, plan: &PlanFile) -> Result<Limits> {
     let server = catalog::server_info(client).await?;
-    let lock_timeout_ms = plan
-        .spec
-        .locks
-        .lock_timeout
-        .0
-        .min((server.deadlock_timeout_ms.max(100) / 2) as u64)
-        .max(10);
+    let lock_timeout_ms = tx::lock_timeout_under_deadlock(plan.spec.locks.lock_timeout.0, server.deadlock_timeout_ms);
     Ok(Limits {
         lock_timeout_ms,
         statement_timeout_ms: plan.spec.locks.statement_timeout.0,
@@ -312,11 +306,12 @@ struct Limits {
 }
 
 impl Limits {
+    /// Both limits, for the start of a transaction's message.
     fn set_local(&self) -> String {
-        format!(
-            "SET LOCAL lock_timeout = '{}ms'; SET LOCAL statement_timeout = '{}ms';",
-            self.lock_timeout_ms, self.statement_timeout_ms
-        )
+        tx::wire(&[
+            tx::set_local_lock_timeout(self.lock_timeout_ms),
+            tx::set_local_statement_timeout(self.statement_timeout_ms),
+        ])
     }
 }
 
@@ -840,7 +835,7 @@ async fn expire(
         let what = format!("detaching {name}");
         retrying(client, policy, &what, &rels, || async {
             client
-                .batch_execute(&format!("SET lock_timeout = '{}ms'", limits.lock_timeout_ms))
+                .batch_execute(&tx::set_lock_timeout(limits.lock_timeout_ms).sql)
                 .await?;
             let r = client.batch_execute(&sql).await;
             if r.is_err() && sql.starts_with("BEGIN") {

@@ -482,9 +482,7 @@ impl<'a> Mover<'a> {
         if rows <= 0 {
             return;
         }
-        let planned = self.bp.settings.batch_rows as f64;
-        let ideal = (self.batch_rows as f64 * target as f64 / ms).clamp(planned / 10.0, planned * 10.0);
-        let next = (self.batch_rows as f64 * 0.5 + ideal * 0.5).round().max(1.0) as u64;
+        let next = tuned(self.batch_rows, self.bp.settings.batch_rows, target, ms);
         if next.abs_diff(self.batch_rows) * 5 > self.batch_rows {
             tracing::info!(
                 batch_rows = next,
@@ -691,6 +689,15 @@ async fn estimated_rows(client: &Client, rel: &QualifiedName) -> Result<i64> {
     Ok(row.get(0))
 }
 
+/// The next batch size after a batch of `current` rows took `took_ms`:
+/// halfway toward the size that would have taken `target_ms`, within a
+/// tenth and ten times the plan's size.
+fn tuned(current: u64, planned: u64, target_ms: u64, took_ms: f64) -> u64 {
+    let planned = planned as f64;
+    let ideal = (current as f64 * target_ms as f64 / took_ms.max(1.0)).clamp(planned / 10.0, planned * 10.0);
+    (current as f64 * 0.5 + ideal * 0.5).round().max(1.0) as u64
+}
+
 /// Rows per second over the last batches.
 #[derive(Default)]
 struct Rate {
@@ -719,5 +726,33 @@ impl Rate {
             }
             _ => 0.0,
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::tuned;
+
+    #[test]
+    fn batches_tune_halfway_toward_the_target_within_bounds() {
+        // Twice as fast as the target: halfway toward twice the size.
+        assert_eq!(tuned(5000, 5000, 100, 50.0), 7500);
+        // Twice as slow: halfway toward half.
+        assert_eq!(tuned(5000, 5000, 100, 200.0), 3750);
+        // Repeated fast batches grow past twice the start, and stop at ten times the plan's size.
+        let mut n = 5000;
+        for _ in 0..3 {
+            n = tuned(n, 5000, 100, 10.0);
+        }
+        assert!(n > 10_000, "{n}");
+        for _ in 0..40 {
+            n = tuned(n, 5000, 100, 1.0);
+        }
+        assert_eq!(n, 50_000);
+        // And never below a tenth of it (halving the distance, rounded).
+        for _ in 0..40 {
+            n = tuned(n, 5000, 100, 10_000.0);
+        }
+        assert!((500..=501).contains(&n), "{n}");
     }
 }

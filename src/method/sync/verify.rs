@@ -183,13 +183,7 @@ pub fn repair_part(bp: &Blueprint, cond: &str) -> Part {
         How::Transaction,
         "only for a range that differs",
         vec![
-            Statement::new(
-                "never wait long for a lock",
-                format!(
-                    "SET LOCAL lock_timeout = {}",
-                    quote_literal(&format!("{}ms", bp.settings.lock_timeout_ms))
-                ),
-            ),
+            tx::set_local_lock_timeout(bp.settings.lock_timeout_ms),
             Statement::new("a repair takes what the range needs", "SET LOCAL statement_timeout = 0"),
             Statement::new(
                 "the range's rows in the original, locked: the mirror's writes to them wait",
