@@ -88,23 +88,27 @@ impl Record {
     }
 }
 
-/// Set just after a step's LOCK: from then on is how long the
-/// application may wait on the locks.
-fn lock_mark() -> Statement {
+/// Set just before a step's LOCK (the application's statements queue
+/// behind the request from then on) and just after it (from then on the
+/// locks are held).
+fn lock_mark(setting: &str, why: &'static str) -> Statement {
     Statement::new(
-        "when the locks were granted, for the hold time the tool records",
-        "SELECT pg_catalog.set_config('repartition.locked_at', pg_catalog.clock_timestamp()::text, true)",
+        why,
+        format!("SELECT pg_catalog.set_config('repartition.{setting}', pg_catalog.clock_timestamp()::text, true)"),
     )
 }
 
-/// The hold and the LOCK's wait, in milliseconds, read last.
+/// The hold and the LOCK's wait, in milliseconds, read last. Without a
+/// LOCK, the hold counts from the message's start.
 fn timing() -> Statement {
     Statement::new(
         "how long the locks were held and how long the LOCK waited, in milliseconds",
-        "SELECT (extract(epoch FROM pg_catalog.clock_timestamp() - l.at) * 1000)::float8::text, \
-         (extract(epoch FROM l.at - pg_catalog.statement_timestamp()) * 1000)::float8::text \
+        "SELECT (extract(epoch FROM pg_catalog.clock_timestamp() - l.granted) * 1000)::float8::text, \
+         (extract(epoch FROM l.granted - l.asked) * 1000)::float8::text \
          FROM (SELECT coalesce(nullif(pg_catalog.current_setting('repartition.locked_at', true), '')::timestamptz, \
-         pg_catalog.statement_timestamp()) AS at) l",
+         pg_catalog.statement_timestamp()) AS granted, \
+         coalesce(nullif(pg_catalog.current_setting('repartition.lock_asked', true), '')::timestamptz, \
+         pg_catalog.statement_timestamp()) AS asked) l",
     )
 }
 
@@ -113,9 +117,19 @@ fn timing() -> Statement {
 pub fn message(stmts: &[Statement], record: Option<&Statement>) -> Vec<Statement> {
     let mut out = Vec::with_capacity(stmts.len() + 3);
     for st in stmts {
+        let lock = st.sql.starts_with("LOCK TABLE");
+        if lock {
+            out.push(lock_mark(
+                "lock_asked",
+                "when the locks were asked for, for the LOCK's wait the tool records",
+            ));
+        }
         out.push(st.clone());
-        if st.sql.starts_with("LOCK TABLE") {
-            out.push(lock_mark());
+        if lock {
+            out.push(lock_mark(
+                "locked_at",
+                "when the locks were granted, for the hold time the tool records",
+            ));
         }
     }
     out.extend(record.cloned());
@@ -306,11 +320,12 @@ mod tests {
         let rec = Record::Advance(Phase::Prepared, Phase::Routed).statement(Some(7));
         let m = message(&stmts, Some(&rec));
         let sqls: Vec<&str> = m.iter().map(|s| s.sql.as_str()).collect();
-        assert_eq!(sqls[1], "LOCK TABLE t IN ACCESS EXCLUSIVE MODE");
-        assert!(sqls[2].contains("repartition.locked_at"));
-        assert_eq!(sqls[3], "ALTER TABLE t RENAME TO u");
-        assert!(sqls[4].starts_with("DO $record$") && sqls[4].contains("WHERE id = 7 AND phase = 'prepared'"));
-        assert!(sqls[5].contains("statement_timestamp"));
+        assert!(sqls[1].contains("repartition.lock_asked"));
+        assert_eq!(sqls[2], "LOCK TABLE t IN ACCESS EXCLUSIVE MODE");
+        assert!(sqls[3].contains("repartition.locked_at"));
+        assert_eq!(sqls[4], "ALTER TABLE t RENAME TO u");
+        assert!(sqls[5].starts_with("DO $record$") && sqls[5].contains("WHERE id = 7 AND phase = 'prepared'"));
+        assert!(sqls[6].contains("statement_timestamp"));
         assert!(wire(&m).ends_with(";\n"));
     }
 

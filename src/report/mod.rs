@@ -318,9 +318,9 @@ pub fn batch_size_source(m: &MigrationRow) -> String {
     }
 }
 
-pub fn status(m: &MigrationRow, live: &Live) -> String {
-    let mut o = String::new();
-    let doing = match (m.state.as_str(), m.phase) {
+/// Where the migration stands, in words, and what comes next.
+fn doing(m: &MigrationRow) -> &'static str {
+    match (m.state.as_str(), m.phase) {
         ("done", _) => "done",
         ("aborted", _) => "aborted; the original table is back as it was",
         ("aborting", _) => "aborting",
@@ -343,7 +343,42 @@ pub fn status(m: &MigrationRow, live: &Live) -> String {
         (_, Phase::Moved) => "all rows moved; waiting for the swap (`migrate swap` or `migrate resume`)",
         (_, Phase::Swapped) => "swapped; next: drop the emptied original",
         (_, Phase::Finished) => "finished",
-    };
+    }
+}
+
+/// The `Remaining:` line of a migration moving rows: pages, rows, rate
+/// and ETA.
+fn remaining(o: &mut String, m: &MigrationRow, live: &Live, total: i64) {
+    if matches!(m.phase, Phase::Routed | Phase::Prepared) && m.state == "active" && m.batches > 0 {
+        if let Some(left) = live.pages_left {
+            let remaining_rows = (total - m.rows_moved).max(0);
+            let _ = write!(
+                o,
+                "Remaining: {} pages, about {} rows",
+                thousands(left),
+                thousands(remaining_rows)
+            );
+            match live.rate {
+                Some(r) if r > 0.0 => {
+                    let secs = remaining_rows as f64 / r;
+                    let _ = writeln!(
+                        o,
+                        "; rate {} rows/s over recent batches; ETA {}",
+                        thousands(r as i64),
+                        hms(secs)
+                    );
+                }
+                _ => {
+                    let _ = writeln!(o);
+                }
+            }
+        }
+    }
+}
+
+pub fn status(m: &MigrationRow, live: &Live) -> String {
+    let mut o = String::new();
+    let doing = doing(m);
     let _ = writeln!(
         o,
         "Migration {} of {}: {} (phase {})",
@@ -383,31 +418,7 @@ pub fn status(m: &MigrationRow, live: &Live) -> String {
             String::new()
         }
     );
-    if matches!(m.phase, Phase::Routed | Phase::Prepared) && m.state == "active" && m.batches > 0 {
-        if let Some(left) = live.pages_left {
-            let remaining_rows = (total - m.rows_moved).max(0);
-            let _ = write!(
-                o,
-                "Remaining: {} pages, about {} rows",
-                thousands(left),
-                thousands(remaining_rows)
-            );
-            match live.rate {
-                Some(r) if r > 0.0 => {
-                    let secs = remaining_rows as f64 / r;
-                    let _ = writeln!(
-                        o,
-                        "; rate {} rows/s over recent batches; ETA {}",
-                        thousands(r as i64),
-                        hms(secs)
-                    );
-                }
-                _ => {
-                    let _ = writeln!(o);
-                }
-            }
-        }
-    }
+    remaining(&mut o, m, live, total);
     if let Some(n) = m.batch_rows_chosen {
         if m.state == "active" && matches!(m.phase, Phase::Routed | Phase::Prepared) {
             let _ = writeln!(o, "Batch size: {} rows, {}", thousands(n), batch_size_source(m));
