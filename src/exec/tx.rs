@@ -255,7 +255,10 @@ pub async fn record(client: &Client, id: i64, rec: &Record) -> Result<()> {
 
 /// Runs a step's statements and its control record as one transaction in
 /// one message, retried on lock contention, and records how long its
-/// locks were held.
+/// locks were held: from the grant to its last statement (the commit's WAL
+/// flush comes after). The failpoint `WHAT:before-commit` ends the process
+/// before the message is sent (and so before every try of it), `after-commit`
+/// once it has committed.
 pub async fn transaction(
     client: &Client,
     s: &Settings,
@@ -273,7 +276,7 @@ pub async fn transaction(
         let out = client
             .simple_query(sql)
             .await
-            .with_context(|| format!("{what} failed; nothing of it was committed"))?;
+            .with_context(|| format!("{what} failed"))?;
         Ok(timing_of(&out))
     })
     .await?;

@@ -52,7 +52,7 @@ pub fn validate_step(bp: &Blueprint) -> Step {
         "after the abort: restored foreign keys are validated; one that cannot be stays NOT VALID",
         vec![Part::new(
             "validate",
-            How::Alone,
+            How::Waiting,
             "after the abort, for each restored foreign key",
             validate_fks(bp),
         )],
@@ -74,10 +74,12 @@ pub fn validate_fks(bp: &Blueprint) -> Vec<Statement> {
 }
 
 /// Validates the restored foreign keys; one that fails stays NOT VALID,
-/// with a warning.
+/// with a warning. A validation blocks no writer, so it waits for its
+/// lock as long as it takes (an autovacuum in its way is cancelled by the
+/// server after deadlock_timeout).
 pub async fn validate(client: &Client, bp: &Blueprint) {
     for st in validate_fks(bp) {
-        if let Err(e) = crate::exec::tx::alone(client, &bp.settings, crate::exec::tx::Wait::Bounded, &[st]).await {
+        if let Err(e) = crate::exec::tx::alone(client, &bp.settings, crate::exec::tx::Wait::Unbounded, &[st]).await {
             tracing::warn!(error = %format!("{e:#}"), "a restored foreign key could not be validated; it stays NOT VALID");
         }
     }

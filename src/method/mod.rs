@@ -117,18 +117,17 @@ impl Part {
                 let rec = self.record.clone().map(|r| (id, r));
                 tx::transaction(client, s, what, &self.statements, &self.relations, rec).await
             }
-            How::Alone | How::Waiting => {
-                let wait = if self.how == How::Alone {
-                    tx::Wait::Bounded
-                } else {
-                    tx::Wait::Unbounded
-                };
+            How::Alone => {
                 let policy = crate::db::retry::RetryPolicy::new(s.retries);
                 crate::db::retry::retrying(client, policy, what, &self.relations, || {
-                    tx::alone(client, s, wait, &self.statements)
+                    tx::alone(client, s, tx::Wait::Bounded, &self.statements)
                 })
                 .await
             }
+            // No lock timeout to retry after; and a build CONCURRENTLY that
+            // failed leaves an invalid index that its driver must drop
+            // before building again.
+            How::Waiting => tx::alone(client, s, tx::Wait::Unbounded, &self.statements).await,
             How::Plain => {
                 for st in &self.statements {
                     client

@@ -67,6 +67,13 @@ pub fn derive(
             partition::naming::default_template(spec.interval).to_string()
         }
     });
+    let start = match (&spec.start, &plan.spec.attach.cutoff) {
+        (_, Some(c)) if method == Method::Attach => {
+            Some(bounds::parse_start(key.kind, tz, c).map_err(|e| plan.key_error("attach.cutoff", &e))?)
+        }
+        (Some(b), _) => Some(bounds::parse_start(key.kind, tz, b).map_err(|e| plan.key_error("partition.start", &e))?),
+        (None, _) => None,
+    };
     let initial = spec.initial.unwrap_or_default();
     let mut layout = if let Some(m) = key.hash {
         let template = spec.naming.clone().unwrap_or_else(|| "{table}_h{VALUE}".to_string());
@@ -87,15 +94,6 @@ pub fn derive(
             })
             .collect()
     } else {
-        let start = match (&spec.start, &plan.spec.attach.cutoff) {
-            (_, Some(c)) if method == Method::Attach => {
-                Some(bounds::parse_start(key.kind, tz, c).map_err(|e| plan.key_error("attach.cutoff", &e))?)
-            }
-            (Some(b), _) => {
-                Some(bounds::parse_start(key.kind, tz, b).map_err(|e| plan.key_error("partition.start", &e))?)
-            }
-            (None, _) => None,
-        };
         partition::layout(&LayoutInput {
             kind: key.kind,
             interval: spec.interval,

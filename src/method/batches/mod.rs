@@ -555,7 +555,7 @@ impl<'a> Mover<'a> {
         let relations = [route.from.to_string()];
         let policy = RetryPolicy::new(self.bp.settings.retries);
         let mut retry = Retry::new(policy, "a move batch", &relations);
-        let started = chrono::Utc::now();
+        let mut started = chrono::Utc::now();
         loop {
             match one_batch(self.client, route, id, (from, to), (chosen, advance), started).await {
                 Ok(rows) => {
@@ -574,6 +574,7 @@ impl<'a> Mover<'a> {
                     to = from + (to - from) / 2;
                     self.pages = (to - from).max(1);
                     retry = Retry::new(policy, "a move batch", &relations);
+                    started = chrono::Utc::now();
                     tracing::warn!(
                         from,
                         to,

@@ -102,7 +102,7 @@ pub fn unswap_step(bp: &Blueprint) -> Step {
                 .locking(swap_locks(bp, &bp.table, &bp.old)),
             Part::new(
                 "validate",
-                How::Alone,
+                How::Waiting,
                 "then, for each restored foreign key; one that cannot be validated stays NOT VALID",
                 crate::method::abort::validate_fks(bp),
             ),

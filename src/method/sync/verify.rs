@@ -187,7 +187,10 @@ pub fn repair_part(bp: &Blueprint, cond: &str) -> Part {
             Statement::new("a repair takes what the range needs", "SET LOCAL statement_timeout = 0"),
             Statement::new(
                 "the range's rows in the original, locked: the mirror's writes to them wait",
-                format!("SELECT 1 FROM ONLY {} AS t WHERE {cond} FOR SHARE", bp.table),
+                format!(
+                    "SELECT count(*) FROM (SELECT 1 FROM ONLY {} AS t WHERE {cond} FOR SHARE) locked",
+                    bp.table
+                ),
             ),
             Statement::new(
                 "the copy's rows of the range go",
