@@ -4,56 +4,13 @@
 //! after a first derivation says which to read.
 
 use super::derive::{self, key};
-use crate::access::{self, AccessFacts};
-use crate::catalog::{self, ServerInfo, TableInfo};
-use crate::partition::KeyValue;
+use super::facts::{Facts, SplitFacts, MAX_LIST_VALUES};
+use crate::access;
+use crate::catalog;
 use crate::plan_file::{Method, PlanFile, Strategy};
 use crate::sql::QualifiedName;
 use anyhow::Result;
 use tokio_postgres::Client;
-
-/// A list key's partitions beyond this many are refused: one table per
-/// value does not scale to high-cardinality columns.
-pub const MAX_LIST_VALUES: usize = 1000;
-
-/// What the catalog holds, as far as the plan needs it. Gathering stops
-/// early where a later fact would mean nothing (no such table, a view);
-/// derivation refuses there before it needs them.
-#[derive(Clone, Debug)]
-pub struct Facts {
-    pub server: ServerInfo,
-    /// None when no relation has the plan's name.
-    pub info: Option<TableInfo>,
-    pub access: Option<AccessFacts>,
-    /// The smallest and largest key (range keys).
-    pub min: Option<KeyValue>,
-    pub max: Option<KeyValue>,
-    /// The values a list key holds, ascending, at most one more than
-    /// `MAX_LIST_VALUES` (move and sync).
-    pub list_values: Vec<i64>,
-    /// Rows whose list key is not the first partition's value (attach).
-    pub other_values: i64,
-    /// Rows below the first partition's lower bound.
-    pub below_first: i64,
-    /// Names the migration would create that exist already.
-    pub taken: Vec<String>,
-}
-
-impl Facts {
-    pub fn new(server: ServerInfo) -> Facts {
-        Facts {
-            server,
-            info: None,
-            access: None,
-            min: None,
-            max: None,
-            list_values: Vec::new(),
-            other_values: 0,
-            below_first: 0,
-            taken: Vec::new(),
-        }
-    }
-}
 
 pub async fn gather(client: &Client, plan: &PlanFile) -> Result<Facts> {
     let mut f = Facts::new(catalog::server_info(client).await?);
@@ -151,19 +108,6 @@ async fn distinct_values(client: &Client, table: &QualifiedName, k: &crate::sql:
         format!("SELECT DISTINCT {k}::int8 FROM ONLY {table} WHERE {k} IS NOT NULL ORDER BY 1 LIMIT {limit}")
     };
     Ok(client.query(&sql, &[]).await?.iter().map(|r| r.get(0)).collect())
-}
-
-/// What a split reads of the catalog.
-#[derive(Clone, Debug)]
-pub struct SplitFacts {
-    pub server: ServerInfo,
-    /// The first partition's bound, while it is a partition of the table.
-    pub bound: Option<String>,
-    /// The first partition's smallest key.
-    pub min: Option<KeyValue>,
-    /// The partitioned table as it is now.
-    pub info: Option<TableInfo>,
-    pub taken: Vec<String>,
 }
 
 pub async fn split_facts(client: &Client, plan: &PlanFile, attached: &super::Blueprint) -> Result<SplitFacts> {

@@ -7,6 +7,7 @@
 //! mid-migration.
 
 pub mod derive;
+pub mod facts;
 pub mod gather;
 pub mod names;
 

@@ -54,6 +54,13 @@ impl RetryPolicy {
     }
 }
 
+/// The lock timeout the tool runs under: the plan's, capped at half the
+/// server's deadlock_timeout, so that in any lock cycle with the
+/// application the tool's wait ends first and the tool steps back.
+pub fn lock_timeout_under_deadlock(plan_ms: u64, deadlock_timeout_ms: i64) -> u64 {
+    plan_ms.min((deadlock_timeout_ms.max(100) / 2) as u64).max(10)
+}
+
 /// Whether an error means "someone else holds what we need": the tool
 /// yields and tries again.
 pub fn is_contention(e: &tokio_postgres::Error) -> bool {

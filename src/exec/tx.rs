@@ -142,13 +142,6 @@ pub fn wire(stmts: &[Statement]) -> String {
     stmts.iter().map(|s| format!("{};\n", s.sql)).collect()
 }
 
-/// The lock timeout the tool runs under: the plan's, capped at half the
-/// server's deadlock_timeout, so that in any lock cycle with the
-/// application the tool's wait ends first and the tool steps back.
-pub fn lock_timeout_under_deadlock(plan_ms: u64, deadlock_timeout_ms: i64) -> u64 {
-    plan_ms.min((deadlock_timeout_ms.max(100) / 2) as u64).max(10)
-}
-
 /// `SET LOCAL lock_timeout`; every form in which the tool sets its limits
 /// is written here.
 pub fn set_local_lock_timeout(ms: u64) -> Statement {

@@ -203,7 +203,8 @@ pub async fn maintain(ctx: &Context, plan: &PlanFile) -> Result<MaintainReport> 
 /// server's deadlock_timeout, so the tool is the one that steps back.
 async fn limits(client: &Client, plan: &PlanFile) -> Result<Limits> {
     let server = catalog::server_info(client).await?;
-    let lock_timeout_ms = tx::lock_timeout_under_deadlock(plan.spec.locks.lock_timeout.0, server.deadlock_timeout_ms);
+    let lock_timeout_ms =
+        crate::db::retry::lock_timeout_under_deadlock(plan.spec.locks.lock_timeout.0, server.deadlock_timeout_ms);
     Ok(Limits {
         lock_timeout_ms,
         statement_timeout_ms: plan.spec.locks.statement_timeout.0,

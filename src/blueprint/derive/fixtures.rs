@@ -3,7 +3,7 @@
 //! quoting.
 
 use super::*;
-use crate::blueprint::gather::Facts;
+use crate::blueprint::facts::Facts;
 use crate::catalog::{
     ColumnInfo, ConstraintInfo, DependentInfo, GrantInfo, IndexInfo, SequenceInfo, ServerInfo, TableInfo,
 };

@@ -3,7 +3,7 @@
 //! aside.
 
 use super::Acc;
-use crate::blueprint::gather::{Facts, MAX_LIST_VALUES};
+use crate::blueprint::facts::{Facts, MAX_LIST_VALUES};
 use crate::blueprint::{names, AttachDef, Key, KeyIndex, UniqueDef};
 use crate::catalog::TableInfo;
 use crate::partition::{self, bounds, KeyKind, KeyValue, LayoutInput};

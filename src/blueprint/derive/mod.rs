@@ -10,7 +10,7 @@ pub mod layout;
 pub mod split;
 pub mod table;
 
-use super::gather::Facts;
+use super::facts::Facts;
 use super::{names, Blueprint, Column, PartitionDef, Resolved, Settings, FORMAT};
 use crate::error::Refusal;
 use crate::findings::{Finding, Level};
@@ -229,7 +229,7 @@ fn created(bp: &Blueprint) -> (Vec<QualifiedName>, Vec<QualifiedName>) {
 fn settings(plan: &PlanFile, facts: &Facts, acc: &mut Acc) -> Settings {
     let spec = &plan.spec;
     let deadlock_ms = facts.server.deadlock_timeout_ms.max(100);
-    let lock_timeout_ms = crate::exec::tx::lock_timeout_under_deadlock(spec.locks.lock_timeout.0, deadlock_ms);
+    let lock_timeout_ms = crate::db::retry::lock_timeout_under_deadlock(spec.locks.lock_timeout.0, deadlock_ms);
     if lock_timeout_ms < spec.locks.lock_timeout.0 {
         acc.note(format!(
             "lock_timeout is capped at {lock_timeout_ms}ms, half the server's deadlock_timeout, so that the tool, not the application, steps back from any lock conflict"

@@ -2,7 +2,7 @@
 //! what the catalog says now.
 
 use super::layout::key_less;
-use crate::blueprint::gather::SplitFacts;
+use crate::blueprint::facts::SplitFacts;
 use crate::blueprint::{names, Blueprint, PartitionDef, SplitDef, ViewDef};
 use crate::error::Refusal;
 use crate::partition::{self, bounds, LayoutInput};
