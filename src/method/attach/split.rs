@@ -11,10 +11,8 @@ use crate::control::Phase;
 use crate::exec::tx::Record;
 use crate::exec::{Context, Session};
 use crate::method::moving::{self, abort::back_step, abort::reroute_step, swap_relations};
-use crate::method::shared::routing::{
-    hand_name_to, routing_statements, stragglers, view_locks, view_statements, InsertTarget,
-};
-use crate::method::shared::{lock_statement, options_clause, rebind_view, session_limits, writable_columns};
+use crate::method::shared::routing::{hand_name_to, stragglers, view_goes_live, view_locks};
+use crate::method::shared::{lock_statement, options_clause, session_limits, writable_columns};
 use crate::method::{abort as aborts, record_part, How, Part, Step};
 use crate::sql::{quote_literal, Statement};
 use anyhow::Result;
@@ -72,11 +70,7 @@ pub fn route(bp: &Blueprint) -> Vec<Statement> {
         "no autovacuum on the first partition while it empties",
         format!("ALTER TABLE {} SET (autovacuum_enabled = false)", bp.old),
     ));
-    s.extend(view_statements(bp));
-    s.extend(routing_statements(bp, InsertTarget::Shadow));
-    for v in &bp.dependent_views {
-        s.push(rebind_view(v));
-    }
+    s.extend(view_goes_live(bp));
     s
 }
 

@@ -11,10 +11,10 @@
 
 use crate::blueprint::Blueprint;
 use crate::method::shared::routing::{
-    hand_name_to, insert_routing, routing_statements, stragglers, view_locks, view_statements, InsertTarget,
+    hand_name_to, insert_routing, stragglers, view_goes_live, view_locks, InsertTarget,
 };
 use crate::method::shared::swap::{keep_comment, rename_keys, sequences_to};
-use crate::method::shared::{lock_statement, rebind_view, restore_incoming_fks, session_limits, writable_columns};
+use crate::method::shared::{lock_statement, restore_incoming_fks, session_limits, writable_columns};
 use crate::sql::{quote_literal, Statement};
 
 /// Route: the original steps aside and the view takes its name.
@@ -39,11 +39,7 @@ pub fn route(bp: &Blueprint) -> Vec<Statement> {
         "no autovacuum on the original while it empties: the tool vacuums it itself, and an autovacuum would make the swap wait",
         format!("ALTER TABLE {} SET (autovacuum_enabled = false)", bp.old),
     ));
-    s.extend(view_statements(bp));
-    s.extend(routing_statements(bp, InsertTarget::Shadow));
-    for v in &bp.dependent_views {
-        s.push(rebind_view(v));
-    }
+    s.extend(view_goes_live(bp));
     s
 }
 

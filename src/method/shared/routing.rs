@@ -16,6 +16,15 @@ pub enum InsertTarget {
     Original,
 }
 
+/// The view goes live under the table's name: the view, its routing into
+/// the partitioned table, and the dependent views rebound to it.
+pub fn view_goes_live(bp: &Blueprint) -> Vec<Statement> {
+    let mut s = view_statements(bp);
+    s.extend(routing_statements(bp, InsertTarget::Shadow));
+    s.extend(bp.dependent_views.iter().map(rebind_view));
+    s
+}
+
 /// The view and everything on it except the routing.
 pub fn view_statements(bp: &Blueprint) -> Vec<Statement> {
     let mut s = Vec::new();
