@@ -119,22 +119,37 @@ struct Printed {
     always: Vec<(String, String)>,
     /// Each transaction as one message, as it must be sent.
     transactions: HashSet<String>,
+    /// The steps printed, with their groups.
+    steps: HashSet<(String, String)>,
 }
 
-/// What `plan --output json` printed: of the forward steps named, and of
-/// the extras (unswap, abort) named.
-fn printed(doc: &serde_json::Value, id: i64, steps: &[&str]) -> Printed {
+/// What `plan --output json` printed. `wanted` names the steps that must
+/// have run, each with the group it is printed in: `phases`, or the
+/// command of an extra (`abort`, `unswap`, `split`, `abort (split)`);
+/// `ids` gives each group's migration id (the split is a migration of
+/// its own), the latest by default.
+fn printed(doc: &serde_json::Value, ids: &[(&str, i64)], latest: i64, wanted: &[(&str, &str)]) -> Printed {
     let mut p = Printed {
         all: HashSet::new(),
         always: Vec::new(),
         transactions: HashSet::new(),
+        steps: HashSet::new(),
     };
-    let mut every_step: Vec<&serde_json::Value> = doc["phases"].as_array().unwrap().iter().collect();
+    let mut groups: Vec<(&str, &serde_json::Value)> = doc["phases"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| ("phases", s))
+        .collect();
     for e in doc["extras"].as_array().unwrap() {
-        every_step.extend(e["steps"].as_array().unwrap());
+        let command = e["command"].as_str().unwrap();
+        groups.extend(e["steps"].as_array().unwrap().iter().map(|s| (command, s)));
     }
-    for step in every_step {
+    for (group, step) in groups {
         let name = step["name"].as_str().unwrap();
+        let id = ids.iter().find(|(g, _)| *g == group).map_or(latest, |(_, i)| *i);
+        let must = wanted.contains(&(group, name));
+        p.steps.insert((group.to_string(), name.to_string()));
         for part in step["parts"].as_array().unwrap() {
             // A part that runs only in a case it names (a crash left an
             // invalid index, a range differs) may not run.
@@ -144,8 +159,8 @@ fn printed(doc: &serde_json::Value, id: i64, steps: &[&str]) -> Printed {
                 let sql = st["sql"].as_str().unwrap().replace(":migration_id", &id.to_string());
                 let why = st["why"].as_str().unwrap();
                 // Where the role may not compress WAL, that setting is left out.
-                if steps.contains(&name) && !conditional && !why.starts_with("where the role may") {
-                    p.always.push((name.to_string(), sql.clone()));
+                if must && !conditional && !why.starts_with("where the role may") {
+                    p.always.push((format!("{group}: {name}"), sql.clone()));
                 }
                 wire.push_str(&sql);
                 wire.push_str(";\n");
@@ -180,21 +195,40 @@ fn decompose(msg: &str, printed: &HashSet<String>) -> Option<Vec<String>> {
     Some(parts)
 }
 
+/// A command of the tool, and the failpoint it dies at, if any.
+type Command<'a> = (&'a [&'a str], Option<&'a str>);
+
 /// Runs the commands and checks the server's log against the plan.
-async fn check(cluster: &Cluster, db: &Db, plan: &str, commands: &[&[&str]], steps: &[&str]) {
+async fn check(cluster: &Cluster, db: &Db, plan: &str, commands: &[Command<'_>], wanted: &[(&str, &str)]) {
     let run = db.migrate(&["plan", plan, "--output", "json"]).await;
     run.ok();
     let doc: serde_json::Value = serde_json::from_str(&run.stdout).unwrap();
     let dbname = db.url.rsplit("dbname=").next().unwrap().to_string();
     db.exec(&format!("ALTER DATABASE {dbname} SET log_statement = 'all'"))
         .await;
-    for args in commands {
+    for (args, failpoint) in commands {
         let mut a: Vec<&str> = args.to_vec();
         a.push(plan);
-        db.migrate(&a).await.ok();
+        match failpoint {
+            Some(fp) => {
+                let run = db.migrate_env(&a, &[("MIGRATE_FAILPOINT", fp)]).await;
+                assert_eq!(run.code, 86, "{}", run.stderr);
+            }
+            None => {
+                db.migrate(&a).await.ok();
+            }
+        }
     }
-    let id = db.scalar_i64("SELECT max(id) FROM repartition.migrations").await;
-    let p = printed(&doc, id, steps);
+    let first = db.scalar_i64("SELECT min(id) FROM repartition.migrations").await;
+    let latest = db.scalar_i64("SELECT max(id) FROM repartition.migrations").await;
+    let ids = [("phases", first), ("abort", first), ("unswap", first)];
+    let p = printed(&doc, &ids, latest, wanted);
+    for (g, step) in wanted {
+        assert!(
+            p.steps.contains(&(g.to_string(), step.to_string())),
+            "plan printed no step {step} under {g}"
+        );
+    }
     let mut seen = BTreeSet::new();
     let mut unplanned = Vec::new();
     // The control schema is created in a transaction of its own.
@@ -237,6 +271,18 @@ async fn check(cluster: &Cluster, db: &Db, plan: &str, commands: &[&[&str]], ste
     );
 }
 
+fn group<'a>(g: &'a str, steps: &[&'a str]) -> Vec<(&'a str, &'a str)> {
+    steps.iter().map(|s| (g, *s)).collect()
+}
+
+fn phases<'a>(steps: &[&'a str]) -> Vec<(&'a str, &'a str)> {
+    group("phases", steps)
+}
+
+fn abort<'a>(steps: &[&'a str]) -> Vec<(&'a str, &'a str)> {
+    group("abort", steps)
+}
+
 fn plan_for(db: &Db, dir: &std::path::Path, method: &str) -> String {
     let yaml = event_plan(300, "").replace("method: move", &format!("method: {method}"));
     db.plan_file(dir, "p.yaml", &yaml).to_str().unwrap().to_string()
@@ -253,8 +299,8 @@ async fn the_move_method_sends_what_plan_printed() {
         &cluster,
         &db,
         &plan,
-        &[&["apply"]],
-        &["prepare", "route", "move", "swap", "finish"],
+        &[(&["apply"], None)],
+        &phases(&["prepare", "route", "move", "swap", "finish"]),
     )
     .await;
 }
@@ -270,16 +316,17 @@ async fn the_move_methods_abort_sends_what_plan_printed() {
         &cluster,
         &db,
         &plan,
-        &[&["apply", "--until", "move"], &["abort"]],
+        &[(&["apply", "--until", "move"], None), (&["abort"], None)],
         &[
-            "prepare",
-            "route",
-            "move",
-            "abort (reroute)",
-            "abort (move back)",
-            "abort (unroute)",
-            "abort (drop)",
-        ],
+            phases(&["prepare", "route", "move"]),
+            abort(&[
+                "abort (reroute)",
+                "abort (move back)",
+                "abort (unroute)",
+                "abort (drop)",
+            ]),
+        ]
+        .concat(),
     )
     .await;
 }
@@ -295,8 +342,17 @@ async fn the_sync_method_unswap_and_cleanup_send_what_plan_printed() {
         &cluster,
         &db,
         &plan,
-        &[&["apply"], &["unswap"], &["swap"], &["cleanup"]],
-        &["prepare", "backfill", "verify", "swap", "unswap", "cleanup"],
+        &[
+            (&["apply"], None),
+            (&["unswap"], None),
+            (&["swap"], None),
+            (&["cleanup"], None),
+        ],
+        &[
+            phases(&["prepare", "backfill", "verify", "swap", "cleanup"]),
+            vec![("unswap", "unswap")],
+        ]
+        .concat(),
     )
     .await;
 }
@@ -312,14 +368,18 @@ async fn the_sync_methods_abort_sends_what_plan_printed() {
         &cluster,
         &db,
         &plan,
-        &[&["apply", "--until", "backfill"], &["abort"]],
-        &["prepare", "backfill", "abort (mirror)", "abort (drop)"],
+        &[(&["apply", "--until", "backfill"], None), (&["abort"], None)],
+        &[
+            phases(&["prepare", "backfill"]),
+            abort(&["abort (mirror)", "abort (drop)"]),
+        ]
+        .concat(),
     )
     .await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn the_attach_method_sends_what_plan_printed() {
+async fn the_attach_method_and_its_split_send_what_plan_printed() {
     let cluster = logging_cluster();
     let db = cluster.database().await;
     seed(&db, 20, 3000).await;
@@ -329,8 +389,12 @@ async fn the_attach_method_sends_what_plan_printed() {
         &cluster,
         &db,
         &plan,
-        &[&["apply"]],
-        &["constrain", "prepare", "swap", "finish"],
+        &[(&["apply"], None), (&["split"], None)],
+        &[
+            phases(&["constrain", "prepare", "swap", "finish"]),
+            group("split", &["prepare", "route", "move", "swap", "finish"]),
+        ]
+        .concat(),
     )
     .await;
 }
@@ -346,8 +410,41 @@ async fn the_attach_methods_abort_sends_what_plan_printed() {
         &cluster,
         &db,
         &plan,
-        &[&["apply", "--until", "prepare"], &["abort"]],
-        &["constrain", "prepare", "abort (constraint)", "abort (drop)"],
+        &[(&["apply", "--until", "prepare"], None), (&["abort"], None)],
+        &[
+            phases(&["constrain", "prepare"]),
+            abort(&["abort (constraint)", "abort (drop)"]),
+        ]
+        .concat(),
+    )
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_splits_abort_sends_what_plan_printed() {
+    let cluster = logging_cluster();
+    let db = cluster.database().await;
+    seed(&db, 20, 3000).await;
+    let dir = scratch();
+    let plan = plan_for(&db, dir.path(), "attach");
+    check(
+        &cluster,
+        &db,
+        &plan,
+        &[
+            (&["apply"], None),
+            (&["split"], Some("batch-forward:after-commit@2")),
+            (&["abort"], None),
+        ],
+        &[
+            phases(&["constrain", "prepare", "swap", "finish"]),
+            group("split", &["prepare", "route"]),
+            group(
+                "abort (split)",
+                &["abort (reroute)", "abort (move back)", "abort (unroute)"],
+            ),
+        ]
+        .concat(),
     )
     .await;
 }

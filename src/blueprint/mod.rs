@@ -248,6 +248,9 @@ pub struct Resolved {
     pub findings: Vec<Finding>,
     pub info: TableInfo,
     pub server: ServerInfo,
+    /// The attach method by range: the split that can follow it, as the
+    /// table is now, for `plan` to show.
+    pub split: Option<Blueprint>,
 }
 
 impl Blueprint {

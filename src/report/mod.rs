@@ -66,6 +66,31 @@ pub fn steps_text(bp: &Blueprint) -> String {
     o
 }
 
+/// What the operator may run besides, for `plan --output json`: abort and
+/// unswap, and after an attach by range its split and the split's abort.
+fn extras_json(r: &Resolved) -> serde_json::Value {
+    let extra = |bp: &Blueprint, e: &method::Extra, command: &str| {
+        serde_json::json!({
+            "command": command,
+            "how": e.summary,
+            "steps": e.steps.iter().map(|s| step_json(bp, s)).collect::<Vec<_>>(),
+        })
+    };
+    let bp = &r.blueprint;
+    let mut v: Vec<serde_json::Value> = method::extras(bp).iter().map(|e| extra(bp, e, e.command)).collect();
+    if let Some(split) = &r.split {
+        v.push(serde_json::json!({
+            "command": "split",
+            "how": "after the attach: the first partition is broken up online (as the table is now)",
+            "steps": method::steps(split).iter().map(|s| step_json(split, s)).collect::<Vec<_>>(),
+        }));
+        for e in method::extras(split) {
+            v.push(extra(split, &e, &format!("{} (split)", e.command)));
+        }
+    }
+    serde_json::Value::Array(v)
+}
+
 fn step_json(bp: &Blueprint, step: &Step) -> serde_json::Value {
     serde_json::json!({
         "name": step.name,
@@ -269,6 +294,13 @@ pub fn plan(r: &Resolved, where_: &str) -> String {
     }
     let _ = writeln!(o);
     o.push_str(&steps_text(bp));
+    if let Some(split) = &r.split {
+        let _ = writeln!(
+            o,
+            "== If you run `migrate split` after the attach: the first partition is broken up online, with the move machinery (as the table is now; `split` plans again when it runs) =="
+        );
+        o.push_str(&steps_text(split));
+    }
     let _ = writeln!(o, "Nothing was changed.");
     o
 }
@@ -499,11 +531,7 @@ pub fn plan_json(r: &Resolved) -> serde_json::Value {
         "findings": r.findings,
         "application": application_notes(bp),
         "phases": method::steps(bp).iter().map(|s| step_json(bp, s)).collect::<Vec<_>>(),
-        "extras": method::extras(bp).iter().map(|e| serde_json::json!({
-            "command": e.command,
-            "how": e.summary,
-            "steps": e.steps.iter().map(|s| step_json(bp, s)).collect::<Vec<_>>(),
-        })).collect::<Vec<_>>(),
+        "extras": extras_json(r),
     })
 }
 

@@ -68,12 +68,30 @@ pub fn derive(plan: &PlanFile, facts: &Facts) -> Result<Resolved> {
         return Err(Refusal::new(format!("cannot migrate {}: {}", plan.table, d.refusals.join("; "))).into());
     }
     let info = facts.info.clone().expect("a draft has the table's facts");
+    let split = split_preview(plan, facts, &d.blueprint);
     Ok(Resolved {
         blueprint: d.blueprint,
         findings: d.findings,
         info,
         server: facts.server.clone(),
+        split,
     })
+}
+
+/// The split an attach by range allows later, derived from the table as
+/// it is now: its first partition will hold the rows the table holds.
+fn split_preview(plan: &PlanFile, facts: &Facts, attach: &Blueprint) -> Option<Blueprint> {
+    if attach.method != Method::Attach || attach.key.list {
+        return None;
+    }
+    let f = super::facts::SplitFacts {
+        server: facts.server.clone(),
+        bound: Some(String::new()),
+        min: facts.min,
+        info: facts.info.clone(),
+        taken: Vec::new(),
+    };
+    split::split(plan, attach, &f).ok()
 }
 
 /// The blueprint with its refusals, in the order the checks run.
