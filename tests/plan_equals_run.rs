@@ -448,3 +448,47 @@ async fn the_splits_abort_sends_what_plan_printed() {
     )
     .await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_split_aborted_before_its_route_sends_what_plan_printed_and_leaves_nothing() {
+    let cluster = logging_cluster();
+    let db = cluster.database().await;
+    seed(&db, 20, 3000).await;
+    let dir = scratch();
+    let plan = plan_for(&db, dir.path(), "attach");
+    db.migrate(&["apply", &plan]).await.ok();
+    let attached = db.objects().await;
+    let split = db
+        .migrate_env(&["split", &plan], &[("MIGRATE_FAILPOINT", "prepare:after-commit")])
+        .await;
+    assert_eq!(split.code, 86, "{}", split.stderr);
+    assert_ne!(db.objects().await, attached, "the split's prepare made no table");
+    db.migrate(&["abort", &plan]).await.ok();
+    assert_eq!(db.objects().await, attached, "the split's abort left something behind");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_drop_of_a_split_aborted_before_its_route_is_what_plan_printed() {
+    let cluster = logging_cluster();
+    let db = cluster.database().await;
+    seed(&db, 20, 3000).await;
+    let dir = scratch();
+    let plan = plan_for(&db, dir.path(), "attach");
+    check(
+        &cluster,
+        &db,
+        &plan,
+        &[
+            (&["apply"], None),
+            (&["split"], Some("prepare:after-commit")),
+            (&["abort"], None),
+        ],
+        &[
+            phases(&["constrain", "prepare", "swap", "finish"]),
+            group("split", &["prepare"]),
+            group("abort (split)", &["abort (drop partitions)"]),
+        ]
+        .concat(),
+    )
+    .await;
+}

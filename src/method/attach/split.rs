@@ -1,10 +1,11 @@
 //! Split: breaks the attached first partition into proper partitions
-//! online, with the move machinery. In one short transaction the first
-//! partition is detached, partitions for its range are created, the
-//! partitioned table steps aside and the routing view takes the name over
-//! it and the detached partition; rows then move in batches; the swap gives
-//! the partitioned table its name back and the emptied first partition is
-//! dropped.
+//! online, with the move machinery. Prepare makes the partitions of the
+//! first partition's range as tables of their own; in one short
+//! transaction the first partition is detached, those tables are
+//! attached, the partitioned table steps aside and the routing view takes
+//! the name over it and the detached partition; rows then move in batches;
+//! the swap gives the partitioned table its name back and the emptied
+//! first partition is dropped.
 
 use crate::blueprint::{Blueprint, SplitDef};
 use crate::control::Phase;
@@ -13,7 +14,7 @@ use crate::exec::{Context, Session};
 use crate::method::moving::{self, abort::back_step, abort::reroute_step, swap_relations};
 use crate::method::shared::routing::{hand_name_to, stragglers, view_goes_live, view_locks};
 use crate::method::shared::{lock_statement, options_clause, session_limits, writable_columns};
-use crate::method::{abort as aborts, record_part, How, Part, Step};
+use crate::method::{abort as aborts, How, Part, Step};
 use crate::sql::{quote_literal, Statement};
 use anyhow::Result;
 
@@ -28,18 +29,23 @@ fn locks(bp: &Blueprint, extra: &[String]) -> Vec<String> {
     v
 }
 
-fn partitions(bp: &Blueprint, parent: &crate::sql::QualifiedName) -> Vec<Statement> {
+/// Prepare: the partitions of the first partition's range, made ahead as
+/// tables of their own with the partitioned table's columns, constraints
+/// and indexes, so that the route only attaches them: creating them under
+/// its lock (each with its indexes and foreign keys) would hold it several
+/// times as long.
+pub fn prepare(bp: &Blueprint) -> Vec<Statement> {
     let owner = crate::sql::quote_ident(&bp.owner);
     let storage = options_clause(&bp.storage);
-    let mut s = Vec::new();
+    let mut s = session_limits(bp);
     for p in &bp.partitions {
         let name = bp.table.sibling(p.name.clone());
         s.push(Statement::new(
-            "a partition for part of the first partition's range",
+            "a partition-to-be for part of the first partition's range, with the partitioned table's columns, constraints and indexes",
             format!(
-                "CREATE TABLE {name} PARTITION OF {parent} FOR VALUES FROM ({}) TO ({}){storage}",
-                quote_literal(&p.from),
-                quote_literal(&p.to)
+                "CREATE TABLE {name} (LIKE {table} INCLUDING DEFAULTS INCLUDING CONSTRAINTS INCLUDING GENERATED \
+                 INCLUDING STORAGE INCLUDING COMMENTS INCLUDING STATISTICS INCLUDING COMPRESSION INCLUDING INDEXES){storage}",
+                table = bp.table
             ),
         ));
         s.push(Statement::new(
@@ -47,6 +53,39 @@ fn partitions(bp: &Blueprint, parent: &crate::sql::QualifiedName) -> Vec<Stateme
             format!("ALTER TABLE {name} OWNER TO {owner}"),
         ));
     }
+    s
+}
+
+/// Inside the route: each table made by prepare becomes a partition; its
+/// indexes are adopted, its foreign keys cloned; it is empty, so the
+/// bound's check reads nothing.
+fn attach_partitions(bp: &Blueprint) -> Vec<Statement> {
+    bp.partitions
+        .iter()
+        .map(|p| {
+            Statement::new(
+                "a partition for part of the first partition's range",
+                format!(
+                    "ALTER TABLE {} ATTACH PARTITION {} FOR VALUES FROM ({}) TO ({})",
+                    bp.table,
+                    bp.table.sibling(p.name.clone()),
+                    quote_literal(&p.from),
+                    quote_literal(&p.to)
+                ),
+            )
+        })
+        .collect()
+}
+
+/// Abort before the route: the tables prepare made go.
+fn drop_prepared(bp: &Blueprint) -> Vec<Statement> {
+    let mut s = session_limits(bp);
+    s.extend(bp.partitions.iter().map(|p| {
+        Statement::new(
+            "a table made for the split goes",
+            format!("DROP TABLE IF EXISTS {}", bp.table.sibling(p.name.clone())),
+        )
+    }));
     s
 }
 
@@ -61,7 +100,7 @@ pub fn route(bp: &Blueprint) -> Vec<Statement> {
         "the first partition leaves the partitioned table (its rows stay visible through the view below)",
         format!("ALTER TABLE {} DETACH PARTITION {}", bp.table, bp.old),
     ));
-    s.extend(partitions(bp, &bp.table));
+    s.extend(attach_partitions(bp));
     s.push(Statement::new(
         "the partitioned table steps aside for the view",
         format!("ALTER TABLE {} RENAME TO {}", bp.table, bp.shadow.name),
@@ -161,15 +200,17 @@ pub fn unroute(bp: &Blueprint) -> Vec<Statement> {
     s
 }
 
-/// A split's steps: the move method's, with its own route and swap; it
-/// has nothing to prepare (its partitions are created by the route).
+/// A split's steps: the move method's, with its own prepare, route and
+/// swap.
 pub fn steps(bp: &Blueprint) -> Vec<Step> {
     let prepare = Step {
         name: "prepare",
         from: Some(Phase::Planned),
         to: Some(Phase::Prepared),
-        summary: "nothing to create yet: the partitions of the first partition's range come with the route",
-        parts: vec![record_part(Phase::Planned, Phase::Prepared)],
+        summary: "one transaction: the partitions of the first partition's range, as tables of their own, for the route to attach",
+        parts: vec![Part::new("prepare", How::Transaction, "first", prepare(bp))
+            .recording(Record::Advance(Phase::Planned, Phase::Prepared))
+            .locking(vec![bp.table.to_string()])],
     };
     let mut route_rels: Vec<String> = bp.dependent_views.iter().map(|v| v.name.to_string()).collect();
     route_rels.push(bp.table.to_string());
@@ -188,6 +229,18 @@ pub fn abort_steps(bp: &Blueprint) -> Vec<Step> {
     let mut unroute_rels = swap_relations(bp);
     unroute_rels.push(bp.old.to_string());
     vec![
+        aborts::step(
+            "abort (drop partitions)",
+            "before the route: the tables prepare made go",
+            vec![Part::new(
+                "drop",
+                How::Transaction,
+                "when the route has not run yet",
+                drop_prepared(bp),
+            )
+            .recording(Record::Aborted)
+            .locking(vec![bp.table.to_string()])],
+        ),
         reroute_step(bp),
         back_step(bp),
         aborts::step(
@@ -209,10 +262,12 @@ pub fn abort_steps(bp: &Blueprint) -> Vec<Step> {
 pub async fn abort(ctx: &Context, s: &mut Session) -> Result<()> {
     let bp = s.m.blueprint.clone();
     let bp = &bp;
-    if s.m.phase <= Phase::Prepared {
-        return aborts::nothing_changed(ctx, s).await;
-    }
     let steps = abort_steps(bp);
+    match s.m.phase {
+        Phase::Planned => return aborts::nothing_changed(ctx, s).await,
+        Phase::Prepared => return aborts::run_named(ctx, s, &steps, "abort (drop partitions)").await,
+        _ => {}
+    }
     let mut step = s.m.abort_step.clone().unwrap_or_default();
     if step.is_empty() {
         aborts::run_named(ctx, s, &steps, "abort (reroute)").await?;
