@@ -248,28 +248,6 @@ pub async fn insert(client: &impl GenericClient, bp: &Blueprint, plan_source: &s
     Ok(id)
 }
 
-/// Moves the record from one phase to the next; fails if another runner
-/// moved it meanwhile.
-pub async fn advance(client: &impl GenericClient, id: i64, from: Phase, to: Phase) -> Result<()> {
-    let n = client
-        .execute(
-            "UPDATE repartition.migrations SET phase = $3, updated_at = now(), last_error = NULL, \
-                 finished_at = CASE WHEN $3 = 'finished' THEN now() END, \
-                 state = CASE WHEN $3 = 'finished' THEN 'done' ELSE state END, \
-                 move_started_at = CASE WHEN $3 = 'routed' THEN now() ELSE move_started_at END \
-             WHERE id = $1 AND phase = $2 AND state = 'active'",
-            &[&id, &from.as_str(), &to.as_str()],
-        )
-        .await?;
-    if n != 1 {
-        bail!(
-            "the control record of migration {id} is no longer at phase {} (another runner?)",
-            from.as_str()
-        );
-    }
-    event(client, id, to.as_str(), "").await
-}
-
 /// One committed batch, as the control table records it.
 pub struct BatchRecord<'a> {
     pub direction: &'a str,
@@ -400,17 +378,6 @@ pub async fn abort_step(client: &impl GenericClient, id: i64, step: &str, partit
         )
         .await?;
     event(client, id, step, "").await
-}
-
-/// The abort is complete.
-pub async fn aborted(client: &impl GenericClient, id: i64) -> Result<()> {
-    client
-        .execute(
-            "UPDATE repartition.migrations SET state = 'aborted', finished_at = now(), updated_at = now() WHERE id = $1",
-            &[&id],
-        )
-        .await?;
-    event(client, id, "aborted", "").await
 }
 
 /// Starts a sweep pass: the cursor goes back to the first page.
