@@ -21,7 +21,7 @@ use crate::exec::tx::{self, Record};
 use crate::exec::{Context, Flow, Session};
 use crate::plan_file::Method;
 use crate::sql::Statement;
-use anyhow::{bail, Context as _, Result};
+use anyhow::{bail, Result};
 use serde::Serialize;
 use tokio_postgres::Client;
 
@@ -109,7 +109,8 @@ impl Part {
         }
     }
 
-    /// Runs a transaction or a statement alone; the other kinds belong to
+    /// Runs a transaction or statements alone; the other kinds (plain
+    /// statements among a driver's own reads, batches, snapshots) belong to
     /// the method's driver.
     pub async fn run(&self, client: &Client, s: &Settings, what: &str, id: i64) -> Result<()> {
         match self.how {
@@ -128,16 +129,6 @@ impl Part {
             // failed leaves an invalid index that its driver must drop
             // before building again.
             How::Waiting => tx::alone(client, s, tx::Wait::Unbounded, &self.statements).await,
-            How::Plain => {
-                for st in &self.statements {
-                    client
-                        .batch_execute(&st.sql)
-                        .await
-                        .map_err(anyhow::Error::from)
-                        .with_context(|| format!("{what} failed at the step \"{}\"", st.why))?;
-                }
-                Ok(())
-            }
             other => bail!(
                 "{what}: a part that runs {} needs its method's driver",
                 other.describe()

@@ -14,6 +14,7 @@
 
 use crate::blueprint::Blueprint;
 use crate::method::shared::{session_limits, writable_columns};
+use crate::method::{How, Part};
 use crate::sql::{list, QualifiedName, Statement};
 
 /// Everything one batch's transaction sends, for one direction: `plan`
@@ -181,6 +182,17 @@ pub fn vacuum_statement(rel: &QualifiedName) -> Statement {
     Statement::new(
         "after the main pass: clear dead rows and give the emptied pages at the end back, so sweeps and the swap read little",
         format!("VACUUM {rel}"),
+    )
+}
+
+/// The part that samples the batches' source when it was never analyzed,
+/// before the first batch (the batch loop runs it).
+pub fn estimate_part(rel: &QualifiedName) -> Part {
+    Part::new(
+        "estimate",
+        How::Plain,
+        "only when the original was never analyzed, before the first batch",
+        vec![estimate_statement(rel)],
     )
 }
 

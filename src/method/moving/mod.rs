@@ -11,7 +11,7 @@ use crate::blueprint::Blueprint;
 use crate::control::Phase;
 use crate::exec::tx::Record;
 use crate::exec::{Context, Flow, Session};
-use crate::method::batches::sql::{estimate_statement, row_pages, vacuum_statement, BatchSql};
+use crate::method::batches::sql::{estimate_part, row_pages, vacuum_statement, BatchSql};
 use crate::method::batches::{Mover, Pass};
 use crate::method::shared::{prepare, swap::sequences_catch_up};
 use crate::method::{analyze_and_record, run_plain, How, Part, Step};
@@ -48,12 +48,7 @@ pub fn swap_relations(bp: &Blueprint) -> Vec<String> {
 /// The main pass's parts: batches, the VACUUM and the span of each sweep.
 pub fn move_parts(bp: &Blueprint) -> Vec<Part> {
     let mut v = vec![
-        Part::new(
-            "estimate",
-            How::Plain,
-            "only when the original was never analyzed, before the first batch",
-            vec![estimate_statement(&bp.old)],
-        ),
+        estimate_part(&bp.old),
         Part::new(
             "batch",
             How::Batches,

@@ -25,12 +25,7 @@ pub fn steps(bp: &Blueprint) -> Vec<Step> {
     let mut prepare_rels = prepare_relations(bp);
     prepare_rels.push(bp.table.to_string());
     let mut backfill = vec![
-        Part::new(
-            "estimate",
-            How::Plain,
-            "only when the original was never analyzed, before the first batch",
-            vec![crate::method::batches::sql::estimate_statement(&bp.table)],
-        ),
+        crate::method::batches::sql::estimate_part(&bp.table),
         Part::new(
             "batch",
             How::Batches,
