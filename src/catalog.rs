@@ -71,6 +71,8 @@ pub struct IndexInfo {
     pub valid: bool,
     pub has_expressions: bool,
     pub has_predicate: bool,
+    /// The WHERE clause of a partial index, as PostgreSQL prints it.
+    pub predicate: Option<String>,
     pub columns: Vec<Ident>,
     /// Set when the index backs a constraint (those are handled as
     /// constraints).
@@ -299,7 +301,8 @@ async fn indexes(client: &Client, oid: u32) -> Result<Vec<IndexInfo>> {
                     i.indexprs IS NOT NULL, i.indpred IS NOT NULL, \
                     coalesce((SELECT array_agg(a.attname::text ORDER BY k.ord) FROM unnest(i.indkey::int2[]) WITH ORDINALITY k(attnum, ord) \
                               JOIN pg_attribute a ON a.attrelid = i.indrelid AND a.attnum = k.attnum WHERE k.ord <= i.indnkeyatts), '{}'), \
-                    (SELECT conname::text FROM pg_constraint WHERE conindid = i.indexrelid AND conrelid = i.indrelid AND contype IN ('p','u','x')) \
+                    (SELECT conname::text FROM pg_constraint WHERE conindid = i.indexrelid AND conrelid = i.indrelid AND contype IN ('p','u','x')), \
+                    pg_get_expr(i.indpred, i.indrelid) \
              FROM pg_index i JOIN pg_class x ON x.oid = i.indexrelid \
              CROSS JOIN LATERAL (SELECT 'CREATE ' || CASE WHEN i.indisunique THEN 'UNIQUE ' ELSE '' END || 'INDEX ' \
                     || quote_ident(x.relname) || ' ON ' || quote_ident(n.nspname) || '.' || quote_ident(c.relname) || ' USING ' AS prefix \
@@ -318,17 +321,19 @@ async fn indexes(client: &Client, oid: u32) -> Result<Vec<IndexInfo>> {
             has_predicate: r.get(5),
             columns: ident_list(r.get(6)),
             constraint: r.get::<_, Option<String>>(7).map(Ident::new),
+            predicate: r.get(8),
         })
         .collect())
 }
 
-/// Foreign keys of other tables that reference this one.
+/// Foreign keys that reference this table: of other tables, and its own
+/// that reference itself (a parent row of the same table).
 async fn incoming_fks(client: &Client, oid: u32) -> Result<Vec<IncomingFkInfo>> {
     Ok(client
         .query(
             "SELECT con.conname::text, n.nspname::text, c.relname::text, pg_get_constraintdef(con.oid) \
              FROM pg_constraint con JOIN pg_class c ON c.oid = con.conrelid JOIN pg_namespace n ON n.oid = c.relnamespace \
-             WHERE con.contype = 'f' AND con.confrelid = $1 AND con.conrelid <> $1 ORDER BY 2, 3, 1",
+             WHERE con.contype = 'f' AND con.confrelid = $1 ORDER BY 2, 3, 1",
             &[&oid],
         )
         .await?

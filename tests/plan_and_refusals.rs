@@ -107,7 +107,31 @@ async fn refusals_are_one_sentence_and_change_nothing() {
             name: "no primary key",
             setup: "ALTER TABLE workflow_events DROP CONSTRAINT workflow_events_pkey",
             plan: p(""),
-            expect: "no primary key or unique NOT NULL constraint",
+            expect: "no primary key or unique key on NOT NULL columns, which the move method's view needs to route UPDATE and DELETE to the one row meant; add one, or use method attach, which needs none",
+        },
+        Case {
+            name: "no primary key, for sync",
+            setup: "ALTER TABLE workflow_events DROP CONSTRAINT workflow_events_pkey",
+            plan: p("").replace("method: move", "method: sync"),
+            expect: "which the sync method's mirror needs to find the row an UPDATE or DELETE changed",
+        },
+        Case {
+            name: "a NOT VALID foreign key",
+            setup: "ALTER TABLE workflow_events ADD CONSTRAINT ev_run_nv FOREIGN KEY (run_id) REFERENCES workflow_runs (id) NOT VALID",
+            plan: p(""),
+            expect: "the foreign key \"ev_run_nv\" is NOT VALID, and every row this method copies is checked against it; validate it first (ALTER TABLE \"public\".\"workflow_events\" VALIDATE CONSTRAINT \"ev_run_nv\"",
+        },
+        Case {
+            name: "a foreign key of the table to itself",
+            setup: "ALTER TABLE workflow_events ADD COLUMN parent_id bigint REFERENCES workflow_events (id)",
+            plan: p(""),
+            expect: "(\"workflow_events_parent_id_fkey\" on \"public\".\"workflow_events\") and cannot follow it to a partitioned table, whose unique keys include the partition key (a foreign key of the table to itself included",
+        },
+        Case {
+            name: "a unique index on an expression",
+            setup: "CREATE UNIQUE INDEX ev_lower_type ON workflow_events (lower(type), id)",
+            plan: p(""),
+            expect: "the unique index \"ev_lower_type\" is on expressions",
         },
         Case {
             name: "rows below the first bound",

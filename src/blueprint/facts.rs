@@ -21,6 +21,9 @@ pub struct Facts {
     /// The smallest and largest key (range keys).
     pub min: Option<KeyValue>,
     pub max: Option<KeyValue>,
+    /// The highest value a sequence behind an integer range key has handed
+    /// out: after retention empties a table, it runs far ahead of `max`.
+    pub sequence_max: Option<i64>,
     /// The values a list key holds, ascending, at most one more than
     /// `MAX_LIST_VALUES` (move and sync).
     pub list_values: Vec<i64>,
@@ -40,6 +43,7 @@ impl Facts {
             access: None,
             min: None,
             max: None,
+            sequence_max: None,
             list_values: Vec::new(),
             other_values: 0,
             below_first: 0,

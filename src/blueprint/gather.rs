@@ -32,6 +32,9 @@ pub async fn gather(client: &Client, plan: &PlanFile) -> Result<Facts> {
         let list = spec.by == Strategy::List;
         if !list && k.hash.is_none() {
             (f.min, f.max) = crate::partition::existing::min_max(client, table, &k.column, k.kind).await?;
+            if k.kind == crate::partition::KeyKind::Integer {
+                f.sequence_max = sequence_max(client, table, &info, &k.column).await?;
+            }
         }
         if list && plan.spec.method != Method::Attach {
             f.list_values = distinct_values(client, table, &k.column).await?;
@@ -65,6 +68,32 @@ pub async fn gather(client: &Client, plan: &PlanFile) -> Result<Facts> {
         f.taken = taken(client, &d.relations, &d.functions).await?;
     }
     Ok(f)
+}
+
+/// The highest value handed out by the sequences that feed `column` (its
+/// own, serial or identity, and any its default draws from).
+async fn sequence_max(
+    client: &Client,
+    table: &QualifiedName,
+    info: &crate::catalog::TableInfo,
+    column: &crate::sql::Ident,
+) -> Result<Option<i64>> {
+    let named: Vec<String> = info
+        .sequences
+        .iter()
+        .filter(|s| &s.column == column)
+        .map(|s| s.name.to_string())
+        .collect();
+    let row = client
+        .query_one(
+            // A sequence never used hands out its start next.
+            "SELECT max(coalesce(pg_catalog.pg_sequence_last_value(s::regclass), q.seqstart - q.seqincrement)) \
+             FROM unnest($1::text[] || pg_catalog.pg_get_serial_sequence($2, $3)) s \
+             JOIN pg_catalog.pg_sequence q ON q.seqrelid = s::regclass WHERE s IS NOT NULL",
+            &[&named, &table.to_string(), &column.as_str()],
+        )
+        .await?;
+    Ok(row.get(0))
 }
 
 /// The relations and functions of these names that exist already.

@@ -161,6 +161,10 @@ pub struct IndexDef {
     /// Method, keys and clauses (`btree (run_id) WHERE ...`), or for a
     /// unique index the key columns to which the partition key is added.
     pub body: IndexBody,
+    /// A unique index's WHERE clause (a plain index keeps its own in its
+    /// body).
+    #[serde(default)]
+    pub predicate: Option<String>,
 }
 
 #[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]

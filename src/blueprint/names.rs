@@ -25,6 +25,11 @@ pub fn old(table: &QualifiedName, method: crate::plan_file::Method) -> Qualified
     }))
 }
 
+/// The attach method's original, when a new partition is named `_p0`.
+pub fn first_partition_below(table: &QualifiedName) -> QualifiedName {
+    table.sibling(table.name.derive("_p_below"))
+}
+
 /// The name the routing view takes for a moment during the swap.
 pub fn retired_view(table: &QualifiedName) -> QualifiedName {
     table.sibling(table.name.derive("__view"))

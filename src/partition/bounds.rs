@@ -25,8 +25,15 @@ pub enum KeyKind {
 }
 
 impl KeyKind {
+    /// The kind of a column of type `t` as `format_type` writes it; a
+    /// precision (`timestamp(6) without time zone`, what Rails gives every
+    /// datetime) does not change the kind.
     pub fn from_type_name(t: &str) -> Option<KeyKind> {
-        match t {
+        let t = match (t.find('('), t.find(')')) {
+            (Some(open), Some(close)) if open < close => format!("{}{}", &t[..open], &t[close + 1..]),
+            _ => t.to_string(),
+        };
+        match t.as_str() {
             "timestamp with time zone" => Some(KeyKind::TimestampTz),
             "timestamp without time zone" => Some(KeyKind::Timestamp),
             "date" => Some(KeyKind::Date),
@@ -300,6 +307,19 @@ pub fn bound_value(kind: KeyKind, tz: Tz, text: &str) -> Option<KeyValue> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_precision_does_not_change_the_kind_of_key() {
+        assert_eq!(
+            KeyKind::from_type_name("timestamp(6) without time zone"),
+            Some(KeyKind::Timestamp)
+        );
+        assert_eq!(
+            KeyKind::from_type_name("timestamp(3) with time zone"),
+            Some(KeyKind::TimestampTz)
+        );
+        assert_eq!(KeyKind::from_type_name("numeric(10,2)"), None);
+    }
 
     fn input<'a>(
         kind: KeyKind,

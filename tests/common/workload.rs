@@ -41,11 +41,12 @@ pub struct Workload {
     handles: Vec<JoinHandle<Report>>,
 }
 
-/// The whole table, typed, for comparison with the oracle.
-pub async fn table_rows(db: &Db) -> BTreeMap<i64, Event> {
+/// Every row of the table, typed, in id order: a list, not a map, so that
+/// a row present twice (say, with two partition keys) shows twice.
+pub async fn table_rows(db: &Db) -> Vec<(i64, Event)> {
     let c = db.client().await;
     c.query(
-        "SELECT id, run_id, ts, type, payload, n FROM public.workflow_events",
+        "SELECT id, run_id, ts, type, payload, n FROM public.workflow_events ORDER BY id",
         &[],
     )
     .await
@@ -503,20 +504,27 @@ pub fn db_message(e: &tokio_postgres::Error) -> String {
     }
 }
 
-/// Compares the table with the oracle; returns the number of rows compared.
+/// Compares the whole multiset of the table's rows with the oracle: every
+/// committed row once, exactly as committed, and nothing else. Returns the
+/// number of rows compared.
 pub async fn compare(db: &Db, oracle: &BTreeMap<i64, Event>) -> usize {
-    let table = table_rows(db).await;
+    let rows = table_rows(db).await;
+    let mut table: BTreeMap<i64, Vec<Event>> = BTreeMap::new();
+    for (id, e) in &rows {
+        table.entry(*id).or_default().push(e.clone());
+    }
     let mut problems = Vec::new();
     for (id, want) in oracle {
-        match table.get(id) {
+        match table.get(id).map(Vec::as_slice) {
             None => problems.push(format!("event {id} is missing")),
-            Some(got) if got != want => problems.push(format!("event {id} is {got:?}, expected {want:?}")),
-            _ => {}
+            Some([got]) if got != want => problems.push(format!("event {id} is {got:?}, expected {want:?}")),
+            Some([_]) => {}
+            Some(copies) => problems.push(format!("event {id} is there {} times: {copies:?}", copies.len())),
         }
     }
-    for id in table.keys() {
+    for (id, copies) in &table {
         if !oracle.contains_key(id) {
-            problems.push(format!("event {id} should not exist"));
+            problems.push(format!("event {id} should not exist ({} copies)", copies.len()));
         }
     }
     assert!(
@@ -525,5 +533,5 @@ pub async fn compare(db: &Db, oracle: &BTreeMap<i64, Event>) -> usize {
         problems.len(),
         &problems[..problems.len().min(10)]
     );
-    table.len()
+    rows.len()
 }

@@ -15,13 +15,13 @@ pub struct Constraints {
     pub incoming_fks: Vec<IncomingFkDef>,
 }
 
-pub fn derive(plan: &PlanFile, info: &TableInfo, key: &Key, acc: &mut Acc) -> Constraints {
+pub fn derive(plan: &PlanFile, info: &TableInfo, key: &Key, version_num: i32, acc: &mut Acc) -> Constraints {
     let (uniques, row_identity) = uniques(plan, info, key, acc);
     Constraints {
         uniques,
         row_identity,
         indexes: indexes(info, key, acc),
-        foreign_keys: foreign_keys(info),
+        foreign_keys: foreign_keys(plan, info, version_num, acc),
         incoming_fks: incoming(plan, info, acc),
     }
 }
@@ -82,11 +82,34 @@ fn uniques(plan: &PlanFile, info: &TableInfo, key: &Key, acc: &mut Acc) -> (Vec<
             con.name
         ));
     }
+    // A unique index on NOT NULL columns finds one row as well as a
+    // constraint does.
+    let row_identity = row_identity.or_else(|| {
+        info.indexes
+            .iter()
+            .filter(|i| i.unique && i.valid && !i.has_expressions && i.predicate.is_none() && i.constraint.is_none())
+            .find(|i| {
+                i.columns
+                    .iter()
+                    .all(|n| info.columns.iter().any(|c| &c.name == n && c.not_null))
+            })
+            .map(|i| i.columns.clone())
+    });
     let row_identity = row_identity.unwrap_or_else(|| {
-        acc.refuse(format!(
-            "{} has no primary key or unique NOT NULL constraint, which the view needs to route UPDATE and DELETE to the one row meant",
-            plan.table
-        ));
+        match plan.spec.method {
+            crate::plan_file::Method::Move => acc.refuse(format!(
+                "{} has no primary key or unique key on NOT NULL columns, which the move method's view needs to route UPDATE and DELETE to the one row meant; add one, or use method attach, which needs none",
+                plan.table
+            )),
+            crate::plan_file::Method::Sync => acc.refuse(format!(
+                "{} has no primary key or unique key on NOT NULL columns, which the sync method's mirror needs to find the row an UPDATE or DELETE changed; add one, or use method attach, which needs none",
+                plan.table
+            )),
+            crate::plan_file::Method::Attach => acc.note(format!(
+                "{} has no primary key or unique key on NOT NULL columns: attach needs none, but a later `migrate split` routes through a view that does",
+                plan.table
+            )),
+        }
         Vec::new()
     });
     (uniques, row_identity)
@@ -104,9 +127,11 @@ fn indexes(info: &TableInfo, key: &Key, acc: &mut Acc) -> Vec<IndexDef> {
             continue;
         }
         let body = if ix.unique {
-            if ix.has_expressions || ix.has_predicate {
+            // A WHERE clause is kept: PostgreSQL accepts a partial unique
+            // index on a partitioned table once its columns hold the key.
+            if ix.has_expressions {
                 acc.refuse(format!(
-                    "the unique index {} uses expressions or a WHERE clause, and a unique index on a partitioned table must be on plain columns including the partition key",
+                    "the unique index {} is on expressions, and a unique index on a partitioned table must be on plain columns including the partition key (index the columns the expressions read, or drop it)",
                     ix.name
                 ));
                 continue;
@@ -136,16 +161,46 @@ fn indexes(info: &TableInfo, key: &Key, acc: &mut Acc) -> Vec<IndexDef> {
             name: ix.name.clone(),
             shadow_name: names::on_shadow(&ix.name),
             old_rename: names::stepped_aside(&ix.name),
+            predicate: if matches!(body, IndexBody::Unique(_)) {
+                ix.predicate.clone()
+            } else {
+                None
+            },
             body,
         });
     }
     indexes
 }
 
-fn foreign_keys(info: &TableInfo) -> Vec<ForeignKeyDef> {
+/// The table's own foreign keys, carried to the partitioned table. One
+/// that references the table itself is handled with the incoming ones.
+fn foreign_keys(plan: &PlanFile, info: &TableInfo, version_num: i32, acc: &mut Acc) -> Vec<ForeignKeyDef> {
+    let own = |c: &&crate::catalog::ConstraintInfo| c.kind == 'f' && c.referenced.as_ref() != Some(&info.name);
+    for c in info
+        .constraints
+        .iter()
+        .filter(own)
+        .filter(|c| c.definition.ends_with("NOT VALID"))
+    {
+        let fix = format!(
+            "validate it first (ALTER TABLE {} VALIDATE CONSTRAINT {}: a scan under a lock that lets writers go on) or drop it",
+            plan.table, c.name
+        );
+        if plan.spec.method != crate::plan_file::Method::Attach {
+            acc.refuse(format!(
+                "the foreign key {} is NOT VALID, and every row this method copies is checked against it; {fix}",
+                c.name
+            ));
+        } else if version_num < 180_000 {
+            acc.refuse(format!(
+                "the foreign key {} is NOT VALID, which a partitioned table can hold from PostgreSQL 18 on; {fix}",
+                c.name
+            ));
+        }
+    }
     info.constraints
         .iter()
-        .filter(|c| c.kind == 'f')
+        .filter(own)
         .filter_map(|c| {
             Some(ForeignKeyDef {
                 name: c.name.clone(),
@@ -170,16 +225,29 @@ fn incoming(plan: &PlanFile, info: &TableInfo, acc: &mut Acc) -> Vec<IncomingFkD
         .map(|f| format!("{} on {}", f.name, f.table))
         .collect::<Vec<_>>()
         .join(", ");
+    let when = match plan.spec.method {
+        crate::plan_file::Method::Move => "when the view goes live (route)",
+        _ => "at the swap",
+    };
+    let undo = match plan.spec.method {
+        crate::plan_file::Method::Sync => "unswap and abort restore them",
+        _ => "abort restores them",
+    };
     match plan.spec.foreign_keys.incoming {
         IncomingFk::Refuse => {
             acc.refuse(format!(
-                "foreign keys of other tables reference {table} ({names}) and cannot follow it to a partitioned table whose unique keys include the partition key; drop them first, or set foreign_keys.incoming: drop"
+                "foreign keys reference {table} ({names}) and cannot follow it to a partitioned table, whose unique keys include the partition key{}; drop them first, or set foreign_keys.incoming: drop",
+                if info.incoming_fks.iter().any(|f| f.table == info.name) {
+                    " (a foreign key of the table to itself included: it would keep pointing at the original)"
+                } else {
+                    ""
+                }
             ));
             Vec::new()
         }
         IncomingFk::Drop => {
             acc.warn(format!(
-                "the foreign keys {names} will be dropped when the view goes live and will not exist after the swap (abort restores them)"
+                "the foreign keys {names} will be dropped {when} and will not exist after the swap ({undo})"
             ));
             info.incoming_fks
                 .iter()

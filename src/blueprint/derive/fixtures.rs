@@ -88,6 +88,7 @@ pub fn table(schema: &str, name: &str) -> TableInfo {
             valid: true,
             has_expressions: false,
             has_predicate: false,
+            predicate: None,
             columns: vec![id("Kind")],
             constraint: None,
         }],

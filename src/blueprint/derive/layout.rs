@@ -100,8 +100,9 @@ pub fn derive(
             step: spec.step.map(|s| s.0),
             tz,
             start,
-            min: facts.min,
-            max: facts.max,
+            // An empty table starts where its sequence stands.
+            min: facts.min.or(facts.sequence_max.map(KeyValue::Int)),
+            max: highest(facts),
             now: facts.server.now,
             premake: spec.premake,
             template: &template,
@@ -142,6 +143,11 @@ pub fn derive(
     let old = match method {
         // A list partition is named for its value, as the others are.
         Method::Attach if list => table.sibling(Ident::new(named(&template, table, initial))),
+        // An integer layout from 0 names its first new partition `_p0`,
+        // the name the original would take.
+        Method::Attach if layout.iter().any(|p| p.name == names::old(table, method).name.as_str()) => {
+            names::first_partition_below(table)
+        }
         _ => names::old(table, method),
     };
     Ok(Layout {
@@ -180,6 +186,17 @@ fn list_values(plan: &PlanFile, facts: &Facts, key: &Key, acc: &mut Acc) -> Vec<
         held.push(initial);
     }
     held
+}
+
+/// The highest key the layout must cover: the largest in the table, or
+/// beyond it the highest value the key's sequence has handed out, which
+/// the next rows follow.
+fn highest(facts: &Facts) -> Option<KeyValue> {
+    match (facts.max, facts.sequence_max) {
+        (Some(KeyValue::Int(m)), Some(s)) => Some(KeyValue::Int(m.max(s))),
+        (None, Some(s)) => Some(KeyValue::Int(s)),
+        (m, _) => m,
+    }
 }
 
 /// Attach by list: the original keeps every existing row as the partition
@@ -243,7 +260,7 @@ fn attach_range(
             KeyKind::Date => KeyValue::Day(now.with_timezone(&tz).date_naive()),
             KeyKind::Integer => KeyValue::Int(i64::MIN),
         };
-        let newest = match facts.max {
+        let newest = match highest(facts) {
             Some(m) if key_less(now, m) => m,
             _ => now,
         };
@@ -254,10 +271,19 @@ fn attach_range(
         layout.drain(..first_after);
     }
     let cutoff = layout[0].from.clone();
-    if let (Some(m), Some(c)) = (facts.max, bounds::first_bound_value(key.kind, tz, &layout[0])) {
+    let first = bounds::first_bound_value(key.kind, tz, &layout[0]);
+    if let (Some(m), Some(c)) = (facts.max, first) {
         if !key_less(m, c) {
             acc.refuse(format!(
                 "existing rows have keys at or after the cutoff {cutoff}; the original can only become the partition of keys below it"
+            ));
+        }
+    }
+    if let (Some(s), Some(KeyValue::Int(c))) = (facts.sequence_max, first) {
+        if s >= c && facts.max.is_none_or(|m| key_less(m, KeyValue::Int(c))) {
+            acc.refuse(format!(
+                "the sequence of {} has handed out {s}, at or after the cutoff {cutoff}, so the next rows would be refused; set attach.cutoff beyond it",
+                key.column
             ));
         }
     }

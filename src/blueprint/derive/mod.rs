@@ -123,7 +123,7 @@ pub fn draft(plan: &PlanFile, facts: &Facts) -> Result<Draft> {
     let (key, refusals) = key::key(plan, info)?;
     acc.refusals.extend(refusals);
     acc.refusals.extend(table::carried(table, info));
-    let c = constraints::derive(plan, info, &key, &mut acc);
+    let c = constraints::derive(plan, info, &key, facts.server.version_num, &mut acc);
     let dependent_views = dependents::views(table, info, &mut acc);
     let sequences = dependents::sequences(info, &mut acc);
     let l = layout::derive(plan, facts, info, &key, &c.uniques, &mut acc)?;

@@ -45,7 +45,7 @@ fn what_the_tool_cannot_carry_is_refused_with_every_reason() {
     let e = refusal(derive(&p, &facts(info)));
     assert!(e.contains("column \"id\" is an identity column"), "{e}");
     assert!(e.contains("has triggers (touch)"), "{e}");
-    assert!(e.contains("has no primary key or unique NOT NULL constraint"), "{e}");
+    assert!(e.contains("has no primary key or unique key on NOT NULL columns, which the sync method's mirror needs"), "{e}");
 }
 
 #[test]

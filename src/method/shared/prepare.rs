@@ -88,7 +88,12 @@ pub fn statements(bp: &Blueprint) -> Vec<Statement> {
             IndexBody::Plain(tail) => {
                 format!("CREATE INDEX {} ON {shadow} USING {tail}", i.shadow_name)
             }
-            IndexBody::Unique(cols) => format!("CREATE UNIQUE INDEX {} ON {shadow} ({})", i.shadow_name, list(cols)),
+            IndexBody::Unique(cols) => format!(
+                "CREATE UNIQUE INDEX {} ON {shadow} ({}){}",
+                i.shadow_name,
+                list(cols),
+                i.predicate.as_ref().map(|p| format!(" WHERE {p}")).unwrap_or_default()
+            ),
         };
         s.push(Statement::new("an index of the original, on every partition", sql));
     }
