@@ -38,6 +38,8 @@ pub struct AccessFacts {
     pub owner: String,
     pub member: bool,
     pub superuser: bool,
+    /// BYPASSRLS (or superuser): row-level security never filters its reads.
+    pub bypass_rls: bool,
     pub schema_create: bool,
     pub db_create: bool,
     /// Whether the role may write the control tables, when they exist.
@@ -69,6 +71,7 @@ pub async fn gather(client: &Client, oid: u32, locks_parents: bool) -> Result<Ac
             "SELECT current_user::text, pg_get_userbyid(c.relowner)::text, \
                     pg_has_role(current_user, c.relowner, 'USAGE'), \
                     coalesce((SELECT rolsuper FROM pg_roles WHERE rolname = current_user), false), \
+                    coalesce((SELECT rolsuper OR rolbypassrls FROM pg_roles WHERE rolname = current_user), false), \
                     has_schema_privilege(c.relnamespace, 'CREATE'), \
                     has_database_privilege(current_database(), 'CREATE'), \
                     to_regclass('repartition.migrations') IS NOT NULL, \
@@ -86,17 +89,18 @@ pub async fn gather(client: &Client, oid: u32, locks_parents: bool) -> Result<Ac
         owner: r.get(1),
         member: r.get(2),
         superuser: r.get(3),
-        schema_create: r.get(4),
-        db_create: r.get(5),
+        bypass_rls: r.get(4),
+        schema_create: r.get(5),
+        db_create: r.get(6),
         control_writable: None,
-        replident: r.get(7),
-        replident_index: r.get(8),
-        column_grants: r.get(9),
-        database: r.get(10),
+        replident: r.get(8),
+        replident_index: r.get(9),
+        column_grants: r.get(10),
+        database: r.get(11),
         lacking: Vec::new(),
         slots: Vec::new(),
     };
-    let control_exists: bool = r.get(6);
+    let control_exists: bool = r.get(7);
     if control_exists {
         f.control_writable = Some(
             client

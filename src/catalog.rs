@@ -14,6 +14,8 @@ pub struct TableInfo {
     pub is_partition: bool,
     pub has_inheritance: bool,
     pub row_security: bool,
+    /// FORCE ROW LEVEL SECURITY: the policies bind the owner too.
+    pub force_row_security: bool,
     pub owner: String,
     pub comment: Option<String>,
     pub estimated_rows: f64,
@@ -27,6 +29,7 @@ pub struct TableInfo {
     pub dependents: Vec<DependentInfo>,
     pub triggers: Vec<String>,
     pub rules: Vec<String>,
+    pub policies: Vec<PolicyInfo>,
     pub publications: Vec<String>,
     pub grants: Vec<GrantInfo>,
     pub sequences: Vec<SequenceInfo>,
@@ -77,6 +80,19 @@ pub struct IndexInfo {
     /// Set when the index backs a constraint (those are handled as
     /// constraints).
     pub constraint: Option<Ident>,
+}
+
+/// A row-level security policy, as `pg_policy` holds it.
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct PolicyInfo {
+    pub name: Ident,
+    pub permissive: bool,
+    /// r (SELECT), a (INSERT), w (UPDATE), d (DELETE), * (ALL)
+    pub command: char,
+    /// None for PUBLIC.
+    pub roles: Vec<Option<String>>,
+    pub using: Option<String>,
+    pub check: Option<String>,
 }
 
 #[derive(Clone, Debug)]
@@ -173,6 +189,7 @@ pub async fn table_info(client: &Client, oid: u32) -> Result<TableInfo> {
         dependents: dependents(client, oid).await?,
         triggers: triggers(client, oid).await?,
         rules: rules(client, oid).await?,
+        policies: policies(client, oid).await?,
         publications: publications(client, oid).await?,
         grants: grants(client, oid).await?,
         sequences: sequences(client, oid).await?,
@@ -188,7 +205,7 @@ async fn relation(client: &Client, oid: u32) -> Result<TableInfo> {
             "SELECT n.nspname::text, c.relname::text, c.relkind::text, c.relpersistence::text, c.relispartition, \
                     EXISTS (SELECT 1 FROM pg_inherits i WHERE i.inhrelid = c.oid OR i.inhparent = c.oid), \
                     c.relrowsecurity, pg_get_userbyid(c.relowner)::text, obj_description(c.oid, 'pg_class'), \
-                    c.reltuples::float8, pg_table_size(c.oid), coalesce(c.reloptions, '{}') \
+                    c.reltuples::float8, pg_table_size(c.oid), coalesce(c.reloptions, '{}'), c.relforcerowsecurity \
              FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace WHERE c.oid = $1",
             &[&oid],
         )
@@ -202,6 +219,7 @@ async fn relation(client: &Client, oid: u32) -> Result<TableInfo> {
         is_partition: t.get(4),
         has_inheritance: t.get(5),
         row_security: t.get(6),
+        force_row_security: t.get(12),
         owner: t.get(7),
         comment: t.get(8),
         estimated_rows: t.get(9),
@@ -214,6 +232,7 @@ async fn relation(client: &Client, oid: u32) -> Result<TableInfo> {
         dependents: Vec::new(),
         triggers: Vec::new(),
         rules: Vec::new(),
+        policies: Vec::new(),
         publications: Vec::new(),
         grants: Vec::new(),
         sequences: Vec::new(),
@@ -394,6 +413,29 @@ async fn rules(client: &Client, oid: u32) -> Result<Vec<String>> {
         oid,
     )
     .await
+}
+
+async fn policies(client: &Client, oid: u32) -> Result<Vec<PolicyInfo>> {
+    Ok(client
+        .query(
+            "SELECT p.polname::text, p.polpermissive, p.polcmd::text, \
+                    coalesce((SELECT array_agg(CASE WHEN r = 0 THEN NULL ELSE pg_get_userbyid(r)::text END ORDER BY o) \
+                              FROM unnest(p.polroles) WITH ORDINALITY u(r, o)), '{}'), \
+                    pg_get_expr(p.polqual, p.polrelid), pg_get_expr(p.polwithcheck, p.polrelid) \
+             FROM pg_policy p WHERE p.polrelid = $1 ORDER BY 1",
+            &[&oid],
+        )
+        .await?
+        .into_iter()
+        .map(|r| PolicyInfo {
+            name: Ident::new(r.get::<_, String>(0)),
+            permissive: r.get(1),
+            command: r.get::<_, String>(2).chars().next().unwrap_or('*'),
+            roles: r.get(3),
+            using: r.get(4),
+            check: r.get(5),
+        })
+        .collect())
 }
 
 async fn publications(client: &Client, oid: u32) -> Result<Vec<String>> {

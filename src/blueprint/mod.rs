@@ -58,6 +58,9 @@ pub struct Blueprint {
     /// partition as source.
     #[serde(default)]
     pub split: Option<SplitDef>,
+    /// The original's row-level security, carried to the partitioned table.
+    #[serde(default)]
+    pub row_security: RowSecurity,
     pub settings: Settings,
 }
 
@@ -151,6 +154,14 @@ pub struct UniqueDef {
     pub old_rename: Ident,
     pub deferrable: bool,
     pub deferred: bool,
+}
+
+/// ENABLE and FORCE ROW LEVEL SECURITY, and the policies.
+#[derive(Clone, Debug, Default, Serialize, Deserialize, PartialEq)]
+pub struct RowSecurity {
+    pub enabled: bool,
+    pub forced: bool,
+    pub policies: Vec<crate::catalog::PolicyInfo>,
 }
 
 #[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]

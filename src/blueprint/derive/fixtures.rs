@@ -58,6 +58,7 @@ pub fn table(schema: &str, name: &str) -> TableInfo {
         is_partition: false,
         has_inheritance: false,
         row_security: false,
+        force_row_security: false,
         owner: "app owner".into(),
         comment: Some("it's the log".into()),
         estimated_rows: 1000.0,
@@ -101,6 +102,7 @@ pub fn table(schema: &str, name: &str) -> TableInfo {
         }],
         triggers: Vec::new(),
         rules: Vec::new(),
+        policies: Vec::new(),
         publications: Vec::new(),
         grants: vec![GrantInfo {
             grantee: Some("reader".into()),

@@ -123,6 +123,7 @@ pub fn draft(plan: &PlanFile, facts: &Facts) -> Result<Draft> {
     let (key, refusals) = key::key(plan, info)?;
     acc.refusals.extend(refusals);
     acc.refusals.extend(table::carried(table, info));
+    table::row_security(plan, info, facts.server.version_num, facts.access.as_ref(), &mut acc);
     let c = constraints::derive(plan, info, &key, facts.server.version_num, &mut acc);
     let dependent_views = dependents::views(table, info, &mut acc);
     let sequences = dependents::sequences(info, &mut acc);
@@ -168,6 +169,11 @@ pub fn draft(plan: &PlanFile, facts: &Facts) -> Result<Draft> {
         mirror: names::mirror(table),
         attach: l.attach,
         split: None,
+        row_security: crate::blueprint::RowSecurity {
+            enabled: info.row_security,
+            forced: info.force_row_security,
+            policies: info.policies.clone(),
+        },
         settings,
     };
     let (relations, functions) = created(&blueprint);

@@ -92,6 +92,12 @@ pub fn split(plan: &PlanFile, attached: &Blueprint, facts: &SplitFacts) -> Resul
         .find(|u| u.primary)
         .map(|u| u.columns.clone())
         .unwrap_or(attached.row_identity.clone());
+    if bp.row_security.enabled && facts.server.version_num < 150_000 {
+        return Err(Refusal::new(format!(
+            "{table} has row-level security, and the split's view over its partitions would apply the policies to the application only as a security_invoker view, which PostgreSQL 15 brings"
+        ))
+        .into());
+    }
     if bp.row_identity.is_empty() {
         return Err(Refusal::new(format!(
             "{table} has no primary key or unique key on NOT NULL columns, which the split's routing view needs to route UPDATE and DELETE to the one row meant; add one first"

@@ -3,6 +3,7 @@
 
 use crate::catalog::TableInfo;
 use crate::error::Refusal;
+use crate::plan_file::{Method, PlanFile};
 use crate::sql::QualifiedName;
 use anyhow::Result;
 
@@ -34,12 +35,53 @@ pub fn kind(table: &QualifiedName, info: &TableInfo) -> Result<Vec<String>> {
     if info.is_partition || info.has_inheritance {
         refusals.push(format!("{table} takes part in inheritance or is a partition already"));
     }
-    if info.row_security {
-        refusals.push(format!(
-            "{table} has row-level security enabled, which the routing view would bypass"
+    Ok(refusals)
+}
+
+/// Row-level security goes with the table: its policies, ENABLE and FORCE
+/// are carried to the partitioned table. The move method's view applies
+/// them to the application's role only as a `security_invoker` view
+/// (PostgreSQL 15 on); and the tool's own reads and writes must see every
+/// row, which FORCE denies a role that does not bypass row-level security.
+pub fn row_security(
+    plan: &PlanFile,
+    info: &TableInfo,
+    version_num: i32,
+    access: Option<&crate::access::AccessFacts>,
+    acc: &mut super::Acc,
+) {
+    let table = &plan.table;
+    if !info.row_security {
+        if !info.policies.is_empty() {
+            acc.note(format!(
+                "{table} has policies but row-level security is not enabled; they are carried over, still inactive"
+            ));
+        }
+        return;
+    }
+    if plan.spec.method == Method::Move && version_num < 150_000 {
+        acc.refuse(format!(
+            "{table} has row-level security, and the move method's view would apply its policies to the application only as a security_invoker view, which PostgreSQL 15 brings; use method sync or attach, which carry the policies on any version"
         ));
     }
-    Ok(refusals)
+    let bypass = access.is_none_or(|a| a.bypass_rls);
+    if info.force_row_security && !bypass {
+        acc.refuse(format!(
+            "{table} has FORCE ROW LEVEL SECURITY, so its policies bind its owner too and the tool's role would copy only the rows they let it see; run the migration as a role with BYPASSRLS"
+        ));
+    }
+    let policies: Vec<&str> = info.policies.iter().map(|p| p.name.as_str()).collect();
+    acc.note(format!(
+        "row-level security{} and its {} policies ({}) are carried to the partitioned table{}",
+        if info.force_row_security { " (forced)" } else { "" },
+        policies.len(),
+        policies.join(", "),
+        match plan.spec.method {
+            Method::Move => "; until the swap the view over both tables is a security_invoker view, so the policies apply to the application's role through it",
+            Method::Sync => "; the mirrors write as the table's owner, and the retired original keeps its policies",
+            Method::Attach => "; the original keeps its own policies as the first partition",
+        }
+    ));
 }
 
 /// Identity columns, triggers and rules, which the tool does not carry

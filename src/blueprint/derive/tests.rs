@@ -45,7 +45,10 @@ fn what_the_tool_cannot_carry_is_refused_with_every_reason() {
     let e = refusal(derive(&p, &facts(info)));
     assert!(e.contains("column \"id\" is an identity column"), "{e}");
     assert!(e.contains("has triggers (touch)"), "{e}");
-    assert!(e.contains("has no primary key or unique key on NOT NULL columns, which the sync method's mirror needs"), "{e}");
+    assert!(
+        e.contains("has no primary key or unique key on NOT NULL columns, which the sync method's mirror needs"),
+        "{e}"
+    );
 }
 
 #[test]
@@ -138,4 +141,37 @@ fn attach_cuts_off_after_the_newest_key_and_refuses_keys_beyond_a_given_cutoff()
     .unwrap();
     let e = refusal(derive(&p, &f));
     assert!(e.contains("existing rows have keys at or after the cutoff"), "{e}");
+}
+
+#[test]
+fn row_security_is_carried_and_refused_only_where_it_cannot_hold() {
+    let mut info = table("public", "events");
+    info.row_security = true;
+    info.force_row_security = true;
+    info.policies = vec![crate::catalog::PolicyInfo {
+        name: id("tenant"),
+        permissive: true,
+        command: '*',
+        roles: vec![Some("app".into())],
+        using: Some("(tenant = 1)".into()),
+        check: None,
+    }];
+    for method in ["sync", "attach", "move"] {
+        let bp = derive(&plan("public.events", method, MONTHLY), &facts(info.clone()))
+            .unwrap()
+            .blueprint;
+        assert!(bp.row_security.enabled && bp.row_security.forced, "{method}");
+        assert_eq!(bp.row_security.policies.len(), 1, "{method}");
+    }
+    let mut f = facts(info.clone());
+    f.server.version_num = 140_011;
+    let e = refusal(derive(&plan("public.events", "move", MONTHLY), &f));
+    assert!(e.contains("use method sync or attach"), "{e}");
+    let mut f = facts(info);
+    f.access = Some(crate::access::AccessFacts {
+        bypass_rls: false,
+        ..Default::default()
+    });
+    let e = refusal(derive(&plan("public.events", "sync", MONTHLY), &f));
+    assert!(e.contains("run the migration as a role with BYPASSRLS"), "{e}");
 }

@@ -112,3 +112,70 @@ pub fn rebind_view(v: &crate::blueprint::ViewDef) -> Statement {
         ),
     )
 }
+
+/// The original's row-level security on `target`: each policy, then
+/// ENABLE, and FORCE where `force` (the sync method moves FORCE with the
+/// name at the swap, so that its mirrors, writing as the owner, are never
+/// filtered).
+pub fn row_security(bp: &Blueprint, target: &crate::sql::QualifiedName, force: bool) -> Vec<Statement> {
+    let rs = &bp.row_security;
+    let mut s: Vec<Statement> = rs
+        .policies
+        .iter()
+        .map(|p| {
+            let command = match p.command {
+                'r' => "SELECT",
+                'a' => "INSERT",
+                'w' => "UPDATE",
+                'd' => "DELETE",
+                _ => "ALL",
+            };
+            let roles = if p.roles.is_empty() {
+                "PUBLIC".to_string()
+            } else {
+                p.roles
+                    .iter()
+                    .map(|r| r.as_deref().map_or("PUBLIC".into(), crate::sql::quote_ident))
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            };
+            let mut sql = format!(
+                "CREATE POLICY {} ON {target} AS {} FOR {command} TO {roles}",
+                p.name,
+                if p.permissive { "PERMISSIVE" } else { "RESTRICTIVE" }
+            );
+            if let Some(u) = &p.using {
+                sql.push_str(&format!(" USING ({u})"));
+            }
+            if let Some(c) = &p.check {
+                sql.push_str(&format!(" WITH CHECK ({c})"));
+            }
+            Statement::new("a row-level security policy of the original", sql)
+        })
+        .collect();
+    if rs.enabled {
+        s.push(Statement::new(
+            "row-level security as on the original",
+            format!("ALTER TABLE {target} ENABLE ROW LEVEL SECURITY"),
+        ));
+    }
+    if rs.enabled && rs.forced && force {
+        s.push(force_row_security(target, true));
+    }
+    s
+}
+
+/// FORCE ROW LEVEL SECURITY on or off.
+pub fn force_row_security(target: &crate::sql::QualifiedName, on: bool) -> Statement {
+    Statement::new(
+        if on {
+            "the policies bind the table's owner too, as on the original"
+        } else {
+            "the table's owner (the mirror's writer) is no longer bound by the policies; every other role still is"
+        },
+        format!(
+            "ALTER TABLE {target} {} ROW LEVEL SECURITY",
+            if on { "FORCE" } else { "NO FORCE" }
+        ),
+    )
+}

@@ -104,6 +104,11 @@ pub fn statements(bp: &Blueprint) -> Vec<Statement> {
         ));
     }
     s.extend(grants(bp, "TABLE", &shadow.to_string()));
+    s.extend(super::row_security(
+        bp,
+        shadow,
+        bp.method != crate::plan_file::Method::Sync,
+    ));
     s
 }
 

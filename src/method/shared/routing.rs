@@ -29,10 +29,17 @@ pub fn view_goes_live(bp: &Blueprint) -> Vec<Statement> {
 pub fn view_statements(bp: &Blueprint) -> Vec<Statement> {
     let mut s = Vec::new();
     let cols = all_columns(bp);
+    // Under row-level security the view reads both tables as the role
+    // that queries it, so that their policies apply to it.
+    let invoker = if bp.row_security.enabled {
+        " WITH (security_invoker = true)"
+    } else {
+        ""
+    };
     s.push(Statement::new(
         "one view over both tables under the table's name; a row is always in exactly one of them",
         format!(
-            "CREATE VIEW {} AS SELECT {cols} FROM {} UNION ALL SELECT {cols} FROM ONLY {}",
+            "CREATE VIEW {}{invoker} AS SELECT {cols} FROM {} UNION ALL SELECT {cols} FROM ONLY {}",
             bp.table, bp.shadow, bp.old
         ),
     ));
@@ -115,14 +122,20 @@ pub fn insert_routing(bp: &Blueprint, target: InsertTarget) -> Vec<Statement> {
     let returning = list(bp.columns.iter().map(|c| format!("{dest_alias}.{}", c.name)));
     let into = list(bp.columns.iter().map(|c| format!("NEW.{}", c.name)));
     let owner = crate::sql::quote_ident(&bp.owner);
-    vec![
-        Statement::new(
+    let mut s = Vec::new();
+    // A rule's action runs as the view's owner, whom the policies do not
+    // bind: under row-level security INSERT goes through the trigger
+    // below, which runs as the application's role and returns the row.
+    if !bp.row_security.enabled {
+        s.push(Statement::new(
             "INSERT through the view, with RETURNING",
             format!(
                 "CREATE OR REPLACE RULE {} AS ON INSERT TO {} DO INSTEAD INSERT INTO {dest} ({wcols}) VALUES ({new_values}) RETURNING {returning}",
                 r.insert_rule, bp.table
             ),
-        ),
+        ));
+    }
+    s.extend([
         Statement::new(
             "INSERT for COPY into the view",
             function(
@@ -131,7 +144,8 @@ pub fn insert_routing(bp: &Blueprint, target: InsertTarget) -> Vec<Statement> {
             ),
         ),
         Statement::new("the table's owner owns the routing", format!("ALTER FUNCTION {}() OWNER TO {owner}", r.insert_function)),
-    ]
+    ]);
+    s
 }
 
 fn function(name: &QualifiedName, body: &str) -> String {

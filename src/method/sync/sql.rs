@@ -13,8 +13,8 @@
 use crate::blueprint::Blueprint;
 use crate::method::shared::swap::{keep_comment, rename_keys, sequences_to, swap_locks};
 use crate::method::shared::{
-    drop_incoming_fks, lock_in_mode, lock_statement, prepare, rebind_view, restore_incoming_fks, session_limits,
-    writable_columns,
+    drop_incoming_fks, force_row_security, lock_in_mode, lock_statement, prepare, rebind_view, restore_incoming_fks,
+    session_limits, writable_columns,
 };
 use crate::sql::{list, QualifiedName, Statement};
 
@@ -22,9 +22,18 @@ fn dollar(body: &str) -> String {
     format!("$mirror$\n{body}\n$mirror$")
 }
 
-fn function(name: &QualifiedName, body: &str) -> String {
+/// A mirror function. Under row-level security it runs as the table's
+/// owner (`SECURITY DEFINER`), whom the policies do not bind on the side
+/// not under the name: the mirror copies every change whole, whichever
+/// policies let the application's role see or write.
+fn function(bp: &Blueprint, name: &QualifiedName, body: &str) -> String {
     format!(
-        "CREATE OR REPLACE FUNCTION {name}() RETURNS trigger LANGUAGE plpgsql AS {}",
+        "CREATE OR REPLACE FUNCTION {name}() RETURNS trigger LANGUAGE plpgsql{} AS {}",
+        if bp.row_security.enabled {
+            " SECURITY DEFINER SET search_path = pg_catalog, pg_temp"
+        } else {
+            ""
+        },
         dollar(body)
     )
 }
@@ -72,11 +81,12 @@ pub fn forward_mirror(bp: &Blueprint) -> Vec<Statement> {
     vec![
         Statement::new(
             "mirror every row write on the original into the partitioned table",
-            function(&m.function, &mirror_body(bp, &bp.shadow.to_string(), false)),
+            function(bp, &m.function, &mirror_body(bp, &bp.shadow.to_string(), false)),
         ),
         Statement::new(
             "mirror TRUNCATE too",
             function(
+                bp,
                 &m.truncate_function,
                 &format!("BEGIN\n  TRUNCATE {};\n  RETURN NULL;\nEND", bp.shadow),
             ),
@@ -130,11 +140,12 @@ fn back_mirror(bp: &Blueprint) -> Vec<Statement> {
     vec![
         Statement::new(
             "mirror every write on the partitioned table back into the retired original, so that unswap loses nothing",
-            function(&m.back_function, &mirror_body(bp, &bp.old.to_string(), true)),
+            function(bp, &m.back_function, &mirror_body(bp, &bp.old.to_string(), true)),
         ),
         Statement::new(
             "mirror TRUNCATE back too",
             function(
+                bp,
                 &m.back_truncate_function,
                 &format!("BEGIN\n  TRUNCATE {};\n  RETURN NULL;\nEND", bp.old),
             ),
@@ -220,8 +231,18 @@ pub fn swap(bp: &Blueprint) -> Vec<Statement> {
     }
     s.extend(sequences_to(bp, &bp.table));
     s.extend(keep_comment(bp, "TABLE"));
+    s.extend(move_force(bp, &bp.old, &bp.table));
     s.extend(back_mirror(bp));
     s
+}
+
+/// FORCE ROW LEVEL SECURITY goes with the name: off on the table the
+/// mirror writes into, on for the one the application uses.
+fn move_force(bp: &Blueprint, from: &QualifiedName, to: &QualifiedName) -> Vec<Statement> {
+    if !(bp.row_security.enabled && bp.row_security.forced) {
+        return Vec::new();
+    }
+    vec![force_row_security(from, false), force_row_security(to, true)]
 }
 
 /// `unswap`: back to the original, which the back mirror kept current.
@@ -246,6 +267,7 @@ pub fn unswap(bp: &Blueprint) -> Vec<Statement> {
     }
     s.extend(sequences_to(bp, &bp.table));
     s.extend(restore_incoming_fks(bp));
+    s.extend(move_force(bp, &bp.shadow, &bp.table));
     s.extend(forward_mirror(bp));
     s
 }
