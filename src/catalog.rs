@@ -22,6 +22,8 @@ pub struct TableInfo {
     pub bytes: i64,
     /// Storage parameters (`fillfactor=70`, `autovacuum_enabled=false`).
     pub reloptions: Vec<String>,
+    /// Its tablespace, when not the database's default.
+    pub tablespace: Option<String>,
     pub columns: Vec<ColumnInfo>,
     pub constraints: Vec<ConstraintInfo>,
     pub indexes: Vec<IndexInfo>,
@@ -59,9 +61,8 @@ pub struct ConstraintInfo {
     pub deferred: bool,
     pub referenced: Option<QualifiedName>,
     pub referenced_columns: Vec<Ident>,
-    /// Whether the unique index has options a plain column list loses
-    /// (INCLUDE, NULLS NOT DISTINCT, storage parameters, tablespace).
-    pub plain_columns: bool,
+    /// The clauses of a primary or unique key's index beyond its columns.
+    pub clauses: crate::blueprint::IndexClauses,
 }
 
 #[derive(Clone, Debug)]
@@ -76,6 +77,9 @@ pub struct IndexInfo {
     pub has_predicate: bool,
     /// The WHERE clause of a partial index, as PostgreSQL prints it.
     pub predicate: Option<String>,
+    /// Its tablespace, when not the database's default (`pg_get_indexdef`
+    /// leaves it out).
+    pub tablespace: Option<String>,
     pub columns: Vec<Ident>,
     /// Set when the index backs a constraint (those are handled as
     /// constraints).
@@ -205,7 +209,8 @@ async fn relation(client: &Client, oid: u32) -> Result<TableInfo> {
             "SELECT n.nspname::text, c.relname::text, c.relkind::text, c.relpersistence::text, c.relispartition, \
                     EXISTS (SELECT 1 FROM pg_inherits i WHERE i.inhrelid = c.oid OR i.inhparent = c.oid), \
                     c.relrowsecurity, pg_get_userbyid(c.relowner)::text, obj_description(c.oid, 'pg_class'), \
-                    c.reltuples::float8, pg_table_size(c.oid), coalesce(c.reloptions, '{}'), c.relforcerowsecurity \
+                    c.reltuples::float8, pg_table_size(c.oid), coalesce(c.reloptions, '{}'), c.relforcerowsecurity, \
+                    (SELECT t.spcname::text FROM pg_tablespace t WHERE t.oid = c.reltablespace) \
              FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace WHERE c.oid = $1",
             &[&oid],
         )
@@ -225,6 +230,7 @@ async fn relation(client: &Client, oid: u32) -> Result<TableInfo> {
         estimated_rows: t.get(9),
         bytes: t.get(10),
         reloptions: t.get(11),
+        tablespace: t.get(13),
         columns: Vec::new(),
         constraints: Vec::new(),
         indexes: Vec::new(),
@@ -284,9 +290,13 @@ async fn constraints(client: &Client, oid: u32) -> Result<Vec<ConstraintInfo>> {
                     CASE WHEN con.contype = 'f' THEN (SELECT relname::text FROM pg_class WHERE oid = con.confrelid) END, \
                     coalesce((SELECT array_agg(a.attname::text ORDER BY k.ord) FROM unnest(con.confkey) WITH ORDINALITY k(attnum, ord) \
                               JOIN pg_attribute a ON a.attrelid = con.confrelid AND a.attnum = k.attnum), '{}'), \
-                    coalesce((SELECT i.indnkeyatts = i.indnatts AND x.reloptions IS NULL AND x.reltablespace = 0 \
-                              FROM pg_index i JOIN pg_class x ON x.oid = i.indexrelid WHERE i.indexrelid = con.conindid), true) \
-                    AND pg_get_constraintdef(con.oid) NOT LIKE '%NULLS NOT DISTINCT%' \
+                    coalesce((SELECT array_agg(a.attname::text ORDER BY k.ord) FROM pg_index i CROSS JOIN LATERAL unnest(i.indkey::int2[]) WITH ORDINALITY k(attnum, ord) \
+                              JOIN pg_attribute a ON a.attrelid = i.indrelid AND a.attnum = k.attnum \
+                              WHERE i.indexrelid = con.conindid AND con.contype IN ('p','u') AND k.ord > i.indnkeyatts), '{}'), \
+                    con.contype = 'u' AND pg_get_constraintdef(con.oid) LIKE 'UNIQUE NULLS NOT DISTINCT%', \
+                    coalesce((SELECT x.reloptions FROM pg_class x WHERE x.oid = con.conindid AND con.contype IN ('p','u')), '{}'), \
+                    (SELECT t.spcname::text FROM pg_class x JOIN pg_tablespace t ON t.oid = x.reltablespace \
+                      WHERE x.oid = con.conindid AND con.contype IN ('p','u')) \
              FROM pg_constraint con WHERE con.conrelid = $1 ORDER BY con.contype, con.conname",
             &[&oid],
         )
@@ -305,7 +315,12 @@ async fn constraints(client: &Client, oid: u32) -> Result<Vec<ConstraintInfo>> {
                 deferred: r.get(6),
                 referenced: schema.zip(rel).map(|(s, n)| QualifiedName::new(s, n)),
                 referenced_columns: ident_list(r.get(9)),
-                plain_columns: r.get(10),
+                clauses: crate::blueprint::IndexClauses {
+                    include: ident_list(r.get(10)),
+                    nulls_not_distinct: r.get(11),
+                    options: r.get(12),
+                    tablespace: r.get(13),
+                },
             }
         })
         .collect())
@@ -321,7 +336,8 @@ async fn indexes(client: &Client, oid: u32) -> Result<Vec<IndexInfo>> {
                     coalesce((SELECT array_agg(a.attname::text ORDER BY k.ord) FROM unnest(i.indkey::int2[]) WITH ORDINALITY k(attnum, ord) \
                               JOIN pg_attribute a ON a.attrelid = i.indrelid AND a.attnum = k.attnum WHERE k.ord <= i.indnkeyatts), '{}'), \
                     (SELECT conname::text FROM pg_constraint WHERE conindid = i.indexrelid AND conrelid = i.indrelid AND contype IN ('p','u','x')), \
-                    pg_get_expr(i.indpred, i.indrelid) \
+                    pg_get_expr(i.indpred, i.indrelid), \
+                    (SELECT t.spcname::text FROM pg_tablespace t WHERE t.oid = x.reltablespace) \
              FROM pg_index i JOIN pg_class x ON x.oid = i.indexrelid \
              CROSS JOIN LATERAL (SELECT 'CREATE ' || CASE WHEN i.indisunique THEN 'UNIQUE ' ELSE '' END || 'INDEX ' \
                     || quote_ident(x.relname) || ' ON ' || quote_ident(n.nspname) || '.' || quote_ident(c.relname) || ' USING ' AS prefix \
@@ -341,6 +357,7 @@ async fn indexes(client: &Client, oid: u32) -> Result<Vec<IndexInfo>> {
             columns: ident_list(r.get(6)),
             constraint: r.get::<_, Option<String>>(7).map(Ident::new),
             predicate: r.get(8),
+            tablespace: r.get(9),
         })
         .collect())
 }

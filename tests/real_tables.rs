@@ -19,34 +19,15 @@ UPDATE workflow_events SET parent_id = id - 1 WHERE id % 10 = 0;
 CREATE UNIQUE INDEX workflow_events_live_per_run ON workflow_events (run_id, id) WHERE type <> 'gone';
 ";
 
-async fn rails_shaped(method: &str, point: &str) {
-    let cluster = Cluster::start();
-    let db = cluster.database().await;
-    seed(&db, 120, 12_000).await;
-    db.exec(RAILS_SHAPE).await;
-    let dir = scratch();
-    let yaml =
-        event_plan(400, "foreign_keys:\n  incoming: drop\n").replace("method: move", &format!("method: {method}"));
-    let plan = db.plan_file(dir.path(), "p.yaml", &yaml);
-    let plan = plan.to_str().unwrap();
-    let shown = db.migrate(&["plan", plan]).await;
-    shown.ok();
-    for needle in [
-        "(\"run_id\", \"id\", \"ts\") WHERE (type <> 'gone'::text)",
-        "\"workflow_events_parent_id_fkey\" on \"public\".\"workflow_events\" will be dropped",
-    ] {
-        assert!(
-            shown.stdout.contains(needle),
-            "{method}: plan lacks {needle:?}:\n{}",
-            shown.stdout
-        );
-    }
+/// Runs the migration under the application's traffic, killed at `point`
+/// and resumed, and compares every row with what committed.
+async fn under_load(db: &Db, plan: &str, method: &str, point: &str) {
     let features = Features {
         upsert_and_lock: method != "move",
         // The attach method's original takes no key past its cutoff.
         future_days: if method == "attach" { 0 } else { 40 },
     };
-    let workload = Workload::start_with(&db, 3, 5, features).await;
+    let workload = Workload::start_with(db, 3, 5, features).await;
     tokio::time::sleep(Duration::from_millis(200)).await;
     let run = db.migrate_env(&["apply", plan], &[("MIGRATE_FAILPOINT", point)]).await;
     assert_eq!(run.code, 86, "{method}: {}", run.stderr);
@@ -60,7 +41,7 @@ async fn rails_shaped(method: &str, point: &str) {
         report.errors.len(),
         &report.errors[..report.errors.len().min(8)]
     );
-    let compared = compare(&db, &report.oracle).await;
+    let compared = compare(db, &report.oracle).await;
     println!("{method}: {} operations, {compared} rows compared", report.total_ops());
     assert!(report.total_ops() > 300, "{method}: the workload ran too little");
     assert_eq!(
@@ -69,6 +50,31 @@ async fn rails_shaped(method: &str, point: &str) {
             .as_deref(),
         Some("p")
     );
+}
+
+async fn rails_shaped(method: &str, point: &str) {
+    let cluster = Cluster::start();
+    let db = cluster.database().await;
+    seed(&db, 120, 12_000).await;
+    db.exec(RAILS_SHAPE).await;
+    let dir = scratch();
+    let yaml =
+        event_plan(400, "foreign_keys:\n  incoming: drop\n").replace("method: move", &format!("method: {method}"));
+    let plan = db.plan_file(dir.path(), "p.yaml", &yaml);
+    let plan = plan.to_str().unwrap();
+    let shown = db.migrate(&["plan", plan]).await;
+    shown.ok();
+    for needle in [
+        "USING btree (run_id, id, \"ts\") WHERE (type <> 'gone'::text)",
+        "\"workflow_events_parent_id_fkey\" on \"public\".\"workflow_events\" will be dropped",
+    ] {
+        assert!(
+            shown.stdout.contains(needle),
+            "{method}: plan lacks {needle:?}:\n{}",
+            shown.stdout
+        );
+    }
+    under_load(&db, plan, method, point).await;
     // The partial unique index, on the partitioned table, with its WHERE.
     let def = db
         .scalar_str("SELECT indexdef FROM pg_indexes WHERE indexname = 'workflow_events_live_per_run'")
@@ -112,6 +118,119 @@ async fn a_rails_shaped_table_by_sync() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_rails_shaped_table_by_attach() {
     rails_shaped("attach", "constrain:after-check").await;
+}
+
+/// Storage as a tuned table has it: its own tablespace and storage
+/// parameters, a primary key with INCLUDE and a fillfactor, a unique key
+/// NULLS NOT DISTINCT (15 on), a unique index with a collation, an
+/// operator class, an ordering, a fillfactor and a tablespace of its own.
+async fn tuned_storage(method: &str, point: &str) {
+    let cluster = Cluster::start();
+    let db = cluster.database().await;
+    seed(&db, 120, 12_000).await;
+    let place = cluster.data_dir().parent().unwrap().join("fast");
+    std::fs::create_dir_all(&place).unwrap();
+    let pg = std::process::Command::new("id")
+        .args(["-u", "postgres"])
+        .output()
+        .unwrap();
+    if let Ok(uid) = String::from_utf8_lossy(&pg.stdout).trim().parse::<u32>() {
+        std::os::unix::fs::chown(&place, Some(uid), None).unwrap();
+    }
+    db.exec(&format!("CREATE TABLESPACE fast LOCATION '{}'", place.display()))
+        .await;
+    let version = db
+        .scalar_i64("SELECT current_setting('server_version_num')::bigint")
+        .await;
+    db.exec(
+        "ALTER TABLE workflow_events SET TABLESPACE fast;
+         ALTER TABLE workflow_events SET (fillfactor = 85, autovacuum_vacuum_scale_factor = 0.01);
+         ALTER TABLE workflow_events DROP CONSTRAINT workflow_events_pkey,
+             ADD CONSTRAINT workflow_events_pkey PRIMARY KEY (id) INCLUDE (run_id) WITH (fillfactor = 80);
+         CREATE UNIQUE INDEX workflow_events_by_type ON workflow_events (type COLLATE \"C\" text_pattern_ops DESC, id)
+             WITH (fillfactor = 70) TABLESPACE pg_default;",
+    )
+    .await;
+    if version >= 150_000 {
+        db.exec("ALTER TABLE workflow_events ADD COLUMN ref text, ADD CONSTRAINT workflow_events_ref UNIQUE NULLS NOT DISTINCT (id, ref)")
+            .await;
+    }
+    let dir = scratch();
+    let yaml = event_plan(400, "").replace("method: move", &format!("method: {method}"));
+    let plan = db.plan_file(dir.path(), "p.yaml", &yaml);
+    let plan = plan.to_str().unwrap();
+    db.migrate(&["plan", plan]).await.ok();
+    under_load(&db, plan, method, point).await;
+    let defs = db
+        .scalar_str(
+            "SELECT string_agg(pg_get_constraintdef(oid), ' | ' ORDER BY conname) FROM pg_constraint \
+             WHERE conrelid = 'public.workflow_events'::regclass AND contype IN ('p', 'u')",
+        )
+        .await
+        .unwrap_or_default();
+    assert!(
+        defs.contains("PRIMARY KEY (id, ts) INCLUDE (run_id)"),
+        "{method}: {defs}"
+    );
+    let pkey = db
+        .scalar_str("SELECT indexdef FROM pg_indexes WHERE indexname = 'workflow_events_pkey'")
+        .await
+        .unwrap_or_default();
+    assert!(
+        pkey.contains("(id, ts) INCLUDE (run_id) WITH (fillfactor='80')"),
+        "{method}: {pkey}"
+    );
+    if version >= 150_000 {
+        assert!(
+            defs.contains("UNIQUE NULLS NOT DISTINCT (id, ref, ts)"),
+            "{method}: {defs}"
+        );
+    }
+    let index = db
+        .scalar_str("SELECT indexdef FROM pg_indexes WHERE indexname = 'workflow_events_by_type'")
+        .await
+        .unwrap_or_default();
+    assert!(
+        index.contains("(type COLLATE \"C\" text_pattern_ops DESC, id, ts) WITH (fillfactor='70')"),
+        "{method}: {index}"
+    );
+    // Every partition in the table's tablespace, with its storage
+    // parameters; the parent names the tablespace for partitions to come.
+    let misplaced = db
+        .scalar_i64(
+            "SELECT count(*) FROM pg_inherits i JOIN pg_class c ON c.oid = i.inhrelid \
+             WHERE i.inhparent = 'public.workflow_events'::regclass \
+               AND (c.reltablespace <> (SELECT oid FROM pg_tablespace WHERE spcname = 'fast') \
+                    OR NOT coalesce(c.reloptions @> '{fillfactor=85,autovacuum_vacuum_scale_factor=0.01}', false))",
+        )
+        .await;
+    // The attach method's first partition is the original, in place.
+    assert_eq!(misplaced, 0, "{method}");
+    assert_eq!(
+        db.scalar_str(
+            "SELECT t.spcname::text FROM pg_class c JOIN pg_tablespace t ON t.oid = c.reltablespace \
+             WHERE c.oid = 'public.workflow_events'::regclass"
+        )
+        .await
+        .as_deref(),
+        Some("fast"),
+        "{method}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn tuned_storage_by_move() {
+    tuned_storage("move", "batch-forward:after-commit@3").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn tuned_storage_by_sync() {
+    tuned_storage("sync", "batch-forward:after-commit@3").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn tuned_storage_by_attach() {
+    tuned_storage("attach", "constrain:after-check").await;
 }
 
 fn by_id(method: &str) -> String {

@@ -49,6 +49,10 @@ pub struct Blueprint {
     pub comment: Option<String>,
     /// The original's storage parameters, given to each partition.
     pub storage: Vec<String>,
+    /// The original's tablespace, given to the partitioned table and each
+    /// partition.
+    #[serde(default)]
+    pub tablespace: Option<String>,
     pub sequences: Vec<SequenceDef>,
     pub routing: Routing,
     pub mirror: Mirror,
@@ -108,6 +112,8 @@ pub struct AttachDef {
 pub struct KeyIndex {
     pub name: Ident,
     pub columns: Vec<Ident>,
+    #[serde(default)]
+    pub clauses: IndexClauses,
 }
 
 #[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
@@ -154,6 +160,19 @@ pub struct UniqueDef {
     pub old_rename: Ident,
     pub deferrable: bool,
     pub deferred: bool,
+    #[serde(default)]
+    pub clauses: IndexClauses,
+}
+
+/// What a key's index has beyond its columns, carried to the partitioned
+/// table's key and to the attach method's index.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct IndexClauses {
+    pub include: Vec<Ident>,
+    pub nulls_not_distinct: bool,
+    /// Storage parameters (`fillfactor=70`).
+    pub options: Vec<String>,
+    pub tablespace: Option<String>,
 }
 
 /// ENABLE and FORCE ROW LEVEL SECURITY, and the policies.
@@ -172,10 +191,12 @@ pub struct IndexDef {
     /// Method, keys and clauses (`btree (run_id) WHERE ...`), or for a
     /// unique index the key columns to which the partition key is added.
     pub body: IndexBody,
-    /// A unique index's WHERE clause (a plain index keeps its own in its
-    /// body).
+    /// A unique index's definition after `USING`, the partition key
+    /// appended to its columns: its method, opclasses, collations,
+    /// orderings, INCLUDE, NULLS NOT DISTINCT, storage parameters,
+    /// tablespace and WHERE clause as on the original.
     #[serde(default)]
-    pub predicate: Option<String>,
+    pub unique_tail: Option<String>,
 }
 
 #[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]

@@ -38,12 +38,6 @@ fn uniques(plan: &PlanFile, info: &TableInfo, key: &Key, acc: &mut Acc) -> (Vec<
         if key_appended {
             columns.push(key.column.clone());
         }
-        if !con.plain_columns {
-            acc.refuse(format!(
-                "the constraint {} has INCLUDE columns, storage options or NULLS NOT DISTINCT, which are not carried over yet",
-                con.name
-            ));
-        }
         let all_not_null = con
             .columns
             .iter()
@@ -70,6 +64,7 @@ fn uniques(plan: &PlanFile, info: &TableInfo, key: &Key, acc: &mut Acc) -> (Vec<
             old_rename: names::stepped_aside(&index),
             deferrable: con.deferrable,
             deferred: con.deferred,
+            clauses: con.clauses.clone(),
         });
     }
     if let Some(pos) = uniques.iter().position(|u| u.primary) {
@@ -126,6 +121,7 @@ fn indexes(info: &TableInfo, key: &Key, acc: &mut Acc) -> Vec<IndexDef> {
             ));
             continue;
         }
+        let mut unique_tail = None;
         let body = if ix.unique {
             // A WHERE clause is kept: PostgreSQL accepts a partial unique
             // index on a partitioned table once its columns hold the key.
@@ -136,7 +132,25 @@ fn indexes(info: &TableInfo, key: &Key, acc: &mut Acc) -> Vec<IndexDef> {
                 ));
                 continue;
             }
+            let Some(tail) = &ix.tail else {
+                acc.refuse(format!("the definition of index {} could not be read", ix.name));
+                continue;
+            };
             let mut cols = ix.columns.clone();
+            let appended = if cols.contains(&key.column) {
+                Some(tail.clone())
+            } else {
+                with_key(tail, &key.column)
+            };
+            let Some(appended) = appended else {
+                acc.refuse(format!("the definition of index {} could not be read", ix.name));
+                continue;
+            };
+            unique_tail = Some(in_tablespace(
+                &appended,
+                ix.predicate.as_deref(),
+                ix.tablespace.as_deref(),
+            ));
             if !cols.contains(&key.column) {
                 acc.warn(format!(
                     "unique index {} becomes unique on ({}, {}): uniqueness of ({}) alone is no longer enforced",
@@ -150,7 +164,7 @@ fn indexes(info: &TableInfo, key: &Key, acc: &mut Acc) -> Vec<IndexDef> {
             IndexBody::Unique(cols)
         } else {
             match &ix.tail {
-                Some(t) => IndexBody::Plain(t.clone()),
+                Some(t) => IndexBody::Plain(in_tablespace(t, ix.predicate.as_deref(), ix.tablespace.as_deref())),
                 None => {
                     acc.refuse(format!("the definition of index {} could not be read", ix.name));
                     continue;
@@ -161,11 +175,7 @@ fn indexes(info: &TableInfo, key: &Key, acc: &mut Acc) -> Vec<IndexDef> {
             name: ix.name.clone(),
             shadow_name: names::on_shadow(&ix.name),
             old_rename: names::stepped_aside(&ix.name),
-            predicate: if matches!(body, IndexBody::Unique(_)) {
-                ix.predicate.clone()
-            } else {
-                None
-            },
+            unique_tail,
             body,
         });
     }
@@ -258,5 +268,67 @@ fn incoming(plan: &PlanFile, info: &TableInfo, acc: &mut Acc) -> Vec<IncomingFkD
                 })
                 .collect()
         }
+    }
+}
+
+/// `btree (a, b DESC) INCLUDE (c)` with `, "key"` closing its column list:
+/// the list is the first parenthesis, and its columns are plain names
+/// (an index on expressions is refused before).
+fn with_key(tail: &str, key: &Ident) -> Option<String> {
+    let open = tail.find('(')?;
+    let mut depth = 0;
+    let mut quoted = false;
+    for (i, ch) in tail.char_indices().skip_while(|(i, _)| *i < open) {
+        match ch {
+            '"' => quoted = !quoted,
+            '(' if !quoted => depth += 1,
+            ')' if !quoted => {
+                depth -= 1;
+                if depth == 0 {
+                    return Some(format!("{}, {key}{}", &tail[..i], &tail[i..]));
+                }
+            }
+            _ => {}
+        }
+    }
+    None
+}
+
+/// An index's tail with its tablespace, which comes before the WHERE
+/// clause.
+fn in_tablespace(tail: &str, predicate: Option<&str>, tablespace: Option<&str>) -> String {
+    let Some(ts) = tablespace else { return tail.to_string() };
+    let ts = crate::sql::quote_ident(ts);
+    let at = match predicate.map(|p| format!(" WHERE {p}")) {
+        Some(w) if tail.ends_with(&w) => Some(tail.len() - w.len()),
+        // An index predicate holds no subquery: its first WHERE is it.
+        Some(_) => tail.find(" WHERE "),
+        None => None,
+    };
+    match at {
+        Some(i) => format!("{} TABLESPACE {ts}{}", &tail[..i], &tail[i..]),
+        None => format!("{tail} TABLESPACE {ts}"),
+    }
+}
+
+#[cfg(test)]
+mod tail_tests {
+    use super::*;
+
+    #[test]
+    fn the_key_closes_the_column_list_and_the_tablespace_comes_before_where() {
+        let k = Ident::new("ts");
+        assert_eq!(
+            with_key("btree (a, \"b)\" DESC) INCLUDE (c) WHERE (d > 0)", &k).unwrap(),
+            "btree (a, \"b)\" DESC, \"ts\") INCLUDE (c) WHERE (d > 0)"
+        );
+        assert_eq!(
+            in_tablespace("btree (a) WHERE (d > 0)", Some("(d > 0)"), Some("fast")),
+            "btree (a) TABLESPACE \"fast\" WHERE (d > 0)"
+        );
+        assert_eq!(
+            in_tablespace("btree (a)", None, Some("fast")),
+            "btree (a) TABLESPACE \"fast\""
+        );
     }
 }

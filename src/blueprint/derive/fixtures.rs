@@ -64,6 +64,7 @@ pub fn table(schema: &str, name: &str) -> TableInfo {
         estimated_rows: 1000.0,
         bytes: 1 << 20,
         reloptions: vec!["fillfactor=90".into()],
+        tablespace: None,
         columns: vec![
             idc,
             column("ts", "timestamp with time zone"),
@@ -80,7 +81,7 @@ pub fn table(schema: &str, name: &str) -> TableInfo {
             deferred: false,
             referenced: None,
             referenced_columns: Vec::new(),
-            plain_columns: true,
+            clauses: Default::default(),
         }],
         indexes: vec![IndexInfo {
             name: id("by kind"),
@@ -90,6 +91,7 @@ pub fn table(schema: &str, name: &str) -> TableInfo {
             has_expressions: false,
             has_predicate: false,
             predicate: None,
+            tablespace: None,
             columns: vec![id("Kind")],
             constraint: None,
         }],

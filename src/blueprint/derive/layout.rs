@@ -308,6 +308,7 @@ fn key_indexes(uniques: &[UniqueDef]) -> Vec<KeyIndex> {
         .map(|u| KeyIndex {
             name: names::key_index(&u.name),
             columns: u.columns.clone(),
+            clauses: u.clauses.clone(),
         })
         .collect()
 }

@@ -164,6 +164,7 @@ pub fn draft(plan: &PlanFile, facts: &Facts) -> Result<Draft> {
         grants: info.grants.clone(),
         comment: info.comment.clone(),
         storage: info.reloptions.clone(),
+        tablespace: info.tablespace.clone(),
         sequences,
         routing: names::routing(table),
         mirror: names::mirror(table),

@@ -91,7 +91,13 @@ pub fn key_indexes(bp: &Blueprint) -> Vec<Statement> {
         .map(|k| {
             Statement::new(
                 "a unique index with the partition key, built concurrently, for the partitioned table's unique key to adopt",
-                format!("CREATE UNIQUE INDEX CONCURRENTLY {} ON {} ({})", k.name, bp.table, list(&k.columns)),
+                format!(
+                    "CREATE UNIQUE INDEX CONCURRENTLY {} ON {} ({}){}",
+                    k.name,
+                    bp.table,
+                    list(&k.columns),
+                    prepare::index_clauses(&k.clauses)
+                ),
             )
         })
         .collect()

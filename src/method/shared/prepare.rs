@@ -18,7 +18,8 @@ pub fn statements(bp: &Blueprint) -> Vec<Statement> {
         "the partitioned table: same columns, defaults (sharing the original's sequences), NOT NULL and CHECK constraints",
         format!(
             "CREATE TABLE {shadow} (LIKE {table} INCLUDING DEFAULTS INCLUDING CONSTRAINTS INCLUDING GENERATED \
-             INCLUDING STORAGE INCLUDING COMMENTS INCLUDING STATISTICS INCLUDING COMPRESSION) PARTITION BY {strategy} ({key})",
+             INCLUDING STORAGE INCLUDING COMMENTS INCLUDING STATISTICS INCLUDING COMPRESSION) PARTITION BY {strategy} ({key}){ts}",
+            ts = tablespace(bp),
             table = bp.table,
             key = bp.key.column,
             strategy = if bp.key.hash.is_some() {
@@ -39,8 +40,9 @@ pub fn statements(bp: &Blueprint) -> Vec<Statement> {
         s.push(Statement::new(
             "a partition",
             format!(
-                "CREATE TABLE {name} PARTITION OF {shadow} {}{storage}",
-                bound_clause(bp, p)
+                "CREATE TABLE {name} PARTITION OF {shadow} {}{storage}{}",
+                bound_clause(bp, p),
+                tablespace(bp)
             ),
         ));
         s.push(Statement::new(
@@ -52,7 +54,10 @@ pub fn statements(bp: &Blueprint) -> Vec<Statement> {
         let name = bp.table.sibling(d.clone());
         s.push(Statement::new(
             "the default partition, as the plan asks",
-            format!("CREATE TABLE {name} PARTITION OF {shadow} DEFAULT{storage}"),
+            format!(
+                "CREATE TABLE {name} PARTITION OF {shadow} DEFAULT{storage}{}",
+                tablespace(bp)
+            ),
         ));
         s.push(Statement::new(
             "the table's owner owns its partitions",
@@ -72,10 +77,16 @@ pub fn statements(bp: &Blueprint) -> Vec<Statement> {
                 "the unique key"
             },
             format!(
-                "ALTER TABLE {shadow} ADD CONSTRAINT {} {} ({}){deferral}",
+                "ALTER TABLE {shadow} ADD CONSTRAINT {} {}{} ({}){}{deferral}",
                 u.shadow_name,
                 if u.primary { "PRIMARY KEY" } else { "UNIQUE" },
-                list(&u.columns)
+                if u.clauses.nulls_not_distinct {
+                    " NULLS NOT DISTINCT"
+                } else {
+                    ""
+                },
+                list(&u.columns),
+                constraint_clauses(&u.clauses)
             ),
         ));
     }
@@ -88,12 +99,10 @@ pub fn statements(bp: &Blueprint) -> Vec<Statement> {
             IndexBody::Plain(tail) => {
                 format!("CREATE INDEX {} ON {shadow} USING {tail}", i.shadow_name)
             }
-            IndexBody::Unique(cols) => format!(
-                "CREATE UNIQUE INDEX {} ON {shadow} ({}){}",
-                i.shadow_name,
-                list(cols),
-                i.predicate.as_ref().map(|p| format!(" WHERE {p}")).unwrap_or_default()
-            ),
+            IndexBody::Unique(cols) => match &i.unique_tail {
+                Some(tail) => format!("CREATE UNIQUE INDEX {} ON {shadow} USING {tail}", i.shadow_name),
+                None => format!("CREATE UNIQUE INDEX {} ON {shadow} ({})", i.shadow_name, list(cols)),
+            },
         };
         s.push(Statement::new("an index of the original, on every partition", sql));
     }
@@ -110,6 +119,44 @@ pub fn statements(bp: &Blueprint) -> Vec<Statement> {
         bp.method != crate::plan_file::Method::Sync,
     ));
     s
+}
+
+/// INCLUDE, WITH and USING INDEX TABLESPACE of a key, as on the original.
+fn constraint_clauses(c: &crate::blueprint::IndexClauses) -> String {
+    let mut s = String::new();
+    if !c.include.is_empty() {
+        s.push_str(&format!(" INCLUDE ({})", list(&c.include)));
+    }
+    s.push_str(&options_clause(&c.options));
+    if let Some(t) = &c.tablespace {
+        s.push_str(&format!(" USING INDEX TABLESPACE {}", crate::sql::quote_ident(t)));
+    }
+    s
+}
+
+/// The same clauses in the form of CREATE INDEX (the attach method's key
+/// index, which the partitioned table's key adopts).
+pub fn index_clauses(c: &crate::blueprint::IndexClauses) -> String {
+    let mut s = String::new();
+    if !c.include.is_empty() {
+        s.push_str(&format!(" INCLUDE ({})", list(&c.include)));
+    }
+    if c.nulls_not_distinct {
+        s.push_str(" NULLS NOT DISTINCT");
+    }
+    s.push_str(&options_clause(&c.options));
+    if let Some(t) = &c.tablespace {
+        s.push_str(&format!(" TABLESPACE {}", crate::sql::quote_ident(t)));
+    }
+    s
+}
+
+/// ` TABLESPACE x` of the original, or nothing.
+fn tablespace(bp: &Blueprint) -> String {
+    bp.tablespace
+        .as_ref()
+        .map(|t| format!(" TABLESPACE {}", crate::sql::quote_ident(t)))
+        .unwrap_or_default()
 }
 
 /// `FOR VALUES ...` of one partition.
