@@ -30,6 +30,8 @@ pub struct TableInfo {
     pub incoming_fks: Vec<IncomingFkInfo>,
     pub dependents: Vec<DependentInfo>,
     pub triggers: Vec<String>,
+    /// The user triggers, as the partitioned table takes them.
+    pub trigger_defs: Vec<TriggerInfo>,
     pub rules: Vec<String>,
     pub policies: Vec<PolicyInfo>,
     pub publications: Vec<String>,
@@ -84,6 +86,34 @@ pub struct IndexInfo {
     /// Set when the index backs a constraint (those are handled as
     /// constraints).
     pub constraint: Option<Ident>,
+}
+
+/// A user trigger, in the parts `CREATE TRIGGER` takes, so that it can be
+/// created on another table (and guarded there).
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct TriggerInfo {
+    pub name: Ident,
+    /// `pg_trigger.tgtype`: row 1, before 2, insert 4, delete 8, update 16,
+    /// truncate 32, instead 64.
+    pub kind: i16,
+    /// O (origin, the default), D (disabled), R (replica), A (always).
+    pub enabled: char,
+    /// Columns of `UPDATE OF`.
+    pub columns: Vec<Ident>,
+    /// The WHEN condition, as `pg_get_triggerdef` prints it.
+    pub when: Option<String>,
+    pub old_table: Option<Ident>,
+    pub new_table: Option<Ident>,
+    pub function: QualifiedName,
+    pub args: Vec<String>,
+    /// A constraint trigger (`CREATE CONSTRAINT TRIGGER`).
+    pub constraint: bool,
+}
+
+impl TriggerInfo {
+    pub fn row(&self) -> bool {
+        self.kind & 1 != 0
+    }
 }
 
 /// A row-level security policy, as `pg_policy` holds it.
@@ -192,6 +222,7 @@ pub async fn table_info(client: &Client, oid: u32) -> Result<TableInfo> {
         incoming_fks: incoming_fks(client, oid).await?,
         dependents: dependents(client, oid).await?,
         triggers: triggers(client, oid).await?,
+        trigger_defs: trigger_defs(client, oid).await?,
         rules: rules(client, oid).await?,
         policies: policies(client, oid).await?,
         publications: publications(client, oid).await?,
@@ -237,6 +268,7 @@ async fn relation(client: &Client, oid: u32) -> Result<TableInfo> {
         incoming_fks: Vec::new(),
         dependents: Vec::new(),
         triggers: Vec::new(),
+        trigger_defs: Vec::new(),
         rules: Vec::new(),
         policies: Vec::new(),
         publications: Vec::new(),
@@ -421,6 +453,83 @@ async fn triggers(client: &Client, oid: u32) -> Result<Vec<String>> {
         oid,
     )
     .await
+}
+
+async fn trigger_defs(client: &Client, oid: u32) -> Result<Vec<TriggerInfo>> {
+    let rows = client
+        .query(
+            "SELECT t.tgname::text, t.tgtype, t.tgenabled::text, \
+                    coalesce((SELECT array_agg(a.attname::text ORDER BY k.ord) FROM unnest(t.tgattr::int2[]) WITH ORDINALITY k(attnum, ord) \
+                              JOIN pg_attribute a ON a.attrelid = t.tgrelid AND a.attnum = k.attnum), '{}'), \
+                    pg_get_triggerdef(t.oid), t.tgoldtable::text, t.tgnewtable::text, n.nspname::text, p.proname::text, \
+                    t.tgargs, t.tgconstraint <> 0 \
+             FROM pg_trigger t JOIN pg_proc p ON p.oid = t.tgfoid JOIN pg_namespace n ON n.oid = p.pronamespace \
+             WHERE t.tgrelid = $1 AND NOT t.tgisinternal ORDER BY 1",
+            &[&oid],
+        )
+        .await?;
+    Ok(rows
+        .into_iter()
+        .map(|r| {
+            let def: String = r.get(4);
+            let args: Vec<u8> = r.get(9);
+            let mut args: Vec<String> = args
+                .split(|b| *b == 0)
+                .map(|a| String::from_utf8_lossy(a).into_owned())
+                .collect();
+            // Each argument ends with a NUL: the last piece is empty.
+            args.pop();
+            TriggerInfo {
+                name: Ident::new(r.get::<_, String>(0)),
+                kind: r.get(1),
+                enabled: r.get::<_, String>(2).chars().next().unwrap_or('O'),
+                columns: ident_list(r.get(3)),
+                when: when_clause(&def),
+                old_table: r.get::<_, Option<String>>(5).map(Ident::new),
+                new_table: r.get::<_, Option<String>>(6).map(Ident::new),
+                function: QualifiedName::new(r.get::<_, String>(7), r.get::<_, String>(8)),
+                args,
+                constraint: r.get(10),
+            }
+        })
+        .collect())
+}
+
+/// The condition of ` WHEN (...)` in a trigger's definition: the balanced
+/// parenthesis after the first ` WHEN (` outside quotes.
+pub fn when_clause(def: &str) -> Option<String> {
+    let bytes = def.as_bytes();
+    let mut i = 0;
+    let (mut single, mut double) = (false, false);
+    while i < bytes.len() {
+        match bytes[i] {
+            b'\'' if !double => single = !single,
+            b'"' if !single => double = !double,
+            b' ' if !single && !double && def[i..].starts_with(" WHEN (") => {
+                let start = i + " WHEN (".len();
+                let mut depth = 1;
+                let (mut s, mut d) = (false, false);
+                for (j, ch) in def[start..].char_indices() {
+                    match ch {
+                        '\'' if !d => s = !s,
+                        '"' if !s => d = !d,
+                        '(' if !s && !d => depth += 1,
+                        ')' if !s && !d => {
+                            depth -= 1;
+                            if depth == 0 {
+                                return Some(def[start..start + j].to_string());
+                            }
+                        }
+                        _ => {}
+                    }
+                }
+                return None;
+            }
+            _ => {}
+        }
+        i += 1;
+    }
+    None
 }
 
 async fn rules(client: &Client, oid: u32) -> Result<Vec<String>> {

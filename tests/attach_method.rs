@@ -26,6 +26,7 @@ async fn attach_under_load_through_a_crash() {
     let features = Features {
         upsert_and_lock: true,
         future_days: 0,
+        ..Default::default()
     };
     let workload = Workload::start_with(&db, 4, 31, features).await;
     tokio::time::sleep(Duration::from_millis(300)).await;

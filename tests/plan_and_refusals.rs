@@ -97,11 +97,18 @@ async fn refusals_are_one_sentence_and_change_nothing() {
             expect: "materialized view \"public\".\"ev_mv\"",
         },
         Case {
-            name: "trigger",
-            setup: "CREATE FUNCTION tg() RETURNS trigger LANGUAGE plpgsql AS 'BEGIN RETURN NEW; END'; \
-                    CREATE TRIGGER audit BEFORE INSERT ON workflow_events FOR EACH ROW EXECUTE FUNCTION tg()",
+            name: "a statement trigger on UPDATE, by move",
+            setup: "CREATE FUNCTION tg() RETURNS trigger LANGUAGE plpgsql AS 'BEGIN RETURN NULL; END'; \
+                    CREATE TRIGGER audit AFTER UPDATE ON workflow_events FOR EACH STATEMENT EXECUTE FUNCTION tg()",
             plan: p(""),
-            expect: "has triggers (audit)",
+            expect: "the statement trigger \"audit\" fires on UPDATE or DELETE, which the move method's view passes on one row at a time, so it would fire once per row; use method sync or attach",
+        },
+        Case {
+            name: "a row trigger with a transition table",
+            setup: "CREATE FUNCTION tg() RETURNS trigger LANGUAGE plpgsql AS 'BEGIN RETURN NULL; END'; \
+                    CREATE TRIGGER audit AFTER INSERT ON workflow_events REFERENCING NEW TABLE AS fresh FOR EACH ROW EXECUTE FUNCTION tg()",
+            plan: p("").replace("method: move", "method: sync"),
+            expect: "the row trigger \"audit\" has transition tables, which PostgreSQL does not allow on a partitioned table",
         },
         Case {
             name: "no primary key",

@@ -26,6 +26,7 @@ async fn under_load(db: &Db, plan: &str, method: &str, point: &str) {
         upsert_and_lock: method != "move",
         // The attach method's original takes no key past its cutoff.
         future_days: if method == "attach" { 0 } else { 40 },
+        ..Default::default()
     };
     let workload = Workload::start_with(db, 3, 5, features).await;
     tokio::time::sleep(Duration::from_millis(200)).await;

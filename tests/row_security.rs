@@ -121,6 +121,7 @@ async fn with_row_security(method: &str, point: &str) {
     let features = Features {
         upsert_and_lock: method != "move",
         future_days: if method == "attach" { 0 } else { 40 },
+        ..Default::default()
     };
     let workload = Workload::start_with(&db, 2, 9, features).await;
     let stop = Arc::new(AtomicBool::new(false));

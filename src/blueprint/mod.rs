@@ -65,6 +65,9 @@ pub struct Blueprint {
     /// The original's row-level security, carried to the partitioned table.
     #[serde(default)]
     pub row_security: RowSecurity,
+    /// The original's user triggers, carried to the partitioned table.
+    #[serde(default)]
+    pub triggers: Vec<crate::catalog::TriggerInfo>,
     pub settings: Settings,
 }
 

@@ -22,9 +22,11 @@ fn tls_connector() -> Result<MakeRustlsConnect> {
     }
 }
 
-/// The settings every session of the tool starts with.
+/// The settings every session of the tool starts with; `repartition.tool`
+/// silences the table's own triggers for the tool's writes where the
+/// move method guards them (`method::shared::triggers`).
 const SESSION_OPTIONS: &str =
-    "-c TimeZone=UTC -c search_path=pg_catalog -c DateStyle=ISO,YMD -c IntervalStyle=postgres -c extra_float_digits=3 -c client_min_messages=warning";
+    "-c TimeZone=UTC -c search_path=pg_catalog -c DateStyle=ISO,YMD -c IntervalStyle=postgres -c extra_float_digits=3 -c client_min_messages=warning -c repartition.tool=on";
 
 /// Builds the connection configuration.
 pub fn config(url: Option<&str>, application_name: &str) -> Result<Config> {

@@ -27,6 +27,9 @@ pub struct Event {
 pub struct Report {
     pub oracle: BTreeMap<i64, Event>,
     pub ops: BTreeMap<&'static str, u64>,
+    /// Rows the application's committed statements inserted, updated and
+    /// deleted, by INSERT, UPDATE and DELETE: what a row trigger sees.
+    pub changes: BTreeMap<&'static str, u64>,
     pub errors: Vec<String>,
 }
 
@@ -75,6 +78,9 @@ pub struct Features {
     pub upsert_and_lock: bool,
     /// How far into the future new keys may lie.
     pub future_days: i64,
+    /// Updates of the partition key (on a partitioned table PostgreSQL
+    /// fires DELETE and INSERT triggers for a row that changes partition).
+    pub key_updates: bool,
 }
 
 impl Default for Features {
@@ -82,6 +88,7 @@ impl Default for Features {
         Features {
             upsert_and_lock: false,
             future_days: 40,
+            key_updates: true,
         }
     }
 }
@@ -135,6 +142,9 @@ impl Workload {
             all.oracle.extend(r.oracle);
             for (k, v) in r.ops {
                 *all.ops.entry(k).or_default() += v;
+            }
+            for (k, v) in r.changes {
+                *all.changes.entry(k).or_default() += v;
             }
             all.errors.extend(r.errors);
         }
@@ -216,6 +226,10 @@ impl Worker {
         *self.report.ops.entry(op).or_default() += 1;
     }
 
+    fn changed(&mut self, op: &'static str, rows: u64) {
+        *self.report.changes.entry(op).or_default() += rows;
+    }
+
     fn error(&mut self, what: String) {
         if self.report.errors.len() < 50 {
             self.report.errors.push(what);
@@ -242,7 +256,8 @@ impl Worker {
             0..=29 => self.insert_one().await,
             30..=34 => self.insert_many().await,
             35..=54 => self.update_payload().await,
-            55..=62 => self.update_key().await,
+            55..=62 if self.features.key_updates => self.update_key().await,
+            55..=62 => self.update_payload().await,
             63..=70 => self.delete_one().await,
             71..=80 if self.features.upsert_and_lock => self.upsert().await,
             81..=86 if self.features.upsert_and_lock => self.lock_and_increment().await,
@@ -274,6 +289,7 @@ impl Worker {
             Ok(row) => {
                 let id: i64 = row.get(0);
                 self.report.oracle.insert(id, e);
+                self.changed("INSERT", 1);
             }
             Err(err) => self.error(format!("insert: {}", db_message(&err))),
         }
@@ -299,6 +315,7 @@ impl Worker {
             .await;
         match res {
             Ok(rows) if rows.len() == 3 => {
+                self.changed("INSERT", 3);
                 for r in rows {
                     let e = Event {
                         run_id: r.get(1),
@@ -322,6 +339,7 @@ impl Worker {
         let n = self.rng.i32(0..1000);
         let r = self.client.execute(&self.update, &[&id, &payload, &n]).await;
         if self.expect_one("update", id, r) {
+            self.changed("UPDATE", 1);
             let e = self.report.oracle.get_mut(&id).unwrap();
             e.payload = payload;
             e.n = n;
@@ -340,6 +358,7 @@ impl Worker {
             )
             .await;
         if self.expect_one("update of the key", id, r) {
+            self.changed("UPDATE", 1);
             self.report.oracle.get_mut(&id).unwrap().ts = ts;
         }
     }
@@ -352,6 +371,7 @@ impl Worker {
             .execute("DELETE FROM public.workflow_events WHERE id = $1", &[&id])
             .await;
         if self.expect_one("delete", id, r) {
+            self.changed("DELETE", 1);
             self.report.oracle.remove(&id);
         }
     }
@@ -373,6 +393,7 @@ impl Worker {
             )
             .await;
         if self.expect_one("upsert", id, r) {
+            self.changed("UPDATE", 1);
             self.report.oracle.get_mut(&id).unwrap().n = n;
         }
     }
@@ -397,6 +418,7 @@ impl Worker {
         .await;
         match res {
             Ok(n) => {
+                self.changed("UPDATE", 1);
                 let e = self.report.oracle.get_mut(&id).unwrap();
                 if e.n != n {
                     let want = e.n;
@@ -448,7 +470,9 @@ impl Worker {
         {
             Ok(1) => {
                 self.runs.swap_remove(i);
+                let before = self.report.oracle.len();
                 self.report.oracle.retain(|_, e| e.run_id != run);
+                self.changed("DELETE", (before - self.report.oracle.len()) as u64);
             }
             Ok(n) => self.error(format!("delete of run {run} affected {n} rows")),
             Err(e) => self.error(format!("delete of run {run}: {}", db_message(&e))),
@@ -487,6 +511,7 @@ impl Worker {
             Ok((run, evs)) => {
                 // Keep ownership consistent: this worker owns the new run.
                 self.runs.push(run);
+                self.changed("INSERT", evs.len() as u64);
                 self.report.oracle.extend(evs);
             }
             Err(e) => {

@@ -103,6 +103,7 @@ pub fn table(schema: &str, name: &str) -> TableInfo {
             options: Vec::new(),
         }],
         triggers: Vec::new(),
+        trigger_defs: Vec::new(),
         rules: Vec::new(),
         policies: Vec::new(),
         publications: Vec::new(),

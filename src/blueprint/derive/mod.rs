@@ -124,6 +124,7 @@ pub fn draft(plan: &PlanFile, facts: &Facts) -> Result<Draft> {
     acc.refusals.extend(refusals);
     acc.refusals.extend(table::carried(table, info));
     table::row_security(plan, info, facts.server.version_num, facts.access.as_ref(), &mut acc);
+    table::triggers(plan, info, &mut acc);
     let c = constraints::derive(plan, info, &key, facts.server.version_num, &mut acc);
     let dependent_views = dependents::views(table, info, &mut acc);
     let sequences = dependents::sequences(info, &mut acc);
@@ -175,6 +176,7 @@ pub fn draft(plan: &PlanFile, facts: &Facts) -> Result<Draft> {
             forced: info.force_row_security,
             policies: info.policies.clone(),
         },
+        triggers: info.trigger_defs.clone(),
         settings,
     };
     let (relations, functions) = created(&blueprint);

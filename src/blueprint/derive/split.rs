@@ -98,6 +98,14 @@ pub fn split(plan: &PlanFile, attached: &Blueprint, facts: &SplitFacts) -> Resul
         ))
         .into());
     }
+    let now = facts.info.as_ref().map_or(&bp.triggers, |i| &i.trigger_defs);
+    if let Some(t) = now.first() {
+        return Err(Refusal::new(format!(
+            "{table} has the trigger {}, which the split's moves of rows between partitions would fire, and which its view would pass by; drop it for the split",
+            t.name
+        ))
+        .into());
+    }
     if bp.row_identity.is_empty() {
         return Err(Refusal::new(format!(
             "{table} has no primary key or unique key on NOT NULL columns, which the split's routing view needs to route UPDATE and DELETE to the one row meant; add one first"

@@ -84,8 +84,7 @@ pub fn row_security(
     ));
 }
 
-/// Identity columns, triggers and rules, which the tool does not carry
-/// over yet.
+/// Identity columns and rules, which the tool does not carry over yet.
 pub fn carried(table: &QualifiedName, info: &TableInfo) -> Vec<String> {
     let mut refusals = Vec::new();
     for c in &info.columns {
@@ -96,14 +95,53 @@ pub fn carried(table: &QualifiedName, info: &TableInfo) -> Vec<String> {
             ));
         }
     }
-    if !info.triggers.is_empty() {
-        refusals.push(format!(
-            "{table} has triggers ({}) that would stop firing for rows in the new table; drop them now and create them on the partitioned table after the swap",
-            info.triggers.join(", ")
-        ));
-    }
     if !info.rules.is_empty() {
         refusals.push(format!("{table} has rules ({})", info.rules.join(", ")));
     }
     refusals
+}
+
+/// The table's own triggers go with it (see `method::shared::triggers`);
+/// what PostgreSQL or the move method's view cannot keep as it was is
+/// refused, naming the method that keeps it.
+pub fn triggers(plan: &PlanFile, info: &TableInfo, acc: &mut super::Acc) {
+    let table = &plan.table;
+    let by_view = plan.spec.method == Method::Move;
+    for t in &info.trigger_defs {
+        let name = &t.name;
+        if t.constraint {
+            acc.refuse(format!(
+                "the trigger {name} is a constraint trigger, which is not carried over; drop it for the migration or make it an ordinary trigger"
+            ));
+        } else if t.row() && (t.old_table.is_some() || t.new_table.is_some()) {
+            acc.refuse(format!(
+                "the row trigger {name} has transition tables, which PostgreSQL does not allow on a partitioned table; make it a statement trigger"
+            ));
+        } else if by_view && !t.row() && t.kind & (8 | 16) != 0 {
+            acc.refuse(format!(
+                "the statement trigger {name} fires on UPDATE or DELETE, which the move method's view passes on one row at a time, so it would fire once per row; use method sync or attach"
+            ));
+        } else if by_view && !t.row() && t.kind & 4 != 0 && info.row_security {
+            acc.refuse(format!(
+                "the statement trigger {name} fires on INSERT, which under row-level security the move method's view passes on one row at a time; use method sync or attach"
+            ));
+        } else if by_view && !t.columns.is_empty() {
+            acc.refuse(format!(
+                "the trigger {name} fires on UPDATE OF some columns, and the move method's view updates every column of the row it routes; use method sync or attach"
+            ));
+        }
+    }
+    if info.trigger_defs.is_empty() {
+        return;
+    }
+    let names: Vec<&str> = info.trigger_defs.iter().map(|t| t.name.as_str()).collect();
+    acc.note(format!(
+        "the triggers of {table} ({}) go with it to the partitioned table and fire for the application's writes only, never for the tool's: {}",
+        names.join(", "),
+        match plan.spec.method {
+            Method::Move => "until the swap they are on both tables, silent for the tool's sessions (a guard in their WHEN clause), and take back their own definitions at the swap",
+            Method::Sync => "they stay on the table under the name; the side only the tool writes has them resting",
+            Method::Attach => "the swap moves them to the partitioned table, which clones its row triggers to every partition",
+        }
+    ));
 }

@@ -39,12 +39,10 @@ fn a_monthly_move_covers_the_keys_and_premakes_ahead() {
 fn what_the_tool_cannot_carry_is_refused_with_every_reason() {
     let mut info = table("public", "events");
     info.columns[0].identity = true;
-    info.triggers = vec!["touch".into()];
     info.constraints.clear();
     let p = plan("public.events", "sync", MONTHLY);
     let e = refusal(derive(&p, &facts(info)));
     assert!(e.contains("column \"id\" is an identity column"), "{e}");
-    assert!(e.contains("has triggers (touch)"), "{e}");
     assert!(
         e.contains("has no primary key or unique key on NOT NULL columns, which the sync method's mirror needs"),
         "{e}"

@@ -9,7 +9,7 @@
 
 use crate::blueprint::{AttachDef, Blueprint};
 use crate::method::shared::swap::{keep_comment, rename_indexes, sequences_to, swap_locks};
-use crate::method::shared::{drop_incoming_fks, lock_statement, prepare, rebind_view, session_limits};
+use crate::method::shared::{drop_incoming_fks, lock_statement, prepare, rebind_view, session_limits, triggers};
 use crate::sql::{list, quote_literal, Statement};
 
 pub fn def(bp: &Blueprint) -> &AttachDef {
@@ -142,6 +142,13 @@ pub fn swap(bp: &Blueprint) -> Vec<Statement> {
             ));
         }
     }
+    // The partitioned table clones its row triggers to every partition,
+    // the original included, which must not have them twice.
+    s.extend(triggers::drop_all(
+        bp,
+        &bp.table,
+        "the table's own trigger moves to the partitioned table",
+    ));
     s.push(Statement::new(
         "the original becomes the partition of every key below the cutoff; its validated constraint spares the scan",
         format!(
@@ -187,6 +194,7 @@ pub fn swap(bp: &Blueprint) -> Vec<Statement> {
     }
     s.extend(sequences_to(bp, &bp.table));
     s.extend(keep_comment(bp, "TABLE"));
+    s.extend(triggers::create_all(bp, &bp.table, false));
     s
 }
 

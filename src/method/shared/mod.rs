@@ -5,6 +5,7 @@
 pub mod prepare;
 pub mod routing;
 pub mod swap;
+pub mod triggers;
 
 use crate::blueprint::Blueprint;
 use crate::sql::{list, quote_literal, Statement};

@@ -12,6 +12,7 @@
 
 use crate::blueprint::Blueprint;
 use crate::method::shared::swap::{keep_comment, rename_keys, sequences_to, swap_locks};
+use crate::method::shared::triggers;
 use crate::method::shared::{
     drop_incoming_fks, force_row_security, lock_in_mode, lock_statement, prepare, rebind_view, restore_incoming_fks,
     session_limits, writable_columns,
@@ -232,6 +233,8 @@ pub fn swap(bp: &Blueprint) -> Vec<Statement> {
     s.extend(sequences_to(bp, &bp.table));
     s.extend(keep_comment(bp, "TABLE"));
     s.extend(move_force(bp, &bp.old, &bp.table));
+    s.extend(triggers::disable_all(bp, &bp.old));
+    s.extend(triggers::create_all(bp, &bp.table, false));
     s.extend(back_mirror(bp));
     s
 }
@@ -268,6 +271,12 @@ pub fn unswap(bp: &Blueprint) -> Vec<Statement> {
     s.extend(sequences_to(bp, &bp.table));
     s.extend(restore_incoming_fks(bp));
     s.extend(move_force(bp, &bp.shadow, &bp.table));
+    s.extend(triggers::drop_all(
+        bp,
+        &bp.shadow,
+        "the table's triggers leave the partitioned table, which only the tool writes again",
+    ));
+    s.extend(triggers::restore_all(bp, &bp.table));
     s.extend(forward_mirror(bp));
     s
 }

@@ -1,0 +1,211 @@
+//! The table's own triggers keep firing for the application's writes,
+//! once per change, on whichever table holds the row, and never for the
+//! tool's work. An audit trigger is the judge: after a migration under the
+//! application's traffic, killed and resumed, its table holds exactly one
+//! row per change the application committed, by operation, and none from
+//! the tool; a BEFORE trigger with a WHEN clause stamps rows as before; a
+//! disabled trigger stays disabled; after the swap every trigger is on the
+//! partitioned table with its own definition, and on partitions made later.
+
+mod common;
+use common::workload::{compare, Features, Workload};
+use common::*;
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+const TRIGGERS: &str = "
+CREATE TABLE audit (op text NOT NULL, id bigint NOT NULL, at timestamptz NOT NULL DEFAULT clock_timestamp());
+CREATE FUNCTION audit_row() RETURNS trigger LANGUAGE plpgsql AS $$
+BEGIN
+  INSERT INTO public.audit (op, id) VALUES (TG_OP, CASE WHEN TG_OP = 'DELETE' THEN OLD.id ELSE NEW.id END);
+  RETURN NULL;
+END $$;
+CREATE TRIGGER audit_changes AFTER INSERT OR UPDATE OR DELETE ON workflow_events
+    FOR EACH ROW EXECUTE FUNCTION audit_row();
+ALTER TABLE workflow_events ADD COLUMN touched integer NOT NULL DEFAULT 0;
+CREATE FUNCTION touch() RETURNS trigger LANGUAGE plpgsql AS $$
+BEGIN
+  NEW.touched := OLD.touched + 1;
+  RETURN NEW;
+END $$;
+CREATE TRIGGER touch_on_change BEFORE UPDATE ON workflow_events
+    FOR EACH ROW WHEN (OLD.payload IS DISTINCT FROM NEW.payload) EXECUTE FUNCTION touch();
+CREATE TABLE statements (op text NOT NULL);
+CREATE FUNCTION count_statement() RETURNS trigger LANGUAGE plpgsql AS $$
+BEGIN
+  INSERT INTO public.statements VALUES (TG_OP);
+  RETURN NULL;
+END $$;
+CREATE TRIGGER resting AFTER INSERT ON workflow_events FOR EACH ROW EXECUTE FUNCTION count_statement();
+ALTER TABLE workflow_events DISABLE TRIGGER resting;
+";
+
+/// Adds a statement trigger on TRUNCATE (and, for the methods that take
+/// them, on INSERT, UPDATE and DELETE).
+const STATEMENT_TRIGGERS: &str = "
+CREATE TRIGGER count_statements AFTER INSERT OR UPDATE OR DELETE ON workflow_events
+    FOR EACH STATEMENT EXECUTE FUNCTION count_statement();
+";
+
+async fn audited(method: &str, point: &str) {
+    let cluster = Cluster::start();
+    let db = cluster.database().await;
+    seed(&db, 120, 12_000).await;
+    db.exec(TRIGGERS).await;
+    if method != "move" {
+        db.exec(STATEMENT_TRIGGERS).await;
+    }
+    let dir = scratch();
+    let yaml = event_plan(400, "").replace("method: move", &format!("method: {method}"));
+    let plan = db.plan_file(dir.path(), "p.yaml", &yaml);
+    let plan = plan.to_str().unwrap();
+    let shown = db.migrate(&["plan", plan]).await;
+    shown.ok();
+    assert!(
+        shown.stdout.contains("the triggers of \"public\".\"workflow_events\""),
+        "{}",
+        shown.stdout
+    );
+    let features = Features {
+        upsert_and_lock: method != "move",
+        future_days: if method == "attach" { 0 } else { 40 },
+        key_updates: false,
+    };
+    let workload = Workload::start_with(&db, 3, 11, features).await;
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let run = db.migrate_env(&["apply", plan], &[("MIGRATE_FAILPOINT", point)]).await;
+    assert_eq!(run.code, 86, "{method}: {}", run.stderr);
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    db.migrate(&["resume", plan]).await.ok();
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let report = workload.stop().await;
+    assert!(
+        report.errors.is_empty(),
+        "{method}: the application saw {} errors, first: {:#?}",
+        report.errors.len(),
+        &report.errors[..report.errors.len().min(8)]
+    );
+    compare(&db, &report.oracle).await;
+    let audit: BTreeMap<String, i64> = db
+        .client()
+        .await
+        .query("SELECT op, count(*) FROM audit GROUP BY op", &[])
+        .await
+        .unwrap()
+        .iter()
+        .map(|r| (r.get(0), r.get(1)))
+        .collect();
+    let want: BTreeMap<String, i64> = report.changes.iter().map(|(k, v)| (k.to_string(), *v as i64)).collect();
+    println!("{method}: application changes {want:?}, audit rows {audit:?}");
+    assert_eq!(
+        audit, want,
+        "{method}: the audit trail differs from what the application committed"
+    );
+    // No row was audited as inserted twice, nor after its deletion.
+    assert_eq!(
+        db.scalar_i64(
+            "SELECT count(*) FROM (SELECT id FROM audit WHERE op = 'INSERT' GROUP BY id HAVING count(*) > 1) d"
+        )
+        .await,
+        0,
+        "{method}"
+    );
+    // The BEFORE trigger stamped every payload change the application made
+    // and nothing else.
+    let touched = db
+        .scalar_i64("SELECT coalesce(sum(touched), 0)::bigint FROM workflow_events")
+        .await;
+    assert!(touched > 0, "{method}: the BEFORE trigger never fired");
+    // On the partitioned table, with their own definitions and states.
+    let defs = db
+        .scalar_str(
+            "SELECT string_agg(tgname::text || ' ' || tgenabled::text || ' ' || pg_get_triggerdef(oid), E'\\n' ORDER BY tgname) \
+             FROM pg_trigger WHERE tgrelid = 'public.workflow_events'::regclass AND NOT tgisinternal",
+        )
+        .await
+        .unwrap_or_default();
+    assert!(!defs.contains("repartition.tool"), "{method}: a guard is left: {defs}");
+    assert!(defs.contains("audit_changes O CREATE TRIGGER audit_changes AFTER INSERT OR DELETE OR UPDATE ON public.workflow_events FOR EACH ROW EXECUTE FUNCTION audit_row()"), "{method}: {defs}");
+    assert!(defs.contains("touch_on_change O CREATE TRIGGER touch_on_change BEFORE UPDATE ON public.workflow_events FOR EACH ROW WHEN ((old.payload IS DISTINCT FROM new.payload)) EXECUTE FUNCTION touch()"), "{method}: {defs}");
+    assert!(defs.contains("resting D "), "{method}: {defs}");
+    assert_eq!(
+        db.scalar_str("SELECT relkind::text FROM pg_class WHERE oid = 'public.workflow_events'::regclass")
+            .await
+            .as_deref(),
+        Some("p")
+    );
+    // After the swap the audit goes on, through the partitioned table and
+    // on a partition made later.
+    let before = db.scalar_i64("SELECT count(*) FROM audit").await;
+    db.exec(
+        "CREATE TABLE workflow_events_later PARTITION OF workflow_events FOR VALUES FROM ('2100-01-01') TO ('2100-02-01');
+         INSERT INTO workflow_events (run_id, ts, type) SELECT min(id), '2100-01-05', 'later' FROM workflow_runs;
+         INSERT INTO workflow_events (run_id, type) SELECT min(id), 'now' FROM workflow_runs;",
+    )
+    .await;
+    assert_eq!(
+        db.scalar_i64("SELECT count(*) FROM audit").await,
+        before + 2,
+        "{method}"
+    );
+    if method != "move" {
+        assert!(
+            db.scalar_i64("SELECT count(*) FROM statements").await > 0,
+            "{method}: the statement trigger never fired"
+        );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn triggers_by_move() {
+    audited("move", "batch-forward:after-commit@4").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn triggers_by_sync() {
+    audited("sync", "batch-forward:after-commit@4").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn triggers_by_attach() {
+    audited("attach", "constrain:after-check").await;
+}
+
+/// After the sync method's swap the application writes the partitioned
+/// table and the back mirror the retired original, whose triggers rest;
+/// unswap gives them back, and the audit still counts each change once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn triggers_through_swap_and_unswap() {
+    let cluster = Cluster::start();
+    let db = cluster.database().await;
+    seed(&db, 40, 3000).await;
+    db.exec(TRIGGERS).await;
+    let dir = scratch();
+    let yaml = event_plan(400, "").replace("method: move", "method: sync");
+    let plan = db.plan_file(dir.path(), "p.yaml", &yaml);
+    let plan = plan.to_str().unwrap();
+    db.migrate(&["apply", plan, "--until", "swap"]).await.ok();
+    db.exec("UPDATE workflow_events SET n = n + 1 WHERE id <= 10").await;
+    db.migrate(&["unswap", plan]).await.ok();
+    db.exec("UPDATE workflow_events SET n = n + 1 WHERE id <= 10").await;
+    assert_eq!(
+        db.scalar_i64("SELECT count(*) FROM audit WHERE op = 'UPDATE'").await,
+        20
+    );
+    assert_eq!(
+        db.scalar_i64("SELECT count(*) FROM audit WHERE op <> 'UPDATE'").await,
+        0
+    );
+    assert_eq!(
+        db.scalar_str("SELECT relkind::text FROM pg_class WHERE oid = 'public.workflow_events'::regclass")
+            .await
+            .as_deref(),
+        Some("r")
+    );
+    assert_eq!(
+        db.scalar_str("SELECT tgenabled::text FROM pg_trigger WHERE tgname = 'audit_changes' AND tgrelid = 'public.workflow_events'::regclass")
+            .await
+            .as_deref(),
+        Some("O")
+    );
+}
