@@ -337,7 +337,11 @@ async fn rows_in_the_default_partition_move_out_while_writers_go_on() {
     db.exec(
         "CREATE TABLE audit_default PARTITION OF audit DEFAULT;
          INSERT INTO audit (at, what) SELECT date_trunc('month', now()) + interval '7 months' + g * interval '1 hour', 'future'
-           FROM generate_series(0, 24 * 40) g;",
+           FROM generate_series(0, 24 * 40) g;
+         CREATE TABLE deletions (id bigint);
+         CREATE FUNCTION note_deletion() RETURNS trigger LANGUAGE plpgsql AS
+           'BEGIN INSERT INTO public.deletions VALUES (OLD.id); RETURN NULL; END';
+         CREATE TRIGGER deletions AFTER DELETE ON audit FOR EACH ROW EXECUTE FUNCTION note_deletion();",
     )
     .await;
     let before = db.scalar_i64("SELECT count(*) FROM audit").await;
@@ -412,6 +416,17 @@ async fn rows_in_the_default_partition_move_out_while_writers_go_on() {
     assert_eq!(
         db.scalar_i64("SELECT count(*) FROM audit WHERE what = 'future'").await,
         future
+    );
+    // The drain's moves are the tool's: the table's DELETE trigger rested
+    // for them and fires again for the application's.
+    assert_eq!(db.scalar_i64("SELECT count(*) FROM deletions").await, 0);
+    db.exec("DELETE FROM audit WHERE id = (SELECT max(id) FROM audit)")
+        .await;
+    assert_eq!(db.scalar_i64("SELECT count(*) FROM deletions").await, 1);
+    assert_eq!(
+        db.scalar_i64("SELECT count(*) FROM pg_trigger WHERE tgname = 'deletions' AND tgenabled <> 'O'")
+            .await,
+        0
     );
 }
 

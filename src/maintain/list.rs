@@ -164,6 +164,7 @@ pub(super) async fn drain_default(
         .map(|r| (r.get(0), r.get(1)))
         .collect();
     let owner = super::owner(client, t).await?;
+    let quiet = super::quiet(client, &t.table, &default).await?;
     for (v, rows) in values {
         let name = partition_name(plan, t, v);
         let lit = quote_literal(&v.to_string());
@@ -176,6 +177,7 @@ pub(super) async fn drain_default(
             &owner,
             &cond,
             &format!("FOR VALUES IN ({lit})"),
+            &quiet,
         );
         super::drain_tx(
             client,

@@ -581,6 +581,7 @@ async fn drain_default(
     })
     .map_err(|e| plan.key_error("partition", &e))?;
     let owner = owner(client, t).await?;
+    let quiet = quiet(client, &t.table, &default).await?;
     for p in ranges {
         let Some(range) = range_of(t.kind, &p) else { continue };
         if have
@@ -607,6 +608,7 @@ async fn drain_default(
             &owner,
             &cond,
             &format!("FOR VALUES FROM ({lo}) TO ({hi})"),
+            &quiet,
         );
         let rels = [t.table.to_string(), default.to_string()];
         drain_tx(
@@ -644,6 +646,7 @@ async fn owner(client: &Client, t: &Target) -> Result<String> {
 /// partition into the new partition `name` (`bound`: its FOR VALUES): the
 /// rows move first with no strong lock, under a CHECK that spares the
 /// attach its scan of the new table; then the pause and the attach.
+#[allow(clippy::too_many_arguments)]
 fn drain_sql(
     limits: &Limits,
     t: &Target,
@@ -652,12 +655,13 @@ fn drain_sql(
     owner: &str,
     cond: &str,
     bound: &str,
+    quiet: &Quiet,
 ) -> String {
     let check = Ident::new(format!("{}_drain", name.name.as_str()));
     let key = &t.column;
     let parent = &t.table;
     format!(
-        "BEGIN; {limits} \
+        "BEGIN; {limits} {rest} \
          CREATE TABLE {name} (LIKE {parent} INCLUDING DEFAULTS INCLUDING CONSTRAINTS INCLUDING GENERATED INCLUDING STORAGE); \
          ALTER TABLE {name} OWNER TO {owner}; \
          WITH moved AS (DELETE FROM ONLY {default} WHERE {cond} RETURNING *) INSERT INTO {name} SELECT * FROM moved; \
@@ -665,10 +669,52 @@ fn drain_sql(
          LOCK TABLE {parent} IN SHARE ROW EXCLUSIVE MODE; \
          WITH moved AS (DELETE FROM ONLY {default} WHERE {cond} RETURNING *) INSERT INTO {name} SELECT * FROM moved; \
          ALTER TABLE {parent} ATTACH PARTITION {name} {bound}; \
-         ALTER TABLE {name} DROP CONSTRAINT {check}; \
+         ALTER TABLE {name} DROP CONSTRAINT {check}; {wake} \
          COMMIT",
         limits = limits.set_local(),
+        rest = quiet.rest,
+        wake = quiet.wake,
     )
+}
+
+/// The default partition's row triggers that fire on DELETE rest while a
+/// drain moves its rows (the tool's work, not the application's), and
+/// take their states back before the drain commits. Resting them locks
+/// the default partition; writers lock the parent before a partition, so
+/// the drain takes the parent's lock first (the same order) and writes to
+/// the table pause for the whole drain instead of only for its attach.
+#[derive(Default)]
+pub(super) struct Quiet {
+    rest: String,
+    wake: String,
+}
+
+pub(super) async fn quiet(client: &Client, parent: &QualifiedName, default: &QualifiedName) -> Result<Quiet> {
+    let rows = client
+        .query(
+            "SELECT tgname::text, tgenabled::text FROM pg_trigger \
+             WHERE tgrelid = to_regclass($1) AND NOT tgisinternal AND tgtype & 1 = 1 AND tgtype & 8 = 8 ORDER BY 1",
+            &[&default.to_string()],
+        )
+        .await?;
+    let mut q = Quiet::default();
+    for r in rows {
+        let name = Ident::new(r.get::<_, String>(0));
+        let state = match r.get::<_, String>(1).as_str() {
+            "D" => continue,
+            "R" => "ENABLE REPLICA",
+            "A" => "ENABLE ALWAYS",
+            _ => "ENABLE",
+        };
+        if q.rest.is_empty() {
+            q.rest = format!("LOCK TABLE {parent} IN SHARE ROW EXCLUSIVE MODE; ");
+        }
+        q.rest
+            .push_str(&format!("ALTER TABLE {default} DISABLE TRIGGER {name}; "));
+        q.wake
+            .push_str(&format!("ALTER TABLE {default} {state} TRIGGER {name}; "));
+    }
+    Ok(q)
 }
 
 /// Runs one drain transaction. Its rows move out of the default with no
