@@ -307,3 +307,51 @@ async fn attach_on_a_fresh_table_with_an_integer_key() {
         Some("p")
     );
 }
+
+/// Through the move method's view, an UPDATE that gives a row a key no
+/// partition takes fails at once with PostgreSQL's error for a partitioned
+/// table, whether the row has moved yet or not; the migration goes on.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_key_no_partition_takes_fails_the_update_at_once() {
+    let cluster = Cluster::start();
+    let db = cluster.database().await;
+    seed(&db, 10, 3000).await;
+    let dir = scratch();
+    let plan = db.plan_file(dir.path(), "p.yaml", &event_plan(200, ""));
+    let plan = plan.to_str().unwrap();
+    let run = db
+        .migrate_env(
+            &["apply", plan],
+            &[("MIGRATE_FAILPOINT", "batch-forward:after-commit@3")],
+        )
+        .await;
+    assert_eq!(run.code, 86, "{}", run.stderr);
+    let c = db.client().await;
+    for rel in ["ONLY public.workflow_events__orig", "public.workflow_events__part"] {
+        let id: i64 = c
+            .query_one(&format!("SELECT min(id) FROM {rel}"), &[])
+            .await
+            .unwrap()
+            .get(0);
+        let e = c
+            .execute("UPDATE workflow_events SET ts = '2199-01-01' WHERE id = $1", &[&id])
+            .await
+            .expect_err("a key no partition takes was accepted");
+        let d = e.as_db_error().unwrap();
+        assert_eq!(d.code().code(), "23514", "{rel}: {}", d.message());
+        assert!(
+            d.message().starts_with("no partition of relation"),
+            "{rel}: {}",
+            d.message()
+        );
+    }
+    // A key that fits still moves the row.
+    c.execute(
+        "UPDATE workflow_events SET ts = now() - interval '1 day' WHERE id = (SELECT min(id) FROM ONLY workflow_events__orig)",
+        &[],
+    )
+    .await
+    .unwrap();
+    db.migrate(&["resume", plan]).await.ok();
+    assert_eq!(db.scalar_i64("SELECT count(*) FROM workflow_events").await, 3000);
+}

@@ -205,7 +205,7 @@ fn searches(bp: &Blueprint) -> Vec<(String, String)> {
 
 fn update_body(bp: &Blueprint) -> String {
     let set = merge_set(bp);
-    let mut body = String::from("BEGIN\n");
+    let mut body = key_check(bp);
     for (rel, cond) in searches(bp) {
         body.push_str(&format!(
             "  UPDATE {rel} AS t SET {set} WHERE {cond};\n  IF FOUND THEN RETURN NEW; END IF;\n"
@@ -213,6 +213,30 @@ fn update_body(bp: &Blueprint) -> String {
     }
     body.push_str("  RETURN NULL;\nEND");
     body
+}
+
+/// A new key no partition takes fails the UPDATE at once, as PostgreSQL
+/// fails it on a partitioned table, even for a row the original still
+/// holds (which would take any key, and stop the move later). The
+/// partitions' constraints are read when the key changes, so partitions
+/// `maintain` makes meanwhile count.
+fn key_check(bp: &Blueprint) -> String {
+    let k = &bp.key.column;
+    format!(
+        "DECLARE\n  bounds text;\n  fits boolean;\nBEGIN\n\
+         \x20 IF NEW.{k} IS DISTINCT FROM OLD.{k} THEN\n\
+         \x20   SELECT pg_catalog.string_agg('(' || pg_catalog.pg_get_partition_constraintdef(i.inhrelid) || ')', ' OR ') INTO bounds\n\
+         \x20     FROM pg_catalog.pg_inherits i WHERE i.inhparent = {shadow}::regclass;\n\
+         \x20   EXECUTE 'SELECT coalesce(' || coalesce(bounds, 'false') || ', false) FROM (SELECT $1 AS ' || {col} || ') s' INTO fits USING NEW.{k};\n\
+         \x20   IF NOT fits THEN\n\
+         \x20     RAISE EXCEPTION 'no partition of relation \"%\" found for row', {name} USING ERRCODE = 'check_violation',\n\
+         \x20       DETAIL = pg_catalog.format('Partition key of the failing row contains (%s) = (%s).', {col}, NEW.{k});\n\
+         \x20   END IF;\n\
+         \x20 END IF;\n",
+        shadow = crate::sql::quote_literal(&bp.shadow.to_string()),
+        col = crate::sql::quote_literal(&k.to_string()),
+        name = crate::sql::quote_literal(bp.table.name.as_str()),
+    )
 }
 
 fn delete_body(bp: &Blueprint) -> String {
