@@ -49,6 +49,9 @@ pub struct ColumnInfo {
     pub identity: bool,
     /// Whether `=` resolves for the type (json, xml, point... have none).
     pub has_equality: bool,
+    /// `pg_type.typcategory`: S string, E enum, U user (uuid), D date and
+    /// time, N numeric...
+    pub category: String,
 }
 
 #[derive(Clone, Debug)]
@@ -282,7 +285,8 @@ async fn columns(client: &Client, oid: u32) -> Result<Vec<ColumnInfo>> {
         .query(
             "SELECT a.attname::text, format_type(a.atttypid, a.atttypmod), a.attnotnull, \
                     pg_get_expr(d.adbin, d.adrelid), a.attgenerated <> '', a.attidentity <> '', \
-                    format_type(a.atttypid, NULL) \
+                    format_type(a.atttypid, NULL), \
+                    (SELECT typcategory::text FROM pg_type WHERE oid = a.atttypid) \
              FROM pg_attribute a LEFT JOIN pg_attrdef d ON d.adrelid = a.attrelid AND d.adnum = a.attnum \
              WHERE a.attrelid = $1 AND a.attnum > 0 AND NOT a.attisdropped ORDER BY a.attnum",
             &[&oid],
@@ -304,6 +308,7 @@ async fn columns(client: &Client, oid: u32) -> Result<Vec<ColumnInfo>> {
             generated: r.get(4),
             identity: r.get(5),
             has_equality,
+            category: r.get(7),
         });
     }
     Ok(cols)

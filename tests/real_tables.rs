@@ -355,3 +355,101 @@ async fn a_key_no_partition_takes_fails_the_update_at_once() {
     db.migrate(&["resume", plan]).await.ok();
     assert_eq!(db.scalar_i64("SELECT count(*) FROM workflow_events").await, 3000);
 }
+
+fn by_type(method: &str) -> String {
+    event_plan(400, "")
+        .replace("method: move", &format!("method: {method}"))
+        .replace("by: range", "by: list")
+        .replace("column: ts", "column: type\n  default_partition: true")
+        .replace("  interval: month\n", "")
+        .replace("  naming: \"{table}_y{YYYY}m{MM}\"\n", "")
+}
+
+/// A list key of text values: a partition per value the table holds, new
+/// values in the default partition; under traffic, killed and resumed.
+async fn text_list(method: &str) {
+    let cluster = Cluster::start();
+    let db = cluster.database().await;
+    seed(&db, 120, 12_000).await;
+    let dir = scratch();
+    let plan = db.plan_file(dir.path(), "p.yaml", &by_type(method));
+    let plan = plan.to_str().unwrap();
+    db.migrate(&["plan", plan]).await.ok();
+    under_load(&db, plan, method, "batch-forward:after-commit@3").await;
+    let parts = db
+        .scalar_str(
+            "SELECT string_agg(c.relname || ' ' || pg_get_expr(c.relpartbound, c.oid), ', ' ORDER BY c.relname) \
+             FROM pg_inherits i JOIN pg_class c ON c.oid = i.inhrelid WHERE i.inhparent = 'public.workflow_events'::regclass",
+        )
+        .await
+        .unwrap_or_default();
+    assert!(
+        parts.contains("workflow_events_pt0 FOR VALUES IN ('t0')"),
+        "{method}: {parts}"
+    );
+    assert!(parts.contains("workflow_events_default DEFAULT"), "{method}: {parts}");
+    // A value no partition was made for lands in the default partition.
+    db.exec("INSERT INTO workflow_events (run_id, type) SELECT min(id), 'brand new' FROM workflow_runs")
+        .await;
+    assert_eq!(
+        db.scalar_i64("SELECT count(*) FROM ONLY workflow_events_default WHERE type = 'brand new'")
+            .await,
+        1
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_text_list_key_by_move() {
+    text_list("move").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_text_list_key_by_sync() {
+    text_list("sync").await;
+}
+
+/// Enum, uuid and date list keys, each by move and by sync.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn enum_uuid_and_date_list_keys() {
+    let cluster = Cluster::start();
+    let dir = scratch();
+    for (column, ty, values) in [
+        ("state", "public.state", "'queued'::public.state, 'running', 'Done Now'"),
+        (
+            "tenant",
+            "uuid",
+            "'6f1c1a5e-0a4b-4a4e-9d55-2f0c1e0d9b11'::uuid, '00000000-0000-0000-0000-000000000001'",
+        ),
+        ("day", "date", "'2026-11-30'::date, '2026-12-01'"),
+    ] {
+        for method in ["move", "sync"] {
+            let db = cluster.database().await;
+            db.exec(&format!(
+                "CREATE TYPE public.state AS ENUM ('queued', 'running', 'Done Now');
+                 CREATE TABLE jobs (id bigserial PRIMARY KEY, {column} {ty} NOT NULL, n int);
+                 INSERT INTO jobs ({column}, n) SELECT (ARRAY[{values}])[1 + g % 2], g FROM generate_series(1, 500) g;"
+            ))
+            .await;
+            let yaml = format!(
+                "table: public.jobs\npartition:\n  by: list\n  column: {column}\nmethod: {method}\nbatch:\n  size: 100\n"
+            );
+            let plan = db.plan_file(dir.path(), "j.yaml", &yaml);
+            db.migrate(&["apply", plan.to_str().unwrap()]).await.ok();
+            assert_eq!(
+                db.scalar_i64("SELECT count(*) FROM pg_inherits WHERE inhparent = 'public.jobs'::regclass")
+                    .await,
+                2,
+                "{ty} by {method}"
+            );
+            assert_eq!(
+                db.scalar_i64("SELECT count(*) FROM jobs").await,
+                500,
+                "{ty} by {method}"
+            );
+            db.exec(&format!(
+                "INSERT INTO jobs ({column}, n) SELECT {column}, 0 FROM jobs LIMIT 1"
+            ))
+            .await;
+        }
+    }
+}

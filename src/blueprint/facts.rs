@@ -27,6 +27,9 @@ pub struct Facts {
     /// The values a list key holds, ascending, at most one more than
     /// `MAX_LIST_VALUES` (move and sync).
     pub list_values: Vec<i64>,
+    /// The same for a list key of text, enum, uuid or date values, as
+    /// PostgreSQL prints them.
+    pub list_texts: Vec<String>,
     /// Rows whose list key is not the first partition's value (attach).
     pub other_values: i64,
     /// Rows below the first partition's lower bound.
@@ -45,6 +48,7 @@ impl Facts {
             max: None,
             sequence_max: None,
             list_values: Vec::new(),
+            list_texts: Vec::new(),
             other_values: 0,
             below_first: 0,
             taken: Vec::new(),

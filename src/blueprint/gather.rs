@@ -37,7 +37,11 @@ pub async fn gather(client: &Client, plan: &PlanFile) -> Result<Facts> {
             }
         }
         if list && plan.spec.method != Method::Attach {
-            f.list_values = distinct_values(client, table, &k.column).await?;
+            if k.list_text {
+                f.list_texts = distinct_values::<String>(client, table, &k.column, "text").await?;
+            } else {
+                f.list_values = distinct_values::<i64>(client, table, &k.column, "int8").await?;
+            }
         }
         let has_column = info.columns.iter().any(|c| c.name == k.column);
         if list && plan.spec.method == Method::Attach && has_column {
@@ -115,7 +119,12 @@ async fn taken(client: &Client, relations: &[QualifiedName], functions: &[Qualif
 /// The distinct values of a list key, ascending: a skip scan where an index
 /// leads with the key (each step one index probe), one scan otherwise.
 /// At most one more than the cap is read.
-async fn distinct_values(client: &Client, table: &QualifiedName, k: &crate::sql::Ident) -> Result<Vec<i64>> {
+async fn distinct_values<T: for<'a> tokio_postgres::types::FromSql<'a>>(
+    client: &Client,
+    table: &QualifiedName,
+    k: &crate::sql::Ident,
+    as_type: &str,
+) -> Result<Vec<T>> {
     let indexed: bool = client
         .query_one(
             "SELECT EXISTS (SELECT 1 FROM pg_index i JOIN pg_attribute a ON a.attrelid = i.indrelid AND a.attnum = i.indkey[0] \
@@ -131,10 +140,10 @@ async fn distinct_values(client: &Client, table: &QualifiedName, k: &crate::sql:
                (SELECT {k} FROM ONLY {table} WHERE {k} IS NOT NULL ORDER BY {k} LIMIT 1) \
                UNION ALL \
                SELECT (SELECT {k} FROM ONLY {table} WHERE {k} > v.x ORDER BY {k} LIMIT 1) FROM v WHERE v.x IS NOT NULL) \
-             SELECT x::int8 FROM v WHERE x IS NOT NULL LIMIT {limit}"
+             SELECT x::{as_type} FROM v WHERE x IS NOT NULL LIMIT {limit}"
         )
     } else {
-        format!("SELECT DISTINCT {k}::int8 FROM ONLY {table} WHERE {k} IS NOT NULL ORDER BY 1 LIMIT {limit}")
+        format!("SELECT DISTINCT {k}::{as_type} FROM ONLY {table} WHERE {k} IS NOT NULL ORDER BY 1 LIMIT {limit}")
     };
     Ok(client.query(&sql, &[]).await?.iter().map(|r| r.get(0)).collect())
 }

@@ -141,6 +141,10 @@ pub struct Key {
     /// Hash partitioning into this many partitions.
     #[serde(default)]
     pub hash: Option<u32>,
+    /// A list key whose values are not integers (text, enum, uuid, date):
+    /// its partitions are the values the table holds, none made ahead.
+    #[serde(default)]
+    pub list_text: bool,
 }
 
 #[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]

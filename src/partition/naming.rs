@@ -58,6 +58,8 @@ pub struct TokenValues {
     pub end: Option<i64>,
     /// List partitions: the partition's value.
     pub value: Option<i64>,
+    /// List partitions of a text, enum, uuid or date key: the value.
+    pub text: Option<String>,
 }
 
 /// Renders a template. Negative integers are written with an `m` prefix, as
@@ -79,9 +81,42 @@ pub fn render(template: &str, table: &str, v: &TokenValues) -> String {
             .replace("{IYYY}", &format!("{:04}", iso.year()))
             .replace("{IW}", &format!("{:02}", iso.week()));
     }
+    let value = match &v.text {
+        Some(t) => name_part(t),
+        None => int(v.value),
+    };
     out.replace("{START}", &int(v.start))
         .replace("{END}", &int(v.end))
-        .replace("{VALUE}", &int(v.value))
+        .replace("{VALUE}", &value)
+}
+
+/// A value as part of a name: lower-case letters, digits and `_` as they
+/// are, short; any other value is cleaned and given a short hash of
+/// itself, so that two values never share a name.
+fn name_part(v: &str) -> String {
+    let plain = !v.is_empty()
+        && v.len() <= 30
+        && v.bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_');
+    if plain {
+        return v.to_string();
+    }
+    let cleaned: String = v
+        .chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() {
+                c.to_ascii_lowercase()
+            } else {
+                '_'
+            }
+        })
+        .take(20)
+        .collect();
+    // FNV-1a: the same name for the same value in every build.
+    let hash = v.bytes().fold(0xcbf2_9ce4_8422_2325u64, |h, b| {
+        (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3)
+    });
+    format!("{cleaned}_{:06x}", hash & 0xff_ffff)
 }
 
 #[cfg(test)]
@@ -110,5 +145,13 @@ mod tests {
             ..Default::default()
         };
         assert_eq!(render("{table}_p{START}", "e", &v), "e_pm100");
+        let text = |t: &str| TokenValues {
+            text: Some(t.into()),
+            ..Default::default()
+        };
+        assert_eq!(render("{table}_p{VALUE}", "e", &text("eu_west")), "e_peu_west");
+        let a = render("{table}_p{VALUE}", "e", &text("EU West"));
+        let b = render("{table}_p{VALUE}", "e", &text("eu west"));
+        assert!(a.starts_with("e_peu_west_") && a != b, "{a} {b}");
     }
 }

@@ -32,6 +32,7 @@ pub fn column(name: &str, ty: &str) -> ColumnInfo {
         generated: false,
         identity: false,
         has_equality: true,
+        category: if ty == "text" { "S" } else { "N" }.into(),
     }
 }
 

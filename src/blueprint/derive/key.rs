@@ -22,13 +22,25 @@ pub fn key(plan: &PlanFile, info: &TableInfo) -> Result<(Key, Vec<String>)> {
             time_zone: spec.time_zone.clone(),
             list,
             hash: None,
+            list_text: false,
         },
-        Some(c) if list && KeyKind::from_type_name(&c.type_name) != Some(KeyKind::Integer) => {
+        Some(c) if list && KeyKind::from_type_name(&c.type_name) != Some(KeyKind::Integer) && !listable(c) => {
             return Err(plan
                 .key_error(
                     "partition.column",
                     &format!(
-                        "names `{}` of type {}; a list key must be smallint, integer or bigint",
+                        "names `{}` of type {}; a list key must be an integer, text, enum, uuid or date",
+                        spec.column, c.type_name
+                    ),
+                )
+                .into())
+        }
+        Some(c) if list && KeyKind::from_type_name(&c.type_name) != Some(KeyKind::Integer) && plan.spec.method == Method::Attach => {
+            return Err(plan
+                .key_error(
+                    "partition.column",
+                    &format!(
+                        "names `{}` of type {}; the attach method's list variant takes an integer key (its first partition is the value `initial`); move and sync take a text, enum, uuid or date list key",
                         spec.column, c.type_name
                     ),
                 )
@@ -61,10 +73,13 @@ pub fn key(plan: &PlanFile, info: &TableInfo) -> Result<(Key, Vec<String>)> {
                 time_zone: spec.time_zone.clone(),
                 list: false,
                 hash: spec.modulus.map(|m| m.0 as u32),
+                list_text: false,
             }
         }
         Some(c) => {
-            let Some(kind) = KeyKind::from_type_name(&c.type_name) else {
+            let list_text = list && KeyKind::from_type_name(&c.type_name) != Some(KeyKind::Integer);
+            let kind = if list_text { Some(KeyKind::Integer) } else { KeyKind::from_type_name(&c.type_name) };
+            let Some(kind) = kind else {
                 return Err(plan
                     .key_error(
                         "partition.column",
@@ -88,6 +103,7 @@ pub fn key(plan: &PlanFile, info: &TableInfo) -> Result<(Key, Vec<String>)> {
                 time_zone: spec.time_zone.clone(),
                 list,
                 hash: spec.modulus.map(|m| m.0 as u32),
+                list_text,
             }
         }
     };
@@ -114,4 +130,9 @@ pub fn key(plan: &PlanFile, info: &TableInfo) -> Result<(Key, Vec<String>)> {
             .into());
     }
     Ok((key, refusals))
+}
+
+/// A list key of values that are not integers: strings, enums, uuid, date.
+fn listable(c: &crate::catalog::ColumnInfo) -> bool {
+    matches!(c.category.as_str(), "S" | "E") || c.type_name == "uuid" || c.type_name == "date"
 }

@@ -84,6 +84,8 @@ pub fn derive(
                 to: m.to_string(),
             })
             .collect()
+    } else if list && key.list_text {
+        list_texts(plan, facts, key, &template, acc)
     } else if list {
         list_values(plan, facts, key, acc)
             .into_iter()
@@ -115,6 +117,13 @@ pub fn derive(
         Method::Attach => Some(attach_range(plan, facts, key, tz, uniques, &mut layout, acc)),
         _ => None,
     };
+    if layout.is_empty() {
+        return Err(crate::error::Refusal::new(format!(
+            "{table} holds no value of {} yet, and a list key of this type gets one partition per value it holds; partition it once it has rows, or by range or hash",
+            key.column
+        ))
+        .into());
+    }
     check_names(plan, &layout)?;
     let first = bounds::first_bound_value(key.kind, tz, &layout[0]);
     let below = match (first, facts.min) {
@@ -157,6 +166,41 @@ pub fn derive(
         old,
         below,
     })
+}
+
+/// A list key of text, enum, uuid or date values: one partition per value
+/// the table holds. No value follows another, so none is made ahead: a
+/// new value needs a default partition, or a partition made for it.
+fn list_texts(plan: &PlanFile, facts: &Facts, key: &Key, template: &str, acc: &mut Acc) -> Vec<partition::Partition> {
+    let mut held = facts.list_texts.clone();
+    if held.len() > MAX_LIST_VALUES {
+        acc.refuse(format!(
+            "{} holds more than {MAX_LIST_VALUES} distinct values of {}; list partitioning makes one partition per value (use hash, or range on it)",
+            plan.table, key.column
+        ));
+        held.truncate(MAX_LIST_VALUES);
+    }
+    if !plan.spec.partition.default_partition {
+        acc.warn(format!(
+            "a row with a value of {} that no partition takes is refused from the route (move) or swap (sync) on: the partitions are those of the values the table holds now ({}); set partition.default_partition: true to take new values",
+            key.column,
+            if held.is_empty() { "none".to_string() } else { held.join(", ") }
+        ));
+    }
+    held.into_iter()
+        .map(|v| partition::Partition {
+            name: partition::naming::render(
+                template,
+                plan.table.name.as_str(),
+                &partition::naming::TokenValues {
+                    text: Some(v.clone()),
+                    ..Default::default()
+                },
+            ),
+            from: v.clone(),
+            to: v,
+        })
+        .collect()
 }
 
 /// Attach: the original is the partition of `initial`, and the partitions
