@@ -97,6 +97,9 @@ pub fn split(plan: &PlanFile, attached: &Blueprint, facts: &SplitFacts) -> Resul
         check: names::cutoff_check(table),
     });
     bp.attach = None;
+    // The partitioned table keeps its identity through a split; the view's
+    // default draws from it under the same sequence name.
+    bp.identities = Vec::new();
     // Dependent views as they are now.
     if let Some(info) = &facts.info {
         bp.dependent_views = info
