@@ -123,6 +123,8 @@ pub struct IdentityInfo {
     pub max: i64,
     pub cache: i64,
     pub cycle: bool,
+    /// Roles holding USAGE on the sequence (None: PUBLIC), besides its owner.
+    pub usage: Vec<Option<String>>,
 }
 
 /// Facts about the server and session that planning needs.
@@ -472,7 +474,9 @@ async fn identities(client: &Client, oid: u32) -> Result<Vec<IdentityInfo>> {
     Ok(client
         .query(
             "SELECT a.attname::text, a.attidentity = 'a', sn.nspname::text, s.relname::text, \
-                    q.seqincrement, q.seqmin, q.seqmax, q.seqcache, q.seqcycle \
+                    q.seqincrement, q.seqmin, q.seqmax, q.seqcache, q.seqcycle, \
+                    ARRAY(SELECT CASE WHEN g.grantee = 0 THEN NULL ELSE pg_get_userbyid(g.grantee)::text END \
+                          FROM aclexplode(s.relacl) g WHERE g.privilege_type = 'USAGE' AND g.grantee <> s.relowner) \
              FROM pg_attribute a \
              JOIN pg_depend d ON d.refclassid = 'pg_class'::regclass AND d.refobjid = a.attrelid \
                   AND d.refobjsubid = a.attnum AND d.classid = 'pg_class'::regclass AND d.deptype = 'i' \
@@ -494,6 +498,7 @@ async fn identities(client: &Client, oid: u32) -> Result<Vec<IdentityInfo>> {
             max: r.get(6),
             cache: r.get(7),
             cycle: r.get(8),
+            usage: r.get(9),
         })
         .collect())
 }

@@ -131,6 +131,11 @@ pub struct ColumnIdentity {
     pub always: bool,
     /// The sequence the table's name draws from.
     pub sequence: QualifiedName,
+    /// Roles (None: PUBLIC) that may insert into the table but not use the
+    /// sequence: the routing view's default needs them to, so they are
+    /// given USAGE while the view stands.
+    #[serde(default)]
+    pub grant: Vec<Option<String>>,
 }
 
 /// The identity the swap gives the table that takes the name: same kind

@@ -3,7 +3,8 @@
 //! sequences its columns draw from.
 
 use super::Acc;
-use crate::blueprint::{names, IdentityDef, SequenceDef, ViewDef};
+use crate::blueprint::{names, ColumnIdentity, IdentityDef, SequenceDef, ViewDef};
+use crate::catalog::IdentityInfo;
 use crate::catalog::TableInfo;
 use crate::plan_file::Method;
 use crate::sql::QualifiedName;
@@ -103,4 +104,22 @@ pub fn identities(method: Method, version_num: i32, info: &TableInfo, acc: &mut 
         });
     }
     v
+}
+
+/// An identity column as the tool's writes and the routing view see it:
+/// the roles that may insert into the table but may not use the sequence
+/// (an identity asks no privilege, the view's nextval does).
+pub fn column_identity(info: &TableInfo, i: &IdentityInfo) -> ColumnIdentity {
+    let mut grant: Vec<Option<String>> = Vec::new();
+    let public_uses = i.usage.iter().any(|u| u.is_none());
+    for g in info.grants.iter().filter(|g| g.privilege == "INSERT") {
+        if !public_uses && !i.usage.contains(&g.grantee) && !grant.contains(&g.grantee) {
+            grant.push(g.grantee.clone());
+        }
+    }
+    ColumnIdentity {
+        always: i.always,
+        sequence: i.sequence.clone(),
+        grant,
+    }
 }

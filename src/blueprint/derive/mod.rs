@@ -11,7 +11,7 @@ pub mod split;
 pub mod table;
 
 use super::facts::Facts;
-use super::{names, Blueprint, Column, ColumnIdentity, PartitionDef, Resolved, Settings, FORMAT};
+use super::{names, Blueprint, Column, PartitionDef, Resolved, Settings, FORMAT};
 use crate::error::Refusal;
 use crate::findings::{Finding, Level};
 use crate::plan_file::{Method, PlanFile};
@@ -191,10 +191,7 @@ fn columns(info: &crate::catalog::TableInfo) -> Vec<Column> {
                 .identities
                 .iter()
                 .find(|i| i.column == c.name)
-                .map(|i| ColumnIdentity {
-                    always: i.always,
-                    sequence: i.sequence.clone(),
-                });
+                .map(|i| dependents::column_identity(info, i));
             Column {
                 name: c.name.clone(),
                 writable: !c.generated,

@@ -114,6 +114,13 @@ pub fn split(plan: &PlanFile, attached: &Blueprint, facts: &SplitFacts) -> Resul
             .collect();
         bp.grants = info.grants.clone();
         bp.comment = info.comment.clone();
+        // The view's default draws from the partitioned table's identity
+        // now, whose privileges are its own.
+        for c in &mut bp.columns {
+            if let Some(i) = info.identities.iter().find(|i| i.column == c.name) {
+                c.identity = Some(super::dependents::column_identity(info, i));
+            }
+        }
     }
     if !facts.taken.is_empty() {
         return Err(Refusal::new(format!(

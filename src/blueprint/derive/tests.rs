@@ -154,6 +154,7 @@ fn identity_table() -> crate::catalog::TableInfo {
         max: i64::MAX,
         cache: 1,
         cycle: false,
+        usage: Vec::new(),
     }];
     info
 }

@@ -53,33 +53,35 @@ pub fn view_statements(bp: &Blueprint) -> Vec<Statement> {
         }
     }
     s.extend(grants(bp, "TABLE", &bp.table.to_string()));
-    s.extend(identity_usage(bp));
+    s.extend(identity_usage(bp, false));
     s.extend(super::swap::keep_comment(bp, "VIEW"));
     s
 }
 
 /// The view's default for an identity column calls nextval of its
 /// sequence, which checks the caller's privilege where the identity did
-/// not: every role that may insert into the table may use the sequence.
-fn identity_usage(bp: &Blueprint) -> Vec<Statement> {
-    let mut grantees: Vec<String> = Vec::new();
-    for g in bp.grants.iter().filter(|g| g.privilege == "INSERT") {
-        let grantee = match &g.grantee {
-            Some(r) => crate::sql::quote_ident(r),
-            None => "PUBLIC".into(),
-        };
-        if !grantees.contains(&grantee) {
-            grantees.push(grantee);
-        }
-    }
+/// not: every role that may insert into the table may use the sequence
+/// while the view stands (`grant`), and no longer once it goes (`revoke`).
+fn identity_usage(bp: &Blueprint, revoke: bool) -> Vec<Statement> {
     let mut s = Vec::new();
     for c in &bp.columns {
         let Some(i) = &c.identity else { continue };
-        for g in &grantees {
-            s.push(Statement::new(
-                "the view's default draws from the identity's sequence: whoever may insert may use it",
-                format!("GRANT USAGE ON SEQUENCE {} TO {g}", i.sequence),
-            ));
+        for g in &i.grant {
+            let grantee = match g {
+                Some(r) => crate::sql::quote_ident(r),
+                None => "PUBLIC".into(),
+            };
+            s.push(if revoke {
+                Statement::new(
+                    "the view's default is gone: the sequence's privileges as they were",
+                    format!("REVOKE USAGE ON SEQUENCE {} FROM {grantee}", i.sequence),
+                )
+            } else {
+                Statement::new(
+                    "the view's default draws from the identity's sequence: whoever may insert may use it",
+                    format!("GRANT USAGE ON SEQUENCE {} TO {grantee}", i.sequence),
+                )
+            });
         }
     }
     s
@@ -304,6 +306,7 @@ pub fn hand_name_to(bp: &Blueprint, heir: &crate::sql::QualifiedName, why: &'sta
         "the view and its rule and triggers go",
         format!("DROP VIEW {}", bp.retired_view),
     ));
+    s.extend(identity_usage(bp, true));
     s.push(Statement::new(
         "the routing functions go",
         format!(
