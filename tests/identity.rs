@@ -72,6 +72,12 @@ impl App {
             let (db, stop) = (db.clone(), stop.clone());
             tasks.push(tokio::spawn(async move {
                 let c = db.client().await;
+                // One session is an application role with table privileges
+                // only: an identity asks no privilege on its sequence, and
+                // neither may the routing view's default.
+                if w == 0 {
+                    c.batch_execute("SET ROLE app_rw").await.unwrap();
+                }
                 let mut seen = Seen::default();
                 let mut n = 0u64;
                 while !stop.load(Ordering::Relaxed) {
@@ -200,6 +206,16 @@ async fn fresh_ids_above(db: &Db, max: i64) -> i64 {
             top = top.max(id);
         }
     }
+    // The USAGE the routing view's default needed is gone with the view.
+    assert_eq!(
+        db.scalar_str(
+            "SELECT has_sequence_privilege('app_rw', pg_get_serial_sequence('public.items', 'id'), 'USAGE')::text"
+        )
+        .await
+        .as_deref(),
+        Some("false"),
+        "the application role kept a privilege on the identity's sequence"
+    );
     top
 }
 
