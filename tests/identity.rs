@@ -292,10 +292,21 @@ async fn migrate_through_a_crash(method: &str, always: bool) {
         .await;
     assert_eq!(run.code, 86, "{}", run.stderr);
     tokio::time::sleep(Duration::from_millis(200)).await;
+    // Killed again inside the swap's transaction: it rolls back whole,
+    // the identity's hand-over with it.
+    let run = db
+        .migrate_env(&["resume", plan], &[("MIGRATE_FAILPOINT", "swap:before-commit")])
+        .await;
+    assert_eq!(run.code, 86, "{}", run.stderr);
+    tokio::time::sleep(Duration::from_millis(200)).await;
     db.migrate(&["resume", plan]).await.ok();
     tokio::time::sleep(Duration::from_millis(300)).await;
     assert_eq!(identity_of(&db).await, expected_identity(always));
     if method == "sync" {
+        let run = db
+            .migrate_env(&["unswap", plan], &[("MIGRATE_FAILPOINT", "unswap:before-commit")])
+            .await;
+        assert_eq!(run.code, 86, "{}", run.stderr);
         db.migrate(&["unswap", plan]).await.ok();
         assert_eq!(identity_of(&db).await, expected_identity(always), "after unswap");
         tokio::time::sleep(Duration::from_millis(300)).await;
