@@ -37,6 +37,8 @@ pub struct TableInfo {
     pub publications: Vec<String>,
     pub grants: Vec<GrantInfo>,
     pub sequences: Vec<SequenceInfo>,
+    /// Identity columns and their sequences.
+    pub identities: Vec<IdentityInfo>,
 }
 
 #[derive(Clone, Debug)]
@@ -163,6 +165,23 @@ pub struct SequenceInfo {
     pub owned: bool,
 }
 
+/// An identity column: its kind and its sequence's options, which the
+/// partitioned table's identity takes over at the swap.
+#[derive(Clone, Debug)]
+pub struct IdentityInfo {
+    pub column: Ident,
+    /// GENERATED ALWAYS (else BY DEFAULT).
+    pub always: bool,
+    pub sequence: QualifiedName,
+    pub increment: i64,
+    pub min: i64,
+    pub max: i64,
+    pub cache: i64,
+    pub cycle: bool,
+    /// Roles holding USAGE on the sequence (None: PUBLIC), besides its owner.
+    pub usage: Vec<Option<String>>,
+}
+
 /// Facts about the server and session that planning needs.
 #[derive(Clone, Debug)]
 pub struct ServerInfo {
@@ -231,6 +250,7 @@ pub async fn table_info(client: &Client, oid: u32) -> Result<TableInfo> {
         publications: publications(client, oid).await?,
         grants: grants(client, oid).await?,
         sequences: sequences(client, oid).await?,
+        identities: identities(client, oid).await?,
         ..relation
     })
 }
@@ -277,6 +297,7 @@ async fn relation(client: &Client, oid: u32) -> Result<TableInfo> {
         publications: Vec::new(),
         grants: Vec::new(),
         sequences: Vec::new(),
+        identities: Vec::new(),
     })
 }
 
@@ -621,6 +642,41 @@ async fn sequences(client: &Client, oid: u32) -> Result<Vec<SequenceInfo>> {
             name: QualifiedName::new(r.get::<_, String>(0), r.get::<_, String>(1)),
             column: Ident::new(r.get::<_, String>(2)),
             owned: r.get(3),
+        })
+        .collect())
+}
+
+/// Identity columns, each with the sequence it draws from (an internal
+/// dependency of the sequence on the column) and that sequence's options.
+async fn identities(client: &Client, oid: u32) -> Result<Vec<IdentityInfo>> {
+    Ok(client
+        .query(
+            "SELECT a.attname::text, a.attidentity = 'a', sn.nspname::text, s.relname::text, \
+                    q.seqincrement, q.seqmin, q.seqmax, q.seqcache, q.seqcycle, \
+                    ARRAY(SELECT CASE WHEN g.grantee = 0 THEN NULL ELSE pg_get_userbyid(g.grantee)::text END \
+                          FROM aclexplode(s.relacl) g WHERE g.privilege_type = 'USAGE' AND g.grantee <> s.relowner) \
+             FROM pg_attribute a \
+             JOIN pg_depend d ON d.refclassid = 'pg_class'::regclass AND d.refobjid = a.attrelid \
+                  AND d.refobjsubid = a.attnum AND d.classid = 'pg_class'::regclass AND d.deptype = 'i' \
+             JOIN pg_class s ON s.oid = d.objid AND s.relkind = 'S' \
+             JOIN pg_namespace sn ON sn.oid = s.relnamespace \
+             JOIN pg_sequence q ON q.seqrelid = s.oid \
+             WHERE a.attrelid = $1 AND a.attidentity <> '' AND NOT a.attisdropped ORDER BY a.attnum",
+            &[&oid],
+        )
+        .await
+        .context("cannot read the table's identity columns")?
+        .into_iter()
+        .map(|r| IdentityInfo {
+            column: Ident::new(r.get::<_, String>(0)),
+            always: r.get(1),
+            sequence: QualifiedName::new(r.get::<_, String>(2), r.get::<_, String>(3)),
+            increment: r.get(4),
+            min: r.get(5),
+            max: r.get(6),
+            cache: r.get(7),
+            cycle: r.get(8),
+            usage: r.get(9),
         })
         .collect())
 }

@@ -492,3 +492,127 @@ async fn the_drop_of_a_split_aborted_before_its_route_is_what_plan_printed() {
     )
     .await;
 }
+
+/// The event log with its key GENERATED ALWAYS AS IDENTITY instead of a
+/// serial: the identity's hand-over, the view's default and the copies'
+/// OVERRIDING SYSTEM VALUE are printed as they run.
+async fn seed_identity(db: &Db) {
+    seed(db, 20, 3000).await;
+    db.exec(
+        "ALTER TABLE workflow_events ALTER COLUMN id DROP DEFAULT;
+         DROP SEQUENCE workflow_events_id_seq;
+         ALTER TABLE workflow_events ALTER COLUMN id ADD GENERATED ALWAYS AS IDENTITY (START WITH 5000 CACHE 4);",
+    )
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_identity_moved_and_aborted_sends_what_plan_printed() {
+    for abort_it in [false, true] {
+        let cluster = logging_cluster();
+        let db = cluster.database().await;
+        seed_identity(&db).await;
+        let dir = scratch();
+        let plan = plan_for(&db, dir.path(), "move");
+        if abort_it {
+            check(
+                &cluster,
+                &db,
+                &plan,
+                &[(&["apply", "--until", "move"], None), (&["abort"], None)],
+                &[
+                    phases(&["prepare", "route", "move"]),
+                    abort(&[
+                        "abort (reroute)",
+                        "abort (move back)",
+                        "abort (unroute)",
+                        "abort (drop)",
+                    ]),
+                ]
+                .concat(),
+            )
+            .await;
+        } else {
+            check(
+                &cluster,
+                &db,
+                &plan,
+                &[(&["apply"], None)],
+                &phases(&["prepare", "route", "move", "swap", "finish"]),
+            )
+            .await;
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_identity_synced_unswapped_and_swapped_again_sends_what_plan_printed() {
+    let cluster = logging_cluster();
+    let db = cluster.database().await;
+    seed_identity(&db).await;
+    let dir = scratch();
+    let plan = plan_for(&db, dir.path(), "sync");
+    check(
+        &cluster,
+        &db,
+        &plan,
+        &[
+            (&["apply"], None),
+            (&["unswap"], None),
+            (&["swap"], None),
+            (&["cleanup"], None),
+        ],
+        &[
+            phases(&["prepare", "backfill", "verify", "swap", "cleanup"]),
+            vec![("unswap", "unswap")],
+        ]
+        .concat(),
+    )
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_identity_attached_split_and_split_aborted_sends_what_plan_printed() {
+    for abort_it in [false, true] {
+        let cluster = logging_cluster();
+        let db = cluster.database().await;
+        seed_identity(&db).await;
+        let dir = scratch();
+        let plan = plan_for(&db, dir.path(), "attach");
+        if abort_it {
+            check(
+                &cluster,
+                &db,
+                &plan,
+                &[
+                    (&["apply"], None),
+                    (&["split"], Some("batch-forward:after-commit@2")),
+                    (&["abort"], None),
+                ],
+                &[
+                    phases(&["constrain", "prepare", "swap", "finish"]),
+                    group("split", &["prepare", "route"]),
+                    group(
+                        "abort (split)",
+                        &["abort (reroute)", "abort (move back)", "abort (unroute)"],
+                    ),
+                ]
+                .concat(),
+            )
+            .await;
+        } else {
+            check(
+                &cluster,
+                &db,
+                &plan,
+                &[(&["apply"], None), (&["split"], None)],
+                &[
+                    phases(&["constrain", "prepare", "swap", "finish"]),
+                    group("split", &["prepare", "route", "move", "swap", "finish"]),
+                ]
+                .concat(),
+            )
+            .await;
+        }
+    }
+}

@@ -22,7 +22,7 @@ use serde::{Deserialize, Serialize};
 use tokio_postgres::Client;
 
 /// Bumped when the stored shape changes; an older binary refuses a newer one.
-pub const FORMAT: u32 = 1;
+pub const FORMAT: u32 = 2;
 
 #[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
 pub struct Blueprint {
@@ -54,6 +54,9 @@ pub struct Blueprint {
     #[serde(default)]
     pub tablespace: Option<String>,
     pub sequences: Vec<SequenceDef>,
+    /// Identity columns the swap hands from one table to the other.
+    #[serde(default)]
+    pub identities: Vec<IdentityDef>,
     pub routing: Routing,
     pub mirror: Mirror,
     pub attach: Option<AttachDef>,
@@ -125,7 +128,43 @@ pub struct Column {
     /// False for generated columns, which are computed, never written.
     pub writable: bool,
     pub has_equality: bool,
+    /// For an identity column, the nextval of its sequence: the routing
+    /// view's default for it.
     pub default: Option<String>,
+    #[serde(default)]
+    pub identity: Option<ColumnIdentity>,
+}
+
+/// An identity column as the tool's own writes see it.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+pub struct ColumnIdentity {
+    /// GENERATED ALWAYS: the tool's inserts say `OVERRIDING SYSTEM VALUE`
+    /// and no UPDATE of the tool sets it.
+    pub always: bool,
+    /// The sequence the table's name draws from.
+    pub sequence: QualifiedName,
+    /// Roles (None: PUBLIC) that may insert into the table but not use the
+    /// sequence: the routing view's default needs them to, so they are
+    /// given USAGE while the view stands.
+    #[serde(default)]
+    pub grant: Vec<Option<String>>,
+}
+
+/// The identity the swap gives the table that takes the name: same kind
+/// and options, under the original sequence's name, continuing where the
+/// original's sequence stands; the original's sequence steps aside to
+/// `stepped_aside`.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+pub struct IdentityDef {
+    pub column: Ident,
+    pub always: bool,
+    pub sequence: QualifiedName,
+    pub stepped_aside: QualifiedName,
+    pub increment: i64,
+    pub min: i64,
+    pub max: i64,
+    pub cache: i64,
+    pub cycle: bool,
 }
 
 #[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
@@ -299,6 +338,14 @@ pub struct Resolved {
 impl Blueprint {
     pub fn writable_columns(&self) -> impl Iterator<Item = &Column> {
         self.columns.iter().filter(|c| c.writable)
+    }
+
+    /// Whether a column is GENERATED ALWAYS AS IDENTITY, so that the tool's
+    /// inserts must override it.
+    pub fn has_always_identity(&self) -> bool {
+        self.columns
+            .iter()
+            .any(|c| c.identity.as_ref().is_some_and(|i| i.always))
     }
 
     pub fn key_type_is_time(&self) -> bool {

@@ -3,8 +3,10 @@
 //! sequences its columns draw from.
 
 use super::Acc;
-use crate::blueprint::{SequenceDef, ViewDef};
+use crate::blueprint::{names, ColumnIdentity, IdentityDef, SequenceDef, ViewDef};
+use crate::catalog::IdentityInfo;
 use crate::catalog::TableInfo;
+use crate::plan_file::Method;
 use crate::sql::QualifiedName;
 
 pub fn views(table: &QualifiedName, info: &TableInfo, acc: &mut Acc) -> Vec<ViewDef> {
@@ -56,4 +58,68 @@ pub fn sequences(info: &TableInfo, acc: &mut Acc) -> Vec<SequenceDef> {
         }
     }
     sequences
+}
+
+/// Identity columns: during the migration new rows keep drawing from the
+/// original's sequence; the swap gives the table that takes the name an
+/// identity of the same kind and options under the sequence's name,
+/// continuing where the original's stands (see docs/methods.md, "Identity
+/// columns").
+pub fn identities(method: Method, version_num: i32, info: &TableInfo, acc: &mut Acc) -> Vec<IdentityDef> {
+    let mut v = Vec::new();
+    for i in &info.identities {
+        let kind = if i.always { "ALWAYS" } else { "BY DEFAULT" };
+        let during = match method {
+            Method::Move => "new rows draw from it through the routing view's default (and the tool's own copies say OVERRIDING SYSTEM VALUE)",
+            Method::Sync => "the application keeps inserting into the original, and the mirror copies the values it drew",
+            Method::Attach => "the application keeps inserting into the original",
+        };
+        let swap = match method {
+            Method::Attach => "the swap gives the partitioned table an identity of the same kind and options under that sequence's name, continuing where the original's stands, and the first partition loses its own identity (PostgreSQL 17 attaches no table with one)",
+            _ => "the swap gives the partitioned table an identity of the same kind and options under that sequence's name, continuing where the original's stands; the original's sequence steps aside",
+        };
+        let back = match method {
+            Method::Sync => "; unswap moves the original's sequence past every value the partitioned table's handed out and gives the identity back to the original",
+            _ => "",
+        };
+        let partitions = if version_num < 170_000 {
+            "; on PostgreSQL 14 to 16 partitions do not share a parent's identity: an INSERT straight into a partition (not through the table) must give the column a value"
+        } else {
+            ""
+        };
+        acc.note(format!(
+            "column {} is GENERATED {kind} AS IDENTITY (sequence {}): {during}; {swap}{back}{partitions}",
+            i.column, i.sequence
+        ));
+        v.push(IdentityDef {
+            column: i.column.clone(),
+            always: i.always,
+            sequence: i.sequence.clone(),
+            stepped_aside: i.sequence.sibling(names::stepped_aside(&i.sequence.name)),
+            increment: i.increment,
+            min: i.min,
+            max: i.max,
+            cache: i.cache,
+            cycle: i.cycle,
+        });
+    }
+    v
+}
+
+/// An identity column as the tool's writes and the routing view see it:
+/// the roles that may insert into the table but may not use the sequence
+/// (an identity asks no privilege, the view's nextval does).
+pub fn column_identity(info: &TableInfo, i: &IdentityInfo) -> ColumnIdentity {
+    let mut grant: Vec<Option<String>> = Vec::new();
+    let public_uses = i.usage.iter().any(|u| u.is_none());
+    for g in info.grants.iter().filter(|g| g.privilege == "INSERT") {
+        if !public_uses && !i.usage.contains(&g.grantee) && !grant.contains(&g.grantee) {
+            grant.push(g.grantee.clone());
+        }
+    }
+    ColumnIdentity {
+        always: i.always,
+        sequence: i.sequence.clone(),
+        grant,
+    }
 }

@@ -118,6 +118,7 @@ pub fn table(schema: &str, name: &str) -> TableInfo {
             column: id("id"),
             owned: true,
         }],
+        identities: Vec::new(),
     }
 }
 

@@ -128,6 +128,7 @@ pub fn draft(plan: &PlanFile, facts: &Facts) -> Result<Draft> {
     let c = constraints::derive(plan, info, &key, facts.server.version_num, &mut acc);
     let dependent_views = dependents::views(table, info, &mut acc);
     let sequences = dependents::sequences(info, &mut acc);
+    let identities = dependents::identities(plan.spec.method, server.version_num, info, &mut acc);
     let l = layout::derive(plan, facts, info, &key, &c.uniques, &mut acc)?;
     if !facts.taken.is_empty() {
         acc.refuse(format!(
@@ -167,6 +168,7 @@ pub fn draft(plan: &PlanFile, facts: &Facts) -> Result<Draft> {
         storage: info.reloptions.clone(),
         tablespace: info.tablespace.clone(),
         sequences,
+        identities,
         routing: names::routing(table),
         mirror: names::mirror(table),
         attach: l.attach,
@@ -193,11 +195,27 @@ pub fn draft(plan: &PlanFile, facts: &Facts) -> Result<Draft> {
 fn columns(info: &crate::catalog::TableInfo) -> Vec<Column> {
     info.columns
         .iter()
-        .map(|c| Column {
-            name: c.name.clone(),
-            writable: !c.generated,
-            has_equality: c.has_equality,
-            default: c.default.clone(),
+        .map(|c| {
+            let identity = info
+                .identities
+                .iter()
+                .find(|i| i.column == c.name)
+                .map(|i| dependents::column_identity(info, i));
+            Column {
+                name: c.name.clone(),
+                writable: !c.generated,
+                has_equality: c.has_equality,
+                // An identity has no default expression; the routing view
+                // needs one to draw from the same sequence.
+                default: match &identity {
+                    Some(i) => Some(format!(
+                        "nextval({}::regclass)",
+                        crate::sql::quote_literal(&i.sequence.to_string())
+                    )),
+                    None => c.default.clone(),
+                },
+                identity,
+            }
         })
         .collect()
 }
@@ -217,6 +235,7 @@ fn created(bp: &Blueprint) -> (Vec<QualifiedName>, Vec<QualifiedName>) {
         relations.push(table.sibling(i.shadow_name.clone()));
         relations.push(table.sibling(i.old_rename.clone()));
     }
+    relations.extend(bp.identities.iter().map(|i| i.stepped_aside.clone()));
     for k in bp.attach.iter().flat_map(|a| &a.key_indexes) {
         relations.push(table.sibling(k.name.clone()));
     }

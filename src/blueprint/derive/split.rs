@@ -117,6 +117,9 @@ pub fn split(plan: &PlanFile, attached: &Blueprint, facts: &SplitFacts) -> Resul
         check: names::cutoff_check(table),
     });
     bp.attach = None;
+    // The partitioned table keeps its identity through a split; the view's
+    // default draws from it under the same sequence name.
+    bp.identities = Vec::new();
     // Dependent views as they are now.
     if let Some(info) = &facts.info {
         bp.dependent_views = info
@@ -131,6 +134,13 @@ pub fn split(plan: &PlanFile, attached: &Blueprint, facts: &SplitFacts) -> Resul
             .collect();
         bp.grants = info.grants.clone();
         bp.comment = info.comment.clone();
+        // The view's default draws from the partitioned table's identity
+        // now, whose privileges are its own.
+        for c in &mut bp.columns {
+            if let Some(i) = info.identities.iter().find(|i| i.column == c.name) {
+                c.identity = Some(super::dependents::column_identity(info, i));
+            }
+        }
     }
     if !facts.taken.is_empty() {
         return Err(Refusal::new(format!(

@@ -38,11 +38,11 @@ fn a_monthly_move_covers_the_keys_and_premakes_ahead() {
 #[test]
 fn what_the_tool_cannot_carry_is_refused_with_every_reason() {
     let mut info = table("public", "events");
-    info.columns[0].identity = true;
+    info.rules = vec!["redirect".into()];
     info.constraints.clear();
     let p = plan("public.events", "sync", MONTHLY);
     let e = refusal(derive(&p, &facts(info)));
-    assert!(e.contains("column \"id\" is an identity column"), "{e}");
+    assert!(e.contains("has rules (redirect)"), "{e}");
     assert!(
         e.contains("has no primary key or unique key on NOT NULL columns, which the sync method's mirror needs"),
         "{e}"
@@ -172,4 +172,107 @@ fn row_security_is_carried_and_refused_only_where_it_cannot_hold() {
     });
     let e = refusal(derive(&plan("public.events", "sync", MONTHLY), &f));
     assert!(e.contains("run the migration as a role with BYPASSRLS"), "{e}");
+}
+
+/// The events table with `id` GENERATED ALWAYS AS IDENTITY instead of a
+/// serial default.
+fn identity_table() -> crate::catalog::TableInfo {
+    let mut info = table("public", "events");
+    info.columns[0].default = None;
+    info.columns[0].identity = true;
+    info.sequences.clear();
+    info.identities = vec![crate::catalog::IdentityInfo {
+        column: id("id"),
+        always: true,
+        sequence: qn("public", "events_id_seq"),
+        increment: 1,
+        min: 1,
+        max: i64::MAX,
+        cache: 1,
+        cycle: false,
+        usage: Vec::new(),
+    }];
+    info
+}
+
+#[test]
+fn an_identity_is_carried_and_plan_says_how() {
+    for method in ["move", "sync", "attach"] {
+        let r = derive(&plan("public.events", method, MONTHLY), &facts(identity_table())).unwrap();
+        let bp = &r.blueprint;
+        assert_eq!(bp.identities.len(), 1, "{method}");
+        assert_eq!(
+            bp.identities[0].stepped_aside.to_string().replace('"', ""),
+            "public.events_id_seq__o"
+        );
+        assert!(bp.has_always_identity());
+        // The routing view's default draws from the identity's sequence.
+        assert_eq!(
+            bp.columns[0].default.as_deref().map(|d| d.replace('"', "")),
+            Some("nextval('public.events_id_seq'::regclass)".to_string())
+        );
+        let note = r
+            .findings
+            .iter()
+            .find(|f| f.message.contains("GENERATED ALWAYS AS IDENTITY"))
+            .unwrap_or_else(|| panic!("{method}: no finding on the identity"));
+        assert!(
+            note.message.replace('"', "").contains("sequence public.events_id_seq"),
+            "{}",
+            note.message
+        );
+        assert!(note.message.contains("PostgreSQL 14 to 16"), "{}", note.message);
+    }
+    let mut f = facts(identity_table());
+    f.server.version_num = 170_002;
+    let r = derive(&plan("public.events", "move", MONTHLY), &f).unwrap();
+    assert!(!r.findings.iter().any(|f| f.message.contains("PostgreSQL 14 to 16")));
+}
+
+#[test]
+fn an_identity_always_is_never_set_and_its_copies_override_it() {
+    use crate::method::{moving, sync};
+    let text = |v: Vec<crate::sql::Statement>| v.iter().map(|s| s.sql.replace('"', "")).collect::<Vec<_>>().join(";\n");
+    let bp = derive(&plan("public.events", "move", MONTHLY), &facts(identity_table()))
+        .unwrap()
+        .blueprint;
+    let route = text(moving::sql::route(&bp));
+    assert!(
+        route
+            .contains("ALTER VIEW public.events ALTER COLUMN id SET DEFAULT nextval('public.events_id_seq'::regclass)"),
+        "{route}"
+    );
+    assert!(
+        route.contains("INSERT INTO public.events__part (id, ts, Kind, payload) OVERRIDING SYSTEM VALUE VALUES"),
+        "{route}"
+    );
+    assert!(!route.contains("SET id ="), "{route}");
+    assert!(!route.contains(" id = CASE"), "{route}");
+    assert!(route.contains("can only be updated to DEFAULT"), "{route}");
+    let swap = text(moving::sql::swap(&bp));
+    assert!(
+        swap.contains("ALTER SEQUENCE public.events_id_seq RENAME TO events_id_seq__o"),
+        "{swap}"
+    );
+    assert!(swap.contains("ALTER TABLE public.events ALTER COLUMN id ADD GENERATED ALWAYS AS IDENTITY (SEQUENCE NAME public.events_id_seq INCREMENT BY 1 MINVALUE 1 MAXVALUE 9223372036854775807 NO CYCLE CACHE 1)"), "{swap}");
+    assert!(
+        swap.contains(
+            "setval('public.events_id_seq'::regclass, s.last_value, s.is_called) FROM public.events_id_seq__o s"
+        ),
+        "{swap}"
+    );
+    let bp = derive(&plan("public.events", "sync", MONTHLY), &facts(identity_table()))
+        .unwrap()
+        .blueprint;
+    let swap = text(sync::sql::swap(&bp));
+    assert!(!swap.contains("= EXCLUDED.id"), "{swap}");
+    let unswap = text(sync::sql::unswap(&bp));
+    assert!(
+        unswap.contains("ALTER TABLE public.events__part ALTER COLUMN id DROP IDENTITY"),
+        "{unswap}"
+    );
+    assert!(
+        unswap.contains("ALTER SEQUENCE public.events_id_seq__o RENAME TO events_id_seq"),
+        "{unswap}"
+    );
 }

@@ -13,7 +13,7 @@ use crate::exec::tx::Record;
 use crate::exec::{Context, Session};
 use crate::method::moving::{self, abort::back_step, abort::reroute_step, swap_relations};
 use crate::method::shared::routing::{hand_name_to, stragglers, view_goes_live, view_locks};
-use crate::method::shared::{lock_statement, options_clause, session_limits, writable_columns};
+use crate::method::shared::{lock_statement, options_clause, overriding, session_limits, writable_columns};
 use crate::method::{abort as aborts, How, Part, Step};
 use crate::sql::{quote_literal, Statement};
 use anyhow::Result;
@@ -161,12 +161,13 @@ pub fn unroute(bp: &Blueprint) -> Vec<Statement> {
     s.push(Statement::new(
         "the last rows of the first partition's range move back",
         format!(
-            "WITH moved AS (DELETE FROM {shadow} WHERE {k} < {c}::{ty} RETURNING {w}) INSERT INTO {old} ({w}) SELECT {w} FROM moved",
+            "WITH moved AS (DELETE FROM {shadow} WHERE {k} < {c}::{ty} RETURNING {w}) INSERT INTO {old} ({w}){o} SELECT {w} FROM moved",
             shadow = bp.shadow,
             k = bp.key.column,
             c = quote_literal(&d.cutoff),
             ty = bp.key.type_name,
-            old = bp.old
+            old = bp.old,
+            o = overriding(bp)
         ),
     ));
     s.extend(hand_name_to(

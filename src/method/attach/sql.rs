@@ -8,7 +8,7 @@
 //! and gives the partitioned table the name.
 
 use crate::blueprint::{AttachDef, Blueprint};
-use crate::method::shared::swap::{keep_comment, rename_indexes, sequences_to, swap_locks};
+use crate::method::shared::swap::{identity_to, keep_comment, rename_indexes, sequences_to, swap_locks};
 use crate::method::shared::{drop_incoming_fks, lock_statement, prepare, rebind_view, session_limits, triggers};
 use crate::sql::{list, quote_literal, Statement};
 
@@ -149,6 +149,17 @@ pub fn swap(bp: &Blueprint) -> Vec<Statement> {
         &bp.table,
         "the table's own trigger moves to the partitioned table",
     ));
+    // The partitioned table takes the identity before the attach: from
+    // PostgreSQL 17 a table with an identity of its own cannot be
+    // attached, and on 14 to 16 the first partition keeping its own would
+    // hand out the values the parent's hands out.
+    s.extend(identity_to(bp, &bp.shadow));
+    for i in &bp.identities {
+        s.push(Statement::new(
+            "the first partition loses its own identity and its sequence (its values stay); the partitioned table's continues past it",
+            format!("ALTER TABLE {} ALTER COLUMN {} DROP IDENTITY", bp.table, i.column),
+        ));
+    }
     s.push(Statement::new(
         "the original becomes the partition of every key below the cutoff; its validated constraint spares the scan",
         format!(

@@ -13,7 +13,7 @@
 //! instead of moving, and an abort moves back from each partition.
 
 use crate::blueprint::Blueprint;
-use crate::method::shared::{session_limits, writable_columns};
+use crate::method::shared::{overriding, session_limits, writable_columns};
 use crate::method::{How, Part};
 use crate::sql::{list, QualifiedName, Statement};
 
@@ -80,11 +80,12 @@ pub fn backfill(bp: &Blueprint) -> Statement {
     Statement::new(
         "copy one batch: rows on pages [$1, $2), locked FOR SHARE until the batch commits; rows the mirror wrote already are skipped",
         format!(
-            "INSERT INTO {shadow} ({w}) SELECT {w} FROM ONLY {table} \
+            "INSERT INTO {shadow} ({w}){o} SELECT {w} FROM ONLY {table} \
              WHERE ctid >= ('(' || $1::text || ',0)')::tid AND ctid < ('(' || $2::text || ',0)')::tid \
              FOR SHARE ON CONFLICT DO NOTHING",
             shadow = bp.shadow,
-            table = bp.table
+            table = bp.table,
+            o = overriding(bp)
         ),
     )
 }
@@ -96,8 +97,9 @@ pub fn move_statement(bp: &Blueprint, from: &QualifiedName, from_only: bool, to:
         "move one batch: the rows on pages [$1, $2) leave one table and enter the other in one statement",
         format!(
             "WITH moved AS (DELETE FROM {only}{from} WHERE ctid >= ('(' || $1::text || ',0)')::tid AND ctid < ('(' || $2::text || ',0)')::tid RETURNING {w}) \
-             INSERT INTO {to} ({w}) SELECT {w} FROM moved",
-            only = if from_only { "ONLY " } else { "" }
+             INSERT INTO {to} ({w}){o} SELECT {w} FROM moved",
+            only = if from_only { "ONLY " } else { "" },
+            o = overriding(bp)
         ),
     )
 }

@@ -13,9 +13,9 @@ use crate::blueprint::Blueprint;
 use crate::method::shared::routing::{
     hand_name_to, insert_routing, stragglers, view_goes_live, view_locks, InsertTarget,
 };
-use crate::method::shared::swap::{keep_comment, rename_keys, sequences_to};
+use crate::method::shared::swap::{identity_to, keep_comment, rename_keys, sequences_to};
 use crate::method::shared::triggers;
-use crate::method::shared::{lock_statement, restore_incoming_fks, session_limits, writable_columns};
+use crate::method::shared::{lock_statement, overriding, restore_incoming_fks, session_limits, writable_columns};
 use crate::sql::{quote_literal, Statement};
 
 /// Route: the original steps aside and the view takes its name.
@@ -62,6 +62,7 @@ pub fn swap(bp: &Blueprint) -> Vec<Statement> {
     // partitioned table, which now carries the table's name.
     s.extend(rename_keys(bp, &bp.old, &bp.table, true));
     s.extend(sequences_to(bp, &bp.table));
+    s.extend(identity_to(bp, &bp.table));
     s.extend(keep_comment(bp, "TABLE"));
     s
 }
@@ -104,8 +105,10 @@ pub fn unroute(bp: &Blueprint) -> Vec<Statement> {
     s.push(Statement::new(
         "the last rows move back",
         format!(
-            "WITH moved AS (DELETE FROM {} RETURNING {w}) INSERT INTO {} ({w}) SELECT {w} FROM moved",
-            bp.shadow, bp.old
+            "WITH moved AS (DELETE FROM {} RETURNING {w}) INSERT INTO {} ({w}){} SELECT {w} FROM moved",
+            bp.shadow,
+            bp.old,
+            overriding(bp)
         ),
     ));
     s.extend(revert(bp));

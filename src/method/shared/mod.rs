@@ -26,6 +26,26 @@ pub fn lock_in_mode(why: &'static str, relations: &[String], mode: &str) -> Stat
     Statement::new(why, format!("LOCK TABLE {} IN {mode} MODE", list(relations)))
 }
 
+/// ` OVERRIDING SYSTEM VALUE` when a column is GENERATED ALWAYS AS
+/// IDENTITY: every insert of the tool copies rows with their values, and
+/// PostgreSQL accepts the clause on a table that has no identity (the
+/// same statement serves the original and the partitioned table, before
+/// and after the identity changes sides).
+pub fn overriding(bp: &Blueprint) -> &'static str {
+    if bp.has_always_identity() {
+        " OVERRIDING SYSTEM VALUE"
+    } else {
+        ""
+    }
+}
+
+/// The writable columns the tool may SET: not an identity ALWAYS, which
+/// PostgreSQL lets no UPDATE set to a value.
+pub fn settable_columns(bp: &Blueprint) -> impl Iterator<Item = &crate::blueprint::Column> {
+    bp.writable_columns()
+        .filter(|c| !c.identity.as_ref().is_some_and(|i| i.always))
+}
+
 /// The plain list of all columns, for SELECT lists.
 pub fn all_columns(bp: &Blueprint) -> String {
     list(bp.columns.iter().map(|c| &c.name))

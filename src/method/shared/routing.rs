@@ -4,7 +4,7 @@
 //! application's INSERT (with RETURNING, and COPY), UPDATE and DELETE keep
 //! working while rows move underneath; and the hand-over that ends it.
 
-use super::{all_columns, grants, lock_statement, rebind_view, writable_columns};
+use super::{all_columns, grants, lock_statement, overriding, rebind_view, settable_columns, writable_columns};
 use crate::blueprint::Blueprint;
 use crate::sql::{list, QualifiedName, Statement};
 
@@ -60,7 +60,37 @@ pub fn view_statements(bp: &Blueprint) -> Vec<Statement> {
         }
     }
     s.extend(grants(bp, "TABLE", &bp.table.to_string()));
+    s.extend(identity_usage(bp, false));
     s.extend(super::swap::keep_comment(bp, "VIEW"));
+    s
+}
+
+/// The view's default for an identity column calls nextval of its
+/// sequence, which checks the caller's privilege where the identity did
+/// not: every role that may insert into the table may use the sequence
+/// while the view stands (`grant`), and no longer once it goes (`revoke`).
+fn identity_usage(bp: &Blueprint, revoke: bool) -> Vec<Statement> {
+    let mut s = Vec::new();
+    for c in &bp.columns {
+        let Some(i) = &c.identity else { continue };
+        for g in &i.grant {
+            let grantee = match g {
+                Some(r) => crate::sql::quote_ident(r),
+                None => "PUBLIC".into(),
+            };
+            s.push(if revoke {
+                Statement::new(
+                    "the view's default is gone: the sequence's privileges as they were",
+                    format!("REVOKE USAGE ON SEQUENCE {} FROM {grantee}", i.sequence),
+                )
+            } else {
+                Statement::new(
+                    "the view's default draws from the identity's sequence: whoever may insert may use it",
+                    format!("GRANT USAGE ON SEQUENCE {} TO {grantee}", i.sequence),
+                )
+            });
+        }
+    }
     s
 }
 
@@ -130,8 +160,8 @@ pub fn insert_routing(bp: &Blueprint, target: InsertTarget) -> Vec<Statement> {
         s.push(Statement::new(
             "INSERT through the view, with RETURNING",
             format!(
-                "CREATE OR REPLACE RULE {} AS ON INSERT TO {} DO INSTEAD INSERT INTO {dest} ({wcols}) VALUES ({new_values}) RETURNING {returning}",
-                r.insert_rule, bp.table
+                "CREATE OR REPLACE RULE {} AS ON INSERT TO {} DO INSTEAD INSERT INTO {dest} ({wcols}){o} VALUES ({new_values}) RETURNING {returning}",
+                r.insert_rule, bp.table, o = overriding(bp)
             ),
         ));
     }
@@ -140,7 +170,7 @@ pub fn insert_routing(bp: &Blueprint, target: InsertTarget) -> Vec<Statement> {
             "INSERT for COPY into the view",
             function(
                 &r.insert_function,
-                &format!("BEGIN\n  INSERT INTO {dest} ({wcols}) VALUES ({new_values}) RETURNING {returning} INTO {into};\n  RETURN NEW;\nEND"),
+                &format!("BEGIN\n  INSERT INTO {dest} ({wcols}){o} VALUES ({new_values}) RETURNING {returning} INTO {into};\n  RETURN NEW;\nEND", o = overriding(bp)),
             ),
         ),
         Statement::new("the table's owner owns the routing", format!("ALTER FUNCTION {}() OWNER TO {owner}", r.insert_function)),
@@ -171,7 +201,7 @@ fn dollar_quote(body: &str) -> String {
 /// otherwise, so that concurrent updates of different columns of one row
 /// both survive.
 fn merge_set(bp: &Blueprint) -> String {
-    list(bp.writable_columns().map(|c| {
+    list(settable_columns(bp).map(|c| {
         let changed = if c.has_equality {
             format!("NEW.{n} IS DISTINCT FROM OLD.{n}", n = c.name)
         } else {
@@ -206,6 +236,17 @@ fn searches(bp: &Blueprint) -> Vec<(String, String)> {
 fn update_body(bp: &Blueprint) -> String {
     let set = merge_set(bp);
     let mut body = key_check(bp);
+    // An identity ALWAYS column is left out of the SET list; a statement
+    // that changes it fails as it would on the table.
+    for c in bp.writable_columns() {
+        if c.identity.as_ref().is_some_and(|i| i.always) {
+            body.push_str(&format!(
+                "  IF NEW.{n} IS DISTINCT FROM OLD.{n} THEN\n    RAISE EXCEPTION USING ERRCODE = 'generated_always', MESSAGE = {m};\n  END IF;\n",
+                n = c.name,
+                m = crate::sql::quote_literal(&format!("column {} can only be updated to DEFAULT", c.name))
+            ));
+        }
+    }
     for (rel, cond) in searches(bp) {
         body.push_str(&format!(
             "  UPDATE {rel} AS t SET {set} WHERE {cond};\n  IF FOUND THEN RETURN NEW; END IF;\n"
@@ -276,9 +317,10 @@ pub fn stragglers(bp: &Blueprint) -> Vec<Statement> {
             "move the rows that an UPDATE put behind the mover's cursor",
             format!(
                 "WITH moved AS (DELETE FROM ONLY {old} WHERE ({ident}) IN (SELECT {ident} FROM ONLY {old}) RETURNING {w}) \
-                 INSERT INTO {shadow} ({w}) SELECT {w} FROM moved",
+                 INSERT INTO {shadow} ({w}){o} SELECT {w} FROM moved",
                 old = bp.old,
-                shadow = bp.shadow
+                shadow = bp.shadow,
+                o = overriding(bp)
             ),
         ),
     ]
@@ -302,6 +344,7 @@ pub fn hand_name_to(bp: &Blueprint, heir: &crate::sql::QualifiedName, why: &'sta
         "the view and its rule and triggers go",
         format!("DROP VIEW {}", bp.retired_view),
     ));
+    s.extend(identity_usage(bp, true));
     s.push(Statement::new(
         "the routing functions go",
         format!(

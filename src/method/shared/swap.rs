@@ -67,25 +67,95 @@ pub fn sequences_to(bp: &Blueprint, owner_table: &QualifiedName) -> Vec<Statemen
         .collect()
 }
 
-/// Before the swap, outside its locks: every owned sequence past the
-/// highest key `over` holds (rows written with explicit keys included), so
-/// the swap transaction need not read the table.
+/// Before the swap, outside its locks: every owned sequence (and every
+/// identity's) past the highest key `over` holds (rows written with
+/// explicit keys included), so the swap transaction need not read the
+/// table.
 pub fn sequences_catch_up(bp: &Blueprint, over: &QualifiedName) -> Vec<Statement> {
-    bp.sequences
-        .iter()
-        .map(|seq| {
+    let owned = bp.sequences.iter().map(|s| (&s.name, &s.column));
+    let identities = bp.identities.iter().map(|i| (&i.sequence, &i.column));
+    owned
+        .chain(identities)
+        .map(|(name, column)| {
             Statement::new(
                 "before the swap: the sequence past every key in the table",
                 format!(
-                    "SELECT pg_catalog.setval({seq}::regclass, s.m) FROM (SELECT max({col})::bigint AS m FROM {over}) s \
+                    "SELECT pg_catalog.setval({seq}::regclass, s.m) FROM (SELECT max({column})::bigint AS m FROM {over}) s \
                      WHERE s.m > (SELECT last_value FROM {name})",
-                    seq = quote_literal(&seq.name.to_string()),
-                    col = seq.column,
-                    name = seq.name
+                    seq = quote_literal(&name.to_string()),
                 ),
             )
         })
         .collect()
+}
+
+/// The swap hands each identity to `to`, the table that now carries the
+/// name (it has none: `LIKE` copies no identity). The original's sequence
+/// steps aside and the new identity takes its name, kind and options; it
+/// continues exactly where the original's stands: its `last_value` counts
+/// every value handed out, those sessions hold in their caches too, and no
+/// value of it is drawn after this transaction (the name reaches the new
+/// table from its commit on). A DDL takes no expression for its START, but
+/// `setval` does, so no dynamic SQL is needed and the whole stays one
+/// message under the swap's locks.
+pub fn identity_to(bp: &Blueprint, to: &QualifiedName) -> Vec<Statement> {
+    let mut s = Vec::new();
+    for i in &bp.identities {
+        s.push(Statement::new(
+            "the original's identity sequence steps aside",
+            format!("ALTER SEQUENCE {} RENAME TO {}", i.sequence, i.stepped_aside.name),
+        ));
+        s.push(Statement::new(
+            "the table that carries the name gets an identity of the same kind and options, under the sequence's name (no scan: the column is NOT NULL)",
+            format!(
+                "ALTER TABLE {to} ALTER COLUMN {} ADD GENERATED {} AS IDENTITY (SEQUENCE NAME {} INCREMENT BY {} MINVALUE {} MAXVALUE {} {}CYCLE CACHE {})",
+                i.column,
+                if i.always { "ALWAYS" } else { "BY DEFAULT" },
+                i.sequence,
+                i.increment,
+                i.min,
+                i.max,
+                if i.cycle { "" } else { "NO " },
+                i.cache
+            ),
+        ));
+        s.push(Statement::new(
+            "the new identity continues where the original's stopped: no value is handed out twice",
+            format!(
+                "SELECT pg_catalog.setval({}::regclass, s.last_value, s.is_called) FROM {} s",
+                quote_literal(&i.sequence.to_string()),
+                i.stepped_aside
+            ),
+        ));
+    }
+    s
+}
+
+/// Unswap: the identity goes back to the original, whose sequence first
+/// moves to where the partitioned table's stands (past every value it
+/// handed out); the partitioned table's identity goes (its values stay)
+/// and the original's sequence takes its name back.
+pub fn identity_back(bp: &Blueprint, from: &QualifiedName) -> Vec<Statement> {
+    let mut s = Vec::new();
+    for i in &bp.identities {
+        s.push(Statement::new(
+            "the original's identity continues past every value the partitioned table's handed out",
+            format!(
+                "SELECT pg_catalog.setval({}::regclass, s.last_value, s.is_called) FROM {} s",
+                quote_literal(&i.stepped_aside.to_string()),
+                i.sequence
+            ),
+        ));
+        s.push(Statement::new(
+            "the partitioned table's identity goes, with its sequence; its values stay",
+            format!("ALTER TABLE {from} ALTER COLUMN {} DROP IDENTITY", i.column),
+        ));
+        s.push(Statement::new(
+            "the original's sequence takes its name back",
+            format!("ALTER SEQUENCE {} RENAME TO {}", i.stepped_aside, i.sequence.name),
+        ));
+    }
+    s
 }
 
 /// Locks of the swap and unswap, outer objects first.

@@ -11,11 +11,11 @@
 //! and the mirror never meets a duplicate.
 
 use crate::blueprint::Blueprint;
-use crate::method::shared::swap::{keep_comment, rename_keys, sequences_to, swap_locks};
+use crate::method::shared::swap::{identity_back, identity_to, keep_comment, rename_keys, sequences_to, swap_locks};
 use crate::method::shared::triggers;
 use crate::method::shared::{
-    drop_incoming_fks, force_row_security, lock_in_mode, lock_statement, prepare, rebind_view, restore_incoming_fks,
-    session_limits, writable_columns,
+    drop_incoming_fks, force_row_security, lock_in_mode, lock_statement, overriding, prepare, rebind_view,
+    restore_incoming_fks, session_limits, settable_columns, writable_columns,
 };
 use crate::sql::{list, QualifiedName, Statement};
 
@@ -58,12 +58,15 @@ fn insert_new(bp: &Blueprint, target: &str, upsert: bool) -> String {
         format!(
             " ON CONFLICT ({}) DO UPDATE SET {}",
             list(&bp.row_identity),
-            list(bp.writable_columns().map(|c| format!("{n} = EXCLUDED.{n}", n = c.name)))
+            list(settable_columns(bp).map(|c| format!("{n} = EXCLUDED.{n}", n = c.name)))
         )
     } else {
         String::new()
     };
-    format!("INSERT INTO {target} ({w}) VALUES ({values}){conflict}")
+    format!(
+        "INSERT INTO {target} ({w}){} VALUES ({values}){conflict}",
+        overriding(bp)
+    )
 }
 
 /// The body of a row trigger that mirrors writes into `target`.
@@ -231,6 +234,7 @@ pub fn swap(bp: &Blueprint) -> Vec<Statement> {
         s.push(rebind_view(v));
     }
     s.extend(sequences_to(bp, &bp.table));
+    s.extend(identity_to(bp, &bp.table));
     s.extend(keep_comment(bp, "TABLE"));
     s.extend(move_force(bp, &bp.old, &bp.table));
     s.extend(triggers::disable_all(bp, &bp.old));
@@ -269,6 +273,7 @@ pub fn unswap(bp: &Blueprint) -> Vec<Statement> {
         s.push(rebind_view(v));
     }
     s.extend(sequences_to(bp, &bp.table));
+    s.extend(identity_back(bp, &bp.shadow));
     s.extend(restore_incoming_fks(bp));
     s.extend(move_force(bp, &bp.shadow, &bp.table));
     s.extend(triggers::drop_all(

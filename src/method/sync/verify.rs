@@ -199,8 +199,10 @@ pub fn repair_part(bp: &Blueprint, cond: &str) -> Part {
             Statement::new(
                 "and are copied again",
                 format!(
-                    "INSERT INTO {} ({w}) SELECT {w} FROM ONLY {} AS t WHERE {cond} ON CONFLICT DO NOTHING",
-                    bp.shadow, bp.table
+                    "INSERT INTO {} ({w}){} SELECT {w} FROM ONLY {} AS t WHERE {cond} ON CONFLICT DO NOTHING",
+                    bp.shadow,
+                    crate::method::shared::overriding(bp),
+                    bp.table
                 ),
             ),
         ],
