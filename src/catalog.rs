@@ -29,6 +29,8 @@ pub struct TableInfo {
     pub indexes: Vec<IndexInfo>,
     pub incoming_fks: Vec<IncomingFkInfo>,
     pub dependents: Vec<DependentInfo>,
+    /// The materialized views that read the table.
+    pub materialized: Vec<MatViewInfo>,
     pub triggers: Vec<String>,
     /// The user triggers, as the partitioned table takes them.
     pub trigger_defs: Vec<TriggerInfo>,
@@ -119,6 +121,22 @@ impl TriggerInfo {
     pub fn row(&self) -> bool {
         self.kind & 1 != 0
     }
+}
+
+/// A materialized view that reads the table, with what it carries.
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct MatViewInfo {
+    pub name: QualifiedName,
+    pub definition: String,
+    pub owner: String,
+    pub populated: bool,
+    pub comment: Option<String>,
+    /// Each index: its name, whether it is unique, and its definition
+    /// after `USING`.
+    pub indexes: Vec<(Ident, bool, String)>,
+    pub grants: Vec<GrantInfo>,
+    /// Views and materialized views that read it in turn.
+    pub readers: Vec<String>,
 }
 
 /// A row-level security policy, as `pg_policy` holds it.
@@ -243,6 +261,7 @@ pub async fn table_info(client: &Client, oid: u32) -> Result<TableInfo> {
         indexes: indexes(client, oid).await?,
         incoming_fks: incoming_fks(client, oid).await?,
         dependents: dependents(client, oid).await?,
+        materialized: materialized(client, oid).await?,
         triggers: triggers(client, oid).await?,
         trigger_defs: trigger_defs(client, oid).await?,
         rules: rules(client, oid).await?,
@@ -290,6 +309,7 @@ async fn relation(client: &Client, oid: u32) -> Result<TableInfo> {
         indexes: Vec::new(),
         incoming_fks: Vec::new(),
         dependents: Vec::new(),
+        materialized: Vec::new(),
         triggers: Vec::new(),
         trigger_defs: Vec::new(),
         rules: Vec::new(),
@@ -465,6 +485,56 @@ async fn dependents(client: &Client, oid: u32) -> Result<Vec<DependentInfo>> {
             options: r.get(4),
         })
         .collect())
+}
+
+async fn materialized(client: &Client, oid: u32) -> Result<Vec<MatViewInfo>> {
+    let views = client
+        .query(
+            "SELECT DISTINCT v.oid, n.nspname::text, v.relname::text, pg_get_viewdef(v.oid), pg_get_userbyid(v.relowner)::text, \
+                    v.relispopulated, obj_description(v.oid, 'pg_class') \
+             FROM pg_depend d JOIN pg_rewrite r ON r.oid = d.objid JOIN pg_class v ON v.oid = r.ev_class \
+             JOIN pg_namespace n ON n.oid = v.relnamespace \
+             WHERE d.classid = 'pg_rewrite'::regclass AND d.refclassid = 'pg_class'::regclass \
+               AND d.refobjid = $1 AND v.oid <> $1 AND v.relkind = 'm' ORDER BY 2, 3",
+            &[&oid],
+        )
+        .await?;
+    let mut out = Vec::new();
+    for v in views {
+        let mv: u32 = v.get(0);
+        let indexes = client
+            .query(
+                "SELECT x.relname::text, i.indisunique, substr(pg_get_indexdef(i.indexrelid), strpos(pg_get_indexdef(i.indexrelid), ' USING ') + 7) \
+                 FROM pg_index i JOIN pg_class x ON x.oid = i.indexrelid WHERE i.indrelid = $1 ORDER BY 1",
+                &[&mv],
+            )
+            .await?
+            .iter()
+            .map(|r| (Ident::new(r.get::<_, String>(0)), r.get(1), r.get(2)))
+            .collect();
+        let readers = client
+            .query(
+                "SELECT DISTINCT (w.oid::regclass)::text FROM pg_depend d JOIN pg_rewrite r ON r.oid = d.objid \
+                 JOIN pg_class w ON w.oid = r.ev_class \
+                 WHERE d.classid = 'pg_rewrite'::regclass AND d.refobjid = $1 AND w.oid <> $1 ORDER BY 1",
+                &[&mv],
+            )
+            .await?
+            .iter()
+            .map(|r| r.get(0))
+            .collect();
+        out.push(MatViewInfo {
+            name: QualifiedName::new(v.get::<_, String>(1), v.get::<_, String>(2)),
+            definition: v.get(3),
+            owner: v.get(4),
+            populated: v.get(5),
+            comment: v.get(6),
+            indexes,
+            grants: grants(client, mv).await?,
+            readers,
+        });
+    }
+    Ok(out)
 }
 
 /// The first column of every row of `sql`, which takes the table's oid.

@@ -91,10 +91,10 @@ async fn refusals_are_one_sentence_and_change_nothing() {
             expect: "(\"event_refs_event_id_fkey\" on \"public\".\"event_refs\")",
         },
         Case {
-            name: "materialized view",
-            setup: "CREATE MATERIALIZED VIEW ev_mv AS SELECT id FROM workflow_events",
+            name: "a materialized view read by a view",
+            setup: "CREATE MATERIALIZED VIEW ev_mv AS SELECT id FROM workflow_events; CREATE VIEW ev_mv_reader AS SELECT * FROM ev_mv",
             plan: p(""),
-            expect: "materialized view \"public\".\"ev_mv\"",
+            expect: "materialized view \"public\".\"ev_mv\" reads \"public\".\"workflow_events\", and views read it in turn (public.ev_mv_reader)",
         },
         Case {
             name: "a statement trigger on UPDATE, by move",

@@ -71,6 +71,10 @@ pub struct Blueprint {
     /// The original's user triggers, carried to the partitioned table.
     #[serde(default)]
     pub triggers: Vec<crate::catalog::TriggerInfo>,
+    /// Materialized views that read the table, rebuilt on the partitioned
+    /// table after the swap.
+    #[serde(default)]
+    pub materialized: Vec<crate::catalog::MatViewInfo>,
     pub settings: Settings,
 }
 

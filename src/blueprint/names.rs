@@ -97,3 +97,13 @@ pub fn routing(table: &QualifiedName) -> Routing {
         delete_trigger: t("__del"),
     }
 }
+
+/// A materialized view while it is built again, before it takes the name.
+pub fn rebuilt(name: &QualifiedName) -> QualifiedName {
+    name.sibling(name.name.derive("__new"))
+}
+
+/// An index of a materialized view built again, before it takes the name.
+pub fn rebuilt_index(name: &Ident) -> Ident {
+    name.derive("__new")
+}

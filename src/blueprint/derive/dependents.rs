@@ -21,10 +21,18 @@ pub fn views(table: &QualifiedName, info: &TableInfo, acc: &mut Acc) -> Vec<View
                     options: d.options.clone(),
                 });
             }
-            'm' => acc.refuse(format!(
-                "materialized view {} depends on {table} and would keep reading the original table; drop it first and create it again after the swap",
-                d.name
-            )),
+            'm' => match info.materialized.iter().find(|m| m.name == d.name) {
+                Some(m) if m.readers.is_empty() => acc.note(format!(
+                    "materialized view {} reads {table}; after the swap it is built again under another name on the partitioned table, with its indexes, grants and comment, and takes the name in one short transaction (its readers never see it missing; a REFRESH between the swap and then reads the original)",
+                    d.name
+                )),
+                Some(m) => acc.refuse(format!(
+                    "materialized view {} reads {table}, and views read it in turn ({}), which would have to be built again with it; drop them first, or the materialized view",
+                    d.name,
+                    m.readers.join(", ")
+                )),
+                None => acc.refuse(format!("the materialized view {} could not be read from the catalog", d.name)),
+            },
             _ => acc.refuse(format!(
                 "function {} depends on {table} through a SQL-standard body and would keep reading the original table; drop it first and create it again after the swap",
                 d.name

@@ -97,6 +97,7 @@ pub fn table(schema: &str, name: &str) -> TableInfo {
             constraint: None,
         }],
         incoming_fks: Vec::new(),
+        materialized: Vec::new(),
         dependents: vec![DependentInfo {
             name: qn(schema, "recent events"),
             kind: 'v',

@@ -179,6 +179,12 @@ pub fn draft(plan: &PlanFile, facts: &Facts) -> Result<Draft> {
             policies: info.policies.clone(),
         },
         triggers: info.trigger_defs.clone(),
+        materialized: info
+            .materialized
+            .iter()
+            .filter(|m| m.readers.is_empty())
+            .cloned()
+            .collect(),
         settings,
     };
     let (relations, functions) = created(&blueprint);
@@ -236,6 +242,14 @@ fn created(bp: &Blueprint) -> (Vec<QualifiedName>, Vec<QualifiedName>) {
         relations.push(table.sibling(i.old_rename.clone()));
     }
     relations.extend(bp.identities.iter().map(|i| i.stepped_aside.clone()));
+    for m in &bp.materialized {
+        relations.push(names::rebuilt(&m.name));
+        relations.extend(
+            m.indexes
+                .iter()
+                .map(|(i, _, _)| m.name.sibling(names::rebuilt_index(i))),
+        );
+    }
     for k in bp.attach.iter().flat_map(|a| &a.key_indexes) {
         relations.push(table.sibling(k.name.clone()));
     }

@@ -84,6 +84,8 @@ pub fn split(plan: &PlanFile, attached: &Blueprint, facts: &SplitFacts) -> Resul
     bp.partitions = partitions;
     bp.default_partition = None;
     bp.incoming_fks = Vec::new();
+    // The attach rebuilt them on the partitioned table already.
+    bp.materialized = Vec::new();
     bp.settings.keep_old = false;
     // The first partition's rows are found by the partitioned key.
     bp.row_identity = attached

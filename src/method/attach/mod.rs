@@ -98,7 +98,11 @@ pub fn steps(bp: &Blueprint) -> Vec<Step> {
             from: Some(Phase::Swapped),
             to: Some(Phase::Finished),
             summary: "statistics for the partitioned table",
-            parts: analyze_and_record(&bp.table, Phase::Swapped, Phase::Finished),
+            parts: [
+                crate::method::shared::materialized::parts(bp),
+                analyze_and_record(&bp.table, Phase::Swapped, Phase::Finished),
+            ]
+            .concat(),
         },
     ]
 }

@@ -138,7 +138,7 @@ pub fn steps_with(bp: &Blueprint, route: Part, swap: Part) -> Vec<Step> {
             } else {
                 "its own transaction after the swap: the emptied original goes"
             },
-            parts: vec![finish(bp)],
+            parts: [crate::method::shared::materialized::parts(bp), vec![finish(bp)]].concat(),
         },
     ]
 }

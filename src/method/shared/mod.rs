@@ -2,6 +2,7 @@
 //! table ([`prepare`]), the routing view ([`routing`]), the swap's tail
 //! ([`swap`]), and the small pieces below. Pure: no I/O.
 
+pub mod materialized;
 pub mod prepare;
 pub mod routing;
 pub mod swap;

@@ -76,9 +76,15 @@ pub fn steps(bp: &Blueprint) -> Vec<Step> {
             from: Some(Phase::Swapped),
             to: Some(Phase::Finished),
             summary: "only when you run `migrate cleanup`: the retired original goes",
-            parts: vec![Part::new("cleanup", How::Transaction, "once", sql::cleanup(bp))
-                .recording(Record::Advance(Phase::Swapped, Phase::Finished))
-                .locking(vec![bp.table.to_string(), bp.old.to_string()])],
+            parts: [
+                // Until now they read the retired original, which the back
+                // mirror keeps in step.
+                crate::method::shared::materialized::parts(bp),
+                vec![Part::new("cleanup", How::Transaction, "once", sql::cleanup(bp))
+                    .recording(Record::Advance(Phase::Swapped, Phase::Finished))
+                    .locking(vec![bp.table.to_string(), bp.old.to_string()])],
+            ]
+            .concat(),
         },
     ]
 }
