@@ -453,3 +453,32 @@ async fn enum_uuid_and_date_list_keys() {
         }
     }
 }
+
+/// A table with no primary key and no unique key at all: attach needs
+/// none; the split that would route through a view says why it cannot.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn attach_takes_a_table_without_any_key() {
+    let cluster = Cluster::start();
+    let db = cluster.database().await;
+    seed(&db, 10, 3000).await;
+    db.exec("ALTER TABLE workflow_events DROP CONSTRAINT workflow_events_pkey")
+        .await;
+    let dir = scratch();
+    let yaml = event_plan(500, "").replace("method: move", "method: attach");
+    let plan = db.plan_file(dir.path(), "p.yaml", &yaml);
+    let plan = plan.to_str().unwrap();
+    let shown = db.migrate(&["plan", plan]).await;
+    shown.ok();
+    assert!(shown.stdout.contains("attach needs none"), "{}", shown.stdout);
+    db.migrate(&["apply", plan]).await.ok();
+    db.exec("INSERT INTO workflow_events (run_id, type) SELECT min(id), 'after' FROM workflow_runs")
+        .await;
+    assert_eq!(db.scalar_i64("SELECT count(*) FROM workflow_events").await, 3001);
+    let split = db.migrate(&["split", plan]).await;
+    assert_eq!(split.code, 2, "{}", split.stderr);
+    assert!(
+        split.stderr.contains("which the split's routing view needs"),
+        "{}",
+        split.stderr
+    );
+}

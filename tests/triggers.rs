@@ -209,3 +209,67 @@ async fn triggers_through_swap_and_unswap() {
         Some("O")
     );
 }
+
+/// The move method aborted half-way: the rows move back (the tool's work,
+/// silent), and the original's triggers get their own definitions back.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn triggers_through_a_move_aborted_half_way() {
+    let cluster = Cluster::start();
+    let db = cluster.database().await;
+    seed(&db, 60, 6000).await;
+    db.exec(TRIGGERS).await;
+    let dir = scratch();
+    let plan = db.plan_file(dir.path(), "p.yaml", &event_plan(300, ""));
+    let plan = plan.to_str().unwrap();
+    let features = Features {
+        key_updates: false,
+        ..Default::default()
+    };
+    let workload = Workload::start_with(&db, 3, 17, features).await;
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let run = db
+        .migrate_env(
+            &["apply", plan],
+            &[("MIGRATE_FAILPOINT", "batch-forward:after-commit@8")],
+        )
+        .await;
+    assert_eq!(run.code, 86, "{}", run.stderr);
+    db.migrate(&["abort", plan]).await.ok();
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let report = workload.stop().await;
+    assert!(
+        report.errors.is_empty(),
+        "{:#?}",
+        &report.errors[..report.errors.len().min(8)]
+    );
+    compare(&db, &report.oracle).await;
+    let audit: BTreeMap<String, i64> = db
+        .client()
+        .await
+        .query("SELECT op, count(*) FROM audit GROUP BY op", &[])
+        .await
+        .unwrap()
+        .iter()
+        .map(|r| (r.get(0), r.get(1)))
+        .collect();
+    let want: BTreeMap<String, i64> = report.changes.iter().map(|(k, v)| (k.to_string(), *v as i64)).collect();
+    println!("move aborted: application changes {want:?}, audit rows {audit:?}");
+    assert_eq!(audit, want);
+    let defs = db
+        .scalar_str(
+            "SELECT string_agg(pg_get_triggerdef(oid), E'\\n') FROM pg_trigger \
+             WHERE tgrelid = 'public.workflow_events'::regclass AND NOT tgisinternal",
+        )
+        .await
+        .unwrap_or_default();
+    assert!(
+        !defs.contains("repartition.tool") && defs.contains("audit_changes"),
+        "{defs}"
+    );
+    assert_eq!(
+        db.scalar_str("SELECT relkind::text FROM pg_class WHERE oid = 'public.workflow_events'::regclass")
+            .await
+            .as_deref(),
+        Some("r")
+    );
+}
