@@ -683,6 +683,8 @@ fn drain_sql(
 /// the default partition; writers lock the parent before a partition, so
 /// the drain takes the parent's lock first (the same order) and writes to
 /// the table pause for the whole drain instead of only for its attach.
+/// (Before PostgreSQL 15 a trigger cloned to a partition is marked internal,
+/// and only a superuser may rest it by name.)
 #[derive(Default)]
 pub(super) struct Quiet {
     rest: String,
@@ -693,7 +695,8 @@ pub(super) async fn quiet(client: &Client, parent: &QualifiedName, default: &Qua
     let rows = client
         .query(
             "SELECT tgname::text, tgenabled::text FROM pg_trigger \
-             WHERE tgrelid = to_regclass($1) AND NOT tgisinternal AND tgtype & 1 = 1 AND tgtype & 8 = 8 ORDER BY 1",
+             WHERE tgrelid = to_regclass($1) AND tgtype & 1 = 1 AND tgtype & 8 = 8 \
+               AND (NOT tgisinternal OR (tgparentid <> 0 AND tgconstraint = 0)) ORDER BY 1",
             &[&default.to_string()],
         )
         .await?;
