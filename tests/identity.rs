@@ -333,12 +333,7 @@ async fn migrate_through_a_crash(method: &str, always: bool) {
     }
     tokio::time::sleep(Duration::from_millis(200)).await;
     let (app_rows, max) = app.stop().await;
-    assert_eq!(
-        db.scalar_str("SELECT relkind::text FROM pg_class WHERE oid = 'public.items'::regclass")
-            .await
-            .as_deref(),
-        Some("p")
-    );
+    assert_eq!(db.relkind("public.items").await.as_deref(), Some("p"));
     compare(&db, &seed, app_rows).await;
     let seed_max = seed.iter().map(|r| r.0).max().unwrap();
     fresh_ids_above(&db, max.max(seed_max)).await;
@@ -378,12 +373,7 @@ async fn abort_in_the_middle(method: &str, always: bool) {
     db.migrate(&["abort", plan]).await.ok();
     tokio::time::sleep(Duration::from_millis(200)).await;
     let (app_rows, max) = app.stop().await;
-    assert_eq!(
-        db.scalar_str("SELECT relkind::text FROM pg_class WHERE oid = 'public.items'::regclass")
-            .await
-            .as_deref(),
-        Some("r")
-    );
+    assert_eq!(db.relkind("public.items").await.as_deref(), Some("r"));
     assert_eq!(identity_of(&db).await, expected_identity(always));
     compare(&db, &seed, app_rows).await;
     let seed_max = seed.iter().map(|r| r.0).max().unwrap();

@@ -45,12 +45,7 @@ async fn under_load(db: &Db, plan: &str, method: &str, point: &str) {
     let compared = compare(db, &report.oracle).await;
     println!("{method}: {} operations, {compared} rows compared", report.total_ops());
     assert!(report.total_ops() > 300, "{method}: the workload ran too little");
-    assert_eq!(
-        db.scalar_str("SELECT relkind::text FROM pg_class WHERE oid = 'public.workflow_events'::regclass")
-            .await
-            .as_deref(),
-        Some("p")
-    );
+    assert_eq!(db.relkind("public.workflow_events").await.as_deref(), Some("p"));
 }
 
 async fn rails_shaped(method: &str, point: &str) {
@@ -300,12 +295,7 @@ async fn attach_on_a_fresh_table_with_an_integer_key() {
             .await,
         0
     );
-    assert_eq!(
-        db.scalar_str("SELECT relkind::text FROM pg_class WHERE oid = 'public.workflow_events'::regclass")
-            .await
-            .as_deref(),
-        Some("p")
-    );
+    assert_eq!(db.relkind("public.workflow_events").await.as_deref(), Some("p"));
 }
 
 /// Through the move method's view, an UPDATE that gives a row a key no

@@ -164,12 +164,7 @@ async fn with_row_security(method: &str, point: &str) {
         2,
         "{method}"
     );
-    assert_eq!(
-        db.scalar_str("SELECT relkind::text FROM pg_class WHERE oid = 'public.workflow_events'::regclass")
-            .await
-            .as_deref(),
-        Some("p")
-    );
+    assert_eq!(db.relkind("public.workflow_events").await.as_deref(), Some("p"));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]

@@ -47,6 +47,22 @@ CREATE TRIGGER count_statements AFTER INSERT OR UPDATE OR DELETE ON workflow_eve
     FOR EACH STATEMENT EXECUTE FUNCTION count_statement();
 ";
 
+/// The audit rows by operation, and the changes the application
+/// committed by operation.
+async fn audited_against(db: &Db, report: &common::workload::Report) -> (BTreeMap<String, i64>, BTreeMap<String, i64>) {
+    let audit = db
+        .client()
+        .await
+        .query("SELECT op, count(*) FROM audit GROUP BY op", &[])
+        .await
+        .unwrap()
+        .iter()
+        .map(|r| (r.get(0), r.get(1)))
+        .collect();
+    let want = report.changes.iter().map(|(k, v)| (k.to_string(), *v as i64)).collect();
+    (audit, want)
+}
+
 async fn audited(method: &str, point: &str) {
     let cluster = Cluster::start();
     let db = cluster.database().await;
@@ -86,16 +102,7 @@ async fn audited(method: &str, point: &str) {
         &report.errors[..report.errors.len().min(8)]
     );
     compare(&db, &report.oracle).await;
-    let audit: BTreeMap<String, i64> = db
-        .client()
-        .await
-        .query("SELECT op, count(*) FROM audit GROUP BY op", &[])
-        .await
-        .unwrap()
-        .iter()
-        .map(|r| (r.get(0), r.get(1)))
-        .collect();
-    let want: BTreeMap<String, i64> = report.changes.iter().map(|(k, v)| (k.to_string(), *v as i64)).collect();
+    let (audit, want) = audited_against(&db, &report).await;
     println!("{method}: application changes {want:?}, audit rows {audit:?}");
     assert_eq!(
         audit, want,
@@ -128,12 +135,7 @@ async fn audited(method: &str, point: &str) {
     assert!(defs.contains("audit_changes O CREATE TRIGGER audit_changes AFTER INSERT OR DELETE OR UPDATE ON public.workflow_events FOR EACH ROW EXECUTE FUNCTION audit_row()"), "{method}: {defs}");
     assert!(defs.contains("touch_on_change O CREATE TRIGGER touch_on_change BEFORE UPDATE ON public.workflow_events FOR EACH ROW WHEN ((old.payload IS DISTINCT FROM new.payload)) EXECUTE FUNCTION touch()"), "{method}: {defs}");
     assert!(defs.contains("resting D "), "{method}: {defs}");
-    assert_eq!(
-        db.scalar_str("SELECT relkind::text FROM pg_class WHERE oid = 'public.workflow_events'::regclass")
-            .await
-            .as_deref(),
-        Some("p")
-    );
+    assert_eq!(db.relkind("public.workflow_events").await.as_deref(), Some("p"));
     // After the swap the audit goes on, through the partitioned table and
     // on a partition made later.
     let before = db.scalar_i64("SELECT count(*) FROM audit").await;
@@ -196,12 +198,7 @@ async fn triggers_through_swap_and_unswap() {
         db.scalar_i64("SELECT count(*) FROM audit WHERE op <> 'UPDATE'").await,
         0
     );
-    assert_eq!(
-        db.scalar_str("SELECT relkind::text FROM pg_class WHERE oid = 'public.workflow_events'::regclass")
-            .await
-            .as_deref(),
-        Some("r")
-    );
+    assert_eq!(db.relkind("public.workflow_events").await.as_deref(), Some("r"));
     assert_eq!(
         db.scalar_str("SELECT tgenabled::text FROM pg_trigger WHERE tgname = 'audit_changes' AND tgrelid = 'public.workflow_events'::regclass")
             .await
@@ -243,16 +240,7 @@ async fn triggers_through_a_move_aborted_half_way() {
         &report.errors[..report.errors.len().min(8)]
     );
     compare(&db, &report.oracle).await;
-    let audit: BTreeMap<String, i64> = db
-        .client()
-        .await
-        .query("SELECT op, count(*) FROM audit GROUP BY op", &[])
-        .await
-        .unwrap()
-        .iter()
-        .map(|r| (r.get(0), r.get(1)))
-        .collect();
-    let want: BTreeMap<String, i64> = report.changes.iter().map(|(k, v)| (k.to_string(), *v as i64)).collect();
+    let (audit, want) = audited_against(&db, &report).await;
     println!("move aborted: application changes {want:?}, audit rows {audit:?}");
     assert_eq!(audit, want);
     let defs = db
@@ -266,10 +254,5 @@ async fn triggers_through_a_move_aborted_half_way() {
         !defs.contains("repartition.tool") && defs.contains("audit_changes"),
         "{defs}"
     );
-    assert_eq!(
-        db.scalar_str("SELECT relkind::text FROM pg_class WHERE oid = 'public.workflow_events'::regclass")
-            .await
-            .as_deref(),
-        Some("r")
-    );
+    assert_eq!(db.relkind("public.workflow_events").await.as_deref(), Some("r"));
 }

@@ -461,6 +461,15 @@ impl Db {
             .get(0)
     }
 
+    /// The relkind of a relation (`r` table, `p` partitioned, `v` view).
+    pub async fn relkind(&self, rel: &str) -> Option<String> {
+        self.scalar_str(&format!(
+            "SELECT relkind::text FROM pg_class WHERE oid = to_regclass('{}')",
+            rel.replace('\'', "''")
+        ))
+        .await
+    }
+
     pub async fn scalar_str(&self, sql: &str) -> Option<String> {
         self.client()
             .await

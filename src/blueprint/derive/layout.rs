@@ -168,18 +168,22 @@ pub fn derive(
     })
 }
 
-/// A list key of text, enum, uuid or date values: one partition per value
-/// the table holds. No value follows another, so none is made ahead: a
-/// new value needs a default partition, or a partition made for it.
-fn list_texts(plan: &PlanFile, facts: &Facts, key: &Key, template: &str, acc: &mut Acc) -> Vec<partition::Partition> {
-    let mut held = facts.list_texts.clone();
-    if held.len() > MAX_LIST_VALUES {
+/// The values a list key holds, refused beyond `MAX_LIST_VALUES`.
+fn at_most<T: Clone>(plan: &PlanFile, key: &Key, values: &[T], acc: &mut Acc) -> Vec<T> {
+    if values.len() > MAX_LIST_VALUES {
         acc.refuse(format!(
             "{} holds more than {MAX_LIST_VALUES} distinct values of {}; list partitioning makes one partition per value (use hash, or range on it)",
             plan.table, key.column
         ));
-        held.truncate(MAX_LIST_VALUES);
     }
+    values.iter().take(MAX_LIST_VALUES).cloned().collect()
+}
+
+/// A list key of text, enum, uuid or date values: one partition per value
+/// the table holds. No value follows another, so none is made ahead: a
+/// new value needs a default partition, or a partition made for it.
+fn list_texts(plan: &PlanFile, facts: &Facts, key: &Key, template: &str, acc: &mut Acc) -> Vec<partition::Partition> {
+    let held = at_most(plan, key, &facts.list_texts, acc);
     if !plan.spec.partition.default_partition {
         acc.warn(format!(
             "a row with a value of {} that no partition takes is refused from the route (move) or swap (sync) on: the partitions are those of the values the table holds now ({}); set partition.default_partition: true to take new values",
@@ -212,14 +216,7 @@ fn list_values(plan: &PlanFile, facts: &Facts, key: &Key, acc: &mut Acc) -> Vec<
     if plan.spec.method == Method::Attach {
         return (1..=i64::from(spec.premake.max(1))).map(|i| initial + i).collect();
     }
-    let mut held = facts.list_values.clone();
-    if held.len() > MAX_LIST_VALUES {
-        acc.refuse(format!(
-            "{} holds more than {MAX_LIST_VALUES} distinct values of {}; list partitioning makes one partition per value (use hash, or range on it)",
-            plan.table, key.column
-        ));
-        held.truncate(MAX_LIST_VALUES);
-    }
+    let mut held = at_most(plan, key, &facts.list_values, acc);
     if spec.initial.is_some() && !held.contains(&initial) {
         held.push(initial);
         held.sort_unstable();
