@@ -256,3 +256,73 @@ async fn triggers_through_a_move_aborted_half_way() {
     );
     assert_eq!(db.relkind("public.workflow_events").await.as_deref(), Some("r"));
 }
+
+/// After the attach, a split moves the first partition's rows under the
+/// application's traffic, killed and resumed (and, in a second run,
+/// aborted half-way): the audit counts each committed change once, and the
+/// triggers end with their own definitions on the partitioned table.
+async fn split_audited(abort: bool) {
+    let cluster = Cluster::start();
+    let db = cluster.database().await;
+    seed(&db, 60, 6000).await;
+    db.exec(TRIGGERS).await;
+    let dir = scratch();
+    let yaml = event_plan(300, "").replace("method: move", "method: attach");
+    let plan = db.plan_file(dir.path(), "p.yaml", &yaml);
+    let plan = plan.to_str().unwrap();
+    db.migrate(&["apply", plan]).await.ok();
+    let features = Features {
+        upsert_and_lock: false,
+        key_updates: false,
+        ..Default::default()
+    };
+    let workload = Workload::start_with(&db, 3, 23, features).await;
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let run = db
+        .migrate_env(
+            &["split", plan],
+            &[("MIGRATE_FAILPOINT", "batch-forward:after-commit@4")],
+        )
+        .await;
+    assert_eq!(run.code, 86, "{}", run.stderr);
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    db.migrate(&[if abort { "abort" } else { "resume" }, plan]).await.ok();
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let report = workload.stop().await;
+    assert!(
+        report.errors.is_empty(),
+        "{:#?}",
+        &report.errors[..report.errors.len().min(8)]
+    );
+    compare(&db, &report.oracle).await;
+    let (audit, want) = audited_against(&db, &report).await;
+    println!("split (abort: {abort}): application changes {want:?}, audit rows {audit:?}");
+    assert_eq!(audit, want);
+    let defs = db
+        .scalar_str(
+            "SELECT string_agg(c.relname || ': ' || pg_get_triggerdef(t.oid), E'\\n' ORDER BY 1) FROM pg_trigger t \
+             JOIN pg_class c ON c.oid = t.tgrelid WHERE t.tgname = 'audit_changes'",
+        )
+        .await
+        .unwrap_or_default();
+    assert!(!defs.contains("repartition.tool"), "a guard is left: {defs}");
+    let partitions = db
+        .scalar_i64("SELECT count(*) FROM pg_inherits WHERE inhparent = 'public.workflow_events'::regclass")
+        .await;
+    assert_eq!(
+        db.scalar_i64("SELECT count(*) FROM pg_trigger WHERE tgname = 'audit_changes'")
+            .await,
+        partitions + 1,
+        "the parent's trigger and one clone on each partition: {defs}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn triggers_through_a_split() {
+    split_audited(false).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn triggers_through_a_split_aborted_half_way() {
+    split_audited(true).await;
+}

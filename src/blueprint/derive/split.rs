@@ -100,10 +100,18 @@ pub fn split(plan: &PlanFile, attached: &Blueprint, facts: &SplitFacts) -> Resul
         ))
         .into());
     }
-    let now = facts.info.as_ref().map_or(&bp.triggers, |i| &i.trigger_defs);
-    if let Some(t) = now.first() {
+    // The triggers as they are now; the split's view passes UPDATE and
+    // DELETE on row by row, as the move method's does.
+    if let Some(info) = &facts.info {
+        bp.triggers = info.trigger_defs.clone();
+    }
+    if let Some(t) = bp.triggers.iter().find(|t| {
+        (!t.row() && t.kind & (8 | 16) != 0)
+            || !t.columns.is_empty()
+            || (!t.row() && t.kind & 4 != 0 && bp.row_security.enabled)
+    }) {
         return Err(Refusal::new(format!(
-            "{table} has the trigger {}, which the split's moves of rows between partitions would fire, and which its view would pass by; drop it for the split",
+            "{table} has the trigger {}, a statement trigger on UPDATE or DELETE (or on INSERT under row-level security) or an UPDATE OF trigger, which the split's view would fire once per row or for every column; drop it for the split",
             t.name
         ))
         .into());

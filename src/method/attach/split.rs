@@ -13,7 +13,7 @@ use crate::exec::tx::Record;
 use crate::exec::{Context, Session};
 use crate::method::moving::{self, abort::back_step, abort::reroute_step, swap_relations};
 use crate::method::shared::routing::{hand_name_to, stragglers, view_goes_live, view_locks};
-use crate::method::shared::{lock_statement, options_clause, overriding, session_limits, writable_columns};
+use crate::method::shared::{lock_statement, options_clause, overriding, session_limits, triggers, writable_columns};
 use crate::method::{abort as aborts, How, Part, Step};
 use crate::sql::{quote_literal, Statement};
 use anyhow::Result;
@@ -96,6 +96,13 @@ pub fn route(bp: &Blueprint) -> Vec<Statement> {
         "take every lock at once: dependent views, then the partitioned table and its partitions",
         &locks(bp, &[]),
     ));
+    // The table's triggers, cloned to every partition, give way to guarded
+    // copies on both sides of the view: the moves are the tool's.
+    s.extend(triggers::drop_all(
+        bp,
+        &bp.table,
+        "the table's own trigger gives way to its guarded copies",
+    ));
     s.push(Statement::new(
         "the first partition leaves the partitioned table (its rows stay visible through the view below)",
         format!("ALTER TABLE {} DETACH PARTITION {}", bp.table, bp.old),
@@ -109,6 +116,8 @@ pub fn route(bp: &Blueprint) -> Vec<Statement> {
         "no autovacuum on the first partition while it empties",
         format!("ALTER TABLE {} SET (autovacuum_enabled = false)", bp.old),
     ));
+    s.extend(triggers::create_all(bp, &bp.shadow, true));
+    s.extend(triggers::create_all(bp, &bp.old, true));
     s.extend(view_goes_live(bp));
     s
 }
@@ -123,6 +132,8 @@ pub fn swap(bp: &Blueprint) -> Vec<Statement> {
         &bp.shadow,
         "the partitioned table takes its name back",
     ));
+    s.extend(triggers::drop_all(bp, &bp.table, "the guarded copy of a trigger goes"));
+    s.extend(triggers::create_all(bp, &bp.table, false));
     s
 }
 
@@ -181,6 +192,10 @@ pub fn unroute(bp: &Blueprint) -> Vec<Statement> {
             format!("DROP TABLE {}", bp.table.sibling(p.name.clone())),
         ));
     }
+    // The partitioned table's own triggers, cloned to the first partition
+    // again by the attach.
+    s.extend(triggers::drop_all(bp, &bp.table, "the guarded copy of a trigger goes"));
+    s.extend(triggers::drop_all(bp, &bp.old, "the guarded copy of a trigger goes"));
     s.push(Statement::new(
         "the first partition is attached again; its validated bound spares the scan",
         format!(
@@ -198,6 +213,7 @@ pub fn unroute(bp: &Blueprint) -> Vec<Statement> {
         "autovacuum as before",
         format!("ALTER TABLE {} RESET (autovacuum_enabled)", bp.old),
     ));
+    s.extend(triggers::create_all(bp, &bp.table, false));
     s
 }
 

@@ -153,10 +153,24 @@ pub fn insert_routing(bp: &Blueprint, target: InsertTarget) -> Vec<Statement> {
     let into = list(bp.columns.iter().map(|c| format!("NEW.{}", c.name)));
     let owner = crate::sql::quote_ident(&bp.owner);
     let mut s = Vec::new();
+    // A split's abort sends back only the rows of the first partition's
+    // range: the others belong to the partitions after the cutoff, which
+    // stay. A rule cannot choose (a conditional rule returns nothing), so
+    // the trigger below does.
+    let split_back = match (&bp.split, target) {
+        (Some(d), InsertTarget::Original) => Some(d),
+        _ => None,
+    };
+    if split_back.is_some() {
+        s.push(Statement::new(
+            "INSERT through the view goes by the trigger below from now on",
+            format!("DROP RULE IF EXISTS {} ON {}", r.insert_rule, bp.table),
+        ));
+    }
     // A rule's action runs as the view's owner, whom the policies do not
     // bind: under row-level security INSERT goes through the trigger
     // below, which runs as the application's role and returns the row.
-    if !bp.row_security.enabled {
+    if !bp.row_security.enabled && split_back.is_none() {
         s.push(Statement::new(
             "INSERT through the view, with RETURNING",
             format!(
@@ -165,15 +179,28 @@ pub fn insert_routing(bp: &Blueprint, target: InsertTarget) -> Vec<Statement> {
             ),
         ));
     }
-    s.extend([
-        Statement::new(
-            "INSERT for COPY into the view",
-            function(
-                &r.insert_function,
-                &format!("BEGIN\n  INSERT INTO {dest} ({wcols}){o} VALUES ({new_values}) RETURNING {returning} INTO {into};\n  RETURN NEW;\nEND", o = overriding(bp)),
-            ),
+    let o = overriding(bp);
+    let body = match split_back {
+        Some(d) => {
+            let shadow = &bp.shadow;
+            let back = list(bp.columns.iter().map(|c| format!("{shadow}.{}", c.name)));
+            format!(
+                "BEGIN\n  IF NEW.{k} < {cutoff}::{ty} THEN\n    INSERT INTO {dest} ({wcols}){o} VALUES ({new_values}) RETURNING {returning} INTO {into};\n  ELSE\n    INSERT INTO {shadow} ({wcols}){o} VALUES ({new_values}) RETURNING {back} INTO {into};\n  END IF;\n  RETURN NEW;\nEND",
+                k = bp.key.column,
+                cutoff = crate::sql::quote_literal(&d.cutoff),
+                ty = bp.key.type_name,
+            )
+        }
+        None => format!(
+            "BEGIN\n  INSERT INTO {dest} ({wcols}){o} VALUES ({new_values}) RETURNING {returning} INTO {into};\n  RETURN NEW;\nEND"
         ),
-        Statement::new("the table's owner owns the routing", format!("ALTER FUNCTION {}() OWNER TO {owner}", r.insert_function)),
+    };
+    s.extend([
+        Statement::new("INSERT for COPY into the view", function(&r.insert_function, &body)),
+        Statement::new(
+            "the table's owner owns the routing",
+            format!("ALTER FUNCTION {}() OWNER TO {owner}", r.insert_function),
+        ),
     ]);
     s
 }
