@@ -71,7 +71,17 @@ pub struct ConstraintInfo {
     pub referenced: Option<QualifiedName>,
     pub referenced_columns: Vec<Ident>,
     /// The clauses of a primary or unique key's index beyond its columns.
-    pub clauses: crate::blueprint::IndexClauses,
+    pub clauses: IndexClauses,
+}
+
+/// What a key's index has beyond its columns.
+#[derive(Clone, Debug, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct IndexClauses {
+    pub include: Vec<Ident>,
+    pub nulls_not_distinct: bool,
+    /// Storage parameters (`fillfactor=70`).
+    pub options: Vec<String>,
+    pub tablespace: Option<String>,
 }
 
 #[derive(Clone, Debug)]
@@ -393,7 +403,7 @@ async fn constraints(client: &Client, oid: u32) -> Result<Vec<ConstraintInfo>> {
                 deferred: r.get(6),
                 referenced: schema.zip(rel).map(|(s, n)| QualifiedName::new(s, n)),
                 referenced_columns: ident_list(r.get(9)),
-                clauses: crate::blueprint::IndexClauses {
+                clauses: IndexClauses {
                     include: ident_list(r.get(10)),
                     nulls_not_distinct: r.get(11),
                     options: r.get(12),

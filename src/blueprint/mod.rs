@@ -214,16 +214,9 @@ pub struct UniqueDef {
     pub clauses: IndexClauses,
 }
 
-/// What a key's index has beyond its columns, carried to the partitioned
-/// table's key and to the attach method's index.
-#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
-pub struct IndexClauses {
-    pub include: Vec<Ident>,
-    pub nulls_not_distinct: bool,
-    /// Storage parameters (`fillfactor=70`).
-    pub options: Vec<String>,
-    pub tablespace: Option<String>,
-}
+/// What a key's index has beyond its columns (read from the catalog),
+/// carried to the partitioned table's key and to the attach method's index.
+pub use crate::catalog::IndexClauses;
 
 /// ENABLE and FORCE ROW LEVEL SECURITY, and the policies.
 #[derive(Clone, Debug, Default, Serialize, Deserialize, PartialEq)]
