@@ -123,8 +123,12 @@ pub struct TriggerInfo {
     pub new_table: Option<Ident>,
     pub function: QualifiedName,
     pub args: Vec<String>,
-    /// A constraint trigger (`CREATE CONSTRAINT TRIGGER`).
+    /// A constraint trigger (`CREATE CONSTRAINT TRIGGER`), and its timing.
     pub constraint: bool,
+    #[serde(default)]
+    pub deferrable: bool,
+    #[serde(default)]
+    pub initially_deferred: bool,
 }
 
 impl TriggerInfo {
@@ -568,7 +572,7 @@ async fn trigger_defs(client: &Client, oid: u32) -> Result<Vec<TriggerInfo>> {
                     coalesce((SELECT array_agg(a.attname::text ORDER BY k.ord) FROM unnest(t.tgattr::int2[]) WITH ORDINALITY k(attnum, ord) \
                               JOIN pg_attribute a ON a.attrelid = t.tgrelid AND a.attnum = k.attnum), '{}'), \
                     pg_get_triggerdef(t.oid), t.tgoldtable::text, t.tgnewtable::text, n.nspname::text, p.proname::text, \
-                    t.tgargs, t.tgconstraint <> 0 \
+                    t.tgargs, t.tgconstraint <> 0, t.tgdeferrable, t.tginitdeferred \
              FROM pg_trigger t JOIN pg_proc p ON p.oid = t.tgfoid JOIN pg_namespace n ON n.oid = p.pronamespace \
              WHERE t.tgrelid = $1 AND NOT t.tgisinternal ORDER BY 1",
             &[&oid],
@@ -596,6 +600,8 @@ async fn trigger_defs(client: &Client, oid: u32) -> Result<Vec<TriggerInfo>> {
                 function: QualifiedName::new(r.get::<_, String>(7), r.get::<_, String>(8)),
                 args,
                 constraint: r.get(10),
+                deferrable: r.get(11),
+                initially_deferred: r.get(12),
             }
         })
         .collect())

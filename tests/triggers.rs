@@ -38,6 +38,14 @@ BEGIN
 END $$;
 CREATE TRIGGER resting AFTER INSERT ON workflow_events FOR EACH ROW EXECUTE FUNCTION count_statement();
 ALTER TABLE workflow_events DISABLE TRIGGER resting;
+CREATE TABLE deferred_audit (id bigint NOT NULL);
+CREATE FUNCTION audit_at_commit() RETURNS trigger LANGUAGE plpgsql AS $$
+BEGIN
+  INSERT INTO public.deferred_audit VALUES (NEW.id);
+  RETURN NULL;
+END $$;
+CREATE CONSTRAINT TRIGGER at_commit AFTER INSERT ON workflow_events DEFERRABLE INITIALLY DEFERRED
+    FOR EACH ROW EXECUTE FUNCTION audit_at_commit();
 ";
 
 /// Adds a statement trigger on TRUNCATE (and, for the methods that take
@@ -108,6 +116,12 @@ async fn audited(method: &str, point: &str) {
         audit, want,
         "{method}: the audit trail differs from what the application committed"
     );
+    // The deferred constraint trigger, at each commit: one row per insert.
+    assert_eq!(
+        db.scalar_i64("SELECT count(*) FROM deferred_audit").await,
+        want.get("INSERT").copied().unwrap_or(0),
+        "{method}"
+    );
     // No row was audited as inserted twice, nor after its deletion.
     assert_eq!(
         db.scalar_i64(
@@ -135,6 +149,10 @@ async fn audited(method: &str, point: &str) {
     assert!(defs.contains("audit_changes O CREATE TRIGGER audit_changes AFTER INSERT OR DELETE OR UPDATE ON public.workflow_events FOR EACH ROW EXECUTE FUNCTION audit_row()"), "{method}: {defs}");
     assert!(defs.contains("touch_on_change O CREATE TRIGGER touch_on_change BEFORE UPDATE ON public.workflow_events FOR EACH ROW WHEN ((old.payload IS DISTINCT FROM new.payload)) EXECUTE FUNCTION touch()"), "{method}: {defs}");
     assert!(defs.contains("resting D "), "{method}: {defs}");
+    assert!(
+        defs.contains("CREATE CONSTRAINT TRIGGER at_commit AFTER INSERT ON public.workflow_events DEFERRABLE INITIALLY DEFERRED FOR EACH ROW EXECUTE FUNCTION audit_at_commit()"),
+        "{method}: {defs}"
+    );
     assert_eq!(db.relkind("public.workflow_events").await.as_deref(), Some("p"));
     // After the swap the audit goes on, through the partitioned table and
     // on a partition made later.

@@ -696,7 +696,8 @@ pub(super) async fn quiet(client: &Client, parent: &QualifiedName, default: &Qua
         .query(
             "SELECT tgname::text, tgenabled::text FROM pg_trigger \
              WHERE tgrelid = to_regclass($1) AND tgtype & 1 = 1 AND tgtype & 8 = 8 \
-               AND (NOT tgisinternal OR (tgparentid <> 0 AND tgconstraint = 0)) ORDER BY 1",
+               AND (NOT tgisinternal OR tgparentid <> 0) \
+               AND (tgconstraint = 0 OR (SELECT contype FROM pg_constraint WHERE oid = tgconstraint) = 't') ORDER BY 1",
             &[&default.to_string()],
         )
         .await?;

@@ -111,11 +111,7 @@ pub fn triggers(plan: &PlanFile, info: &TableInfo, acc: &mut super::Acc) {
     let by_view = plan.spec.method == Method::Move;
     for t in &info.trigger_defs {
         let name = &t.name;
-        if t.constraint {
-            acc.refuse(format!(
-                "the trigger {name} is a constraint trigger, which is not carried over; drop it for the migration or make it an ordinary trigger"
-            ));
-        } else if t.row() && (t.old_table.is_some() || t.new_table.is_some()) {
+        if t.row() && (t.old_table.is_some() || t.new_table.is_some()) {
             acc.refuse(format!(
                 "the row trigger {name} has transition tables, which PostgreSQL does not allow on a partitioned table; make it a statement trigger"
             ));

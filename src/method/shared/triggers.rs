@@ -57,6 +57,12 @@ pub fn create(t: &TriggerInfo, target: &QualifiedName, guarded: bool) -> Vec<Sta
         (None, false) => String::new(),
     };
     let args = list(t.args.iter().map(|a| quote_literal(a)));
+    let (constraint, deferral) = match (t.constraint, t.deferrable, t.initially_deferred) {
+        (false, _, _) => ("", ""),
+        (true, true, true) => ("CONSTRAINT ", " DEFERRABLE INITIALLY DEFERRED"),
+        (true, true, false) => ("CONSTRAINT ", " DEFERRABLE INITIALLY IMMEDIATE"),
+        (true, false, _) => ("CONSTRAINT ", " NOT DEFERRABLE"),
+    };
     let mut s = vec![Statement::new(
         if guarded {
             "the table's own trigger, silent for the tool's sessions"
@@ -64,7 +70,7 @@ pub fn create(t: &TriggerInfo, target: &QualifiedName, guarded: bool) -> Vec<Sta
             "the table's own trigger, as on the original"
         },
         format!(
-            "CREATE TRIGGER {} {timing} {} ON {target}{referencing} FOR EACH {}{when} EXECUTE FUNCTION {}({args})",
+            "CREATE {constraint}TRIGGER {} {timing} {} ON {target}{referencing}{deferral} FOR EACH {}{when} EXECUTE FUNCTION {}({args})",
             t.name,
             events.join(" OR "),
             if t.row() { "ROW" } else { "STATEMENT" },
