@@ -616,3 +616,103 @@ async fn an_identity_attached_split_and_split_aborted_sends_what_plan_printed() 
         }
     }
 }
+
+/// The event log with what real tables carry: its own triggers (a row
+/// trigger with a WHEN clause, a deferred constraint trigger), row-level
+/// security (15 on), a materialized view with a unique index, a partial
+/// unique index and a primary key with INCLUDE and a fillfactor: the
+/// guarded copies, the policies, the rebuild and the clauses are printed as
+/// they run.
+async fn seed_consumers(db: &Db) {
+    seed(db, 20, 3000).await;
+    db.exec(
+        "CREATE TABLE audit (op text, id bigint);
+         CREATE FUNCTION audit_row() RETURNS trigger LANGUAGE plpgsql AS
+           'BEGIN INSERT INTO public.audit VALUES (TG_OP, 0); RETURN NULL; END';
+         CREATE TRIGGER audit_changes AFTER INSERT OR UPDATE OR DELETE ON workflow_events
+           FOR EACH ROW WHEN (pg_trigger_depth() < 1) EXECUTE FUNCTION audit_row();
+         CREATE CONSTRAINT TRIGGER at_commit AFTER INSERT ON workflow_events DEFERRABLE INITIALLY DEFERRED
+           FOR EACH ROW EXECUTE FUNCTION audit_row();
+         CREATE MATERIALIZED VIEW event_counts AS SELECT type, count(*) AS events FROM workflow_events GROUP BY type;
+         CREATE UNIQUE INDEX event_counts_type ON event_counts (type);
+         CREATE UNIQUE INDEX workflow_events_live ON workflow_events (run_id, id) WHERE type <> 'gone';
+         ALTER TABLE workflow_events DROP CONSTRAINT workflow_events_pkey,
+           ADD CONSTRAINT workflow_events_pkey PRIMARY KEY (id) INCLUDE (run_id) WITH (fillfactor = 80);",
+    )
+    .await;
+    if db
+        .scalar_i64("SELECT current_setting('server_version_num')::bigint")
+        .await
+        >= 150_000
+    {
+        db.exec(
+            "ALTER TABLE workflow_events ENABLE ROW LEVEL SECURITY;
+             CREATE POLICY readers ON workflow_events FOR SELECT TO app_rw USING (n >= 0);",
+        )
+        .await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn what_real_tables_carry_is_sent_as_plan_printed_by_move() {
+    let cluster = logging_cluster();
+    let db = cluster.database().await;
+    seed_consumers(&db).await;
+    let dir = scratch();
+    let plan = plan_for(&db, dir.path(), "move");
+    check(
+        &cluster,
+        &db,
+        &plan,
+        &[(&["apply"], None)],
+        &phases(&["prepare", "route", "move", "swap", "finish"]),
+    )
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn what_real_tables_carry_is_sent_as_plan_printed_by_sync() {
+    let cluster = logging_cluster();
+    let db = cluster.database().await;
+    seed_consumers(&db).await;
+    let dir = scratch();
+    let plan = plan_for(&db, dir.path(), "sync");
+    check(
+        &cluster,
+        &db,
+        &plan,
+        &[
+            (&["apply"], None),
+            (&["unswap"], None),
+            (&["swap"], None),
+            (&["cleanup"], None),
+        ],
+        &[
+            phases(&["prepare", "backfill", "verify", "swap", "cleanup"]),
+            vec![("unswap", "unswap")],
+        ]
+        .concat(),
+    )
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn what_real_tables_carry_is_sent_as_plan_printed_by_attach_and_split() {
+    let cluster = logging_cluster();
+    let db = cluster.database().await;
+    seed_consumers(&db).await;
+    let dir = scratch();
+    let plan = plan_for(&db, dir.path(), "attach");
+    check(
+        &cluster,
+        &db,
+        &plan,
+        &[(&["apply"], None), (&["split"], None)],
+        &[
+            phases(&["constrain", "prepare", "swap", "finish"]),
+            group("split", &["prepare", "route", "move", "swap", "finish"]),
+        ]
+        .concat(),
+    )
+    .await;
+}
