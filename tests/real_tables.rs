@@ -22,12 +22,7 @@ CREATE UNIQUE INDEX workflow_events_live_per_run ON workflow_events (run_id, id)
 /// Runs the migration under the application's traffic, killed at `point`
 /// and resumed, and compares every row with what committed.
 async fn under_load(db: &Db, plan: &str, method: &str, point: &str) {
-    let features = Features {
-        upsert_and_lock: method != "move",
-        // The attach method's original takes no key past its cutoff.
-        future_days: if method == "attach" { 0 } else { 40 },
-        ..Default::default()
-    };
+    let features = Features::for_method(method);
     let workload = Workload::start_with(db, 3, 5, features).await;
     tokio::time::sleep(Duration::from_millis(200)).await;
     let run = db.migrate_env(&["apply", plan], &[("MIGRATE_FAILPOINT", point)]).await;

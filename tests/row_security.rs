@@ -118,11 +118,7 @@ async fn with_row_security(method: &str, point: &str) {
         "{method}: {}",
         shown.stdout
     );
-    let features = Features {
-        upsert_and_lock: method != "move",
-        future_days: if method == "attach" { 0 } else { 40 },
-        ..Default::default()
-    };
+    let features = Features::for_method(method);
     let workload = Workload::start_with(&db, 2, 9, features).await;
     let stop = Arc::new(AtomicBool::new(false));
     let tenant_task = tokio::spawn(tenant(db.clone(), stop.clone()));

@@ -91,9 +91,8 @@ async fn audited(method: &str, point: &str) {
         shown.stdout
     );
     let features = Features {
-        upsert_and_lock: method != "move",
-        future_days: if method == "attach" { 0 } else { 40 },
         key_updates: false,
+        ..Features::for_method(method)
     };
     let workload = Workload::start_with(&db, 3, 11, features).await;
     tokio::time::sleep(Duration::from_millis(200)).await;

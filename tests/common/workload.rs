@@ -93,6 +93,19 @@ impl Default for Features {
     }
 }
 
+impl Features {
+    /// What the application may do under `method` until its swap: row
+    /// locks and upserts where the table is a table (not the move method's
+    /// view), and no key past the attach method's cutoff.
+    pub fn for_method(method: &str) -> Features {
+        Features {
+            upsert_and_lock: method != "move",
+            future_days: if method == "attach" { 0 } else { 40 },
+            ..Features::default()
+        }
+    }
+}
+
 impl Workload {
     /// Starts `workers` connections working through the table's name.
     pub async fn start(db: &Db, workers: usize, seed: u64) -> Workload {

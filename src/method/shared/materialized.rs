@@ -39,17 +39,7 @@ pub fn build(bp: &Blueprint) -> Vec<Statement> {
                 ),
             ));
         }
-        for g in &m.grants {
-            let grantee = g.grantee.as_deref().map_or("PUBLIC".to_string(), quote_ident);
-            s.push(Statement::new(
-                "its privileges, as before",
-                format!(
-                    "GRANT {} ON {new} TO {grantee}{}",
-                    g.privilege,
-                    if g.grantable { " WITH GRANT OPTION" } else { "" }
-                ),
-            ));
-        }
+        s.extend(super::grants_of(&m.grants, "TABLE", &new.to_string()));
         if let Some(c) = &m.comment {
             s.push(Statement::new(
                 "its comment, as before",

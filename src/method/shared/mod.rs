@@ -59,8 +59,12 @@ pub fn writable_columns(bp: &Blueprint) -> String {
 
 /// `GRANT` statements that give `target` the table's privileges.
 pub fn grants(bp: &Blueprint, kind: &str, target: &str) -> Vec<Statement> {
-    bp.grants
-        .iter()
+    grants_of(&bp.grants, kind, target)
+}
+
+/// `GRANT` statements that give `target` these privileges.
+pub fn grants_of(list: &[crate::catalog::GrantInfo], kind: &str, target: &str) -> Vec<Statement> {
+    list.iter()
         .map(|g| {
             let grantee = match &g.grantee {
                 Some(r) => crate::sql::quote_ident(r),
