@@ -37,7 +37,9 @@ fn key_index_parts(bp: &Blueprint, k: &KeyIndex, build: Statement) -> [Part; 2] 
             )],
         )
         .locking(rels.clone()),
-        Part::new("key index", How::Alone, "unless it is built already", vec![build]).locking(rels),
+        // Waiting, as every CONCURRENTLY build: cancelled by a lock
+        // timeout it would leave an invalid index that its retry trips on.
+        Part::new("key index", How::Waiting, "unless it is built already", vec![build]).locking(rels),
     ]
 }
 
