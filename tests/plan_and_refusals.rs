@@ -97,11 +97,11 @@ async fn refusals_are_one_sentence_and_change_nothing() {
             expect: "materialized view \"public\".\"ev_mv\" reads \"public\".\"workflow_events\", and views read it in turn (public.ev_mv_reader)",
         },
         Case {
-            name: "a statement trigger on UPDATE, by move",
+            name: "a statement trigger with transition tables on UPDATE, by move",
             setup: "CREATE FUNCTION tg() RETURNS trigger LANGUAGE plpgsql AS 'BEGIN RETURN NULL; END'; \
-                    CREATE TRIGGER audit AFTER UPDATE ON workflow_events FOR EACH STATEMENT EXECUTE FUNCTION tg()",
+                    CREATE TRIGGER audit AFTER UPDATE ON workflow_events REFERENCING NEW TABLE AS fresh FOR EACH STATEMENT EXECUTE FUNCTION tg()",
             plan: p(""),
-            expect: "the statement trigger \"audit\" fires on UPDATE or DELETE, which the move method's view passes on one row at a time, so it would fire once per row; use method sync or attach",
+            expect: "the statement trigger \"audit\" has transition tables and fires on UPDATE or DELETE, which reach the table through the routing view row by row; PostgreSQL does not allow transition tables on the view's own trigger; use method sync or attach",
         },
         Case {
             name: "a row trigger with a transition table",

@@ -618,7 +618,8 @@ async fn an_identity_attached_split_and_split_aborted_sends_what_plan_printed() 
 }
 
 /// The event log with what real tables carry: its own triggers (a row
-/// trigger with a WHEN clause, a deferred constraint trigger), row-level
+/// trigger with a WHEN clause, a deferred constraint trigger, a statement
+/// trigger, an `UPDATE OF` trigger), row-level
 /// security (15 on), a materialized view with a unique index, a partial
 /// unique index and a primary key with INCLUDE and a fillfactor: the
 /// guarded copies, the policies, the rebuild and the clauses are printed as
@@ -632,6 +633,10 @@ async fn seed_consumers(db: &Db) {
          CREATE TRIGGER audit_changes AFTER INSERT OR UPDATE OR DELETE ON workflow_events
            FOR EACH ROW WHEN (pg_trigger_depth() < 1) EXECUTE FUNCTION audit_row();
          CREATE CONSTRAINT TRIGGER at_commit AFTER INSERT ON workflow_events DEFERRABLE INITIALLY DEFERRED
+           FOR EACH ROW EXECUTE FUNCTION audit_row();
+         CREATE TRIGGER per_statement AFTER INSERT OR UPDATE OR DELETE ON workflow_events
+           FOR EACH STATEMENT EXECUTE FUNCTION audit_row();
+         CREATE TRIGGER on_type AFTER INSERT OR UPDATE OF type ON workflow_events
            FOR EACH ROW EXECUTE FUNCTION audit_row();
          CREATE MATERIALIZED VIEW event_counts AS SELECT type, count(*) AS events FROM workflow_events GROUP BY type;
          CREATE UNIQUE INDEX event_counts_type ON event_counts (type);

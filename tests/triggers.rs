@@ -6,6 +6,10 @@
 //! the tool; a BEFORE trigger with a WHEN clause stamps rows as before; a
 //! disabled trigger stays disabled; after the swap every trigger is on the
 //! partitioned table with its own definition, and on partitions made later.
+//! A statement trigger fires once per statement of the application's, and
+//! a row trigger on `UPDATE OF` a column only for the statements that name
+//! it, also while the move method's or the split's view passes rows on one
+//! at a time.
 
 mod common;
 use common::workload::{compare, Features, Workload};
@@ -46,18 +50,77 @@ BEGIN
 END $$;
 CREATE CONSTRAINT TRIGGER at_commit AFTER INSERT ON workflow_events DEFERRABLE INITIALLY DEFERRED
     FOR EACH ROW EXECUTE FUNCTION audit_at_commit();
-";
-
-/// Adds a statement trigger on TRUNCATE (and, for the methods that take
-/// them, on INSERT, UPDATE and DELETE).
-const STATEMENT_TRIGGERS: &str = "
 CREATE TRIGGER count_statements AFTER INSERT OR UPDATE OR DELETE ON workflow_events
     FOR EACH STATEMENT EXECUTE FUNCTION count_statement();
+CREATE TABLE typed (op text NOT NULL, id bigint NOT NULL);
+CREATE FUNCTION typed_row() RETURNS trigger LANGUAGE plpgsql AS $$
+BEGIN
+  INSERT INTO public.typed VALUES (TG_OP, NEW.id);
+  RETURN NEW;
+END $$;
+CREATE TRIGGER on_type AFTER INSERT OR UPDATE OF type ON workflow_events
+    FOR EACH ROW EXECUTE FUNCTION typed_row();
 ";
 
+/// An UPDATE of the test's own through the table's name that names `type`,
+/// which the workload never does; the rows it updated.
+async fn update_type(db: &Db) -> u64 {
+    db.client()
+        .await
+        .execute(
+            "UPDATE public.workflow_events SET type = type WHERE id IN (SELECT id FROM public.workflow_events ORDER BY id DESC LIMIT 7)",
+            &[],
+        )
+        .await
+        .unwrap()
+}
+
+/// Statements by operation, from the statement trigger, against what the
+/// application committed and the test's one UPDATE; the `UPDATE OF type`
+/// trigger against every insert and the rows of that UPDATE alone.
+async fn statements_and_columns(db: &Db, report: &common::workload::Report, typed_rows: u64, what: &str) {
+    let grouped = |table: &'static str| async move {
+        db.client()
+            .await
+            .query(&format!("SELECT op, count(*) FROM {table} GROUP BY op"), &[])
+            .await
+            .unwrap()
+            .iter()
+            .map(|r| (r.get::<_, String>(0), r.get::<_, i64>(1)))
+            .collect::<BTreeMap<String, i64>>()
+    };
+    let mut want: BTreeMap<String, i64> = report
+        .statements
+        .iter()
+        .map(|(k, v)| (k.to_string(), *v as i64))
+        .collect();
+    *want.entry("UPDATE".into()).or_default() += 1;
+    let got = grouped("statements").await;
+    println!("{what}: statements committed {want:?}, statement trigger {got:?}");
+    assert_eq!(
+        got, want,
+        "{what}: the statement trigger fired otherwise than once per statement"
+    );
+    let mut want = BTreeMap::new();
+    want.insert(
+        "INSERT".to_string(),
+        report.changes.get("INSERT").copied().unwrap_or(0) as i64,
+    );
+    want.insert("UPDATE".to_string(), typed_rows as i64);
+    assert_eq!(
+        grouped("typed").await,
+        want,
+        "{what}: the UPDATE OF trigger fired for statements that do not name its column"
+    );
+}
+
 /// The audit rows by operation, and the changes the application
-/// committed by operation.
-async fn audited_against(db: &Db, report: &common::workload::Report) -> (BTreeMap<String, i64>, BTreeMap<String, i64>) {
+/// committed by operation, with the `typed` rows the test updated itself.
+async fn audited_against(
+    db: &Db,
+    report: &common::workload::Report,
+    typed: u64,
+) -> (BTreeMap<String, i64>, BTreeMap<String, i64>) {
     let audit = db
         .client()
         .await
@@ -67,7 +130,8 @@ async fn audited_against(db: &Db, report: &common::workload::Report) -> (BTreeMa
         .iter()
         .map(|r| (r.get(0), r.get(1)))
         .collect();
-    let want = report.changes.iter().map(|(k, v)| (k.to_string(), *v as i64)).collect();
+    let mut want: BTreeMap<String, i64> = report.changes.iter().map(|(k, v)| (k.to_string(), *v as i64)).collect();
+    *want.entry("UPDATE".into()).or_default() += typed as i64;
     (audit, want)
 }
 
@@ -76,9 +140,6 @@ async fn audited(method: &str, point: &str) {
     let db = cluster.database().await;
     seed(&db, 120, 12_000).await;
     db.exec(TRIGGERS).await;
-    if method != "move" {
-        db.exec(STATEMENT_TRIGGERS).await;
-    }
     let dir = scratch();
     let yaml = event_plan(400, "").replace("method: move", &format!("method: {method}"));
     let plan = db.plan_file(dir.path(), "p.yaml", &yaml);
@@ -98,6 +159,7 @@ async fn audited(method: &str, point: &str) {
     tokio::time::sleep(Duration::from_millis(200)).await;
     let run = db.migrate_env(&["apply", plan], &[("MIGRATE_FAILPOINT", point)]).await;
     assert_eq!(run.code, 86, "{method}: {}", run.stderr);
+    let typed = update_type(&db).await;
     tokio::time::sleep(Duration::from_millis(200)).await;
     db.migrate(&["resume", plan]).await.ok();
     tokio::time::sleep(Duration::from_millis(300)).await;
@@ -109,12 +171,13 @@ async fn audited(method: &str, point: &str) {
         &report.errors[..report.errors.len().min(8)]
     );
     compare(&db, &report.oracle).await;
-    let (audit, want) = audited_against(&db, &report).await;
+    let (audit, want) = audited_against(&db, &report, typed).await;
     println!("{method}: application changes {want:?}, audit rows {audit:?}");
     assert_eq!(
         audit, want,
         "{method}: the audit trail differs from what the application committed"
     );
+    statements_and_columns(&db, &report, typed, method).await;
     // The deferred constraint trigger, at each commit: one row per insert.
     assert_eq!(
         db.scalar_i64("SELECT count(*) FROM deferred_audit").await,
@@ -167,12 +230,6 @@ async fn audited(method: &str, point: &str) {
         before + 2,
         "{method}"
     );
-    if method != "move" {
-        assert!(
-            db.scalar_i64("SELECT count(*) FROM statements").await > 0,
-            "{method}: the statement trigger never fired"
-        );
-    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
@@ -248,6 +305,7 @@ async fn triggers_through_a_move_aborted_half_way() {
         )
         .await;
     assert_eq!(run.code, 86, "{}", run.stderr);
+    let typed = update_type(&db).await;
     db.migrate(&["abort", plan]).await.ok();
     tokio::time::sleep(Duration::from_millis(200)).await;
     let report = workload.stop().await;
@@ -257,9 +315,10 @@ async fn triggers_through_a_move_aborted_half_way() {
         &report.errors[..report.errors.len().min(8)]
     );
     compare(&db, &report.oracle).await;
-    let (audit, want) = audited_against(&db, &report).await;
+    let (audit, want) = audited_against(&db, &report, typed).await;
     println!("move aborted: application changes {want:?}, audit rows {audit:?}");
     assert_eq!(audit, want);
+    statements_and_columns(&db, &report, typed, "move aborted").await;
     let defs = db
         .scalar_str(
             "SELECT string_agg(pg_get_triggerdef(oid), E'\\n') FROM pg_trigger \
@@ -302,6 +361,7 @@ async fn split_audited(abort: bool) {
         )
         .await;
     assert_eq!(run.code, 86, "{}", run.stderr);
+    let typed = update_type(&db).await;
     tokio::time::sleep(Duration::from_millis(200)).await;
     db.migrate(&[if abort { "abort" } else { "resume" }, plan]).await.ok();
     tokio::time::sleep(Duration::from_millis(200)).await;
@@ -312,9 +372,10 @@ async fn split_audited(abort: bool) {
         &report.errors[..report.errors.len().min(8)]
     );
     compare(&db, &report.oracle).await;
-    let (audit, want) = audited_against(&db, &report).await;
+    let (audit, want) = audited_against(&db, &report, typed).await;
     println!("split (abort: {abort}): application changes {want:?}, audit rows {audit:?}");
     assert_eq!(audit, want);
+    statements_and_columns(&db, &report, typed, if abort { "split aborted" } else { "split" }).await;
     let defs = db
         .scalar_str(
             "SELECT string_agg(c.relname || ': ' || pg_get_triggerdef(t.oid), E'\\n' ORDER BY 1) FROM pg_trigger t \

@@ -30,6 +30,10 @@ pub struct Report {
     /// Rows the application's committed statements inserted, updated and
     /// deleted, by INSERT, UPDATE and DELETE: what a row trigger sees.
     pub changes: BTreeMap<&'static str, u64>,
+    /// The application's committed statements on the table, by INSERT,
+    /// UPDATE and DELETE: what a statement trigger sees. An upsert is an
+    /// INSERT and an UPDATE; a run's deletion cascades in one DELETE.
+    pub statements: BTreeMap<&'static str, u64>,
     pub errors: Vec<String>,
 }
 
@@ -156,6 +160,9 @@ impl Workload {
             for (k, v) in r.ops {
                 *all.ops.entry(k).or_default() += v;
             }
+            for (k, v) in r.statements {
+                *all.statements.entry(k).or_default() += v;
+            }
             for (k, v) in r.changes {
                 *all.changes.entry(k).or_default() += v;
             }
@@ -243,6 +250,10 @@ impl Worker {
         *self.report.changes.entry(op).or_default() += rows;
     }
 
+    fn committed(&mut self, op: &'static str, statements: u64) {
+        *self.report.statements.entry(op).or_default() += statements;
+    }
+
     fn error(&mut self, what: String) {
         if self.report.errors.len() < 50 {
             self.report.errors.push(what);
@@ -303,6 +314,7 @@ impl Worker {
                 let id: i64 = row.get(0);
                 self.report.oracle.insert(id, e);
                 self.changed("INSERT", 1);
+                self.committed("INSERT", 1);
             }
             Err(err) => self.error(format!("insert: {}", db_message(&err))),
         }
@@ -329,6 +341,7 @@ impl Worker {
         match res {
             Ok(rows) if rows.len() == 3 => {
                 self.changed("INSERT", 3);
+                self.committed("INSERT", 1);
                 for r in rows {
                     let e = Event {
                         run_id: r.get(1),
@@ -353,6 +366,7 @@ impl Worker {
         let r = self.client.execute(&self.update, &[&id, &payload, &n]).await;
         if self.expect_one("update", id, r) {
             self.changed("UPDATE", 1);
+            self.committed("UPDATE", 1);
             let e = self.report.oracle.get_mut(&id).unwrap();
             e.payload = payload;
             e.n = n;
@@ -372,6 +386,7 @@ impl Worker {
             .await;
         if self.expect_one("update of the key", id, r) {
             self.changed("UPDATE", 1);
+            self.committed("UPDATE", 1);
             self.report.oracle.get_mut(&id).unwrap().ts = ts;
         }
     }
@@ -385,6 +400,7 @@ impl Worker {
             .await;
         if self.expect_one("delete", id, r) {
             self.changed("DELETE", 1);
+            self.committed("DELETE", 1);
             self.report.oracle.remove(&id);
         }
     }
@@ -407,6 +423,8 @@ impl Worker {
             .await;
         if self.expect_one("upsert", id, r) {
             self.changed("UPDATE", 1);
+            self.committed("INSERT", 1);
+            self.committed("UPDATE", 1);
             self.report.oracle.get_mut(&id).unwrap().n = n;
         }
     }
@@ -432,6 +450,7 @@ impl Worker {
         match res {
             Ok(n) => {
                 self.changed("UPDATE", 1);
+                self.committed("UPDATE", 1);
                 let e = self.report.oracle.get_mut(&id).unwrap();
                 if e.n != n {
                     let want = e.n;
@@ -486,6 +505,7 @@ impl Worker {
                 let before = self.report.oracle.len();
                 self.report.oracle.retain(|_, e| e.run_id != run);
                 self.changed("DELETE", (before - self.report.oracle.len()) as u64);
+                self.committed("DELETE", 1);
             }
             Ok(n) => self.error(format!("delete of run {run} affected {n} rows")),
             Err(e) => self.error(format!("delete of run {run}: {}", db_message(&e))),
@@ -525,6 +545,7 @@ impl Worker {
                 // Keep ownership consistent: this worker owns the new run.
                 self.runs.push(run);
                 self.changed("INSERT", evs.len() as u64);
+                self.committed("INSERT", evs.len() as u64);
                 self.report.oracle.extend(evs);
             }
             Err(e) => {

@@ -105,16 +105,12 @@ pub fn split(plan: &PlanFile, attached: &Blueprint, facts: &SplitFacts) -> Resul
     if let Some(info) = &facts.info {
         bp.triggers = info.trigger_defs.clone();
     }
-    if let Some(t) = bp.triggers.iter().find(|t| {
-        (!t.row() && t.kind & (8 | 16) != 0)
-            || !t.columns.is_empty()
-            || (!t.row() && t.kind & 4 != 0 && bp.row_security.enabled)
-    }) {
-        return Err(Refusal::new(format!(
-            "{table} has the trigger {}, a statement trigger on UPDATE or DELETE (or on INSERT under row-level security) or an UPDATE OF trigger, which the split's view would fire once per row or for every column; drop it for the split",
-            t.name
-        ))
-        .into());
+    if let Some(why) = bp
+        .triggers
+        .iter()
+        .find_map(|t| super::table::view_refuses(t, bp.row_security.enabled))
+    {
+        return Err(Refusal::new(format!("{why}; drop it for the split")).into());
     }
     if bp.row_identity.is_empty() {
         return Err(Refusal::new(format!(

@@ -103,6 +103,30 @@ pub fn carried(table: &QualifiedName, info: &TableInfo) -> Vec<String> {
     refusals
 }
 
+/// Why the routing view in front of the table (the move method's, the
+/// split's) cannot fire `t` as the table did, if it cannot: a statement
+/// trigger fires on the view, which cannot have transition tables; one on
+/// INSERT alone stays on the tables, which the view's rule reaches in one
+/// statement, except under row-level security, where the view inserts row
+/// by row.
+pub fn view_refuses(t: &crate::catalog::TriggerInfo, row_security: bool) -> Option<String> {
+    let transition = t.old_table.is_some() || t.new_table.is_some();
+    let name = &t.name;
+    if t.row() || !transition {
+        None
+    } else if t.kind & (8 | 16) != 0 {
+        Some(format!(
+            "the statement trigger {name} has transition tables and fires on UPDATE or DELETE, which reach the table through the routing view row by row; PostgreSQL does not allow transition tables on the view's own trigger"
+        ))
+    } else if t.kind & 4 != 0 && row_security {
+        Some(format!(
+            "the statement trigger {name} has transition tables and fires on INSERT, which under row-level security reaches the table through the routing view row by row; PostgreSQL does not allow transition tables on the view's own trigger"
+        ))
+    } else {
+        None
+    }
+}
+
 /// The table's own triggers go with it (see `method::shared::triggers`);
 /// what PostgreSQL or the move method's view cannot keep as it was is
 /// refused, naming the method that keeps it.
@@ -115,18 +139,10 @@ pub fn triggers(plan: &PlanFile, info: &TableInfo, acc: &mut super::Acc) {
             acc.refuse(format!(
                 "the row trigger {name} has transition tables, which PostgreSQL does not allow on a partitioned table; make it a statement trigger"
             ));
-        } else if by_view && !t.row() && t.kind & (8 | 16) != 0 {
-            acc.refuse(format!(
-                "the statement trigger {name} fires on UPDATE or DELETE, which the move method's view passes on one row at a time, so it would fire once per row; use method sync or attach"
-            ));
-        } else if by_view && !t.row() && t.kind & 4 != 0 && info.row_security {
-            acc.refuse(format!(
-                "the statement trigger {name} fires on INSERT, which under row-level security the move method's view passes on one row at a time; use method sync or attach"
-            ));
-        } else if by_view && !t.columns.is_empty() {
-            acc.refuse(format!(
-                "the trigger {name} fires on UPDATE OF some columns, and the move method's view updates every column of the row it routes; use method sync or attach"
-            ));
+        } else if by_view {
+            if let Some(why) = view_refuses(t, info.row_security) {
+                acc.refuse(format!("{why}; use method sync or attach"));
+            }
         }
     }
     if info.trigger_defs.is_empty() {
@@ -137,7 +153,7 @@ pub fn triggers(plan: &PlanFile, info: &TableInfo, acc: &mut super::Acc) {
         "the triggers of {table} ({}) go with it to the partitioned table and fire for the application's writes only, never for the tool's: {}",
         names.join(", "),
         match plan.spec.method {
-            Method::Move => "until the swap they are on both tables, silent for the tool's sessions (a guard in their WHEN clause), and take back their own definitions at the swap",
+            Method::Move => "until the swap they are on both tables, silent for the tool's sessions (a guard in their WHEN clause), statement triggers fire on the view once per statement, and all take back their own definitions at the swap",
             Method::Sync => "they stay on the table under the name; the side only the tool writes has them resting",
             Method::Attach => "the swap moves them to the partitioned table, which clones its row triggers to every partition",
         }

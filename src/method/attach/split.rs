@@ -13,6 +13,7 @@ use crate::exec::tx::Record;
 use crate::exec::{Context, Session};
 use crate::method::moving::{self, abort::back_step, abort::reroute_step, swap_relations};
 use crate::method::shared::routing::{hand_name_to, stragglers, view_goes_live, view_locks};
+use crate::method::shared::triggers::Side;
 use crate::method::shared::{lock_statement, options_clause, overriding, session_limits, triggers, writable_columns};
 use crate::method::{abort as aborts, How, Part, Step};
 use crate::sql::{quote_literal, Statement};
@@ -116,8 +117,8 @@ pub fn route(bp: &Blueprint) -> Vec<Statement> {
         "no autovacuum on the first partition while it empties",
         format!("ALTER TABLE {} SET (autovacuum_enabled = false)", bp.old),
     ));
-    s.extend(triggers::create_all(bp, &bp.shadow, true));
-    s.extend(triggers::create_all(bp, &bp.old, true));
+    s.extend(triggers::on_tables(bp, &bp.shadow, Side::Shadow));
+    s.extend(triggers::on_tables(bp, &bp.old, Side::Old));
     s.extend(view_goes_live(bp));
     s
 }
@@ -132,8 +133,8 @@ pub fn swap(bp: &Blueprint) -> Vec<Statement> {
         &bp.shadow,
         "the partitioned table takes its name back",
     ));
-    s.extend(triggers::drop_all(bp, &bp.table, "the guarded copy of a trigger goes"));
-    s.extend(triggers::create_all(bp, &bp.table, false));
+    s.extend(triggers::off_tables(bp, &bp.table, Side::Shadow));
+    s.extend(triggers::create_all(bp, &bp.table));
     s
 }
 
@@ -194,8 +195,8 @@ pub fn unroute(bp: &Blueprint) -> Vec<Statement> {
     }
     // The partitioned table's own triggers, cloned to the first partition
     // again by the attach.
-    s.extend(triggers::drop_all(bp, &bp.table, "the guarded copy of a trigger goes"));
-    s.extend(triggers::drop_all(bp, &bp.old, "the guarded copy of a trigger goes"));
+    s.extend(triggers::off_tables(bp, &bp.table, Side::Shadow));
+    s.extend(triggers::off_tables(bp, &bp.old, Side::Old));
     s.push(Statement::new(
         "the first partition is attached again; its validated bound spares the scan",
         format!(
@@ -213,7 +214,7 @@ pub fn unroute(bp: &Blueprint) -> Vec<Statement> {
         "autovacuum as before",
         format!("ALTER TABLE {} RESET (autovacuum_enabled)", bp.old),
     ));
-    s.extend(triggers::create_all(bp, &bp.table, false));
+    s.extend(triggers::create_all(bp, &bp.table));
     s
 }
 

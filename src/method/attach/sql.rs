@@ -205,7 +205,7 @@ pub fn swap(bp: &Blueprint) -> Vec<Statement> {
     }
     s.extend(sequences_to(bp, &bp.table));
     s.extend(keep_comment(bp, "TABLE"));
-    s.extend(triggers::create_all(bp, &bp.table, false));
+    s.extend(triggers::create_all(bp, &bp.table));
     s
 }
 

@@ -14,7 +14,7 @@ use crate::method::shared::routing::{
     hand_name_to, insert_routing, stragglers, view_goes_live, view_locks, InsertTarget,
 };
 use crate::method::shared::swap::{identity_to, keep_comment, rename_keys, sequences_to};
-use crate::method::shared::triggers;
+use crate::method::shared::triggers::{self, Side};
 use crate::method::shared::{lock_statement, overriding, restore_incoming_fks, session_limits, writable_columns};
 use crate::sql::{quote_literal, Statement};
 
@@ -41,7 +41,7 @@ pub fn route(bp: &Blueprint) -> Vec<Statement> {
         "the original steps aside; it keeps its rows, indexes and sequences until the swap",
         format!("ALTER TABLE {} RENAME TO {}", bp.table, bp.old.name),
     ));
-    s.extend(triggers::create_all(bp, &bp.old, true));
+    s.extend(triggers::on_tables(bp, &bp.old, Side::Old));
     s.push(Statement::new(
         "no autovacuum on the original while it empties: the tool vacuums it itself, and an autovacuum would make the swap wait",
         format!("ALTER TABLE {} SET (autovacuum_enabled = false)", bp.old),
@@ -56,8 +56,8 @@ pub fn swap(bp: &Blueprint) -> Vec<Statement> {
     s.push(view_locks(bp));
     s.extend(stragglers(bp));
     s.extend(hand_name_to(bp, &bp.shadow, "the partitioned table takes the name"));
-    s.extend(triggers::drop_all(bp, &bp.table, "the guarded copy of a trigger goes"));
-    s.extend(triggers::create_all(bp, &bp.table, false));
+    s.extend(triggers::off_tables(bp, &bp.table, Side::Shadow));
+    s.extend(triggers::create_all(bp, &bp.table));
     // The original (renamed) gives up its constraint and index names to the
     // partitioned table, which now carries the table's name.
     s.extend(rename_keys(bp, &bp.old, &bp.table, true));
@@ -128,8 +128,8 @@ fn revert(bp: &Blueprint) -> Vec<Statement> {
         },
     )];
     s.extend(hand_name_to(bp, &bp.old, "the original takes its name back"));
-    s.extend(triggers::drop_all(bp, &bp.table, "the guarded copy of a trigger goes"));
-    s.extend(triggers::create_all(bp, &bp.table, false));
+    s.extend(triggers::off_tables(bp, &bp.table, Side::Old));
+    s.extend(triggers::create_all(bp, &bp.table));
     s.extend(restore_incoming_fks(bp));
     s
 }

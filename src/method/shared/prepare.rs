@@ -121,7 +121,7 @@ pub fn statements(bp: &Blueprint) -> Vec<Statement> {
     // The move method's view writes the partitioned table from the route
     // on: the table's triggers are there, silent for the tool.
     if bp.method == crate::plan_file::Method::Move && bp.split.is_none() {
-        s.extend(super::triggers::create_all(bp, shadow, true));
+        s.extend(super::triggers::on_tables(bp, shadow, super::triggers::Side::Shadow));
     }
     s
 }

@@ -21,6 +21,7 @@ pub enum InsertTarget {
 pub fn view_goes_live(bp: &Blueprint) -> Vec<Statement> {
     let mut s = view_statements(bp);
     s.extend(routing_statements(bp, InsertTarget::Shadow));
+    s.extend(super::triggers::on_view(bp));
     s.extend(bp.dependent_views.iter().map(rebind_view));
     s
 }
@@ -180,19 +181,20 @@ pub fn insert_routing(bp: &Blueprint, target: InsertTarget) -> Vec<Statement> {
         ));
     }
     let o = overriding(bp);
+    let (mark, unmark) = marks(bp);
     let body = match split_back {
         Some(d) => {
             let shadow = &bp.shadow;
             let back = list(bp.columns.iter().map(|c| format!("{shadow}.{}", c.name)));
             format!(
-                "BEGIN\n  IF NEW.{k} < {cutoff}::{ty} THEN\n    INSERT INTO {dest} ({wcols}){o} VALUES ({new_values}) RETURNING {returning} INTO {into};\n  ELSE\n    INSERT INTO {shadow} ({wcols}){o} VALUES ({new_values}) RETURNING {back} INTO {into};\n  END IF;\n  RETURN NEW;\nEND",
+                "BEGIN\n{mark}  IF NEW.{k} < {cutoff}::{ty} THEN\n    INSERT INTO {dest} ({wcols}){o} VALUES ({new_values}) RETURNING {returning} INTO {into};\n  ELSE\n    INSERT INTO {shadow} ({wcols}){o} VALUES ({new_values}) RETURNING {back} INTO {into};\n  END IF;\n{unmark}  RETURN NEW;\nEND",
                 k = bp.key.column,
                 cutoff = crate::sql::quote_literal(&d.cutoff),
                 ty = bp.key.type_name,
             )
         }
         None => format!(
-            "BEGIN\n  INSERT INTO {dest} ({wcols}){o} VALUES ({new_values}) RETURNING {returning} INTO {into};\n  RETURN NEW;\nEND"
+            "BEGIN\n{mark}  INSERT INTO {dest} ({wcols}){o} VALUES ({new_values}) RETURNING {returning} INTO {into};\n{unmark}  RETURN NEW;\nEND"
         ),
     };
     s.extend([
@@ -203,6 +205,19 @@ pub fn insert_routing(bp: &Blueprint, target: InsertTarget) -> Vec<Statement> {
         ),
     ]);
     s
+}
+
+/// What the routing functions set and clear around their writes, when some
+/// trigger must tell them from others (see `triggers`); empty otherwise.
+fn marks(bp: &Blueprint) -> (String, String) {
+    if super::triggers::routing_marks(bp) {
+        (
+            format!("  {}\n", super::triggers::mark(super::triggers::ROUTED)),
+            format!("  {}\n", super::triggers::unmark(super::triggers::ROUTED)),
+        )
+    } else {
+        (String::new(), String::new())
+    }
 }
 
 fn function(name: &QualifiedName, body: &str) -> String {
@@ -274,12 +289,16 @@ fn update_body(bp: &Blueprint) -> String {
             ));
         }
     }
+    let (mark, unmark) = marks(bp);
+    body.push_str(&mark);
+    let then = unmark.trim_start();
     for (rel, cond) in searches(bp) {
         body.push_str(&format!(
-            "  UPDATE {rel} AS t SET {set} WHERE {cond};\n  IF FOUND THEN RETURN NEW; END IF;\n"
+            "  UPDATE {rel} AS t SET {set} WHERE {cond};\n  IF FOUND THEN {}RETURN NEW; END IF;\n",
+            then.replace('\n', " ")
         ));
     }
-    body.push_str("  RETURN NULL;\nEND");
+    body.push_str(&format!("{unmark}  RETURN NULL;\nEND"));
     body
 }
 
@@ -308,13 +327,16 @@ fn key_check(bp: &Blueprint) -> String {
 }
 
 fn delete_body(bp: &Blueprint) -> String {
-    let mut body = String::from("BEGIN\n");
+    let (mark, unmark) = marks(bp);
+    let mut body = format!("BEGIN\n{mark}");
+    let then = unmark.trim_start();
     for (rel, cond) in searches(bp) {
         body.push_str(&format!(
-            "  DELETE FROM {rel} AS t WHERE {cond};\n  IF FOUND THEN RETURN OLD; END IF;\n"
+            "  DELETE FROM {rel} AS t WHERE {cond};\n  IF FOUND THEN {}RETURN OLD; END IF;\n",
+            then.replace('\n', " ")
         ));
     }
-    body.push_str("  RETURN NULL;\nEND");
+    body.push_str(&format!("{unmark}  RETURN NULL;\nEND"));
     body
 }
 
@@ -372,10 +394,13 @@ pub fn hand_name_to(bp: &Blueprint, heir: &crate::sql::QualifiedName, why: &'sta
         format!("DROP VIEW {}", bp.retired_view),
     ));
     s.extend(identity_usage(bp, true));
+    let marker = super::triggers::marker_function(bp)
+        .map(|f| format!(", {f}()"))
+        .unwrap_or_default();
     s.push(Statement::new(
         "the routing functions go",
         format!(
-            "DROP FUNCTION {}(), {}(), {}()",
+            "DROP FUNCTION {}(), {}(), {}(){marker}",
             r.insert_function, r.update_function, r.delete_function
         ),
     ));

@@ -238,7 +238,7 @@ pub fn swap(bp: &Blueprint) -> Vec<Statement> {
     s.extend(keep_comment(bp, "TABLE"));
     s.extend(move_force(bp, &bp.old, &bp.table));
     s.extend(triggers::disable_all(bp, &bp.old));
-    s.extend(triggers::create_all(bp, &bp.table, false));
+    s.extend(triggers::create_all(bp, &bp.table));
     s.extend(back_mirror(bp));
     s
 }
