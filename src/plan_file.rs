@@ -164,10 +164,11 @@ pub struct PartitionSpec {
     #[serde(default)]
     pub step: Option<Positive>,
     /// For list partitioning: the value of every existing row (the
-    /// attached original's partition); the tool adds the column with this
-    /// default when it does not exist.
+    /// attached original's partition): an integer, or for a text, enum,
+    /// uuid or date key a string; the tool adds an integer column with
+    /// this default when it does not exist.
     #[serde(default)]
-    pub initial: Option<i64>,
+    pub initial: Option<ListValue>,
     /// For hash partitioning: how many partitions.
     #[serde(default)]
     pub modulus: Option<Positive>,
@@ -191,6 +192,33 @@ pub struct PartitionSpec {
 
 /// A first bound as written: a date or timestamp string, or an integer.
 pub use crate::partition::bounds::Written as Bound;
+
+/// A list value as written: `initial: 100` stays an integer, `initial: eu`
+/// (or a date, an enum label, a uuid) is a string.
+#[derive(Clone, Debug, Deserialize, Serialize, PartialEq)]
+#[serde(untagged)]
+pub enum ListValue {
+    Integer(i64),
+    Text(String),
+}
+
+impl ListValue {
+    /// The value for an integer key: an integer, or a string of one.
+    pub fn as_int(&self) -> Option<i64> {
+        match self {
+            ListValue::Integer(n) => Some(*n),
+            ListValue::Text(t) => t.trim().parse().ok(),
+        }
+    }
+
+    /// The value as PostgreSQL would read it from a literal.
+    pub fn text(&self) -> String {
+        match self {
+            ListValue::Integer(n) => n.to_string(),
+            ListValue::Text(t) => t.clone(),
+        }
+    }
+}
 
 #[derive(Clone, Debug, Deserialize, Serialize, PartialEq)]
 #[serde(deny_unknown_fields)]
@@ -485,7 +513,7 @@ impl PlanFile {
             if p.initial.is_none() && self.spec.method == Method::Attach {
                 return Err(self.key_error(
                     "partition.by",
-                    "list with the attach method needs partition.initial: the value of every existing row (for example 100)",
+                    "list with the attach method needs partition.initial: the value of every existing row (for example 100, or eu for a text key)",
                 ));
             }
             return self.check_common();
@@ -792,6 +820,29 @@ mod tests {
         let off = PlanFile::parse("p.yaml", &MINIMAL.replace("size: 5000", "target_duration: 0")).unwrap();
         assert_eq!(off.spec.batch.target_ms(), None);
         assert_eq!(p.table.to_string(), "\"public\".\"workflow_events\"");
+    }
+
+    #[test]
+    fn a_list_initial_is_an_integer_or_a_string() {
+        let list = |initial: &str| {
+            let src =
+                format!("table: public.t\npartition:\n  by: list\n  column: k\n  initial: {initial}\nmethod: attach\n");
+            PlanFile::parse("p.yaml", &src).unwrap().spec.partition.initial.unwrap()
+        };
+        assert_eq!(list("100"), ListValue::Integer(100));
+        assert_eq!(list("-7"), ListValue::Integer(-7));
+        assert_eq!(list("eu"), ListValue::Text("eu".into()));
+        assert_eq!(list("2024-01-01"), ListValue::Text("2024-01-01".into()));
+        assert_eq!(
+            list("6f1c1a5e-0a4b-4a4e-9d55-2f0c1e0d9b11"),
+            ListValue::Text("6f1c1a5e-0a4b-4a4e-9d55-2f0c1e0d9b11".into())
+        );
+        assert_eq!(list("\"it's\""), ListValue::Text("it's".into()));
+        // A quoted number is a string, which an integer key still reads.
+        let quoted = list("'100'");
+        assert_eq!(quoted, ListValue::Text("100".into()));
+        assert_eq!((quoted.as_int(), quoted.text()), (Some(100), "100".to_string()));
+        assert_eq!((list("eu").as_int(), list("100").text()), (None, "100".to_string()));
     }
 
     fn err(src: &str) -> String {

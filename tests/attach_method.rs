@@ -368,3 +368,237 @@ async fn split_crashes_in_route_and_swap() {
         );
     }
 }
+
+/// A list key of text or enum values that every row holds already: the
+/// original becomes the partition of `initial`, cast to the key's type;
+/// nothing is made ahead (no value follows another), so a new value goes to
+/// the default partition where the plan asks for one and is refused where
+/// it does not.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn attach_by_text_and_enum_list_on_an_existing_column_under_load() {
+    let cluster = Cluster::start();
+    for (ty, setup, initial, literal, default) in [
+        ("text", "", "\"eu'west\"", "'eu''west'", true),
+        (
+            "public.region",
+            "CREATE TYPE public.region AS ENUM ('us', 'eu west');",
+            "eu west",
+            "'eu west'",
+            false,
+        ),
+    ] {
+        let db = cluster.database().await;
+        seed(&db, 200, 15_000).await;
+        db.exec(&format!(
+            "{setup} ALTER TABLE workflow_events ADD COLUMN region {ty} NOT NULL DEFAULT {literal};"
+        ))
+        .await;
+        let objects = db.objects().await;
+        let dir = scratch();
+        let yaml = format!(
+            "table: public.workflow_events\npartition:\n  by: list\n  column: region\n  initial: {initial}\n  premake: 2\n{}method: attach\n",
+            if default { "  default_partition: true\n" } else { "" }
+        );
+        let plan = db.plan_file(dir.path(), "l.yaml", &yaml);
+        let plan = plan.to_str().unwrap();
+        let shown = db.migrate(&["plan", plan]).await;
+        shown.ok();
+        assert!(
+            shown.stdout.contains(&format!("FOR VALUES IN ({literal}::{ty})")),
+            "{ty}: {}",
+            shown.stdout
+        );
+        assert_eq!(
+            shown.stdout.contains("set partition.default_partition: true"),
+            !default,
+            "{ty}: {}",
+            shown.stdout
+        );
+        // Abort after constrain: the column was there before, and stays.
+        db.migrate(&["apply", plan, "--until", "constrain"]).await.ok();
+        db.migrate(&["abort", plan]).await.ok();
+        assert_eq!(db.objects().await, objects, "{ty}");
+
+        let features = Features {
+            upsert_and_lock: true,
+            ..Features::default()
+        };
+        let workload = Workload::start_with(&db, 4, 43, features).await;
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        let run = db
+            .migrate_env(&["apply", plan], &[("MIGRATE_FAILPOINT", "constrain:after-check")])
+            .await;
+        assert_eq!(run.code, 86, "{ty}: {}", run.stderr);
+        db.migrate(&["resume", plan]).await.ok();
+        tokio::time::sleep(Duration::from_millis(400)).await;
+        let report = workload.stop().await;
+        assert!(
+            report.errors.is_empty(),
+            "{ty}: the application saw errors: {:?}",
+            &report.errors[..report.errors.len().min(8)]
+        );
+        let compared = compare(&db, &report.oracle).await;
+        println!(
+            "attach by a {ty} list under load: {} operations, 0 errors, {compared} rows compared",
+            report.total_ops()
+        );
+        let parts: Vec<(String, String)> = db
+            .client()
+            .await
+            .query(
+                "SELECT c.relname::text, pg_get_expr(c.relpartbound, c.oid) FROM pg_inherits i JOIN pg_class c ON c.oid = i.inhrelid \
+                 WHERE i.inhparent = 'workflow_events'::regclass ORDER BY 2 DESC",
+                &[],
+            )
+            .await
+            .unwrap()
+            .iter()
+            .map(|r| (r.get(0), r.get(1)))
+            .collect();
+        let zero = &parts[0].0;
+        // Named as move and sync name a value that is not a plain word.
+        assert!(zero.starts_with("workflow_events_peu_west_"), "{ty}: {parts:?}");
+        assert_eq!(parts[0].1, format!("FOR VALUES IN ({literal})"), "{ty}");
+        let mut expected = vec![zero.clone()];
+        if default {
+            expected.push("workflow_events_default".into());
+            assert_eq!(parts[1].1, "DEFAULT");
+        }
+        assert_eq!(
+            parts.iter().map(|p| p.0.clone()).collect::<Vec<_>>(),
+            expected,
+            "{ty}: nothing is made ahead"
+        );
+        assert_eq!(
+            db.scalar_i64(&format!("SELECT count(*) FROM ONLY public.{zero}")).await,
+            compared as i64,
+            "{ty}: every row stays in the original"
+        );
+        // A row of the first value goes to the original; a new value to
+        // the default partition, or nowhere.
+        db.exec("INSERT INTO workflow_events (run_id, type) VALUES ((SELECT min(id) FROM workflow_runs), 'same')")
+            .await;
+        assert_eq!(
+            db.scalar_str("SELECT tableoid::regclass::text FROM workflow_events WHERE type = 'same'")
+                .await
+                .as_deref(),
+            Some(zero.as_str())
+        );
+        let new = db
+            .client()
+            .await
+            .execute(
+                "INSERT INTO workflow_events (run_id, type, region) VALUES ((SELECT min(id) FROM workflow_runs), 'new', 'us')",
+                &[],
+            )
+            .await;
+        if default {
+            new.unwrap();
+            assert_eq!(
+                db.scalar_str("SELECT tableoid::regclass::text FROM workflow_events WHERE type = 'new'")
+                    .await
+                    .as_deref(),
+                Some("workflow_events_default")
+            );
+        } else {
+            let e = new.unwrap_err();
+            assert_eq!(
+                e.code(),
+                Some(&tokio_postgres::error::SqlState::CHECK_VIOLATION),
+                "{e:?}"
+            );
+        }
+        // maintain and split take no text-like list key, and say so.
+        let m = db.migrate(&["maintain", plan]).await;
+        assert_eq!(m.code, 2, "{ty}: {}", m.stderr);
+        assert!(
+            m.stderr.contains("maintain handles integer list keys"),
+            "{ty}: {}",
+            m.stderr
+        );
+        let s = db.migrate(&["split", plan]).await;
+        assert_eq!(s.code, 2, "{ty}: {}", s.stderr);
+        assert!(
+            s.stderr
+                .contains("is partitioned by list; its first partition holds one value"),
+            "{ty}: {}",
+            s.stderr
+        );
+    }
+}
+
+/// uuid and date keys: `initial` as the plan writes it is read in the key's
+/// type, and the partition holds the value as PostgreSQL prints it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn attach_by_uuid_and_date_list_reads_initial_in_the_keys_type() {
+    let cluster = Cluster::start();
+    let dir = scratch();
+    for (ty, initial, printed, other) in [
+        (
+            "uuid",
+            "6F1C1A5E-0A4B-4A4E-9D55-2F0C1E0D9B11",
+            "6f1c1a5e-0a4b-4a4e-9d55-2f0c1e0d9b11",
+            "00000000-0000-0000-0000-000000000001",
+        ),
+        ("date", "2024-01-01", "2024-01-01", "2024-01-02"),
+    ] {
+        let db = cluster.database().await;
+        db.exec(&format!(
+            "CREATE TABLE jobs (id bigserial PRIMARY KEY, k {ty} NOT NULL, n int);
+             INSERT INTO jobs (k, n) SELECT '{printed}', g FROM generate_series(1, 500) g;"
+        ))
+        .await;
+        let yaml = format!(
+            "table: public.jobs\npartition:\n  by: list\n  column: k\n  initial: {initial}\n  default_partition: true\nmethod: attach\n"
+        );
+        let plan = db.plan_file(dir.path(), "j.yaml", &yaml);
+        db.migrate(&["apply", plan.to_str().unwrap()]).await.ok();
+        assert_eq!(
+            db.scalar_str(
+                "SELECT string_agg(pg_get_expr(c.relpartbound, c.oid), ', ' ORDER BY 1) FROM pg_inherits i JOIN pg_class c ON c.oid = i.inhrelid \
+                 WHERE i.inhparent = 'public.jobs'::regclass"
+            )
+            .await
+            .unwrap(),
+            format!("DEFAULT, FOR VALUES IN ('{printed}')"),
+            "{ty}"
+        );
+        db.exec(&format!(
+            "INSERT INTO jobs (k, n) VALUES ('{other}', 0), ('{printed}', 0)"
+        ))
+        .await;
+        assert_eq!(
+            db.scalar_str(&format!(
+                "SELECT tableoid::regclass::text FROM jobs WHERE k = '{other}'"
+            ))
+            .await
+            .as_deref(),
+            Some("jobs_default"),
+            "{ty}"
+        );
+        let home = db
+            .scalar_str(&format!(
+                "SELECT tableoid::regclass::text FROM jobs WHERE n = 0 AND k = '{printed}'"
+            ))
+            .await
+            .unwrap();
+        assert!(home.starts_with("jobs_p"), "{ty}: {home}");
+        assert_eq!(db.scalar_i64("SELECT count(*) FROM ONLY jobs_default").await, 1, "{ty}");
+        assert_eq!(db.scalar_i64("SELECT count(*) FROM jobs").await, 502, "{ty}");
+        // status and check read the text-like bounds.
+        let status = db.migrate(&["status", plan.to_str().unwrap()]).await;
+        status.ok();
+        assert!(
+            status.stdout.contains(&format!("FOR VALUES IN ('{printed}')")),
+            "{ty}: {}",
+            status.stdout
+        );
+        let check = db.migrate(&["check", plan.to_str().unwrap()]).await;
+        assert_eq!(check.code, 5, "{ty}: {}{}", check.stdout, check.stderr);
+        assert!(
+            check.stdout.contains("jobs_default\": 1 rows"),
+            "{ty}: {}",
+            check.stdout
+        );
+    }
+}

@@ -41,6 +41,11 @@ async fn plan_prints_every_phase_and_changes_nothing() {
     );
 }
 
+/// Attach by list on `column`, every existing row holding `initial`.
+fn attach_list(column: &str, initial: &str) -> String {
+    format!("table: public.workflow_events\npartition:\n  by: list\n  column: {column}\n  initial: {initial}\nmethod: attach\n")
+}
+
 struct Case {
     name: &'static str,
     setup: &'static str,
@@ -184,6 +189,36 @@ async fn refusals_are_one_sentence_and_change_nothing() {
                 .replace("by: range", "by: list")
                 .replace("column: ts", "column: partition_id\n  initial: 100"),
             expect: "partition.column (line 4) names `partition_id`, which is not a column of \"public\".\"workflow_events\"; the attach method adds a list key column, move and sync partition on an existing one",
+        },
+        Case {
+            name: "list by attach, a string initial for a missing column",
+            setup: "",
+            plan: attach_list("partition_id", "eu"),
+            expect: "partition.initial (line 5) is the string `eu`, and \"public\".\"workflow_events\" has no column `partition_id`; the attach method adds a missing list key column as bigint only",
+        },
+        Case {
+            name: "list by attach, a label the enum lacks",
+            setup: "CREATE TYPE public.region AS ENUM ('eu', 'us'); ALTER TABLE workflow_events ADD COLUMN region public.region NOT NULL DEFAULT 'eu'",
+            plan: attach_list("region", "mars"),
+            expect: "partition.initial (line 5) is `mars`, which \"region\" of type public.region does not take: invalid input value for enum public.region: \"mars\"",
+        },
+        Case {
+            name: "list by attach, a malformed uuid",
+            setup: "ALTER TABLE workflow_events ADD COLUMN tenant uuid NOT NULL DEFAULT gen_random_uuid()",
+            plan: attach_list("tenant", "not-a-uuid"),
+            expect: "partition.initial (line 5) is `not-a-uuid`, which \"tenant\" of type uuid does not take: invalid input syntax for type uuid",
+        },
+        Case {
+            name: "list by attach, a string initial for an integer key",
+            setup: "ALTER TABLE workflow_events ADD COLUMN partition_id bigint NOT NULL DEFAULT 1",
+            plan: attach_list("partition_id", "eu"),
+            expect: "partition.initial (line 5) is `eu`, and \"partition_id\" is bigint; give an integer",
+        },
+        Case {
+            name: "list by attach, a text key holding other values",
+            setup: "ALTER TABLE workflow_events ADD COLUMN region text NOT NULL DEFAULT 'eu'; UPDATE workflow_events SET region = 'us' WHERE id <= 3",
+            plan: attach_list("region", "eu"),
+            expect: "3 existing rows have \"region\" other than eu; the original can only become the partition of that one value",
         },
         Case {
             name: "list on a column of many values",

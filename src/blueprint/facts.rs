@@ -32,6 +32,9 @@ pub struct Facts {
     pub list_texts: Vec<String>,
     /// Rows whose list key is not the first partition's value (attach).
     pub other_values: i64,
+    /// Attach by a text, enum, uuid or date list: `partition.initial` as
+    /// PostgreSQL prints it in the key's type, or why the type refuses it.
+    pub list_initial: Option<Result<String, String>>,
     /// Rows below the first partition's lower bound.
     pub below_first: i64,
     /// Names the migration would create that exist already.
@@ -49,6 +52,7 @@ impl Facts {
             sequence_max: None,
             list_values: Vec::new(),
             list_texts: Vec::new(),
+            list_initial: None,
             other_values: 0,
             below_first: 0,
             taken: Vec::new(),

@@ -44,8 +44,38 @@ pub async fn gather(client: &Client, plan: &PlanFile) -> Result<Facts> {
             }
         }
         let has_column = info.columns.iter().any(|c| c.name == k.column);
-        if list && plan.spec.method == Method::Attach && has_column {
-            let initial = spec.initial.unwrap_or_default();
+        if list && plan.spec.method == Method::Attach && has_column && k.list_text {
+            let written = spec.initial.as_ref().map(|v| v.text()).unwrap_or_default();
+            // The key's type reads the value, as the constraint will: a
+            // label the enum lacks or a malformed uuid or date is the
+            // plan's mistake, said as such.
+            let read = client
+                .query_one(&format!("SELECT $1::text::{}::text", k.type_name), &[&written])
+                .await;
+            f.list_initial = Some(match read {
+                Ok(r) => {
+                    let value: String = r.get(0);
+                    // NULLs count as other values, as for integer keys.
+                    f.other_values = client
+                        .query_one(
+                            &format!(
+                                "SELECT count(*) FROM ONLY {table} WHERE {k} IS DISTINCT FROM $1::text::{ty}",
+                                k = k.column,
+                                ty = k.type_name
+                            ),
+                            &[&value],
+                        )
+                        .await?
+                        .get(0);
+                    Ok(value)
+                }
+                Err(e) => match e.as_db_error() {
+                    Some(d) => Err(d.message().to_string()),
+                    None => return Err(e.into()),
+                },
+            });
+        } else if list && plan.spec.method == Method::Attach && has_column {
+            let initial = spec.initial.as_ref().and_then(|v| v.as_int()).unwrap_or_default();
             f.other_values = client
                 .query_one(
                     &format!(
@@ -173,6 +203,11 @@ pub async fn split_facts(client: &Client, plan: &PlanFile, attached: &super::Blu
         return Ok(f);
     }
     let key = &attached.key;
+    // A list partition holds one value, and the split refuses it; a text
+    // key has no integer minimum to read.
+    if key.list {
+        return Ok(f);
+    }
     (f.min, _) = crate::partition::existing::min_max(client, zero, &key.column, key.kind).await?;
     if let Some(oid) = catalog::relation_oid(client, table).await? {
         f.info = Some(catalog::table_info(client, oid).await?);

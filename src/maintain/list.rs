@@ -75,7 +75,7 @@ pub(super) async fn premake(
         Some(v) => Some(v),
         // Nothing written yet: the plan's first value, or the lowest
         // partition's.
-        None => plan.spec.partition.initial.or(lowest),
+        None => plan.spec.partition.initial.as_ref().and_then(|v| v.as_int()).or(lowest),
     };
     let Some(current) = current else {
         return Ok(None);

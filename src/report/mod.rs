@@ -237,6 +237,16 @@ pub fn plan(r: &Resolved, where_: &str) -> String {
             bp.key.column,
             m - 1
         );
+    } else if bp.partitions.is_empty() {
+        // Attach by a text-like list: the original is the only partition.
+        let _ = writeln!(
+            o,
+            "Partitions: none made ahead besides the original{}",
+            match &bp.default_partition {
+                Some(d) => format!(", default partition {d}"),
+                None => ", no default partition".into(),
+            }
+        );
     } else {
         let _ = writeln!(
             o,

@@ -40,3 +40,20 @@ fn list_sync() {
 fn hash_move() {
     insta::assert_snapshot!(rendered("move", "  by: hash\n  column: id\n  modulus: 3\n", &[]));
 }
+
+#[test]
+fn list_text_attach() {
+    let p = plan(
+        "'\"odd schema\".\"Event Log\"'",
+        "attach",
+        "  by: list\n  column: Region\n  initial: \"eu'west\"\n  default_partition: true\n",
+    );
+    let mut info = table("odd schema", "Event Log");
+    info.columns.push(column("Region", "\"odd schema\".\"Region\""));
+    info.columns.last_mut().unwrap().category = "E".into();
+    let mut f = facts(info);
+    f.min = None;
+    f.max = None;
+    f.list_initial = Some(Ok("eu'west".into()));
+    insta::assert_snapshot!(super::steps_text(&derive(&p, &f).unwrap().blueprint));
+}

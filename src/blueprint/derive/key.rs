@@ -3,7 +3,7 @@
 use crate::blueprint::Key;
 use crate::catalog::TableInfo;
 use crate::partition::KeyKind;
-use crate::plan_file::{Method, PlanFile, Strategy};
+use crate::plan_file::{ListValue, Method, PlanFile, Strategy};
 use crate::sql::Ident;
 use anyhow::Result;
 
@@ -14,7 +14,24 @@ pub fn key(plan: &PlanFile, info: &TableInfo) -> Result<(Key, Vec<String>)> {
     let mut refusals = Vec::new();
     let key_col = info.columns.iter().find(|c| c.name.as_str() == spec.column);
     let list = spec.by == Strategy::List;
+    // A string no integer column could take: `'100'` it could.
+    let text_initial = match &spec.initial {
+        Some(v @ ListValue::Text(t)) if v.as_int().is_none() => Some(t.as_str()),
+        _ => None,
+    };
     let key = match key_col {
+        None if list && plan.spec.method == Method::Attach && text_initial.is_some() => {
+            return Err(plan
+                .key_error(
+                    "partition.initial",
+                    &format!(
+                        "is the string `{}`, and {table} has no column `{}`; the attach method adds a missing list key column as bigint only: give an integer, or add the column in its type (its default this value) first",
+                        text_initial.unwrap_or_default(),
+                        spec.column
+                    ),
+                )
+                .into())
+        }
         None if list && plan.spec.method == Method::Attach => Key {
             column: Ident::new(spec.column.clone()),
             kind: KeyKind::Integer,
@@ -30,17 +47,6 @@ pub fn key(plan: &PlanFile, info: &TableInfo) -> Result<(Key, Vec<String>)> {
                     "partition.column",
                     &format!(
                         "names `{}` of type {}; a list key must be an integer, text, enum, uuid or date",
-                        spec.column, c.type_name
-                    ),
-                )
-                .into())
-        }
-        Some(c) if list && KeyKind::from_type_name(&c.type_name) != Some(KeyKind::Integer) && plan.spec.method == Method::Attach => {
-            return Err(plan
-                .key_error(
-                    "partition.column",
-                    &format!(
-                        "names `{}` of type {}; the attach method's list variant takes an integer key (its first partition is the value `initial`); move and sync take a text, enum, uuid or date list key",
                         spec.column, c.type_name
                     ),
                 )
@@ -107,6 +113,22 @@ pub fn key(plan: &PlanFile, info: &TableInfo) -> Result<(Key, Vec<String>)> {
             }
         }
     };
+    // An integer key reads a string of digits too; `eu` it cannot.
+    if let (true, false, Some(v)) = (key.list, key.list_text, &spec.initial) {
+        if v.as_int().is_none() {
+            return Err(plan
+                .key_error(
+                    "partition.initial",
+                    &format!(
+                        "is `{}`, and {} is {}; give an integer",
+                        v.text(),
+                        key.column,
+                        key.type_name
+                    ),
+                )
+                .into());
+        }
+    }
     if key.kind == KeyKind::Integer && spec.interval.is_some() {
         return Err(plan
             .key_error(

@@ -44,6 +44,18 @@ fn named(template: &str, table: &QualifiedName, value: i64) -> String {
     )
 }
 
+/// A partition name for a text, enum, uuid or date value.
+fn named_text(template: &str, table: &QualifiedName, value: &str) -> String {
+    partition::naming::render(
+        template,
+        table.name.as_str(),
+        &partition::naming::TokenValues {
+            text: Some(value.to_string()),
+            ..Default::default()
+        },
+    )
+}
+
 pub fn derive(
     plan: &PlanFile,
     facts: &Facts,
@@ -74,7 +86,30 @@ pub fn derive(
         (Some(b), _) => Some(bounds::parse_start(key.kind, tz, b).map_err(|e| plan.key_error("partition.start", &e))?),
         (None, _) => None,
     };
-    let initial = spec.initial.unwrap_or_default();
+    let initial = spec.initial.as_ref().and_then(|v| v.as_int()).unwrap_or_default();
+    let attach_text = method == Method::Attach && list && key.list_text;
+    let text_initial = if attach_text {
+        Some(match &facts.list_initial {
+            Some(Ok(v)) => v.clone(),
+            Some(Err(why)) => {
+                return Err(plan
+                    .key_error(
+                        "partition.initial",
+                        &format!(
+                            "is `{}`, which {} of type {} does not take: {why}",
+                            spec.initial.as_ref().map(|v| v.text()).unwrap_or_default(),
+                            key.column,
+                            key.type_name
+                        ),
+                    )
+                    .into())
+            }
+            // Facts written by hand: the value as the plan gives it.
+            None => spec.initial.as_ref().map(|v| v.text()).unwrap_or_default(),
+        })
+    } else {
+        None
+    };
     let mut layout = if let Some(m) = key.hash {
         let template = spec.naming.clone().unwrap_or_else(|| "{table}_h{VALUE}".to_string());
         (0..i64::from(m))
@@ -84,6 +119,16 @@ pub fn derive(
                 to: m.to_string(),
             })
             .collect()
+    } else if attach_text {
+        // No value follows another: none is made ahead.
+        if !spec.default_partition {
+            acc.warn(format!(
+                "after the swap a row with a value of {} other than {} is refused: no value of a text, enum, uuid or date key follows another, so no partition is made ahead; set partition.default_partition: true, or create a partition for each new value before the application writes it",
+                key.column,
+                text_initial.as_deref().unwrap_or_default()
+            ));
+        }
+        Vec::new()
     } else if list && key.list_text {
         list_texts(plan, facts, key, &template, acc)
     } else if list {
@@ -113,11 +158,11 @@ pub fn derive(
         .map_err(|e| plan.key_error("partition", &e))?
     };
     let attach = match method {
-        Method::Attach if list => Some(attach_list(plan, facts, info, key, uniques, acc)),
+        Method::Attach if list => Some(attach_list(plan, facts, info, key, text_initial.clone(), uniques, acc)),
         Method::Attach => Some(attach_range(plan, facts, key, tz, uniques, &mut layout, acc)),
         _ => None,
     };
-    if layout.is_empty() {
+    if layout.is_empty() && !attach_text {
         return Err(crate::error::Refusal::new(format!(
             "{table} holds no value of {} yet, and a list key of this type gets one partition per value it holds; partition it once it has rows, or by range or hash",
             key.column
@@ -125,7 +170,7 @@ pub fn derive(
         .into());
     }
     check_names(plan, &layout)?;
-    let first = bounds::first_bound_value(key.kind, tz, &layout[0]);
+    let first = layout.first().and_then(|p| bounds::first_bound_value(key.kind, tz, p));
     let below = match (first, facts.min) {
         _ if method == Method::Attach || key.hash.is_some() => None,
         (Some(f), Some(m)) if key_less(m, f) => Some(layout[0].from.clone()),
@@ -151,7 +196,21 @@ pub fn derive(
     }
     let old = match method {
         // A list partition is named for its value, as the others are.
-        Method::Attach if list => table.sibling(Ident::new(named(&template, table, initial))),
+        Method::Attach if list => {
+            let name = match &text_initial {
+                Some(v) => named_text(&template, table, v),
+                None => named(&template, table, initial),
+            };
+            check_names(
+                plan,
+                &[partition::Partition {
+                    name: name.clone(),
+                    from: String::new(),
+                    to: String::new(),
+                }],
+            )?;
+            table.sibling(Ident::new(name))
+        }
         // An integer layout from 0 names its first new partition `_p0`,
         // the name the original would take.
         Method::Attach if layout.iter().any(|p| p.name == names::old(table, method).name.as_str()) => {
@@ -193,14 +252,7 @@ fn list_texts(plan: &PlanFile, facts: &Facts, key: &Key, template: &str, acc: &m
     }
     held.into_iter()
         .map(|v| partition::Partition {
-            name: partition::naming::render(
-                template,
-                plan.table.name.as_str(),
-                &partition::naming::TokenValues {
-                    text: Some(v.clone()),
-                    ..Default::default()
-                },
-            ),
+            name: named_text(template, &plan.table, &v),
             from: v.clone(),
             to: v,
         })
@@ -212,7 +264,7 @@ fn list_texts(plan: &PlanFile, facts: &Facts, key: &Key, template: &str, acc: &m
 /// value the table holds, and the plan's premade values after the highest.
 fn list_values(plan: &PlanFile, facts: &Facts, key: &Key, acc: &mut Acc) -> Vec<i64> {
     let spec = &plan.spec.partition;
-    let initial = spec.initial.unwrap_or_default();
+    let initial = spec.initial.as_ref().and_then(|v| v.as_int()).unwrap_or_default();
     if plan.spec.method == Method::Attach {
         return (1..=i64::from(spec.premake.max(1))).map(|i| initial + i).collect();
     }
@@ -247,11 +299,15 @@ fn attach_list(
     facts: &Facts,
     info: &TableInfo,
     key: &Key,
+    text_initial: Option<String>,
     uniques: &[UniqueDef],
     acc: &mut Acc,
 ) -> AttachDef {
     let table = &plan.table;
-    let initial = plan.spec.partition.initial.unwrap_or_default();
+    let initial = text_initial.unwrap_or_else(|| {
+        let n = plan.spec.partition.initial.as_ref().and_then(|v| v.as_int());
+        n.unwrap_or_default().to_string()
+    });
     let has_column = info.columns.iter().any(|c| c.name == key.column);
     let add_column = if has_column {
         if facts.other_values > 0 {
@@ -276,7 +332,7 @@ fn attach_list(
     ));
     AttachDef {
         key_indexes: key_indexes(uniques),
-        cutoff: initial.to_string(),
+        cutoff: initial,
         add_column,
         check: names::cutoff_check(table),
     }
@@ -312,7 +368,7 @@ fn attach_range(
         layout.drain(..first_after);
     }
     let cutoff = layout[0].from.clone();
-    let first = bounds::first_bound_value(key.kind, tz, &layout[0]);
+    let first = layout.first().and_then(|p| bounds::first_bound_value(key.kind, tz, p));
     if let (Some(m), Some(c)) = (facts.max, first) {
         if !key_less(m, c) {
             acc.refuse(format!(

@@ -31,17 +31,17 @@ pub fn split(plan: &PlanFile, attached: &Blueprint, facts: &SplitFacts) -> Resul
         .parse()
         .map_err(|_| plan.key_error("partition.time_zone", "is not a known time zone"))?;
     let key = attached.key.clone();
-    let Some(min) = facts.min else {
-        return Err(Refusal::new(format!("{zero} is empty; detach and drop it instead of splitting it")).into());
-    };
-    let cutoff = bounds::bound_value(key.kind, tz, &a.cutoff)
-        .ok_or_else(|| anyhow::anyhow!("the stored cutoff {} cannot be read", a.cutoff))?;
     if key.list {
         return Err(Refusal::new(format!(
             "{table} is partitioned by list; its first partition holds one value and has nothing to split"
         ))
         .into());
     }
+    let Some(min) = facts.min else {
+        return Err(Refusal::new(format!("{zero} is empty; detach and drop it instead of splitting it")).into());
+    };
+    let cutoff = bounds::bound_value(key.kind, tz, &a.cutoff)
+        .ok_or_else(|| anyhow::anyhow!("the stored cutoff {} cannot be read", a.cutoff))?;
     let template = spec
         .naming
         .clone()

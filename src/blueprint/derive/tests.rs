@@ -141,6 +141,100 @@ fn attach_cuts_off_after_the_newest_key_and_refuses_keys_beyond_a_given_cutoff()
     assert!(e.contains("existing rows have keys at or after the cutoff"), "{e}");
 }
 
+/// An events table with a text list key `region`, facts of a list.
+fn with_region(initial: Result<&str, &str>) -> Facts {
+    let mut info = table("public", "events");
+    info.columns.push(column("region", "text"));
+    let mut f = facts(info);
+    f.min = None;
+    f.max = None;
+    f.list_initial = Some(initial.map(str::to_string).map_err(str::to_string));
+    f
+}
+
+#[test]
+fn attach_by_a_text_list_makes_the_original_the_partition_of_initial() {
+    let part = "  by: list\n  column: region\n  initial: \"eu'west\"\n";
+    let r = derive(&plan("public.events", "attach", part), &with_region(Ok("eu'west"))).unwrap();
+    let bp = &r.blueprint;
+    assert!(bp.key.list_text);
+    assert_eq!(bp.attach.as_ref().unwrap().cutoff, "eu'west");
+    assert_eq!(bp.attach.as_ref().unwrap().add_column, None);
+    // Named as move and sync name a text value: cleaned, with a hash.
+    assert!(bp.old.name.as_str().starts_with("events_peu_west_"), "{}", bp.old);
+    assert!(bp.partitions.is_empty(), "{:?}", bp.partitions);
+    assert!(bp.default_partition.is_none());
+    assert!(r
+        .findings
+        .iter()
+        .any(|f| f.level == Level::Warning && f.message.contains("set partition.default_partition: true")));
+    let with_default = format!("{part}  default_partition: true\n");
+    let r = derive(
+        &plan("public.events", "attach", &with_default),
+        &with_region(Ok("eu'west")),
+    )
+    .unwrap();
+    assert!(r.blueprint.default_partition.is_some());
+    assert!(!r
+        .findings
+        .iter()
+        .any(|f| f.message.contains("no partition is made ahead")));
+    // Rows of other values (or NULL) keep the original from being that one
+    // partition.
+    let mut f = with_region(Ok("eu'west"));
+    f.other_values = 3;
+    let e = refusal(derive(&plan("public.events", "attach", part), &f));
+    assert!(e.contains("3 existing rows have \"region\" other than eu'west"), "{e}");
+}
+
+#[test]
+fn a_list_initial_the_key_cannot_take_is_the_plans_mistake() {
+    let part = "  by: list\n  column: region\n  initial: mars\n";
+    let e = refusal(derive(
+        &plan("public.events", "attach", part),
+        &with_region(Err("invalid input value for enum region: \"mars\"")),
+    ));
+    assert!(
+        e.contains("partition.initial (line 5) is `mars`, which \"region\" of type text does not take: invalid input value for enum region"),
+        "{e}"
+    );
+    // An integer key takes integers (and strings of digits) only.
+    let mut f = facts(table("public", "events"));
+    f.min = None;
+    f.max = None;
+    let e = refusal(derive(
+        &plan("public.events", "attach", "  by: list\n  column: Kind\n  initial: eu\n"),
+        &f,
+    ));
+    assert!(
+        e.contains("partition.initial (line 5) is `eu`, and \"Kind\" is integer; give an integer"),
+        "{e}"
+    );
+    let r = derive(
+        &plan(
+            "public.events",
+            "attach",
+            "  by: list\n  column: Kind\n  initial: '7'\n",
+        ),
+        &f,
+    )
+    .unwrap();
+    assert_eq!(r.blueprint.attach.unwrap().cutoff, "7");
+    // A missing column is added as bigint only.
+    let e = refusal(derive(
+        &plan(
+            "public.events",
+            "attach",
+            "  by: list\n  column: tenant\n  initial: eu\n",
+        ),
+        &f,
+    ));
+    assert!(
+        e.contains("partition.initial (line 5) is the string `eu`, and \"public\".\"events\" has no column `tenant`"),
+        "{e}"
+    );
+}
+
 #[test]
 fn row_security_is_carried_and_refused_only_where_it_cannot_hold() {
     let mut info = table("public", "events");

@@ -66,7 +66,10 @@ pub fn add_check(bp: &Blueprint) -> Vec<Statement> {
 /// The first partition's bound.
 fn first_bound(bp: &Blueprint) -> String {
     let a = def(bp);
-    if bp.key.list {
+    if bp.key.list_text {
+        // In the key's type, as the constraint that spares the scan reads it.
+        format!("FOR VALUES IN ({}::{})", quote_literal(&a.cutoff), bp.key.type_name)
+    } else if bp.key.list {
         format!("FOR VALUES IN ({})", quote_literal(&a.cutoff))
     } else {
         format!("FOR VALUES FROM (MINVALUE) TO ({})", quote_literal(&a.cutoff))
