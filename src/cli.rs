@@ -378,7 +378,8 @@ async fn plan_command(ctx: &Context, plan: &std::path::Path, output: Output, str
     let plan = PlanFile::load(plan)?;
     let client = crate::db::connect(&ctx.cfg).await?;
     let mut resolved = crate::blueprint::resolve(&client, &plan).await?;
-    let mut extra = crate::preflight::statements(&client, &resolved.blueprint).await?;
+    let mut extra = crate::preflight::view_hazards(&client, &resolved.blueprint).await?;
+    extra.extend(crate::preflight::statements(&client, &resolved.blueprint).await?);
     extra.extend(crate::preflight::partition_sizes(&client, &resolved.blueprint, resolved.info.bytes).await?);
     extra.extend(crate::preflight::estimates(&client, &resolved.blueprint, resolved.info.estimated_rows).await?);
     resolved.findings.extend(extra);

@@ -44,6 +44,10 @@ pub struct PlanSpec {
     /// For `migrate maintain`: how many periods of partitions to keep.
     #[serde(default)]
     pub retention: Option<RetentionSpec>,
+    /// Refusals the plan's author accepts, by code (`findings::codes`):
+    /// they become warnings.
+    #[serde(default)]
+    pub accept: Vec<String>,
 }
 
 /// A section written with nothing under it (`batch:`) takes its defaults,
@@ -459,6 +463,17 @@ impl PlanFile {
 
     /// Checks of the plan on its own, before any database is asked.
     fn check(&self) -> Result<(), Refusal> {
+        for code in &self.spec.accept {
+            if !crate::findings::codes::ACCEPTABLE.contains(&code.as_str()) {
+                return Err(self.key_error(
+                    "accept",
+                    &format!(
+                        "names `{code}`, which is no code a plan can accept (they are: {})",
+                        crate::findings::codes::ACCEPTABLE.join(", ")
+                    ),
+                ));
+            }
+        }
         let p = &self.spec.partition;
         if p.column.is_empty() {
             return Err(self.key_error("partition.column", "must name a column"));

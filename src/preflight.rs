@@ -7,82 +7,207 @@ use crate::plan_file::Method;
 use anyhow::Result;
 use tokio_postgres::Client;
 
-/// Findings about the application's statements.
-pub async fn statements(client: &Client, bp: &Blueprint) -> Result<Vec<Finding>> {
-    let mut out = Vec::new();
-    let available: bool = client
-        .query_one("SELECT to_regclass('pg_stat_statements') IS NOT NULL OR to_regclass('public.pg_stat_statements') IS NOT NULL", &[])
-        .await?
-        .get(0);
-    if !available {
-        out.push(Finding {
-            level: Level::Note,
-            message: "pg_stat_statements is not installed in this database: the application's statements were not checked (CREATE EXTENSION pg_stat_statements, with it in shared_preload_libraries, lets plan check them)".into(),
-        });
-        return Ok(out);
-    }
-    let view = client
+/// The pg_stat_statements view of this database, when it is installed
+/// and readable.
+async fn statements_view(client: &Client) -> Result<Option<String>> {
+    Ok(client
         .query_one(
             "SELECT coalesce(to_regclass('pg_stat_statements'), to_regclass('public.pg_stat_statements'))::text",
             &[],
         )
         .await?
-        .get::<_, String>(0);
+        .get::<_, Option<String>>(0))
+}
+
+/// One statement of the application's on the table, as pg_stat_statements
+/// has it.
+pub struct Seen {
+    pub queryid: i64,
+    pub query: String,
+    pub calls: i64,
+}
+
+/// The statements of this database that name the table (the tool's own
+/// left out), most called first; `None` when pg_stat_statements is not
+/// there to ask, or cannot be read (the reason).
+pub async fn seen(client: &Client, bp: &Blueprint) -> Result<Result<Vec<Seen>, String>> {
+    let Some(view) = statements_view(client).await? else {
+        return Ok(Err("pg_stat_statements is not installed in this database".into()));
+    };
     let name = bp.table.name.as_str();
-    let rows = match client
+    match client
         .query(
             &format!(
-                "SELECT query, calls::bigint FROM {view} WHERE query ~* $1 AND query !~* 'repartition\\.' \
-                 ORDER BY calls DESC LIMIT 200"
+                "SELECT coalesce(queryid, 0)::bigint, query, calls::bigint FROM {view} \
+                 WHERE dbid = (SELECT oid FROM pg_catalog.pg_database WHERE datname = pg_catalog.current_database()) \
+                 AND query ~* $1 AND query !~* 'repartition\\.' ORDER BY calls DESC LIMIT 500"
             ),
             &[&format!(r#"\m"?{}"?\M"#, regex_escape(name))],
         )
         .await
     {
-        Ok(r) => r,
-        Err(e) => {
+        Ok(rows) => Ok(Ok(rows
+            .iter()
+            .map(|r| Seen {
+                queryid: r.get(0),
+                query: r.get(1),
+                calls: r.get(2),
+            })
+            .collect())),
+        Err(e) => Ok(Err(format!(
+            "pg_stat_statements could not be read ({})",
+            crate::db::retry::message(&e)
+        ))),
+    }
+}
+
+/// A statement the move method's view does not serve as the table did:
+/// its refusal code and why.
+pub fn hazard(bp: &Blueprint, query: &str) -> Option<(&'static str, &'static str)> {
+    use crate::findings::codes::*;
+    let lower = query.split_whitespace().collect::<Vec<_>>().join(" ").to_lowercase();
+    let locking = [" for update", " for no key update", " for share", " for key share"];
+    if locking.iter().any(|l| lower.contains(l)) {
+        return Some((
+            VIEW_LOCKING_READS,
+            "it locks rows (FOR UPDATE/SHARE), which fails on the move method's view until the swap: PostgreSQL would run it there without locking a row, so the view is built to refuse it",
+        ));
+    }
+    if lower.starts_with("merge") {
+        return Some((
+            VIEW_MERGE,
+            "it is a MERGE, which the move method's view refuses before PostgreSQL 17 and from 17 on serves as a read-modify-write that can lose a concurrent update",
+        ));
+    }
+    if lower.starts_with("copy ") && !lower.starts_with("copy (") && lower.contains(" to ") {
+        return Some((
+            VIEW_COPY_TO,
+            "it is COPY ... TO of the table itself, which fails on the move method's view until the swap (COPY (SELECT ...) TO works)",
+        ));
+    }
+    if lower.starts_with("truncate") {
+        return Some((
+            VIEW_TRUNCATE,
+            "it is a TRUNCATE, which fails on the move method's view until the swap",
+        ));
+    }
+    if lower.contains(" on conflict") {
+        return Some((
+            VIEW_ON_CONFLICT,
+            "it is INSERT ... ON CONFLICT, which fails on the move method's view until the swap",
+        ));
+    }
+    if lower.starts_with("update") && reads_the_row(bp, &lower) {
+        return Some((
+            VIEW_READ_MODIFY_WRITE,
+            "it sets a column from the row's own values (SET n = n + 1), which through the move method's view can lose a concurrent update of the same row until the swap: the view routes the new values computed from an unlocked read",
+        ));
+    }
+    None
+}
+
+/// Whether an UPDATE's SET list computes a value from the row's columns.
+fn reads_the_row(bp: &Blueprint, lower: &str) -> bool {
+    let Some(i) = lower.find(" set ") else { return false };
+    let set = &lower[i + 5..];
+    let end = [" where ", " from ", " returning "]
+        .iter()
+        .filter_map(|k| set.find(k))
+        .min()
+        .unwrap_or(set.len());
+    let mut depth = 0;
+    let mut parts = vec![String::new()];
+    for c in set[..end].chars() {
+        match c {
+            '(' => depth += 1,
+            ')' => depth -= 1,
+            ',' if depth == 0 => {
+                parts.push(String::new());
+                continue;
+            }
+            _ => {}
+        }
+        parts.last_mut().expect("one part").push(c);
+    }
+    let columns: Vec<String> = bp.columns.iter().map(|c| c.name.as_str().to_lowercase()).collect();
+    parts.iter().any(|a| {
+        a.split_once('=')
+            .is_some_and(|(_, value)| columns.iter().any(|c| mentions(value, c)))
+    })
+}
+
+/// The statements pg_stat_statements has seen on the table that the move
+/// method's view does not serve as the table did: refused, naming them,
+/// unless the plan accepts their code, then warnings. Other methods serve
+/// every statement.
+pub async fn view_hazards(client: &Client, bp: &Blueprint) -> Result<Vec<Finding>> {
+    if bp.method != Method::Move && bp.split.is_none() {
+        return Ok(Vec::new());
+    }
+    let Ok(seen) = seen(client, bp).await? else {
+        return Ok(Vec::new());
+    };
+    let mut refused = Vec::new();
+    let mut out = Vec::new();
+    for s in &seen {
+        let Some((code, why)) = hazard(bp, &s.query) else {
+            continue;
+        };
+        let line = format!("{} ({} calls): {why} [{code}]", short(&s.query), s.calls);
+        if bp.settings.accepted.iter().any(|a| a == code) {
+            out.push(Finding {
+                level: Level::Warning,
+                message: format!("accepted by the plan: {line}"),
+            });
+        } else {
+            refused.push(line);
+        }
+    }
+    if !refused.is_empty() {
+        return Err(crate::error::Refusal::new(format!(
+            "the application runs statements on {} that the move method's view does not serve as the table did:\n  {}\nuse method sync, which serves every statement; or, knowing what fails or races until the swap, name the codes in brackets under `accept:` in the plan",
+            bp.table,
+            refused.join("\n  ")
+        ))
+        .into());
+    }
+    Ok(out)
+}
+
+/// A statement on one line, cut to a readable length.
+pub fn short(q: &str) -> String {
+    q.split_whitespace()
+        .collect::<Vec<_>>()
+        .join(" ")
+        .chars()
+        .take(120)
+        .collect()
+}
+
+/// Findings about the application's statements.
+pub async fn statements(client: &Client, bp: &Blueprint) -> Result<Vec<Finding>> {
+    let mut out = Vec::new();
+    let seen = match seen(client, bp).await? {
+        Ok(s) => s,
+        Err(why) => {
             out.push(Finding {
                 level: Level::Note,
-                message: format!(
-                    "pg_stat_statements could not be read ({}); the application's statements were not checked",
-                    crate::db::retry::message(&e)
-                ),
+                message: format!("{why}: the application's statements were not checked (CREATE EXTENSION pg_stat_statements, with it in shared_preload_libraries, lets plan check them)"),
             });
             return Ok(out);
         }
     };
     let key = bp.key.column.as_str().to_lowercase();
-    for r in rows {
-        let q: String = r.get(0);
-        let calls: i64 = r.get(1);
-        let lower = q.to_lowercase();
-        let short: String = q
-            .split_whitespace()
-            .collect::<Vec<_>>()
-            .join(" ")
-            .chars()
-            .take(120)
-            .collect();
+    for s in seen {
+        let lower = s.query.to_lowercase();
+        let calls = s.calls;
+        let short = short(&s.query);
         let mut say = |level: Level, what: &str| {
             out.push(Finding {
                 level,
                 message: format!("{what} ({calls} calls): {short}"),
             })
         };
-        if bp.method == Method::Move {
-            if lower.contains("for update") || lower.contains("for share") || lower.contains("for no key update") {
-                say(Level::Warning, "this statement locks rows with FOR UPDATE/SHARE, which the move method's view runs without locking any row until the swap (two sessions can take the same row); use method sync or attach");
-            }
-            if lower.contains("on conflict") {
-                say(Level::Warning, "this statement uses INSERT ... ON CONFLICT, which the move method's view refuses until the swap; use method sync or attach");
-            }
-            if lower.starts_with("truncate") {
-                say(
-                    Level::Warning,
-                    "TRUNCATE is refused on the move method's view until the swap",
-                );
-            }
-        }
         if lower.starts_with("copy") && lower.contains(" to ") {
             say(Level::Note, "COPY ... TO reads every partition after the swap");
         }
@@ -241,4 +366,123 @@ pub async fn estimates(client: &Client, bp: &Blueprint, rows: f64) -> Result<Vec
         }),
     }
     Ok(out)
+}
+
+/// The application's statements on the table while the routing view stands
+/// (move, split): from the growth of pg_stat_statements' counts since the
+/// first look and from samples of pg_stat_activity. A statement the view
+/// does not serve as the table did is told once.
+#[derive(Default)]
+pub struct Watch {
+    calls: std::collections::HashMap<i64, i64>,
+    started: bool,
+    told: std::collections::HashSet<String>,
+}
+
+/// One statement the watch found: its code, and what to tell.
+pub struct Spotted {
+    pub code: &'static str,
+    pub line: String,
+}
+
+impl Watch {
+    /// What arrived since the last look.
+    pub async fn look(&mut self, client: &Client, bp: &Blueprint) -> Result<Vec<Spotted>> {
+        let mut out = Vec::new();
+        if let Ok(seen) = seen(client, bp).await? {
+            for s in seen {
+                let before = self.calls.insert(s.queryid, s.calls).unwrap_or(0);
+                if !self.started || s.calls <= before {
+                    continue;
+                }
+                if let Some((code, why)) = hazard(bp, &s.query) {
+                    self.tell(
+                        &mut out,
+                        code,
+                        format!(
+                            "{} (ran {} times since the last look): {why}",
+                            short(&s.query),
+                            s.calls - before
+                        ),
+                        s.queryid.to_string(),
+                    );
+                }
+            }
+        }
+        self.started = true;
+        let running = client
+            .query(
+                "SELECT query FROM pg_catalog.pg_stat_activity \
+                 WHERE datname = pg_catalog.current_database() AND pid <> pg_catalog.pg_backend_pid() \
+                 AND backend_type = 'client backend' AND state <> 'idle' AND query ~* $1 AND query !~* 'repartition\\.'",
+                &[&format!(r#"\m"?{}"?\M"#, regex_escape(bp.table.name.as_str()))],
+            )
+            .await?;
+        for r in running {
+            let q: String = r.get(0);
+            if let Some((code, why)) = hazard(bp, &q) {
+                self.tell(
+                    &mut out,
+                    code,
+                    format!("{} (seen running): {why}", short(&q)),
+                    short(&q),
+                );
+            }
+        }
+        Ok(out)
+    }
+
+    fn tell(&mut self, out: &mut Vec<Spotted>, code: &'static str, line: String, key: String) {
+        if self.told.insert(key) {
+            out.push(Spotted {
+                code,
+                line: format!("{line} [{code}]"),
+            });
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::hazard;
+    use crate::blueprint::derive::{derive, fixtures::*};
+    use crate::findings::codes::*;
+
+    #[test]
+    fn the_statements_the_view_does_not_serve_are_told_apart() {
+        let p = plan("public.events", "move", MONTHLY);
+        let bp = derive(&p, &facts(table("public", "events"))).unwrap().blueprint;
+        let code = |q: &str| hazard(&bp, q).map(|(c, _)| c);
+        assert_eq!(
+            code("SELECT id FROM events WHERE id = $1 FOR UPDATE SKIP LOCKED"),
+            Some(VIEW_LOCKING_READS)
+        );
+        assert_eq!(code("select * from events for  share"), Some(VIEW_LOCKING_READS));
+        assert_eq!(code("UPDATE events SET payload = $2, n = $3 WHERE id = $1"), None);
+        assert_eq!(
+            code("UPDATE events SET \"Kind\" = \"Kind\" + $1 WHERE id = $2"),
+            Some(VIEW_READ_MODIFY_WRITE)
+        );
+        assert_eq!(
+            code("UPDATE events SET payload = payload || $1 WHERE id = $2"),
+            Some(VIEW_READ_MODIFY_WRITE)
+        );
+        assert_eq!(
+            code("UPDATE events SET payload = coalesce(payload, $1), ts = $2 WHERE id = $3"),
+            Some(VIEW_READ_MODIFY_WRITE)
+        );
+        assert_eq!(code("UPDATE events SET ts = now() RETURNING n"), None);
+        assert_eq!(
+            code("INSERT INTO events (id) VALUES ($1) ON CONFLICT DO NOTHING"),
+            Some(VIEW_ON_CONFLICT)
+        );
+        assert_eq!(code("COPY events TO STDOUT"), Some(VIEW_COPY_TO));
+        assert_eq!(code("COPY (SELECT * FROM events) TO STDOUT"), None);
+        assert_eq!(
+            code("MERGE INTO events e USING x ON e.id = x.id WHEN MATCHED THEN DELETE"),
+            Some(VIEW_MERGE)
+        );
+        assert_eq!(code("TRUNCATE events"), Some(VIEW_TRUNCATE));
+        assert_eq!(code("SELECT count(*) FROM events WHERE ts > $1"), None);
+    }
 }

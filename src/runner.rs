@@ -33,6 +33,7 @@ pub async fn apply(ctx: &Context, plan: &PlanFile, until: Phase) -> Result<Outco
             // Every check runs before the first change, the control schema
             // included.
             let resolved = blueprint::resolve(&client, plan).await?;
+            accepted_hazards(&client, &resolved.blueprint).await?;
             control::bootstrap(&mut client).await?;
             let id = control::insert(&**client, &resolved.blueprint, &plan.source).await?;
             control::reload(&**client, id).await?
@@ -40,6 +41,15 @@ pub async fn apply(ctx: &Context, plan: &PlanFile, until: Phase) -> Result<Outco
     };
     let mut s = Session::new(client, lock, m);
     drive(ctx, &mut s, until).await
+}
+
+/// The application's statements the routing view would not serve refuse
+/// the run, unless the plan accepts them: then they are logged.
+async fn accepted_hazards(client: &tokio_postgres::Client, bp: &crate::blueprint::Blueprint) -> Result<()> {
+    for f in crate::preflight::view_hazards(client, bp).await? {
+        tracing::warn!("{}", f.message);
+    }
+    Ok(())
 }
 
 /// Continues the unfinished migration of the plan's table.
@@ -246,6 +256,7 @@ pub async fn split(ctx: &Context, plan: &PlanFile) -> Result<Outcome> {
             };
             let attached = attached.blueprint;
             let bp = blueprint::resolve_split(&client, plan, &attached).await?;
+            accepted_hazards(&client, &bp).await?;
             control::bootstrap(&mut client).await?;
             let id = control::insert(&**client, &bp, &plan.source).await?;
             control::reload(&**client, id).await?

@@ -69,11 +69,27 @@ async fn live_workload_through_kill_and_resume() {
     // while the workers update the others) no longer fit their pages.
     db.exec("VACUUM public.workflow_events__orig").await;
     let cursor = db.scalar_i64("SELECT cursor_block FROM repartition.migrations").await;
-    db.exec(&format!(
-        "UPDATE public.workflow_events SET note = json_build_object('pad', repeat('y', 300)) \
-         WHERE id IN (SELECT id FROM ONLY public.workflow_events__orig WHERE ctid >= '({cursor},0)'::tid LIMIT 3000)"
-    ))
-    .await;
+    // One row per statement, as an application would: a statement that
+    // held thousands of row locks at once could deadlock with the
+    // workload's cascading deletes, whose order no plan promises.
+    let c = db.client().await;
+    let ahead: Vec<i64> = c
+        .query(
+            &format!("SELECT id FROM ONLY public.workflow_events__orig WHERE ctid >= '({cursor},0)'::tid LIMIT 3000"),
+            &[],
+        )
+        .await
+        .unwrap()
+        .iter()
+        .map(|r| r.get(0))
+        .collect();
+    let grow = c
+        .prepare("UPDATE public.workflow_events SET note = json_build_object('pad', repeat('y', 300)) WHERE id = $1")
+        .await
+        .unwrap();
+    for id in ahead {
+        c.execute(&grow, &[&id]).await.unwrap();
+    }
     let behind: i64 = db
         .scalar_i64(&format!(
             "SELECT count(*) FROM ONLY public.workflow_events__orig WHERE ctid < '({cursor},0)'::tid"

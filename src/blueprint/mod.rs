@@ -315,6 +315,10 @@ pub struct Settings {
     /// Rest after each batch as long as it took.
     #[serde(default)]
     pub gentle: bool,
+    /// The refusals the plan accepts (`findings::codes`), which the watch
+    /// of the application's statements reports without pausing.
+    #[serde(default)]
+    pub accepted: Vec<String>,
 }
 
 fn one() -> u32 {

@@ -88,6 +88,8 @@ pub struct MigrationRow {
     pub finished_at: Option<chrono::DateTime<chrono::Utc>>,
     pub last_error: Option<String>,
     pub paused: bool,
+    /// Why the runner paused itself, when it did.
+    pub paused_reason: Option<String>,
     pub batch_rows_override: Option<i64>,
     pub pause_ms_override: Option<i64>,
     /// The batch size of the latest batch.
@@ -99,7 +101,7 @@ pub struct MigrationRow {
 
 const COLUMNS: &str = "id, method, table_name, state, phase, blueprint, plan_source, cursor_block, sweeps, rows_moved, rows_total, \
     batches, abort_step, abort_partition, abort_block, rows_moved_back, created_at, updated_at, move_started_at, finished_at, last_error, \
-    paused, batch_rows_override, pause_ms_override, batch_rows_chosen, throttled, waiting_for_swap, swap_requested";
+    paused, paused_reason, batch_rows_override, pause_ms_override, batch_rows_chosen, throttled, waiting_for_swap, swap_requested";
 
 fn from_row(r: &tokio_postgres::Row) -> Result<MigrationRow> {
     let bp: serde_json::Value = r.get("blueprint");
@@ -130,6 +132,7 @@ fn from_row(r: &tokio_postgres::Row) -> Result<MigrationRow> {
         finished_at: r.get("finished_at"),
         last_error: r.get("last_error"),
         paused: r.get("paused"),
+        paused_reason: r.get("paused_reason"),
         batch_rows_override: r.get("batch_rows_override"),
         pause_ms_override: r.get("pause_ms_override"),
         batch_rows_chosen: r.get("batch_rows_chosen"),
@@ -435,6 +438,7 @@ pub async fn set_controls(
     let row = client
         .query_opt(
             "UPDATE repartition.migrations SET paused = coalesce($2, paused), \
+                 paused_reason = CASE WHEN $2 IS NULL THEN paused_reason END, \
                  batch_rows_override = coalesce($3, batch_rows_override), \
                  pause_ms_override = coalesce($4, pause_ms_override), updated_at = now() \
              WHERE table_name = $1 AND state IN ('active', 'aborting') RETURNING id",
@@ -447,6 +451,26 @@ pub async fn set_controls(
         event(client, id, "control", &detail).await?;
     }
     Ok(id)
+}
+
+/// The runner pauses itself, for a reason the operator reads in `status`;
+/// `migrate continue` goes on as after an operator's pause.
+pub async fn pause_by_tool(client: &impl GenericClient, id: i64, reason: &str) -> Result<()> {
+    client
+        .execute(
+            "UPDATE repartition.migrations SET paused = true, paused_reason = $2, updated_at = now() WHERE id = $1",
+            &[&id, &reason],
+        )
+        .await?;
+    event(client, id, "paused", reason).await
+}
+
+/// Why the runner paused itself, if it did.
+pub async fn paused_reason(client: &impl GenericClient, id: i64) -> Result<Option<String>> {
+    Ok(client
+        .query_one("SELECT paused_reason FROM repartition.migrations WHERE id = $1", &[&id])
+        .await?
+        .get(0))
 }
 
 /// Postponed swap: the runner says it waits, or stops waiting.

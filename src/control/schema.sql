@@ -55,6 +55,11 @@ BEGIN
                      AND attname = 'batch_rows_chosen' AND NOT attisdropped) THEN
         ALTER TABLE repartition.migrations ADD COLUMN batch_rows_chosen bigint;
     END IF;
+    -- Why the runner paused itself (it waits for `migrate continue`).
+    IF NOT EXISTS (SELECT 1 FROM pg_attribute WHERE attrelid = 'repartition.migrations'::regclass
+                     AND attname = 'paused_reason' AND NOT attisdropped) THEN
+        ALTER TABLE repartition.migrations ADD COLUMN paused_reason text;
+    END IF;
 END $$;
 
 -- One unfinished migration per table.

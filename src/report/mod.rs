@@ -18,8 +18,8 @@ pub const JSON_VERSION: u32 = 1;
 /// Application statements a `UNION ALL` view cannot serve as a table would.
 pub const VIEW_LIMITS: &[&str] = &[
     "INSERT ... ON CONFLICT (PostgreSQL refuses it on a view with rules or INSTEAD OF triggers)",
-    "SELECT ... FOR UPDATE / FOR SHARE / SKIP LOCKED: PostgreSQL runs them on the UNION ALL view but locks no row, so another session can lock or update the same row at once (a job queue hands one job to two workers); use the sync method for them",
-    "TRUNCATE (refused on a view)",
+    "SELECT ... FOR UPDATE / FOR SHARE / SKIP LOCKED: they fail (\"FOR UPDATE is not allowed with GROUP BY clause\"); PostgreSQL would run them on a plain UNION ALL view without locking a row, so the view is built to refuse them rather than let two sessions take the same row (a job queue hand one job to two workers); use the sync method for them",
+    "TRUNCATE (refused on a view), COPY ... TO of the table itself (COPY (SELECT ...) TO works), and MERGE (refused on a view before PostgreSQL 17, a read-modify-write from 17 on)",
     "concurrent read-modify-write UPDATEs of the same row (SET n = n + 1, or a claim guarded by WHERE status = ...): the view's routing applies the new value the statement computed, so one of two racing increments can be lost; updates of different columns of a row are merged correctly",
     "UPDATE or DELETE ... WHERE CURRENT OF a cursor",
 ];
@@ -346,6 +346,9 @@ pub fn status_json(
             "updated_at": m.updated_at,
             "finished_at": m.finished_at,
             "last_error": m.last_error,
+            "paused": m.paused,
+            "paused_reason": m.paused_reason,
+            "throttled": m.throttled,
         })),
         "partitions": parts,
     })
@@ -466,8 +469,17 @@ pub fn status(m: &MigrationRow, live: &Live) -> String {
             let _ = writeln!(o, "Batch size: {} rows, {}", thousands(n), batch_size_source(m));
         }
     }
-    if m.paused {
-        let _ = writeln!(o, "Paused by the operator: `migrate continue` resumes");
+    match (&m.paused_reason, m.paused) {
+        (Some(why), true) => {
+            let _ = writeln!(
+                o,
+                "Paused by itself: {why}\n  `migrate continue` goes on, `migrate abort` goes back"
+            );
+        }
+        (None, true) => {
+            let _ = writeln!(o, "Paused by the operator: `migrate continue` resumes");
+        }
+        _ => {}
     }
     if m.waiting_for_swap {
         let _ = writeln!(

@@ -312,6 +312,7 @@ fn settings(plan: &PlanFile, facts: &Facts, acc: &mut Acc) -> Settings {
         postpone_swap: spec.swap.postpone,
         workers: spec.batch.workers(),
         gentle: spec.batch.mode == crate::plan_file::BatchMode::Gentle,
+        accepted: plan.spec.accept.clone(),
     }
 }
 

@@ -58,11 +58,20 @@ pub struct Mover<'a> {
     controls: Prepared,
     /// When the throttle conditions were last checked.
     throttle_checked: Option<Instant>,
+    /// The control row this mover works for, for the hooks.
+    row: &'a MigrationRow,
+    /// The application's statements, watched while the routing view
+    /// stands, and when they were last looked at.
+    watch: Option<(crate::preflight::Watch, Option<Instant>)>,
 }
 
 /// The throttle conditions read the statistics views, which costs more
 /// than a short batch's bookkeeping should: checked at most this often.
 const THROTTLE_EVERY: Duration = Duration::from_millis(500);
+
+/// How often the application's statements are looked at while the view
+/// stands.
+const WATCH_EVERY: Duration = Duration::from_secs(2);
 
 async fn prepare_controls(client: &Client) -> Result<Prepared> {
     client
@@ -142,6 +151,8 @@ impl<'a> Mover<'a> {
             last_took: Duration::ZERO,
             controls,
             throttle_checked: None,
+            row: m,
+            watch: None,
         })
     }
 
@@ -218,6 +229,8 @@ impl<'a> Mover<'a> {
                     last_took: Duration::ZERO,
                     controls,
                     throttle_checked: None,
+                    row: self.row,
+                    watch: None,
                 }
                 .into_range(kind, to),
             );
@@ -314,6 +327,7 @@ impl<'a> Mover<'a> {
 
     /// The main pass and the sweeps, from the recorded cursor.
     pub async fn run_forward(&mut self) -> Result<Pass> {
+        self.watch_the_view();
         let route = self.route_of(RouteKind::Move).await?;
         self.estimate(&self.bp.old.clone()).await?;
         // A pass resumed in the middle may have moved rows before the crash:
@@ -360,6 +374,7 @@ impl<'a> Mover<'a> {
     /// One pass over the original before the swap, for rows updated behind
     /// the cursor since the move phase ended.
     pub async fn sweep_once(&mut self) -> Result<Pass> {
+        self.watch_the_view();
         let route = self.route_of(RouteKind::Move).await?;
         vacuum(self.client, self.bp, &self.bp.old).await;
         let size = pages_of(self.client, &self.bp.old).await?;
@@ -494,14 +509,73 @@ impl<'a> Mover<'a> {
         self.batch_rows = next;
     }
 
+    /// From now on the application's statements through the routing view
+    /// are watched (move and split, moving forward).
+    fn watch_the_view(&mut self) {
+        if self.watch.is_none() && (self.bp.method == crate::plan_file::Method::Move || self.bp.split.is_some()) {
+            self.watch = Some((crate::preflight::Watch::default(), None));
+        }
+    }
+
+    /// A statement of the application's that the view does not serve as
+    /// the table did pauses the run, unless the plan accepts it: told in
+    /// the log, in `status` and to the failure hook, so that the operator
+    /// chooses between `migrate continue` and `migrate abort`.
+    async fn watch_statements(&mut self) -> Result<()> {
+        let Some((watch, at)) = &mut self.watch else {
+            return Ok(());
+        };
+        if !self.primary || at.is_some_and(|t| t.elapsed() < WATCH_EVERY) {
+            return Ok(());
+        }
+        *at = Some(Instant::now());
+        let spotted = match watch.look(self.client, self.bp).await {
+            Ok(s) => s,
+            Err(e) => {
+                tracing::warn!(error = %format!("{e:#}"), "the application's statements could not be looked at");
+                return Ok(());
+            }
+        };
+        let mut stop = Vec::new();
+        for s in spotted {
+            if self.bp.settings.accepted.iter().any(|a| a == s.code) {
+                tracing::warn!(statement = %s.line, "the application runs a statement the plan accepts through the view");
+            } else {
+                stop.push(s.line);
+            }
+        }
+        if stop.is_empty() {
+            return Ok(());
+        }
+        let reason = format!(
+            "the application runs statements through the view that it does not serve as the table did: {}",
+            stop.join("; ")
+        );
+        control::pause_by_tool(self.client, self.id, &reason).await?;
+        crate::hooks::run(
+            self.bp.settings.hooks.on_failure.as_ref(),
+            "paused",
+            self.row,
+            Some(&reason),
+        )
+        .await;
+        Ok(())
+    }
+
     /// Reads the operator's controls: a new batch size or pause, or a
     /// pause of the whole run until `migrate continue`.
     async fn obey_operator(&mut self) -> Result<()> {
+        self.watch_statements().await?;
         let mut c = control::controls(self.client, &self.controls, self.id).await?;
         if c.paused {
-            self.ctx
-                .reporter
-                .phase("paused", "paused by the operator; `migrate continue` resumes");
+            let why = control::paused_reason(self.client, self.id).await?;
+            self.ctx.reporter.phase(
+                "paused",
+                &match why {
+                    Some(w) => format!("{w}; `migrate continue` goes on, `migrate abort` goes back"),
+                    None => "paused by the operator; `migrate continue` resumes".into(),
+                },
+            );
             while c.paused && !self.ctx.stopping() {
                 tokio::time::sleep(Duration::from_millis(500)).await;
                 c = control::controls(self.client, &self.controls, self.id).await?;

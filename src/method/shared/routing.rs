@@ -37,10 +37,16 @@ pub fn view_statements(bp: &Blueprint) -> Vec<Statement> {
     } else {
         ""
     };
+    // PostgreSQL runs FOR UPDATE/SHARE on a UNION ALL view without
+    // locking a row. Joined to a one-row grouped subquery, which the
+    // planner keeps apart, the view makes every locking read of it fail
+    // ("FOR UPDATE is not allowed with GROUP BY clause") rather than lock
+    // nothing.
     s.push(Statement::new(
-        "one view over both tables under the table's name; a row is always in exactly one of them",
+        "one view over both tables under the table's name; a row is always in exactly one of them, and a locking read fails rather than lock nothing",
         format!(
-            "CREATE VIEW {}{invoker} AS SELECT {cols} FROM {} UNION ALL SELECT {cols} FROM ONLY {}",
+            "CREATE VIEW {}{invoker} AS SELECT {cols} FROM (SELECT {cols} FROM {} UNION ALL SELECT {cols} FROM ONLY {}) AS both_tables, \
+             (SELECT FROM (SELECT) AS one GROUP BY ()) AS no_row_locks",
             bp.table, bp.shadow, bp.old
         ),
     ));
