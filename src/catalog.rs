@@ -36,7 +36,7 @@ pub struct TableInfo {
     pub trigger_defs: Vec<TriggerInfo>,
     pub rules: Vec<String>,
     pub policies: Vec<PolicyInfo>,
-    pub publications: Vec<String>,
+    pub publications: Vec<PublicationInfo>,
     pub grants: Vec<GrantInfo>,
     pub sequences: Vec<SequenceInfo>,
     /// Identity columns and their sequences.
@@ -676,14 +676,59 @@ async fn policies(client: &Client, oid: u32) -> Result<Vec<PolicyInfo>> {
         .collect())
 }
 
-async fn publications(client: &Client, oid: u32) -> Result<Vec<String>> {
-    names(
-        client,
-        "SELECT p.pubname::text FROM pg_publication p WHERE p.puballtables \
-                OR EXISTS (SELECT 1 FROM pg_publication_rel pr WHERE pr.prpubid = p.oid AND pr.prrelid = $1) ORDER BY 1",
-        oid,
-    )
-    .await
+/// A publication that publishes the table.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct PublicationInfo {
+    pub name: Ident,
+    /// FOR ALL TABLES, or FOR TABLES IN SCHEMA of the table's schema: it
+    /// publishes whatever is created there, the tool's tables included.
+    pub wholesale: bool,
+    pub via_root: bool,
+    /// Its row filter and column list for the table (PostgreSQL 15 on).
+    pub row_filter: Option<String>,
+    pub columns: Vec<Ident>,
+    /// Other partitioned tables or partitions it lists, whose changes
+    /// publish_via_partition_root would publish under other names.
+    pub lists_partitions: bool,
+}
+
+async fn publications(client: &Client, oid: u32) -> Result<Vec<PublicationInfo>> {
+    let v15: bool = client
+        .query_one("SELECT current_setting('server_version_num')::int >= 150000", &[])
+        .await?
+        .get(0);
+    // Schema publications, row filters and column lists came with 15.
+    let (schema, filter, columns) = if v15 {
+        (
+            "EXISTS (SELECT 1 FROM pg_publication_namespace pn WHERE pn.pnpubid = p.oid AND pn.pnnspid = c.relnamespace)",
+            "pg_get_expr(pr.prqual, pr.prrelid)",
+            "coalesce((SELECT array_agg(a.attname::text ORDER BY a.attnum) FROM pg_attribute a \
+                        WHERE a.attrelid = pr.prrelid AND a.attnum = ANY (pr.prattrs)), '{}')",
+        )
+    } else {
+        ("false", "NULL::text", "'{}'::text[]")
+    };
+    let sql = format!(
+        "SELECT p.pubname::text, p.puballtables OR {schema}, p.pubviaroot, {filter}, {columns}, \
+                EXISTS (SELECT 1 FROM pg_publication_rel r2 JOIN pg_class c2 ON c2.oid = r2.prrelid \
+                        WHERE r2.prpubid = p.oid AND r2.prrelid <> c.oid AND (c2.relkind = 'p' OR c2.relispartition)) \
+         FROM pg_class c CROSS JOIN pg_publication p \
+         LEFT JOIN pg_publication_rel pr ON pr.prpubid = p.oid AND pr.prrelid = c.oid \
+         WHERE c.oid = $1 AND (pr.oid IS NOT NULL OR p.puballtables OR {schema}) ORDER BY 1"
+    );
+    Ok(client
+        .query(&sql, &[&oid])
+        .await?
+        .iter()
+        .map(|r| PublicationInfo {
+            name: Ident::new(r.get::<_, String>(0)),
+            wholesale: r.get(1),
+            via_root: r.get(2),
+            row_filter: r.get(3),
+            columns: ident_list(r.get(4)),
+            lists_partitions: r.get(5),
+        })
+        .collect())
 }
 
 /// Privileges granted to roles other than the owner.

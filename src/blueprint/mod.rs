@@ -45,6 +45,10 @@ pub struct Blueprint {
     pub foreign_keys: Vec<ForeignKeyDef>,
     pub incoming_fks: Vec<IncomingFkDef>,
     pub dependent_views: Vec<ViewDef>,
+    /// The publications that list the table by name: the swap hands them
+    /// to the partitioned table.
+    #[serde(default)]
+    pub publications: Vec<PublicationDef>,
     pub grants: Vec<GrantInfo>,
     pub comment: Option<String>,
     /// The original's storage parameters, given to each partition.
@@ -262,6 +266,16 @@ pub struct IncomingFkDef {
     pub name: Ident,
     pub table: QualifiedName,
     pub definition: String,
+}
+
+/// A publication of the table, with its row filter and column list.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+pub struct PublicationDef {
+    pub name: Ident,
+    pub row_filter: Option<String>,
+    pub columns: Vec<Ident>,
+    /// It publishes partitions through their root already.
+    pub via_root: bool,
 }
 
 #[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]

@@ -377,11 +377,15 @@ impl Worker {
         self.count("update partition key");
         let Some(id) = self.some_event() else { return };
         let ts = self.some_ts();
+        // Another column set with the key, to a value of the application's
+        // own (not computed from the row: that would be a read-modify-write,
+        // which the move method's watch pauses for).
+        let kind = self.report.oracle[&id].kind.clone();
         let r = self
             .client
             .execute(
-                "UPDATE public.workflow_events SET ts = $2, type = type || '' WHERE id = $1",
-                &[&id, &ts],
+                "UPDATE public.workflow_events SET ts = $2, type = $3 WHERE id = $1",
+                &[&id, &ts, &kind],
             )
             .await;
         if self.expect_one("update of the key", id, r) {

@@ -3,7 +3,7 @@
 //! sequences its columns draw from.
 
 use super::Acc;
-use crate::blueprint::{names, ColumnIdentity, IdentityDef, SequenceDef, ViewDef};
+use crate::blueprint::{names, ColumnIdentity, IdentityDef, PublicationDef, SequenceDef, ViewDef};
 use crate::catalog::IdentityInfo;
 use crate::catalog::TableInfo;
 use crate::plan_file::Method;
@@ -39,10 +39,57 @@ pub fn views(table: &QualifiedName, info: &TableInfo, acc: &mut Acc) -> Vec<View
             )),
         }
     }
-    for p in &info.publications {
-        acc.warn(format!("{table} is published by {p}; the partitioned table must be added to it after the swap (unless it publishes all tables)"));
-    }
     views
+}
+
+/// Publications follow the table's OID, not its name. Sync and attach hand
+/// each one that lists the table to the partitioned table in the swap,
+/// published through its root so that subscribers keep one table name;
+/// the move method's rows reach subscribers as a DELETE and an INSERT each,
+/// and a publication of all tables (or of the schema) would publish the
+/// tool's own tables: refused.
+pub fn publications(plan: &crate::plan_file::PlanFile, info: &TableInfo, acc: &mut Acc) -> Vec<PublicationDef> {
+    let table = &plan.table;
+    let mut v = Vec::new();
+    for p in &info.publications {
+        let name = &p.name;
+        if p.wholesale {
+            acc.refuse(format!(
+                "{table} is published by {name}, which publishes all tables (or every table of its schema): the tool's control tables and the partitioned copy would reach its subscribers, which lack them, and stop their replication; publish the table by name (a publication FOR TABLE) for the migration"
+            ));
+            continue;
+        }
+        if plan.spec.method == Method::Move {
+            acc.refuse(format!(
+                "{table} is published by {name}: the move method moves every row with a DELETE and an INSERT, which its subscribers would receive as changes; use method sync, which hands the publication to the partitioned table in its swap and sends subscribers the application's changes only"
+            ));
+            continue;
+        }
+        if !p.via_root && p.lists_partitions {
+            acc.refuse(format!(
+                "{table} is published by {name}, which also lists other partitioned tables or partitions: publishing the partitioned table under its own name needs publish_via_partition_root, which would change how {name} publishes those"
+            ));
+            continue;
+        }
+        if !p.columns.is_empty() && !p.columns.iter().any(|c| c.as_str() == plan.spec.partition.column) {
+            acc.refuse(format!(
+                "{table} is published by {name} with a column list without the partition key {}, which the partitioned table's replica identity needs; add it to the list",
+                plan.spec.partition.column
+            ));
+            continue;
+        }
+        acc.note(format!(
+            "{table} is published by {name}: the swap hands the publication to the partitioned table (publish_via_partition_root{}), so that subscribers receive its changes under the table's name with nothing to do; the tool writes only unpublished tables",
+            if p.via_root { ", as it is" } else { " set on it" }
+        ));
+        v.push(PublicationDef {
+            name: name.clone(),
+            row_filter: p.row_filter.clone(),
+            columns: p.columns.clone(),
+            via_root: p.via_root,
+        });
+    }
+    v
 }
 
 /// Sequences owned by the table's columns move with the swap; the others

@@ -127,6 +127,7 @@ pub fn draft(plan: &PlanFile, facts: &Facts) -> Result<Draft> {
     table::triggers(plan, info, &mut acc);
     let c = constraints::derive(plan, info, &key, facts.server.version_num, &mut acc);
     let dependent_views = dependents::views(table, info, &mut acc);
+    let publications = dependents::publications(plan, info, &mut acc);
     let sequences = dependents::sequences(info, &mut acc);
     let identities = dependents::identities(plan.spec.method, server.version_num, info, &mut acc);
     let l = layout::derive(plan, facts, info, &key, &c.uniques, &mut acc)?;
@@ -163,6 +164,7 @@ pub fn draft(plan: &PlanFile, facts: &Facts) -> Result<Draft> {
         foreign_keys: c.foreign_keys,
         incoming_fks: c.incoming_fks,
         dependent_views,
+        publications,
         grants: info.grants.clone(),
         comment: info.comment.clone(),
         storage: info.reloptions.clone(),

@@ -104,6 +104,17 @@ pub fn split(plan: &PlanFile, attached: &Blueprint, facts: &SplitFacts) -> Resul
     // DELETE on row by row, as the move method's does.
     if let Some(info) = &facts.info {
         bp.triggers = info.trigger_defs.clone();
+        // Published through its root, the partitioned table's changes carry
+        // the name it has while the split's view stands in for it, which no
+        // subscriber knows, and every row of the first partition would
+        // reach them as a DELETE and an INSERT.
+        if let Some(p) = info.publications.first() {
+            return Err(Refusal::new(format!(
+                "{table} is published by {}: the split moves the first partition's rows with a DELETE and an INSERT each, and renames the partitioned table while it does, which its subscribers would receive; a split needs the table out of its publications",
+                p.name
+            ))
+            .into());
+        }
     }
     if let Some(why) = bp
         .triggers

@@ -208,6 +208,7 @@ pub fn swap(bp: &Blueprint) -> Vec<Statement> {
     }
     s.extend(sequences_to(bp, &bp.table));
     s.extend(keep_comment(bp, "TABLE"));
+    s.extend(crate::method::shared::hand_publications(bp, &bp.old, &bp.table));
     s.extend(triggers::create_all(bp, &bp.table));
     s
 }

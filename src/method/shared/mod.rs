@@ -205,3 +205,44 @@ pub fn force_row_security(target: &crate::sql::QualifiedName, on: bool) -> State
         ),
     )
 }
+
+/// The publications that list the table pass from `from` to `to`, which
+/// now carries the name: the same row filter and column list, published
+/// through the partition root so that subscribers see the table's name
+/// (PostgreSQL decodes each change with the catalog of its moment, so the
+/// swap's own transaction is published on both sides of the change as the
+/// application meant it).
+pub fn hand_publications(
+    bp: &Blueprint,
+    from: &crate::sql::QualifiedName,
+    to: &crate::sql::QualifiedName,
+) -> Vec<Statement> {
+    let mut s = Vec::new();
+    for p in &bp.publications {
+        s.push(Statement::new(
+            "the table that leaves the name leaves the publication",
+            format!("ALTER PUBLICATION {} DROP TABLE {from}", p.name),
+        ));
+        let columns = if p.columns.is_empty() {
+            String::new()
+        } else {
+            format!(" ({})", list(&p.columns))
+        };
+        let filter = p
+            .row_filter
+            .as_ref()
+            .map(|f| format!(" WHERE ({f})"))
+            .unwrap_or_default();
+        s.push(Statement::new(
+            "the table under the name is published, as the original was",
+            format!("ALTER PUBLICATION {} ADD TABLE {to}{columns}{filter}", p.name),
+        ));
+        if !p.via_root {
+            s.push(Statement::new(
+                "a partition's changes are published under the partitioned table's name, which subscribers know",
+                format!("ALTER PUBLICATION {} SET (publish_via_partition_root = true)", p.name),
+            ));
+        }
+    }
+    s
+}

@@ -14,8 +14,8 @@ use crate::blueprint::Blueprint;
 use crate::method::shared::swap::{identity_back, identity_to, keep_comment, rename_keys, sequences_to, swap_locks};
 use crate::method::shared::triggers;
 use crate::method::shared::{
-    drop_incoming_fks, force_row_security, lock_in_mode, lock_statement, overriding, prepare, rebind_view,
-    restore_incoming_fks, session_limits, settable_columns, writable_columns,
+    drop_incoming_fks, force_row_security, hand_publications, lock_in_mode, lock_statement, overriding, prepare,
+    rebind_view, restore_incoming_fks, session_limits, settable_columns, writable_columns,
 };
 use crate::sql::{list, QualifiedName, Statement};
 
@@ -237,6 +237,7 @@ pub fn swap(bp: &Blueprint) -> Vec<Statement> {
     s.extend(identity_to(bp, &bp.table));
     s.extend(keep_comment(bp, "TABLE"));
     s.extend(move_force(bp, &bp.old, &bp.table));
+    s.extend(hand_publications(bp, &bp.old, &bp.table));
     s.extend(triggers::disable_all(bp, &bp.old));
     s.extend(triggers::create_all(bp, &bp.table));
     s.extend(back_mirror(bp));
@@ -276,6 +277,7 @@ pub fn unswap(bp: &Blueprint) -> Vec<Statement> {
     s.extend(identity_back(bp, &bp.shadow));
     s.extend(restore_incoming_fks(bp));
     s.extend(move_force(bp, &bp.shadow, &bp.table));
+    s.extend(hand_publications(bp, &bp.shadow, &bp.table));
     s.extend(triggers::drop_all(
         bp,
         &bp.shadow,
