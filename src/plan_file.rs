@@ -44,6 +44,9 @@ pub struct PlanSpec {
     /// For `migrate maintain`: how many periods of partitions to keep.
     #[serde(default)]
     pub retention: Option<RetentionSpec>,
+    /// For `migrate maintain`: its other care of the table.
+    #[serde(default, deserialize_with = "or_default")]
+    pub maintain: MaintainSpec,
     /// Refusals the plan's author accepts, by code (`findings::codes`):
     /// they become warnings.
     #[serde(default)]
@@ -98,6 +101,27 @@ pub struct RetentionSpec {
     /// without a copy when absent.
     #[serde(default)]
     pub archive: Option<ArchiveSpec>,
+}
+
+/// `maintain:` in the plan.
+#[derive(Clone, Debug, Deserialize, Serialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct MaintainSpec {
+    /// How often `maintain` analyzes the partitioned table as a whole,
+    /// which autovacuum never does: its partitions it analyzes, the parent
+    /// not, so the planner's estimates for the table drift from the data.
+    #[serde(default = "a_day")]
+    pub analyze_every: Millis,
+}
+
+fn a_day() -> Millis {
+    Millis(86_400_000)
+}
+
+impl Default for MaintainSpec {
+    fn default() -> Self {
+        MaintainSpec { analyze_every: a_day() }
+    }
 }
 
 #[derive(Clone, Debug, Deserialize, Serialize, PartialEq)]
@@ -436,6 +460,8 @@ pub fn parse_duration(text: &str) -> Result<u64, String> {
         "" | "ms" => 1,
         "s" => 1000,
         "m" | "min" => 60_000,
+        "h" => 3_600_000,
+        "d" => 86_400_000,
         _ => return Err(format!("`{text}` is not a duration such as 250ms, 2s or 1m")),
     };
     n.checked_mul(factor)

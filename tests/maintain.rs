@@ -613,3 +613,59 @@ async fn list_partitions_drain_premake_and_expire_while_a_writer_inserts() {
     assert_eq!(run.code, 2, "{}", run.stderr);
     assert!(run.stderr.contains("is not partitioned by hash"), "{}", run.stderr);
 }
+
+/// Autovacuum never analyzes a partitioned parent. The migration analyzes
+/// it before the swap; `maintain` again once `maintain.analyze_every` has
+/// passed, so that the planner's view of the whole table follows the data.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn maintain_analyzes_the_parent_on_its_schedule() {
+    let cluster = Cluster::start();
+    let db = cluster.database().await;
+    let dir = scratch();
+    let plan = partitioned(&db, dir.path(), "maintain:\n  analyze_every: 2s\n").await;
+    let analyzed = || async {
+        db.scalar_str(
+            "SELECT greatest(last_analyze, last_autoanalyze)::text FROM pg_stat_all_tables WHERE relid = 'public.audit'::regclass",
+        )
+        .await
+    };
+    // Analyzed by the migration: too recent for maintain.
+    let first = analyzed().await;
+    let run = db.migrate(&["maintain", &plan, "--output", "json"]).await;
+    run.ok();
+    let doc: serde_json::Value = serde_json::from_str(&run.stdout).unwrap();
+    assert!(
+        doc["analyzed_ms"].is_null() && doc["analyzed_before"].is_string(),
+        "{doc}"
+    );
+    // A month of new rows the parent's statistics do not know yet.
+    db.exec("INSERT INTO audit (at, what) SELECT now(), 'new' FROM generate_series(1, 20000)")
+        .await;
+    tokio::time::sleep(Duration::from_millis(2100)).await;
+    let run = db.migrate(&["maintain", &plan]).await;
+    run.ok();
+    assert!(
+        run.stdout.contains("analyzed \"public\".\"audit\" as a whole in"),
+        "{}",
+        run.stdout
+    );
+    let second = analyzed().await;
+    assert!(second > first, "{first:?} then {second:?}");
+    assert!(
+        db.scalar_i64(
+            "SELECT (reltuples >= 20000 + 24 * 365)::int::bigint FROM pg_class WHERE oid = 'public.audit'::regclass"
+        )
+        .await
+            == 1,
+        "the parent's row estimate does not count the new rows"
+    );
+    assert_eq!(
+        db.scalar_i64("SELECT count(*) FROM repartition.analyzed WHERE table_name = '\"public\".\"audit\"'")
+            .await,
+        1
+    );
+    // And not again before the interval has passed.
+    let run = db.migrate(&["maintain", &plan]).await;
+    run.ok();
+    assert!(!run.stdout.contains("as a whole"), "{}", run.stdout);
+}

@@ -90,6 +90,12 @@ CREATE TABLE IF NOT EXISTS repartition.events (
 );
 CREATE INDEX IF NOT EXISTS events_by_migration ON repartition.events (migration_id, at);
 
+-- When `maintain` last analyzed a partitioned table as a whole.
+CREATE TABLE IF NOT EXISTS repartition.analyzed (
+    table_name text PRIMARY KEY,
+    at timestamptz NOT NULL
+);
+
 -- Partitions that retention is taking out of a table, step by step:
 -- detached first (no strong lock on the parent while data is archived or
 -- dropped), then archived, then dropped.

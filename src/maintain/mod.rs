@@ -52,6 +52,11 @@ pub struct MaintainReport {
     /// Sentences for the operator's attention, printed to stderr.
     pub warnings: Vec<String>,
     pub exit_code: i32,
+    /// The partitioned table was analyzed as a whole: how long it took.
+    pub analyzed_ms: Option<u64>,
+    /// When it was analyzed before (by maintain, the migration, or by
+    /// hand), if it ever was.
+    pub analyzed_before: Option<chrono::DateTime<chrono::Utc>>,
 }
 
 impl MaintainReport {
@@ -70,6 +75,8 @@ impl MaintainReport {
             running_out: false,
             warnings: Vec::new(),
             exit_code: exit::OK,
+            analyzed_ms: None,
+            analyzed_before: None,
         }
     }
 }
@@ -178,6 +185,7 @@ pub async fn maintain(ctx: &Context, plan: &PlanFile) -> Result<MaintainReport> 
     let target = target(&client, plan).await?;
     control::bootstrap(&mut client).await?;
     let policy = RetryPolicy::new(plan.spec.locks.retries);
+    analyze(&client, plan, policy, &limits, &mut report).await?;
     match target.strategy {
         Strategy::Hash => {
             if plan.spec.retention.is_some() {
@@ -197,6 +205,61 @@ pub async fn maintain(ctx: &Context, plan: &PlanFile) -> Result<MaintainReport> 
     }
     conclude(&mut report);
     Ok(report)
+}
+
+/// The partitioned table as a whole, analyzed once `maintain.analyze_every`
+/// has passed since it last was: autovacuum analyzes the partitions but
+/// never the parent, whose statistics the planner uses for every query
+/// that reads more than one partition. From PostgreSQL 18 `ANALYZE ONLY`
+/// samples the parent alone; before, the partitions are analyzed again with
+/// it. Its own transaction, under the lock timeout (it waits for a vacuum
+/// of a partition, as autovacuum would).
+async fn analyze(
+    client: &Client,
+    plan: &PlanFile,
+    policy: RetryPolicy,
+    limits: &Limits,
+    report: &mut MaintainReport,
+) -> Result<()> {
+    let table = plan.table.to_string();
+    let row = client
+        .query_one(
+            "SELECT greatest((SELECT at FROM repartition.analyzed WHERE table_name = $1), \
+                             (SELECT greatest(last_analyze, last_autoanalyze) FROM pg_catalog.pg_stat_all_tables WHERE relid = to_regclass($1))), \
+                    now(), current_setting('server_version_num')::int >= 180000",
+            &[&table],
+        )
+        .await?;
+    let before: Option<chrono::DateTime<chrono::Utc>> = row.get(0);
+    let now: chrono::DateTime<chrono::Utc> = row.get(1);
+    let only = if row.get::<_, bool>(2) { "ONLY " } else { "" };
+    report.analyzed_before = before;
+    let every = chrono::Duration::milliseconds(plan.spec.maintain.analyze_every.0 as i64);
+    if before.is_some_and(|b| now - b < every) {
+        return Ok(());
+    }
+    let started = std::time::Instant::now();
+    let sql = format!(
+        "SET LOCAL lock_timeout = {}; SET LOCAL statement_timeout = 0; ANALYZE {only}{}",
+        limits.lock_timeout_ms, plan.table
+    );
+    retrying_tx(
+        client,
+        policy,
+        "analyze the partitioned table",
+        std::slice::from_ref(&table),
+        &format!("BEGIN; {sql}; COMMIT"),
+    )
+    .await?;
+    client
+        .execute(
+            "INSERT INTO repartition.analyzed (table_name, at) VALUES ($1, now()) \
+             ON CONFLICT (table_name) DO UPDATE SET at = EXCLUDED.at",
+            &[&table],
+        )
+        .await?;
+    report.analyzed_ms = Some(started.elapsed().as_millis() as u64);
+    Ok(())
 }
 
 /// The run's timeouts. As for migrations, the lock timeout stays below the

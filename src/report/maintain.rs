@@ -63,6 +63,16 @@ pub fn maintain_text(r: &MaintainReport) -> String {
             ),
         };
     }
+    if let Some(ms) = r.analyzed_ms {
+        let _ = writeln!(
+            o,
+            "analyzed {} as a whole in {ms} ms (before: {})",
+            r.table,
+            r.analyzed_before
+                .map(|t| t.format("%Y-%m-%d %H:%M UTC").to_string())
+                .unwrap_or_else(|| "never".into())
+        );
+    }
     if let (Some(reach), false) = (&r.reach, r.running_out) {
         let _ = match r.strategy {
             Strategy::List => writeln!(o, "{}: partitions reach up to {col} = {reach}", r.table),
@@ -131,6 +141,8 @@ pub fn maintain_json(r: &MaintainReport) -> Value {
         "premade": r.premade.iter().map(|p| with_span(json!({"partition": p.partition.to_string()}), &p.span)).collect::<Vec<_>>(),
         "expired": r.expired.iter().map(|e| expired_json(e.partition.to_string(), &e.step)).collect::<Vec<_>>(),
         "skipped": r.skipped.iter().map(skipped_json).collect::<Vec<_>>(),
+        "analyzed_ms": r.analyzed_ms,
+        "analyzed_before": r.analyzed_before,
         "reach": r.reach,
         "running_out": r.running_out,
         "warnings": r.warnings,
