@@ -223,7 +223,7 @@ pub fn check(table: &QualifiedName, f: &AccessFacts) -> Access {
         let state = if s.active { "active" } else { "inactive" };
         if kind == "logical" && s.here {
             a.warn(format!(
-                "the logical replication slot {name} ({state}, {behind} behind) decodes this database: it receives every moved row as a delete and an insert, and retains the migration's WAL until its consumer reads it (set throttle.max_slot_wal_mb to wait for it); the partitions must be published for the consumer to see the table after the swap"
+                "the logical replication slot {name} ({state}, {behind} behind) decodes this database: a consumer reading it through a publication sees only the tables published, which the swap hands over; one that decodes every table (wal2json, test_decoding) receives the tool's writes as well (the partitioned copy's rows; for move each moved row as a delete and an insert); it retains the migration's WAL until its consumer reads it (throttle.max_slot_wal_mb makes the run wait for it)"
             ));
         } else {
             a.note(format!(

@@ -84,6 +84,11 @@ pub struct ThrottleSpec {
     /// Replay lag of any replica (pg_stat_replication).
     #[serde(default)]
     pub max_replica_lag: Option<Millis>,
+    /// Replay lag of any replica in bytes of WAL not yet replayed: unlike
+    /// the time lag, which reads zero on an idle primary and stands still
+    /// while a standby's replay is paused, it grows with what waits.
+    #[serde(default)]
+    pub max_replica_lag_bytes: Option<Positive>,
     /// WAL retained by any replication slot, in megabytes.
     #[serde(default)]
     pub max_slot_wal_mb: Option<Positive>,

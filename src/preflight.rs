@@ -337,6 +337,7 @@ pub async fn estimates(client: &Client, bp: &Blueprint, rows: f64) -> Result<Vec
         level: Level::Note,
         message: format!("disk: {disk}"),
     }];
+    out.extend(wal(client, bp, total).await?);
     let rate: Option<f64> = if crate::control::schema_version(client).await?.is_some() {
         client
             .query_one(
@@ -364,6 +365,84 @@ pub async fn estimates(client: &Client, bp: &Blueprint, rows: f64) -> Result<Vec
             level: Level::Note,
             message: "duration: no batch has run in this database yet to measure a rate; `status` shows rate and ETA once rows move".into(),
         }),
+    }
+    Ok(out)
+}
+
+/// WAL a migration writes, per byte of the table with its indexes, as
+/// measured by `scripts/bench/wal-per-byte.sh` (docs/benchmarks.md): the
+/// move writes each row into the partitioned table and its indexes and
+/// deletes it from the original, the sync method copies it and builds the
+/// indexes after.
+const WAL_PER_BYTE_MOVE: f64 = 2.1;
+const WAL_PER_BYTE_SYNC: f64 = 1.9;
+
+/// What the migration sends to each standby and each replication slot
+/// keeps until it is read; a slot whose `max_slot_wal_keep_size` would be
+/// passed is warned of, before it is invalidated mid-run.
+async fn wal(client: &Client, bp: &Blueprint, total: i64) -> Result<Vec<Finding>> {
+    let estimate = match bp.method {
+        Method::Move => (total as f64 * WAL_PER_BYTE_MOVE) as i64,
+        Method::Sync => (total as f64 * WAL_PER_BYTE_SYNC) as i64,
+        // The unique indexes built again with the key.
+        Method::Attach => client
+            .query_one(
+                "SELECT coalesce(sum(pg_relation_size(i.indexrelid)), 0)::bigint FROM pg_index i WHERE i.indrelid = to_regclass($1) AND i.indisunique",
+                &[&bp.table.to_string()],
+            )
+            .await?
+            .get(0),
+    };
+    let standbys: i64 = client
+        .query_one(
+            "SELECT count(*) FROM pg_stat_replication WHERE backend_xmin IS NOT NULL OR state = 'streaming'",
+            &[],
+        )
+        .await?
+        .get(0);
+    let slots = client
+        .query(
+            "SELECT slot_name::text, slot_type, safe_wal_size FROM pg_replication_slots WHERE NOT temporary ORDER BY 1",
+            &[],
+        )
+        .await?;
+    let mut out = vec![Finding {
+        level: Level::Note,
+        message: format!(
+            "WAL: about {}, which {} and {}",
+            crate::report::bytes(estimate),
+            match standbys {
+                0 => "no standby streams now".to_string(),
+                1 => "the one standby streaming now replays".to_string(),
+                n => format!("each of the {n} standbys streaming now replays"),
+            },
+            match slots.len() {
+                0 => "no replication slot retains".to_string(),
+                _ => format!(
+                    "each replication slot ({}) retains until its consumer reads it",
+                    slots
+                        .iter()
+                        .map(|s| s.get::<_, String>(0))
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                ),
+            }
+        ),
+    }];
+    for s in &slots {
+        let name: String = s.get(0);
+        let safe: Option<i64> = s.get(2);
+        if let Some(safe) = safe.filter(|safe| *safe < estimate) {
+            out.push(Finding {
+                level: Level::Warning,
+                message: format!(
+                    "the {} replication slot {name} can retain only {} more WAL before max_slot_wal_keep_size invalidates it, and the migration writes about {}: its consumer must keep up (throttle.max_slot_wal_mb makes the run wait for it), or max_slot_wal_keep_size must rise",
+                    s.get::<_, String>(1),
+                    crate::report::bytes(safe.max(0)),
+                    crate::report::bytes(estimate)
+                ),
+            });
+        }
     }
     Ok(out)
 }

@@ -24,6 +24,27 @@ pub async fn reason(client: &Client, t: &ThrottleSpec, source: &QualifiedName) -
             )));
         }
     }
+    if let Some(max) = t.max_replica_lag_bytes {
+        let row = client
+            .query_one(
+                "SELECT coalesce(max(pg_wal_lsn_diff(pg_current_wal_lsn(), replay_lsn)), 0)::float8, \
+                        (SELECT application_name::text FROM pg_stat_replication \
+                         ORDER BY pg_wal_lsn_diff(pg_current_wal_lsn(), replay_lsn) DESC NULLS LAST LIMIT 1) \
+                 FROM pg_stat_replication",
+                &[],
+            )
+            .await?;
+        let behind: f64 = row.get(0);
+        if behind > max.0 as f64 {
+            let who: Option<String> = row.get(1);
+            return Ok(Some(format!(
+                "the replica {} has {} of WAL not yet replayed (throttle.max_replica_lag_bytes is {})",
+                who.filter(|w| !w.is_empty()).unwrap_or_else(|| "without a name".into()),
+                crate::report::bytes(behind as i64),
+                crate::report::bytes(max.0 as i64)
+            )));
+        }
+    }
     if let Some(max) = t.max_slot_wal_mb {
         let mb: f64 = client
             .query_one(

@@ -288,6 +288,95 @@ impl Cluster {
         }
     }
 
+    /// A streaming standby of this server, on this machine: a base backup
+    /// of its data directory, started with a socket of its own, replaying
+    /// what the primary writes.
+    pub fn standby(&self, name: &str) -> Cluster {
+        let primary = self.dir.as_ref().expect("a standby of a server the tests started");
+        let dir = tempfile::Builder::new()
+            .prefix("migrate-test-standby-")
+            .tempdir()
+            .expect("temp dir");
+        std::fs::write(dir.path().join("owner.pid"), std::process::id().to_string()).unwrap();
+        let data = dir.path().join("data");
+        let sock = dir.path().join("sock");
+        std::fs::create_dir_all(&sock).unwrap();
+        if is_root() {
+            check(
+                Command::new("chown")
+                    .args(["-R", "postgres:postgres"])
+                    .arg(dir.path())
+                    .output()
+                    .unwrap(),
+                "chown",
+            );
+        }
+        check(
+            as_postgres(&self.bin, "pg_basebackup")
+                .arg("-h")
+                .arg(primary.path().join("sock"))
+                .args([
+                    "-p",
+                    "5432",
+                    "-U",
+                    "postgres",
+                    "-X",
+                    "stream",
+                    "-R",
+                    "--no-sync",
+                    "--checkpoint=fast",
+                    "-D",
+                ])
+                .arg(&data)
+                .output()
+                .expect("pg_basebackup runs"),
+            "pg_basebackup",
+        );
+        // The standby names itself to the primary (pg_stat_replication's
+        // application_name).
+        let auto = data.join("postgresql.auto.conf");
+        let conf = std::fs::read_to_string(&auto).unwrap();
+        std::fs::write(
+            &auto,
+            conf.replace(
+                "primary_conninfo = '",
+                &format!("primary_conninfo = 'application_name={name} "),
+            ),
+        )
+        .unwrap();
+        let opts = format!(
+            "-k {} -p 5432 -c listen_addresses='' -c fsync=off -c hot_standby=on -c shared_buffers=64MB -c max_connections=60",
+            sock.display()
+        );
+        check(
+            as_postgres(&self.bin, "pg_ctl")
+                .args(["-w", "-t", "60", "-D"])
+                .arg(&data)
+                .arg("-o")
+                .arg(&opts)
+                .arg("-l")
+                .arg(dir.path().join("server.log"))
+                .arg("start")
+                .stdout(Stdio::null())
+                .output()
+                .expect("pg_ctl runs"),
+            "pg_ctl start of the standby",
+        );
+        let admin = format!("host={} port=5432 user=postgres dbname=postgres", sock.display());
+        Cluster {
+            dir: Some(dir),
+            bin: self.bin.clone(),
+            admin,
+        }
+    }
+
+    /// A database of this server by name (a standby has its primary's).
+    pub fn database_named(&self, name: &str) -> Db {
+        Db {
+            url: replace_dbname(&self.admin, name),
+        }
+    }
+
     /// A fresh database; returns its connection string.
     pub async fn database(&self) -> Db {
         let name = format!("t{}_{}", std::process::id(), NEXT_DB.fetch_add(1, Ordering::SeqCst));

@@ -134,6 +134,9 @@ pub fn swap(bp: &Blueprint) -> Vec<Statement> {
         "the partitioned table takes its name back",
     ));
     s.extend(triggers::off_tables(bp, &bp.table, Side::Shadow));
+    // The emptied first partition keeps its foreign keys until it is
+    // dropped: a cascade would still fire a statement trigger there.
+    s.extend(triggers::off_tables(bp, &bp.old, Side::Old));
     s.extend(triggers::create_all(bp, &bp.table));
     s
 }

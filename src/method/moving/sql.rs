@@ -57,6 +57,9 @@ pub fn swap(bp: &Blueprint) -> Vec<Statement> {
     s.extend(stragglers(bp));
     s.extend(hand_name_to(bp, &bp.shadow, "the partitioned table takes the name"));
     s.extend(triggers::off_tables(bp, &bp.table, Side::Shadow));
+    // The emptied original keeps its foreign keys until it is dropped: a
+    // cascade would still fire a statement trigger there.
+    s.extend(triggers::off_tables(bp, &bp.old, Side::Old));
     s.extend(triggers::create_all(bp, &bp.table));
     // The original (renamed) gives up its constraint and index names to the
     // partitioned table, which now carries the table's name.
