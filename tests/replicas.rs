@@ -52,7 +52,9 @@ async fn the_move_waits_for_a_standby_that_falls_behind() {
         shown.stdout
     );
     assert!(
-        shown.stdout.contains("the physical replication slot archiver can retain only"),
+        shown
+            .stdout
+            .contains("the physical replication slot archiver can retain only"),
         "{}",
         shown.stdout
     );
