@@ -265,8 +265,11 @@ pub async fn run(cli: Cli) -> Result<i32> {
             let plan = PlanFile::load(&plan)?;
             let done = crate::maintain::maintain(&ctx, &plan).await?;
             match output {
-                Output::Json => println!("{}", serde_json::to_string_pretty(&report::maintain_json(&done))?),
-                Output::Text => print!("{}", report::maintain_text(&done)),
+                Output::Json => out(&format!(
+                    "{}\n",
+                    serde_json::to_string_pretty(&report::maintain_json(&done))?
+                )),
+                Output::Text => out(&report::maintain_text(&done)),
             }
             // Warnings go to stderr in either format, where cron mails them.
             for w in &done.warnings {
@@ -291,7 +294,7 @@ pub async fn run(cli: Cli) -> Result<i32> {
                     return Ok(code);
                 }
                 tokio::time::sleep(std::time::Duration::from_secs(2)).await;
-                println!();
+                out("\n");
             }
         }
         Command::Check { plan, output } => {
@@ -299,8 +302,11 @@ pub async fn run(cli: Cli) -> Result<i32> {
             let client = crate::db::connect(&ctx.cfg).await?;
             let checked = crate::inspect::check(&client, &plan).await?;
             match output {
-                Output::Json => println!("{}", serde_json::to_string_pretty(&report::check_json(&checked))?),
-                Output::Text => print!("{}", report::check_text(&checked)),
+                Output::Json => out(&format!(
+                    "{}\n",
+                    serde_json::to_string_pretty(&report::check_json(&checked))?
+                )),
+                Output::Text => out(&report::check_text(&checked)),
             }
             Ok(if checked.healthy { exit::OK } else { exit::RUNNING_OUT })
         }
@@ -366,7 +372,7 @@ async fn control_command(
                 (_, _, Some(ms)) => format!("pauses {ms}ms between batches from its next batch on"),
                 _ => "is unchanged".to_string(),
             };
-            println!("migration {id} of {table} {what}");
+            out(&format!("migration {id} of {table} {what}\n"));
             Ok(exit::OK)
         }
         None => Err(crate::error::Refusal::new(format!("there is no unfinished migration of {table}")).into()),
@@ -384,8 +390,11 @@ async fn plan_command(ctx: &Context, plan: &std::path::Path, output: Output, str
     extra.extend(crate::preflight::estimates(&client, &resolved.blueprint, resolved.info.estimated_rows).await?);
     resolved.findings.extend(extra);
     match output {
-        Output::Json => println!("{}", serde_json::to_string_pretty(&report::plan_json(&resolved))?),
-        Output::Text => print!("{}", report::plan(&resolved, &crate::db::connect::describe(&ctx.cfg))),
+        Output::Json => out(&format!(
+            "{}\n",
+            serde_json::to_string_pretty(&report::plan_json(&resolved))?
+        )),
+        Output::Text => out(&report::plan(&resolved, &crate::db::connect::describe(&ctx.cfg))),
     }
     let warnings = resolved
         .findings
@@ -419,14 +428,14 @@ async fn status(ctx: &Context, plan: &PlanFile, exact: bool, output: Output) -> 
     };
     if output == Output::Json {
         let doc = report::status_json(&table, latest.as_ref(), &parts);
-        println!("{}", serde_json::to_string_pretty(&doc)?);
+        out(&format!("{}\n", serde_json::to_string_pretty(&doc)?));
         return Ok(exit::OK);
     }
     if !parts.is_empty() {
-        print!("{}", report::partitions_text(&parts));
+        out(&report::partitions_text(&parts));
     }
     let Some(m) = latest else {
-        println!("No migration of {table} is recorded in this database.");
+        out(&format!("No migration of {table} is recorded in this database.\n"));
         return Ok(exit::OK);
     };
     let runner = client
@@ -461,7 +470,7 @@ async fn status(ctx: &Context, plan: &PlanFile, exact: bool, output: Output) -> 
         rate: control::recent_rate(&client, m.id, "forward").await?,
         back_rate: control::recent_rate(&client, m.id, "back").await?,
     };
-    print!("{}", report::status(&m, &live));
+    out(&report::status(&m, &live));
     Ok(exit::OK)
 }
 
@@ -485,4 +494,21 @@ fn watch_signals(stop: Arc<AtomicBool>) {
             tracing::warn!("stopping at the next batch boundary; signal again to leave at once");
         }
     });
+}
+
+/// What a command prints, on stdout. A reader that closed its end of the
+/// pipe (`migrate status | head`) ends the command quietly, with the status
+/// a shell gives a process that SIGPIPE stopped, rather than a panic; the
+/// tool keeps ignoring SIGPIPE itself, so that a server's closed socket is
+/// an error it handles, not its end.
+fn out(text: &str) {
+    use std::io::Write;
+    let mut stdout = std::io::stdout().lock();
+    if let Err(e) = stdout.write_all(text.as_bytes()).and_then(|()| stdout.flush()) {
+        if e.kind() == std::io::ErrorKind::BrokenPipe {
+            std::process::exit(exit::CLOSED_PIPE);
+        }
+        eprintln!("migrate: cannot write the output: {e}");
+        std::process::exit(exit::INTERNAL);
+    }
 }

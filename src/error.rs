@@ -61,6 +61,9 @@ pub mod exit {
     /// `maintain`: the newest partition ends within one period.
     pub const RUNNING_OUT: i32 = 5;
     pub const INTERRUPTED: i32 = 130;
+    /// The reader of the output went away (`migrate status | head`): the
+    /// status a shell gives a process that SIGPIPE ended.
+    pub const CLOSED_PIPE: i32 = 141;
 }
 
 /// The exit code for an error chain.

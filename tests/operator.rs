@@ -330,3 +330,35 @@ async fn gentle_mode_commits_each_batch_synchronously_and_rests_after_it() {
         pairs.len()
     );
 }
+
+/// `migrate plan | head`, `migrate status | head`: a reader that closes
+/// its end ends the command quietly with the status of a process SIGPIPE
+/// stopped, not with a panic.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_closed_pipe_ends_a_command_quietly() {
+    let cluster = Cluster::start();
+    let db = cluster.database().await;
+    seed(&db, 5, 300).await;
+    let dir = scratch();
+    let plan = db.plan_file(dir.path(), "p.yaml", &event_plan(100, ""));
+    let plan = plan.to_str().unwrap();
+    for command in ["plan", "status"] {
+        // `true` reads nothing and is gone before the tool has asked the
+        // database anything.
+        let out = std::process::Command::new("bash")
+            .arg("-c")
+            .arg(format!(
+                "set -o pipefail; '{}' {command} '{plan}' | true",
+                env!("CARGO_BIN_EXE_migrate")
+            ))
+            .env("DATABASE_URL", &db.url)
+            .output()
+            .unwrap();
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(141), "{command}: {stderr}");
+        assert!(
+            !stderr.contains("panicked") && !stderr.contains("Broken pipe"),
+            "{command}: {stderr}"
+        );
+    }
+}
