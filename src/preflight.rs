@@ -65,7 +65,7 @@ pub async fn seen(client: &Client, bp: &Blueprint) -> Result<Result<Vec<Seen>, S
 /// its refusal code and why.
 pub fn hazard(bp: &Blueprint, query: &str) -> Option<(&'static str, &'static str)> {
     use crate::findings::codes::*;
-    let lower = query.split_whitespace().collect::<Vec<_>>().join(" ").to_lowercase();
+    let lower = without_literals(&query.split_whitespace().collect::<Vec<_>>().join(" ").to_lowercase());
     let locking = [" for update", " for no key update", " for share", " for key share"];
     if locking.iter().any(|l| lower.contains(l)) {
         return Some((
@@ -104,6 +104,24 @@ pub fn hazard(bp: &Blueprint, query: &str) -> Option<(&'static str, &'static str
         ));
     }
     None
+}
+
+/// The statement with its string literals emptied, so that a word inside
+/// one (pg_stat_activity shows them; pg_stat_statements has `$1`) is not
+/// taken for a clause or a column.
+fn without_literals(q: &str) -> String {
+    let mut out = String::with_capacity(q.len());
+    let mut quoted = false;
+    for c in q.chars() {
+        if c == '\'' {
+            // '' inside a literal closes and reopens it: the same either way.
+            quoted = !quoted;
+            out.push(c);
+        } else if !quoted {
+            out.push(c);
+        }
+    }
+    out
 }
 
 /// Whether an UPDATE's SET list computes a value from the row's columns.
@@ -563,5 +581,10 @@ mod tests {
         );
         assert_eq!(code("TRUNCATE events"), Some(VIEW_TRUNCATE));
         assert_eq!(code("SELECT count(*) FROM events WHERE ts > $1"), None);
+        assert_eq!(code("UPDATE events SET kind = 'payload for update' WHERE id = 5"), None);
+        assert_eq!(
+            code("UPDATE events SET payload = '{\"touched\": true}' WHERE id = 5"),
+            None
+        );
     }
 }
