@@ -63,7 +63,7 @@ pub async fn seen(client: &Client, bp: &Blueprint) -> Result<Result<Vec<Seen>, S
 
 /// A statement the move method's view does not serve as the table did:
 /// its refusal code and why.
-pub fn hazard(bp: &Blueprint, query: &str) -> Option<(&'static str, &'static str)> {
+fn hazard(bp: &Blueprint, query: &str) -> Option<(&'static str, &'static str)> {
     use crate::findings::codes::*;
     let lower = without_literals(&query.split_whitespace().collect::<Vec<_>>().join(" ").to_lowercase());
     let locking = [" for update", " for no key update", " for share", " for key share"];
@@ -104,6 +104,66 @@ pub fn hazard(bp: &Blueprint, query: &str) -> Option<(&'static str, &'static str
         ));
     }
     None
+}
+
+/// The first statement in `text` (one statement, or a string of them as
+/// pg_stat_activity shows a simple query) that names the table and that
+/// its view does not serve as the table did. Statements naming only other
+/// relations (the original under its new name, say) are none of the view's.
+pub fn hazard_in(bp: &Blueprint, text: &str) -> Option<(&'static str, &'static str)> {
+    let name = bp.table.name.as_str().to_lowercase();
+    statements_of(text)
+        .into_iter()
+        .filter(|q| mentions(&without_literals(&q.to_lowercase()), &name))
+        .find_map(|q| hazard(bp, q))
+}
+
+/// A statement as the watch tells it once, whichever way it was seen:
+/// pg_stat_activity shows `n = n + 1` where pg_stat_statements has
+/// `n = n + $2`, so literals, numbers and parameters all read as `?`.
+fn fingerprint(q: &str) -> String {
+    let lower = q.split_whitespace().collect::<Vec<_>>().join(" ").to_lowercase();
+    let mut out = String::with_capacity(lower.len());
+    let (mut quoted, mut prev) = (false, ' ');
+    let mut chars = lower.chars().peekable();
+    while let Some(c) = chars.next() {
+        if c == '\'' {
+            if !quoted {
+                out.push('?');
+            }
+            quoted = !quoted;
+        } else if quoted {
+            continue;
+        } else if (c == '$' || c.is_ascii_digit()) && !(prev.is_alphanumeric() || prev == '_') {
+            while chars.peek().is_some_and(|d| d.is_ascii_digit() || *d == '.') {
+                chars.next();
+            }
+            out.push('?');
+        } else {
+            out.push(c);
+        }
+        prev = c;
+    }
+    out
+}
+
+/// The statements of a query string, split at the semicolons outside
+/// string literals.
+fn statements_of(text: &str) -> Vec<&str> {
+    let mut out = Vec::new();
+    let (mut start, mut quoted) = (0, false);
+    for (i, c) in text.char_indices() {
+        match c {
+            '\'' => quoted = !quoted,
+            ';' if !quoted => {
+                out.push(&text[start..i]);
+                start = i + 1;
+            }
+            _ => {}
+        }
+    }
+    out.push(&text[start..]);
+    out.into_iter().map(str::trim).filter(|q| !q.is_empty()).collect()
 }
 
 /// The statement with its string literals emptied, so that a word inside
@@ -168,7 +228,7 @@ pub async fn view_hazards(client: &Client, bp: &Blueprint) -> Result<Vec<Finding
     let mut refused = Vec::new();
     let mut out = Vec::new();
     for s in &seen {
-        let Some((code, why)) = hazard(bp, &s.query) else {
+        let Some((code, why)) = hazard_in(bp, &s.query) else {
             continue;
         };
         let line = format!("{} ({} calls): {why} [{code}]", short(&s.query), s.calls);
@@ -492,7 +552,7 @@ impl Watch {
                 if !self.started || s.calls <= before {
                     continue;
                 }
-                if let Some((code, why)) = hazard(bp, &s.query) {
+                if let Some((code, why)) = hazard_in(bp, &s.query) {
                     self.tell(
                         &mut out,
                         code,
@@ -501,7 +561,7 @@ impl Watch {
                             short(&s.query),
                             s.calls - before
                         ),
-                        s.queryid.to_string(),
+                        fingerprint(&s.query),
                     );
                 }
             }
@@ -517,12 +577,12 @@ impl Watch {
             .await?;
         for r in running {
             let q: String = r.get(0);
-            if let Some((code, why)) = hazard(bp, &q) {
+            if let Some((code, why)) = hazard_in(bp, &q) {
                 self.tell(
                     &mut out,
                     code,
                     format!("{} (seen running): {why}", short(&q)),
-                    short(&q),
+                    fingerprint(&q),
                 );
             }
         }
@@ -541,7 +601,7 @@ impl Watch {
 
 #[cfg(test)]
 mod tests {
-    use super::hazard;
+    use super::{fingerprint, hazard, hazard_in};
     use crate::blueprint::derive::{derive, fixtures::*};
     use crate::findings::codes::*;
 
@@ -586,5 +646,23 @@ mod tests {
             code("UPDATE events SET payload = '{\"touched\": true}' WHERE id = 5"),
             None
         );
+        // A string of statements, as pg_stat_activity shows a simple query:
+        // only those naming the table itself are the view's.
+        let within = |q: &str| hazard_in(&bp, q).map(|(c, _)| c);
+        assert_eq!(
+            within("LOCK TABLE public.events IN ACCESS SHARE MODE; SELECT id FROM ONLY public.events__orig LIMIT 5 FOR UPDATE"),
+            None
+        );
+        assert_eq!(
+            within("SELECT 1; SELECT id FROM public.events WHERE note = 'a;b' FOR UPDATE"),
+            Some(VIEW_LOCKING_READS)
+        );
+        assert_eq!(within("SELECT * FROM other_events FOR UPDATE"), None);
+        // Told once, whether running or counted by pg_stat_statements.
+        assert_eq!(
+            fingerprint("UPDATE events  SET n = n + 1, v = 'x' WHERE id = 42"),
+            fingerprint("update events SET n = n + $2, v = $3 WHERE id = $1")
+        );
+        assert_ne!(fingerprint("SELECT a1 FROM t2"), fingerprint("SELECT a2 FROM t2"));
     }
 }

@@ -111,10 +111,15 @@ impl App {
                                 Err(e) => seen.errors.push(common::workload::db_message(&e)),
                             }
                         } else {
+                            // The new value is computed here, not from the row
+                            // (`SET v = v || …`): through the move method's view
+                            // that would be a read-modify-write, which the run
+                            // pauses for.
+                            let v = format!("{}+", seen.rows[k].2);
                             let r = c
                                 .query(
-                                    "UPDATE public.items SET v = v || '+' WHERE id = $1 RETURNING id, ts::text, v",
-                                    &[&id],
+                                    "UPDATE public.items SET v = $2 WHERE id = $1 RETURNING id, ts::text, v",
+                                    &[&id, &v],
                                 )
                                 .await;
                             match r {

@@ -538,3 +538,78 @@ async fn deferred_indexes_resume_after_a_crash_and_an_invalid_index() {
     );
     assert_eq!(db.scalar_i64("SELECT count(*) FROM workflow_events").await, 10_000);
 }
+
+/// A session holding an event's row lock updates it while another deletes
+/// the event's run, whose cascade waits for that row. Without the tool the
+/// update asks the run for no lock (its run_id keeps its value) and both
+/// commit; the mirror's copy of the update must ask for none either, or
+/// the two sessions deadlock.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_mirrored_update_and_a_cascading_delete_do_not_deadlock() {
+    let cluster = Cluster::start();
+    let db = cluster.database().await;
+    seed(&db, 10, 2_000).await;
+    let dir = scratch();
+    let plan = db.plan_file(dir.path(), "p.yaml", &sync_plan(500, ""));
+    let plan = plan.to_str().unwrap();
+    db.migrate(&["apply", plan, "--until", "backfill"]).await.ok();
+    update_while_the_run_goes(&db, 3).await;
+    db.migrate(&["apply", plan]).await.ok();
+    assert_eq!(relkind(&db, "public.workflow_events").await.as_deref(), Some("p"));
+    assert_eq!(
+        db.scalar_i64("SELECT count(*) FROM workflow_events WHERE run_id = 3")
+            .await,
+        0
+    );
+}
+
+async fn update_while_the_run_goes(db: &Db, run: i64) {
+    let holder = db.client().await;
+    holder.batch_execute("BEGIN").await.unwrap();
+    let id: i64 = holder
+        .query_one(
+            "SELECT id FROM workflow_events WHERE run_id = $1 ORDER BY id LIMIT 1 FOR UPDATE",
+            &[&run],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    let deleter = {
+        let db = db.clone();
+        tokio::spawn(async move {
+            db.client()
+                .await
+                .execute("DELETE FROM workflow_runs WHERE id = $1", &[&run])
+                .await
+                .map_err(|e| common::workload::db_message(&e))
+        })
+    };
+    // The cascade waits for the held row.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while db
+        .scalar_i64("SELECT count(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock' AND query LIKE 'DELETE FROM workflow_runs%'")
+        .await
+        == 0
+    {
+        assert!(Instant::now() < deadline, "the delete never waited for the held row");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let updated = async {
+        holder
+            .execute(
+                "UPDATE workflow_events SET payload = '{\"held\": true}' WHERE id = $1",
+                &[&id],
+            )
+            .await?;
+        // Past deadlock_timeout (1 s): a deadlock would have been found.
+        tokio::time::sleep(Duration::from_millis(1300)).await;
+        holder.batch_execute("COMMIT").await
+    }
+    .await;
+    assert!(
+        updated.is_ok(),
+        "the update failed: {}",
+        common::workload::db_message(&updated.unwrap_err())
+    );
+    assert_eq!(deleter.await.unwrap(), Ok(1), "the delete of the run");
+}

@@ -596,13 +596,64 @@ impl Db {
         self.migrate_env(args, &[]).await
     }
 
+    /// Runs the binary to completion, within `RUN_LIMIT`: a run that hangs
+    /// (paused by itself, say, or waiting on a lock) fails its test with
+    /// what the run printed and what the database was doing, instead of
+    /// holding the suite until CI's time limit.
     pub async fn migrate_env(&self, args: &[&str], env: &[(&str, &str)]) -> Run {
-        let out = self.command(args, env).output().await.expect("migrate runs");
+        use tokio::io::AsyncReadExt;
+        let mut child = self.command(args, env).spawn().expect("migrate runs");
+        let (mut out, mut err) = (child.stdout.take().unwrap(), child.stderr.take().unwrap());
+        let stdout = tokio::spawn(async move {
+            let mut b = Vec::new();
+            let _ = out.read_to_end(&mut b).await;
+            b
+        });
+        let stderr = tokio::spawn(async move {
+            let mut b = Vec::new();
+            let _ = err.read_to_end(&mut b).await;
+            b
+        });
+        let limit = run_limit();
+        let status = match tokio::time::timeout(limit, child.wait()).await {
+            Ok(status) => status.expect("migrate runs"),
+            Err(_) => {
+                let _ = child.kill().await;
+                let said = String::from_utf8_lossy(&stderr.await.unwrap_or_default()).into_owned();
+                panic!(
+                    "migrate {} did not finish within {} s\n--- it printed:\n{said}\n--- the database:\n{}",
+                    args.join(" "),
+                    limit.as_secs(),
+                    self.diagnosis().await
+                );
+            }
+        };
         Run {
-            code: out.status.code().unwrap_or(-1),
-            stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
-            stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+            code: status.code().unwrap_or(-1),
+            stdout: String::from_utf8_lossy(&stdout.await.unwrap_or_default()).into_owned(),
+            stderr: String::from_utf8_lossy(&stderr.await.unwrap_or_default()).into_owned(),
         }
+    }
+
+    /// Where the migrations stand and what every session waits on, for a
+    /// test that found a run hanging.
+    async fn diagnosis(&self) -> String {
+        let c = self.client().await;
+        let mut lines = Vec::new();
+        let queries = [
+            "SELECT format('migration %s: %s %s, paused %s %s, last error %s', id, state, phase, paused, \
+             coalesce(paused_reason, ''), coalesce(last_error, '')) FROM repartition.migrations",
+            "SELECT format('session %s %s %s/%s blocked by %s: %s', pid, state, wait_event_type, wait_event, \
+             pg_blocking_pids(pid), left(query, 200)) FROM pg_stat_activity WHERE datname = current_database() \
+             AND pid <> pg_backend_pid()",
+        ];
+        for q in queries {
+            match c.query(q, &[]).await {
+                Ok(rows) => lines.extend(rows.iter().map(|r| r.get::<_, String>(0))),
+                Err(e) => lines.push(format!("({})", workload::db_message(&e))),
+            }
+        }
+        lines.join("\n")
     }
 
     /// Names of everything in the database outside the system schemas:
@@ -627,6 +678,16 @@ impl Db {
             .unwrap();
         rows.iter().map(|r| r.get(0)).collect()
     }
+}
+
+/// How long one run of the binary may take in a test (`MIGRATE_TEST_RUN_LIMIT`
+/// seconds, 300 unless set): far above any run of the suite.
+fn run_limit() -> std::time::Duration {
+    let secs = std::env::var("MIGRATE_TEST_RUN_LIMIT")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(300);
+    std::time::Duration::from_secs(secs)
 }
 
 /// A scratch directory for plan files.

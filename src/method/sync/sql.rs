@@ -70,11 +70,37 @@ fn insert_new(bp: &Blueprint, target: &str, upsert: bool) -> String {
 }
 
 /// The body of a row trigger that mirrors writes into `target`.
+/// An UPDATE is mirrored as an UPDATE of the other table's row, and
+/// inserted only where that row is not there yet: like the application's
+/// own UPDATE, it asks a foreign key's referenced row for no lock when the
+/// referencing columns keep their values. (A DELETE and INSERT would, and
+/// a session deleting the referenced row, whose cascade waits for this
+/// one's row, would deadlock with it.) An identity ALWAYS column can take
+/// no value from an UPDATE: where the application changed it (`SET id =
+/// DEFAULT`), the row is deleted and inserted again.
 fn mirror_body(bp: &Blueprint, target: &str, upsert: bool) -> String {
     let ins = insert_new(bp, target, upsert);
     let del = format!("DELETE FROM {target} AS t WHERE {}", same_row(bp));
+    let set = list(settable_columns(bp).map(|c| format!("{n} = NEW.{n}", n = c.name)));
+    let upd = format!(
+        "UPDATE {target} AS t SET {set} WHERE {};\n    IF NOT FOUND THEN\n      {ins};\n    END IF",
+        same_row(bp)
+    );
+    let fixed: Vec<_> = bp
+        .writable_columns()
+        .filter(|c| c.identity.as_ref().is_some_and(|i| i.always))
+        .collect();
+    let update = if fixed.is_empty() {
+        upd
+    } else {
+        format!(
+            "IF ({}) IS NOT DISTINCT FROM ({}) THEN\n    {upd};\n    ELSE\n    {del};\n    {ins};\n    END IF",
+            list(fixed.iter().map(|c| format!("NEW.{}", c.name))),
+            list(fixed.iter().map(|c| format!("OLD.{}", c.name)))
+        )
+    };
     format!(
-        "BEGIN\n  IF TG_OP = 'INSERT' THEN\n    {ins};\n  ELSIF TG_OP = 'UPDATE' THEN\n    {del};\n    {ins};\n  ELSE\n    {del};\n  END IF;\n  RETURN NULL;\nEND"
+        "BEGIN\n  IF TG_OP = 'INSERT' THEN\n    {ins};\n  ELSIF TG_OP = 'UPDATE' THEN\n    {update};\n  ELSE\n    {del};\n  END IF;\n  RETURN NULL;\nEND"
     )
 }
 
