@@ -2,7 +2,7 @@
 //! changes, so that a role lacking a privilege is told which one, instead
 //! of failing half-way through a phase.
 
-use crate::findings::{Finding, Level};
+use crate::findings::{codes, Finding};
 use crate::sql::QualifiedName;
 use anyhow::Result;
 use tokio_postgres::Client;
@@ -15,18 +15,12 @@ pub struct Access {
 }
 
 impl Access {
-    fn warn(&mut self, message: String) {
-        self.findings.push(Finding {
-            level: Level::Warning,
-            message,
-        });
+    fn warn(&mut self, code: &'static str, message: String) {
+        self.findings.push(Finding::warning(code, message));
     }
 
-    fn note(&mut self, message: String) {
-        self.findings.push(Finding {
-            level: Level::Note,
-            message,
-        });
+    fn note(&mut self, code: &'static str, message: String) {
+        self.findings.push(Finding::note(code, message));
     }
 }
 
@@ -179,9 +173,10 @@ pub fn check(table: &QualifiedName, f: &AccessFacts) -> Access {
             "the role {me} does not own {table} (its owner is {owner}) and is not a member of {owner}: renaming and altering the table needs that (GRANT {owner} TO {me}, or connect as {owner})"
         ));
     } else if me != owner {
-        a.note(format!(
-            "the tool connects as {me}; every object it creates is given to the table's owner {owner}"
-        ));
+        a.note(
+            codes::OWNER_OWNS_OBJECTS,
+            format!("the tool connects as {me}; every object it creates is given to the table's owner {owner}"),
+        );
     }
     if !f.schema_create && !f.superuser {
         a.refusals.push(format!(
@@ -204,17 +199,17 @@ pub fn check(table: &QualifiedName, f: &AccessFacts) -> Access {
         a.refusals.push(format!("the role {me} lacks {l}"));
     }
     match (f.replident.as_str(), &f.replident_index) {
-        ("f", _) => a.warn(format!(
+        ("f", _) => a.warn(codes::REPLICA_IDENTITY_NOT_INHERITED, format!(
             "{table} has REPLICA IDENTITY FULL, which the partitioned table does not inherit: set it on each partition after the swap, or logical replicas stop receiving its updates and deletes"
         )),
-        ("i", Some(ix)) => a.warn(format!(
+        ("i", Some(ix)) => a.warn(codes::REPLICA_IDENTITY_NOT_INHERITED, format!(
             "{table} uses the index {ix} as its replica identity, which the partitioned table does not inherit: choose an index on each partition after the swap (its unique keys include the partition key)"
         )),
-        ("n", _) => a.note(format!("{table} has REPLICA IDENTITY NOTHING, kept as it is on nothing new")),
+        ("n", _) => a.note(codes::REPLICA_IDENTITY_NOTHING, format!("{table} has REPLICA IDENTITY NOTHING, kept as it is on nothing new")),
         _ => {}
     }
     if f.column_grants {
-        a.warn(format!(
+        a.warn(codes::COLUMN_GRANTS_DROPPED, format!(
             "{table} has column-level privileges, which are not carried over: grant them again on the partitioned table after the swap"
         ));
     }
@@ -222,11 +217,11 @@ pub fn check(table: &QualifiedName, f: &AccessFacts) -> Access {
         let (name, kind, behind) = (&s.name, &s.kind, &s.behind);
         let state = if s.active { "active" } else { "inactive" };
         if kind == "logical" && s.here {
-            a.warn(format!(
+            a.warn(codes::SLOT_DECODES_EVERYTHING, format!(
                 "the logical replication slot {name} ({state}, {behind} behind) decodes this database: a consumer reading it through a publication sees only the tables published, which the swap hands over; one that decodes every table (wal2json, test_decoding) receives the tool's writes as well (the partitioned copy's rows; for move each moved row as a delete and an insert); it retains the migration's WAL until its consumer reads it (throttle.max_slot_wal_mb makes the run wait for it)"
             ));
         } else {
-            a.note(format!(
+            a.note(codes::SLOT_RETAINS_WAL, format!(
                 "the {kind} replication slot {name} ({state}, {behind} behind) retains the migration's WAL until its consumer reads it; throttle.max_slot_wal_mb makes the run wait for it"
             ));
         }

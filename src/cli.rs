@@ -396,14 +396,17 @@ async fn plan_command(ctx: &Context, plan: &std::path::Path, output: Output, str
         )),
         Output::Text => out(&report::plan(&resolved, &crate::db::connect::describe(&ctx.cfg))),
     }
-    let warnings = resolved
+    let failing: Vec<&str> = resolved
         .findings
         .iter()
-        .filter(|f| f.level == crate::blueprint::Level::Warning)
-        .count();
-    if strict && warnings > 0 {
+        .filter(|f| f.fails_strict(&resolved.blueprint.settings.accepted))
+        .map(|f| f.code)
+        .collect();
+    if strict && !failing.is_empty() {
         return Err(crate::error::Refusal::new(format!(
-            "the plan has {warnings} warning(s) and --strict turns them into a refusal"
+            "the plan has {} warning(s) it does not accept ({}), and --strict turns them into a refusal; once each is understood, name its code under `accept:` in the plan",
+            failing.len(),
+            failing.join(", ")
         ))
         .into());
     }

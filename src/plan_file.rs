@@ -495,12 +495,13 @@ impl PlanFile {
     /// Checks of the plan on its own, before any database is asked.
     fn check(&self) -> Result<(), Refusal> {
         for code in &self.spec.accept {
-            if !crate::findings::codes::ACCEPTABLE.contains(&code.as_str()) {
+            if !crate::findings::codes::acceptable(code) {
                 return Err(self.key_error(
                     "accept",
                     &format!(
-                        "names `{code}`, which is no code a plan can accept (they are: {})",
-                        crate::findings::codes::ACCEPTABLE.join(", ")
+                        "names `{code}`, which is no code a plan can accept (refusals: {}; warnings: {})",
+                        crate::findings::codes::REFUSALS.join(", "),
+                        crate::findings::codes::WARNINGS.join(", ")
                     ),
                 ));
             }

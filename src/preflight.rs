@@ -3,6 +3,7 @@
 //! large the partitions would be (from a sample of the table).
 
 use crate::blueprint::{Blueprint, Finding, Level};
+use crate::findings::codes;
 use crate::plan_file::Method;
 use anyhow::Result;
 use tokio_postgres::Client;
@@ -231,14 +232,15 @@ pub async fn view_hazards(client: &Client, bp: &Blueprint) -> Result<Vec<Finding
         let Some((code, why)) = hazard_in(bp, &s.query) else {
             continue;
         };
-        let line = format!("{} ({} calls): {why} [{code}]", short(&s.query), s.calls);
+        let line = format!("{} ({} calls): {why}", short(&s.query), s.calls);
         if bp.settings.accepted.iter().any(|a| a == code) {
             out.push(Finding {
                 level: Level::Warning,
+                code,
                 message: format!("accepted by the plan: {line}"),
             });
         } else {
-            refused.push(line);
+            refused.push(format!("{line} [{code}]"));
         }
     }
     if !refused.is_empty() {
@@ -270,6 +272,7 @@ pub async fn statements(client: &Client, bp: &Blueprint) -> Result<Vec<Finding>>
         Err(why) => {
             out.push(Finding {
                 level: Level::Note,
+                code: codes::STATEMENTS_NOT_CHECKED,
                 message: format!("{why}: the application's statements were not checked (CREATE EXTENSION pg_stat_statements, with it in shared_preload_libraries, lets plan check them)"),
             });
             return Ok(out);
@@ -280,14 +283,19 @@ pub async fn statements(client: &Client, bp: &Blueprint) -> Result<Vec<Finding>>
         let lower = s.query.to_lowercase();
         let calls = s.calls;
         let short = short(&s.query);
-        let mut say = |level: Level, what: &str| {
+        let mut say = |level: Level, code: &'static str, what: &str| {
             out.push(Finding {
                 level,
+                code,
                 message: format!("{what} ({calls} calls): {short}"),
             })
         };
         if lower.starts_with("copy") && lower.contains(" to ") {
-            say(Level::Note, "COPY ... TO reads every partition after the swap");
+            say(
+                Level::Note,
+                codes::COPY_TO_READS_ALL,
+                "COPY ... TO reads every partition after the swap",
+            );
         }
         let conflict_cols = lower
             .split("on conflict (")
@@ -295,12 +303,13 @@ pub async fn statements(client: &Client, bp: &Blueprint) -> Result<Vec<Finding>>
             .and_then(|r| r.split(')').next())
             .unwrap_or("");
         if lower.contains("on conflict (") && !mentions(conflict_cols, &key) {
-            say(Level::Warning, &format!("ON CONFLICT names columns without {key}: after the swap no unique key matches them; name the constraint (ON CONFLICT ON CONSTRAINT) instead"));
+            say(Level::Warning, codes::ON_CONFLICT_WITHOUT_KEY, &format!("ON CONFLICT names columns without {key}: after the swap no unique key matches them; name the constraint (ON CONFLICT ON CONSTRAINT) instead"));
         }
         let reads = lower.starts_with("select") || lower.starts_with("update") || lower.starts_with("delete");
         if reads && lower.contains(" where ") && !lower.split(" where ").skip(1).any(|w| mentions(w, &key)) {
             say(
                 Level::Note,
+                codes::NO_PRUNING,
                 &format!(
                     "this statement does not filter on {key}: after the swap it reads every partition (no pruning)"
                 ),
@@ -379,6 +388,7 @@ pub async fn partition_sizes(client: &Client, bp: &Blueprint, table_bytes: i64) 
         .collect();
     out.push(Finding {
         level: Level::Note,
+        code: codes::PARTITION_SIZES,
         message: format!(
             "estimated partition sizes from a 1% sample, largest first: {}",
             top.join(", ")
@@ -387,6 +397,7 @@ pub async fn partition_sizes(client: &Client, bp: &Blueprint, table_bytes: i64) 
     if largest > 200.0 * GB {
         out.push(Finding {
             level: Level::Warning,
+            code: codes::PARTITION_TOO_LARGE,
             message: format!(
                 "a partition would hold about {}: over 200 GB, choose a shorter interval or step",
                 crate::report::bytes(largest as i64)
@@ -413,6 +424,7 @@ pub async fn estimates(client: &Client, bp: &Blueprint, rows: f64) -> Result<Vec
     };
     let mut out = vec![Finding {
         level: Level::Note,
+        code: codes::DISK,
         message: format!("disk: {disk}"),
     }];
     out.extend(wal(client, bp, total).await?);
@@ -433,6 +445,7 @@ pub async fn estimates(client: &Client, bp: &Blueprint, rows: f64) -> Result<Vec
         (_, Method::Attach) => {}
         (Some(r), _) if r > 0.0 && rows > 0.0 => out.push(Finding {
             level: Level::Note,
+            code: codes::DURATION,
             message: format!(
                 "duration: about {} at {:.0} rows/s, the rate of the latest batches in this database",
                 crate::report::hms(rows / r),
@@ -441,6 +454,7 @@ pub async fn estimates(client: &Client, bp: &Blueprint, rows: f64) -> Result<Vec
         }),
         _ => out.push(Finding {
             level: Level::Note,
+            code: codes::DURATION,
             message: "duration: no batch has run in this database yet to measure a rate; `status` shows rate and ETA once rows move".into(),
         }),
     }
@@ -486,6 +500,7 @@ async fn wal(client: &Client, bp: &Blueprint, total: i64) -> Result<Vec<Finding>
         .await?;
     let mut out = vec![Finding {
         level: Level::Note,
+        code: codes::WAL,
         message: format!(
             "WAL: about {}, which {} and {}",
             crate::report::bytes(estimate),
@@ -513,6 +528,7 @@ async fn wal(client: &Client, bp: &Blueprint, total: i64) -> Result<Vec<Finding>
         if let Some(safe) = safe.filter(|safe| *safe < estimate) {
             out.push(Finding {
                 level: Level::Warning,
+                code: codes::SLOT_WAL_LIMIT,
                 message: format!(
                     "the {} replication slot {name} can retain only {} more WAL before max_slot_wal_keep_size invalidates it, and the migration writes about {}: its consumer must keep up (throttle.max_slot_wal_mb makes the run wait for it), or max_slot_wal_keep_size must rise",
                     s.get::<_, String>(1),

@@ -292,7 +292,7 @@ pub async fn unswap(ctx: &Context, plan: &PlanFile) -> Result<Outcome> {
     step.part("unswap")?
         .run(&s.client, &bp.settings, step.name, s.m.id)
         .await?;
-    crate::method::abort::validate(&s.client, &bp).await;
+    crate::method::abort::validate(&s.client, &bp, &step.part("validate")?.statements).await;
     Ok(Outcome::Reached(Phase::Verified))
 }
 

@@ -369,10 +369,55 @@ async fn plan_as_json_and_strict() {
         );
     }
     db.exec("SELECT pg_drop_replication_slot('standby_a')").await;
-    // The primary key warning makes --strict refuse.
+    // Every finding has its code; none is accepted yet.
+    let codes: Vec<(&str, bool)> = doc["findings"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|f| (f["code"].as_str().unwrap(), f["accepted"].as_bool().unwrap()))
+        .collect();
+    assert!(codes.contains(&("pk-gains-partition-key", false)), "{codes:?}");
+    assert!(codes.contains(&("replica-identity-not-inherited", false)), "{codes:?}");
+    assert!(codes.contains(&("slot-retains-wal", false)), "{codes:?}");
+    // The warnings make --strict refuse, naming their codes ...
     let run = db.migrate(&["plan", plan, "--strict"]).await;
     assert_eq!(run.code, 2, "{}", run.stderr);
-    assert!(run.stderr.contains("--strict"), "{}", run.stderr);
+    assert!(
+        run.stderr.contains("--strict")
+            && run.stderr.contains("pk-gains-partition-key")
+            && run.stderr.contains("replica-identity-not-inherited"),
+        "{}",
+        run.stderr
+    );
+    // ... until the plan accepts them: one accepted, the other still fails.
+    let one = db.plan_file(
+        dir.path(),
+        "one.yaml",
+        &format!("{}accept: [pk-gains-partition-key]\n", event_plan(500, "")),
+    );
+    let run = db.migrate(&["plan", one.to_str().unwrap(), "--strict"]).await;
+    assert_eq!(run.code, 2, "{}", run.stderr);
+    assert!(
+        !run.stderr.contains("pk-gains-partition-key") && run.stderr.contains("replica-identity-not-inherited"),
+        "{}",
+        run.stderr
+    );
+    assert!(
+        run.stdout.contains("warning [pk-gains-partition-key, accepted]: "),
+        "{}",
+        run.stdout
+    );
+    let both = db.plan_file(
+        dir.path(),
+        "both.yaml",
+        &format!(
+            "{}accept: [pk-gains-partition-key, replica-identity-not-inherited]\n",
+            event_plan(500, "")
+        ),
+    );
+    let run = db.migrate(&["plan", both.to_str().unwrap(), "--strict"]).await;
+    assert_eq!(run.code, 0, "{}", run.stderr);
+    assert!(run.stdout.contains("note [view-rebound]: "), "{}", run.stdout);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -429,14 +474,19 @@ async fn plan_reads_the_applications_statements() {
     let findings: Vec<&str> = run
         .stdout
         .lines()
-        .filter(|l| l.starts_with("  warning:") || l.starts_with("  note:"))
+        .filter(|l| l.starts_with("  warning [") || l.starts_with("  note ["))
         .collect();
     let has = |needle: &str| findings.iter().any(|l| l.contains(needle));
     assert!(
-        has("accepted by the plan") && has("[view-locking-reads]") && has("[view-on-conflict]"),
+        has("accepted by the plan")
+            && has("warning [view-locking-reads, accepted]: ")
+            && has("warning [view-on-conflict, accepted]: "),
         "{findings:#?}"
     );
-    assert!(has("ON CONFLICT names columns without ts"), "{findings:#?}");
+    assert!(
+        has("warning [on-conflict-without-key]: ON CONFLICT names columns without ts"),
+        "{findings:#?}"
+    );
     assert!(has("does not filter on ts") && has("WHERE run_id"), "{findings:#?}");
     assert!(
         !findings
@@ -454,7 +504,11 @@ async fn plan_reads_the_applications_statements() {
     );
     let run = db.migrate(&["plan", sync.to_str().unwrap()]).await;
     run.ok();
-    assert!(!run.stdout.contains("[view-"), "{}", run.stdout);
+    assert!(
+        !run.stdout.contains("[view-locking-reads") && !run.stdout.contains("[view-on-conflict"),
+        "{}",
+        run.stdout
+    );
 }
 
 /// A role without the privileges a migration needs is told each missing

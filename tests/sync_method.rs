@@ -542,8 +542,10 @@ async fn deferred_indexes_resume_after_a_crash_and_an_invalid_index() {
 /// A session holding an event's row lock updates it while another deletes
 /// the event's run, whose cascade waits for that row. Without the tool the
 /// update asks the run for no lock (its run_id keeps its value) and both
-/// commit; the mirror's copy of the update must ask for none either, or
-/// the two sessions deadlock.
+/// commit. Under the mirror they must too: before the backfill copies the
+/// row, after it, after the swap (the mirror back into the retired
+/// original) and after an unswap. Only the table under the name holds the
+/// foreign key; the other copy follows it through the mirror.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_mirrored_update_and_a_cascading_delete_do_not_deadlock() {
     let cluster = Cluster::start();
@@ -552,12 +554,58 @@ async fn a_mirrored_update_and_a_cascading_delete_do_not_deadlock() {
     let dir = scratch();
     let plan = db.plan_file(dir.path(), "p.yaml", &sync_plan(500, ""));
     let plan = plan.to_str().unwrap();
+    let fks = |db: &Db| {
+        let db = db.clone();
+        async move {
+            let c = db.client().await;
+            c.query(
+                "SELECT conrelid::regclass::text || ' ' || convalidated FROM pg_constraint \
+                 WHERE contype = 'f' AND confrelid = 'workflow_runs'::regclass AND conparentid = 0 ORDER BY 1",
+                &[],
+            )
+            .await
+            .unwrap()
+            .iter()
+            .map(|r| r.get::<_, String>(0))
+            .collect::<Vec<_>>()
+        }
+    };
+    db.migrate(&["apply", plan, "--until", "prepare"]).await.ok();
+    assert_eq!(fks(&db).await, ["workflow_events true"]);
+    update_while_the_run_goes(&db, 2).await;
     db.migrate(&["apply", plan, "--until", "backfill"]).await.ok();
     update_while_the_run_goes(&db, 3).await;
-    db.migrate(&["apply", plan]).await.ok();
+    db.migrate(&["apply", plan, "--until", "swap"]).await.ok();
     assert_eq!(relkind(&db, "public.workflow_events").await.as_deref(), Some("p"));
+    assert_eq!(fks(&db).await, ["workflow_events true"]);
     assert_eq!(
-        db.scalar_i64("SELECT count(*) FROM workflow_events WHERE run_id = 3")
+        db.scalar_i64("SELECT count(*) FROM pg_constraint WHERE contype = 'f' AND conrelid = 'workflow_events_y2026m11'::regclass AND convalidated")
+            .await,
+        1,
+        "each partition holds the foreign key"
+    );
+    update_while_the_run_goes(&db, 4).await;
+    db.migrate(&["unswap", plan]).await.ok();
+    assert_eq!(relkind(&db, "public.workflow_events").await.as_deref(), Some("r"));
+    assert_eq!(fks(&db).await, ["workflow_events true"]);
+    update_while_the_run_goes(&db, 5).await;
+    db.migrate(&["swap", plan]).await.ok();
+    assert_eq!(fks(&db).await, ["workflow_events true"]);
+    update_while_the_run_goes(&db, 6).await;
+    // The foreign key holds on the partitioned table.
+    let c = db.client().await;
+    let e = c
+        .execute("INSERT INTO workflow_events (run_id, type) VALUES (999999, 'x')", &[])
+        .await
+        .expect_err("no run 999999");
+    assert!(
+        common::workload::db_message(&e).contains("violates foreign key constraint"),
+        "{}",
+        common::workload::db_message(&e)
+    );
+    db.migrate(&["cleanup", plan]).await.ok();
+    assert_eq!(
+        db.scalar_i64("SELECT count(*) FROM workflow_events WHERE run_id BETWEEN 2 AND 6")
             .await,
         0
     );

@@ -77,8 +77,8 @@ pub fn validate_fks(bp: &Blueprint) -> Vec<Statement> {
 /// with a warning. A validation blocks no writer, so it waits for its
 /// lock as long as it takes (an autovacuum in its way is cancelled by the
 /// server after deadlock_timeout).
-pub async fn validate(client: &Client, bp: &Blueprint) {
-    for st in validate_fks(bp) {
+pub async fn validate(client: &Client, bp: &Blueprint, statements: &[Statement]) {
+    for st in statements.iter().cloned() {
         if let Err(e) = crate::exec::tx::alone(client, &bp.settings, crate::exec::tx::Wait::Unbounded, &[st]).await {
             tracing::warn!(error = %format!("{e:#}"), "a restored foreign key could not be validated; it stays NOT VALID");
         }

@@ -294,7 +294,12 @@ pub fn plan(r: &Resolved, where_: &str) -> String {
                 Level::Warning => "warning",
                 Level::Note => "note",
             };
-            let _ = writeln!(o, "  {level}: {}", f.message);
+            let accepted = if f.level == Level::Warning && !f.fails_strict(&bp.settings.accepted) {
+                ", accepted"
+            } else {
+                ""
+            };
+            let _ = writeln!(o, "  {level} [{}{accepted}]: {}", f.code, f.message);
         }
         let _ = writeln!(o);
     }
@@ -550,7 +555,12 @@ pub fn plan_json(r: &Resolved) -> serde_json::Value {
         "estimated_rows": r.info.estimated_rows.max(0.0) as i64,
         "bytes": r.info.bytes,
         "partitions": bp.partitions.iter().map(|p| serde_json::json!({"name": p.name.as_str(), "from": p.from, "to": p.to})).collect::<Vec<_>>(),
-        "findings": r.findings,
+        "findings": r.findings.iter().map(|f| serde_json::json!({
+            "level": f.level,
+            "code": f.code,
+            "message": f.message,
+            "accepted": f.level == Level::Warning && !f.fails_strict(&bp.settings.accepted),
+        })).collect::<Vec<_>>(),
         "application": application_notes(bp),
         "phases": method::steps(bp).iter().map(|s| step_json(bp, s)).collect::<Vec<_>>(),
         "extras": extras_json(r),

@@ -4,6 +4,7 @@
 use super::Acc;
 use crate::blueprint::{names, ForeignKeyDef, IncomingFkDef, IndexBody, IndexDef, Key, UniqueDef};
 use crate::catalog::TableInfo;
+use crate::findings::codes;
 use crate::plan_file::{IncomingFk, PlanFile};
 use crate::sql::{list, Ident};
 
@@ -46,7 +47,12 @@ fn uniques(plan: &PlanFile, info: &TableInfo, key: &Key, acc: &mut Acc) -> (Vec<
             row_identity = Some(con.columns.clone());
         }
         if key_appended {
-            acc.warn(format!(
+            let code = if con.kind == 'p' {
+                codes::PK_GAINS_PARTITION_KEY
+            } else {
+                codes::UNIQUE_GAINS_PARTITION_KEY
+            };
+            acc.warn(code, format!(
                 "{} becomes {} ({}) on the partitioned table: PostgreSQL requires the partition key in every unique constraint, so uniqueness of ({}) alone is no longer enforced by the database",
                 con.name,
                 if con.kind == 'p' { "PRIMARY KEY" } else { "UNIQUE" },
@@ -100,7 +106,7 @@ fn uniques(plan: &PlanFile, info: &TableInfo, key: &Key, acc: &mut Acc) -> (Vec<
                 "{} has no primary key or unique key on NOT NULL columns, which the sync method's mirror needs to find the row an UPDATE or DELETE changed; add one, or use method attach, which needs none",
                 plan.table
             )),
-            crate::plan_file::Method::Attach => acc.note(format!(
+            crate::plan_file::Method::Attach => acc.note(codes::NO_UNIQUE_KEY, format!(
                 "{} has no primary key or unique key on NOT NULL columns: attach needs none, but a later `migrate split` routes through a view that does",
                 plan.table
             )),
@@ -115,10 +121,13 @@ fn indexes(info: &TableInfo, key: &Key, acc: &mut Acc) -> Vec<IndexDef> {
     let mut indexes = Vec::new();
     for ix in info.indexes.iter().filter(|i| i.constraint.is_none()) {
         if !ix.valid {
-            acc.warn(format!(
-                "index {} is invalid (a failed CREATE INDEX CONCURRENTLY?) and is not carried over",
-                ix.name
-            ));
+            acc.warn(
+                codes::INVALID_INDEX_DROPPED,
+                format!(
+                    "index {} is invalid (a failed CREATE INDEX CONCURRENTLY?) and is not carried over",
+                    ix.name
+                ),
+            );
             continue;
         }
         let mut unique_tail = None;
@@ -152,13 +161,16 @@ fn indexes(info: &TableInfo, key: &Key, acc: &mut Acc) -> Vec<IndexDef> {
                 ix.tablespace.as_deref(),
             ));
             if !cols.contains(&key.column) {
-                acc.warn(format!(
-                    "unique index {} becomes unique on ({}, {}): uniqueness of ({}) alone is no longer enforced",
-                    ix.name,
-                    list(&ix.columns),
-                    key.column,
-                    list(&ix.columns)
-                ));
+                acc.warn(
+                    codes::UNIQUE_GAINS_PARTITION_KEY,
+                    format!(
+                        "unique index {} becomes unique on ({}, {}): uniqueness of ({}) alone is no longer enforced",
+                        ix.name,
+                        list(&ix.columns),
+                        key.column,
+                        list(&ix.columns)
+                    ),
+                );
                 cols.push(key.column.clone());
             }
             IndexBody::Unique(cols)
@@ -256,9 +268,10 @@ fn incoming(plan: &PlanFile, info: &TableInfo, acc: &mut Acc) -> Vec<IncomingFkD
             Vec::new()
         }
         IncomingFk::Drop => {
-            acc.warn(format!(
-                "the foreign keys {names} will be dropped {when} and will not exist after the swap ({undo})"
-            ));
+            acc.warn(
+                codes::INCOMING_FKS_DROPPED,
+                format!("the foreign keys {names} will be dropped {when} and will not exist after the swap ({undo})"),
+            );
             info.incoming_fks
                 .iter()
                 .map(|f| IncomingFkDef {

@@ -6,6 +6,7 @@ use super::Acc;
 use crate::blueprint::{names, ColumnIdentity, IdentityDef, PublicationDef, SequenceDef, ViewDef};
 use crate::catalog::IdentityInfo;
 use crate::catalog::TableInfo;
+use crate::findings::codes;
 use crate::plan_file::Method;
 use crate::sql::QualifiedName;
 
@@ -14,7 +15,7 @@ pub fn views(table: &QualifiedName, info: &TableInfo, acc: &mut Acc) -> Vec<View
     for d in &info.dependents {
         match d.kind {
             'v' => {
-                acc.note(format!("view {} depends on {table}; it is rebound to whatever carries the name when that changes (the routing view of the move method, the partitioned table at the swap)", d.name));
+                acc.note(codes::VIEW_REBOUND, format!("view {} depends on {table}; it is rebound to whatever carries the name when that changes (the routing view of the move method, the partitioned table at the swap)", d.name));
                 views.push(ViewDef {
                     name: d.name.clone(),
                     definition: d.definition.clone(),
@@ -22,7 +23,7 @@ pub fn views(table: &QualifiedName, info: &TableInfo, acc: &mut Acc) -> Vec<View
                 });
             }
             'm' => match info.materialized.iter().find(|m| m.name == d.name) {
-                Some(m) if m.readers.is_empty() => acc.note(format!(
+                Some(m) if m.readers.is_empty() => acc.note(codes::MATVIEW_REBUILT, format!(
                     "materialized view {} reads {table}; after the swap it is built again under another name on the partitioned table, with its indexes, grants and comment, and takes the name in one short transaction (its readers never see it missing; a REFRESH between the swap and then reads the original)",
                     d.name
                 )),
@@ -78,7 +79,7 @@ pub fn publications(plan: &crate::plan_file::PlanFile, info: &TableInfo, acc: &m
             ));
             continue;
         }
-        acc.note(format!(
+        acc.note(codes::PUBLICATION_HANDED_OVER, format!(
             "{table} is published by {name}: the swap hands the publication to the partitioned table (publish_via_partition_root{}), so that subscribers receive its changes under the table's name with nothing to do; the tool writes only unpublished tables",
             if p.via_root { ", as it is" } else { " set on it" }
         ));
@@ -106,10 +107,13 @@ pub fn sequences(info: &TableInfo, acc: &mut Acc) -> Vec<SequenceDef> {
     }
     for s in info.sequences.iter().filter(|s| !s.owned) {
         if !sequences.iter().any(|x| x.name == s.name) {
-            acc.note(format!(
-                "column {} draws from sequence {}, which no column owns; it is shared as it is",
-                s.column, s.name
-            ));
+            acc.note(
+                codes::SEQUENCE_SHARED,
+                format!(
+                    "column {} draws from sequence {}, which no column owns; it is shared as it is",
+                    s.column, s.name
+                ),
+            );
         }
     }
     sequences
@@ -142,10 +146,13 @@ pub fn identities(method: Method, version_num: i32, info: &TableInfo, acc: &mut 
         } else {
             ""
         };
-        acc.note(format!(
-            "column {} is GENERATED {kind} AS IDENTITY (sequence {}): {during}; {swap}{back}{partitions}",
-            i.column, i.sequence
-        ));
+        acc.note(
+            codes::IDENTITY_CARRIED,
+            format!(
+                "column {} is GENERATED {kind} AS IDENTITY (sequence {}): {during}; {swap}{back}{partitions}",
+                i.column, i.sequence
+            ),
+        );
         v.push(IdentityDef {
             column: i.column.clone(),
             always: i.always,

@@ -6,6 +6,7 @@ use super::Acc;
 use crate::blueprint::facts::{Facts, MAX_LIST_VALUES};
 use crate::blueprint::{names, AttachDef, Key, KeyIndex, UniqueDef};
 use crate::catalog::TableInfo;
+use crate::findings::codes;
 use crate::partition::{self, bounds, KeyKind, KeyValue, LayoutInput};
 use crate::plan_file::{Method, PlanFile};
 use crate::sql::{Ident, QualifiedName};
@@ -122,7 +123,7 @@ pub fn derive(
     } else if attach_text {
         // No value follows another: none is made ahead.
         if !spec.default_partition {
-            acc.warn(format!(
+            acc.warn(codes::LIST_VALUES_FIXED, format!(
                 "after the swap a row with a value of {} other than {} is refused: no value of a text, enum, uuid or date key follows another, so no partition is made ahead; set partition.default_partition: true, or create a partition for each new value before the application writes it",
                 key.column,
                 text_initial.as_deref().unwrap_or_default()
@@ -180,10 +181,13 @@ pub fn derive(
     if below.is_some() && facts.below_first > 0 {
         let n = facts.below_first;
         if default_partition.is_some() {
-            acc.warn(format!(
-                "{n} existing rows have keys below the first bound {} and will land in the default partition",
-                layout[0].from
-            ));
+            acc.warn(
+                codes::ROWS_IN_DEFAULT,
+                format!(
+                    "{n} existing rows have keys below the first bound {} and will land in the default partition",
+                    layout[0].from
+                ),
+            );
         } else {
             acc.refuse(format!(
                 "{n} existing rows have keys below the first bound {} and no partition would hold them; move partition.start back or set partition.default_partition: true",
@@ -192,7 +196,7 @@ pub fn derive(
         }
     }
     if spec.default_partition {
-        acc.warn("a DEFAULT partition makes every later partition creation scan it under a strong lock, and forbids DETACH ... CONCURRENTLY".into());
+        acc.warn(codes::DEFAULT_PARTITION, "a DEFAULT partition makes every later partition creation scan it under a strong lock, and forbids DETACH ... CONCURRENTLY".into());
     }
     let old = match method {
         // A list partition is named for its value, as the others are.
@@ -244,7 +248,7 @@ fn at_most<T: Clone>(plan: &PlanFile, key: &Key, values: &[T], acc: &mut Acc) ->
 fn list_texts(plan: &PlanFile, facts: &Facts, key: &Key, template: &str, acc: &mut Acc) -> Vec<partition::Partition> {
     let held = at_most(plan, key, &facts.list_texts, acc);
     if !plan.spec.partition.default_partition {
-        acc.warn(format!(
+        acc.warn(codes::LIST_VALUES_FIXED, format!(
             "a row with a value of {} that no partition takes is refused from the route (move) or swap (sync) on: the partitions are those of the values the table holds now ({}); set partition.default_partition: true to take new values",
             key.column,
             if held.is_empty() { "none".to_string() } else { held.join(", ") }
@@ -321,15 +325,18 @@ fn attach_list(
         Some(key.type_name.clone())
     };
     if add_column.is_some() {
-        acc.note(format!(
+        acc.note(codes::KEY_COLUMN_ADDED, format!(
             "the column {} bigint NOT NULL DEFAULT {initial} is added to {table} (no rewrite: the default is stored once); the application sets it for rows of later partitions",
             key.column
         ));
     }
-    acc.warn(format!(
-        "between the constrain and swap phases the original refuses rows with {} other than {initial}",
-        key.column
-    ));
+    acc.warn(
+        codes::ATTACH_WINDOW,
+        format!(
+            "between the constrain and swap phases the original refuses rows with {} other than {initial}",
+            key.column
+        ),
+    );
     AttachDef {
         key_indexes: key_indexes(uniques),
         cutoff: initial,
@@ -384,7 +391,7 @@ fn attach_range(
             ));
         }
     }
-    acc.warn(format!(
+    acc.warn(codes::ATTACH_WINDOW, format!(
         "between the constrain and swap phases the original refuses rows with {} at or after {cutoff}; the cutoff must lie beyond every key the application writes until the swap",
         key.column
     ));

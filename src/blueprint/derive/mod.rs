@@ -13,7 +13,7 @@ pub mod table;
 use super::facts::Facts;
 use super::{names, Blueprint, Column, PartitionDef, Resolved, Settings, FORMAT};
 use crate::error::Refusal;
-use crate::findings::{Finding, Level};
+use crate::findings::{codes, Finding};
 use crate::plan_file::{Method, PlanFile};
 use crate::sql::{Ident, QualifiedName};
 use anyhow::Result;
@@ -33,18 +33,12 @@ impl Acc {
         self.refusals.push(message);
     }
 
-    pub fn warn(&mut self, message: String) {
-        self.findings.push(Finding {
-            level: Level::Warning,
-            message,
-        });
+    pub fn warn(&mut self, code: &'static str, message: String) {
+        self.findings.push(Finding::warning(code, message));
     }
 
-    pub fn note(&mut self, message: String) {
-        self.findings.push(Finding {
-            level: Level::Note,
-            message,
-        });
+    pub fn note(&mut self, code: &'static str, message: String) {
+        self.findings.push(Finding::note(code, message));
     }
 }
 
@@ -293,7 +287,7 @@ fn settings(plan: &PlanFile, facts: &Facts, acc: &mut Acc) -> Settings {
     let deadlock_ms = facts.server.deadlock_timeout_ms.max(100);
     let lock_timeout_ms = crate::db::retry::lock_timeout_under_deadlock(spec.locks.lock_timeout.0, deadlock_ms);
     if lock_timeout_ms < spec.locks.lock_timeout.0 {
-        acc.note(format!(
+        acc.note(codes::LOCK_TIMEOUT_CAPPED, format!(
             "lock_timeout is capped at {lock_timeout_ms}ms, half the server's deadlock_timeout, so that the tool, not the application, steps back from any lock conflict"
         ));
     }

@@ -3,6 +3,7 @@
 
 use crate::catalog::TableInfo;
 use crate::error::Refusal;
+use crate::findings::codes;
 use crate::plan_file::{Method, PlanFile};
 use crate::sql::QualifiedName;
 use anyhow::Result;
@@ -53,9 +54,12 @@ pub fn row_security(
     let table = &plan.table;
     if !info.row_security {
         if !info.policies.is_empty() {
-            acc.note(format!(
-                "{table} has policies but row-level security is not enabled; they are carried over, still inactive"
-            ));
+            acc.note(
+                codes::POLICIES_INACTIVE,
+                format!(
+                    "{table} has policies but row-level security is not enabled; they are carried over, still inactive"
+                ),
+            );
         }
         return;
     }
@@ -71,7 +75,7 @@ pub fn row_security(
         ));
     }
     let policies: Vec<&str> = info.policies.iter().map(|p| p.name.as_str()).collect();
-    acc.note(format!(
+    acc.note(codes::ROW_SECURITY_CARRIED, format!(
         "row-level security{} and its {} policies ({}) are carried to the partitioned table{}",
         if info.force_row_security { " (forced)" } else { "" },
         policies.len(),
@@ -149,7 +153,7 @@ pub fn triggers(plan: &PlanFile, info: &TableInfo, acc: &mut super::Acc) {
         return;
     }
     let names: Vec<&str> = info.trigger_defs.iter().map(|t| t.name.as_str()).collect();
-    acc.note(format!(
+    acc.note(codes::TRIGGERS_CARRIED, format!(
         "the triggers of {table} ({}) go with it to the partitioned table and fire for the application's writes only, never for the tool's: {}",
         names.join(", "),
         match plan.spec.method {

@@ -3,6 +3,7 @@
 use super::fixtures::*;
 use super::*;
 use crate::blueprint::IndexBody;
+use crate::findings::Level;
 
 fn refusal(r: Result<Resolved>) -> String {
     match r {
@@ -27,10 +28,16 @@ fn a_monthly_move_covers_the_keys_and_premakes_ahead() {
     assert!(matches!(bp.indexes[0].body, IndexBody::Plain(_)));
     assert_eq!(bp.sequences.len(), 1);
     assert_eq!(bp.dependent_views.len(), 1);
-    assert!(r
-        .findings
-        .iter()
-        .any(|f| f.level == Level::Warning && f.message.contains("uniqueness of (\"id\") alone")));
+    assert!(r.findings.iter().any(|f| f.level == Level::Warning
+        && f.code == crate::findings::codes::PK_GAINS_PARTITION_KEY
+        && f.message.contains("uniqueness of (\"id\") alone")));
+    // Every warning has a code a plan may accept.
+    for f in &r.findings {
+        assert!(
+            f.level == Level::Note || crate::findings::codes::acceptable(f.code),
+            "{f:?}"
+        );
+    }
     // The lock timeout stays under half the deadlock timeout.
     assert!(bp.settings.lock_timeout_ms <= 500);
 }

@@ -120,7 +120,7 @@ pub async fn run(ctx: &Context, s: &mut Session) -> Result<()> {
             }
             if step == "unrouted" {
                 abort::run_named(ctx, s, &steps, "abort (drop)").await?;
-                abort::validate(&s.client, bp).await;
+                abort::validate(&s.client, bp, &abort::validate_fks(bp)).await;
             }
             Ok(())
         }

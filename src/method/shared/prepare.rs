@@ -106,7 +106,14 @@ pub fn statements(bp: &Blueprint) -> Vec<Statement> {
         };
         s.push(Statement::new("an index of the original, on every partition", sql));
     }
-    for f in &bp.foreign_keys {
+    // The sync method's copy takes them only before its swap: until then
+    // the mirror carries every cascade (see sync's `partition_fks`).
+    let fks = if bp.method == crate::plan_file::Method::Sync {
+        &[][..]
+    } else {
+        &bp.foreign_keys[..]
+    };
+    for f in fks {
         s.push(Statement::new(
             "the original's foreign key, so that cascades reach rows already moved",
             format!("ALTER TABLE {shadow} ADD CONSTRAINT {} {}", f.name, f.definition),

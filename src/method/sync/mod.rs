@@ -17,7 +17,6 @@ use crate::exec::{Context, Flow, Session};
 use crate::method::batches::sql::BatchSql;
 use crate::method::batches::{Mover, Pass};
 use crate::method::moving::{catch_up, prepare_relations};
-use crate::method::shared::swap::swap_locks;
 use crate::method::{analyze_and_record, record_part, run_plain, How, Part, Step};
 use anyhow::{bail, Result};
 
@@ -64,12 +63,16 @@ pub fn steps(bp: &Blueprint) -> Vec<Step> {
             from: Some(Phase::Verified),
             to: Some(Phase::Swapped),
             summary: "one short transaction; `apply` stops here, the retired original kept in step",
-            parts: vec![
-                catch_up(bp),
-                Part::new("swap", How::Transaction, "last", sql::swap(bp))
-                    .recording(Record::Advance(Phase::Verified, Phase::Swapped))
-                    .locking(swap_locks(bp, &bp.table, &bp.shadow)),
-            ],
+            parts: [
+                fk_parts(bp),
+                vec![
+                    catch_up(bp),
+                    Part::new("swap", How::Transaction, "last", sql::swap(bp))
+                        .recording(Record::Advance(Phase::Verified, Phase::Swapped))
+                        .locking(sql::swap_step_locks(bp)),
+                ],
+            ]
+            .concat(),
         },
         Step {
             name: "cleanup",
@@ -89,6 +92,29 @@ pub fn steps(bp: &Blueprint) -> Vec<Step> {
     ]
 }
 
+/// Before the swap the copy's partitions take the foreign keys, which the
+/// swap hands to its parent (none while the copy is being filled).
+fn fk_parts(bp: &Blueprint) -> Vec<Part> {
+    if bp.foreign_keys.is_empty() {
+        return Vec::new();
+    }
+    vec![
+        Part::new(
+            "foreign keys",
+            How::Alone,
+            "first, for each partition and foreign key",
+            sql::partition_fks(bp),
+        )
+        .locking(bp.foreign_keys.iter().map(|f| f.referenced.to_string()).collect()),
+        Part::new(
+            "validate foreign keys",
+            How::Waiting,
+            "then each validated; the copy holds what the original holds",
+            sql::validate_partition_fks(bp),
+        ),
+    ]
+}
+
 /// `migrate unswap`: back to the original, which the back mirror kept
 /// current; restored foreign keys are validated afterwards.
 pub fn unswap_step(bp: &Blueprint) -> Step {
@@ -100,12 +126,12 @@ pub fn unswap_step(bp: &Blueprint) -> Step {
         parts: vec![
             Part::new("unswap", How::Transaction, "once", sql::unswap(bp))
                 .recording(Record::Advance(Phase::Swapped, Phase::Verified))
-                .locking(swap_locks(bp, &bp.table, &bp.old)),
+                .locking(sql::unswap_step_locks(bp)),
             Part::new(
                 "validate",
                 How::Waiting,
                 "then, for each restored foreign key; one that cannot be validated stays NOT VALID",
-                crate::method::abort::validate_fks(bp),
+                [crate::method::abort::validate_fks(bp), sql::validate_original_fks(bp)].concat(),
             ),
         ],
     }

@@ -11,7 +11,9 @@
 //! and the mirror never meets a duplicate.
 
 use crate::blueprint::Blueprint;
-use crate::method::shared::swap::{identity_back, identity_to, keep_comment, rename_keys, sequences_to, swap_locks};
+use crate::method::shared::swap::{
+    identity_back, identity_to, keep_comment, not_valid, rename_keys, sequences_to, swap_locks,
+};
 use crate::method::shared::triggers;
 use crate::method::shared::{
     drop_incoming_fks, force_row_security, hand_publications, lock_in_mode, lock_statement, overriding, prepare,
@@ -239,13 +241,18 @@ pub fn prepare(bp: &Blueprint) -> Vec<Statement> {
 pub fn swap(bp: &Blueprint) -> Vec<Statement> {
     let mut s = session_limits(bp);
     s.push(lock_statement(
-        "take every lock of the swap at once: dependent views, then the original, then the partitioned table",
-        &swap_locks(bp, &bp.table, &bp.shadow),
+        if bp.foreign_keys.is_empty() {
+            "take every lock of the swap at once: dependent views, then the original, then the partitioned table"
+        } else {
+            "take every lock of the swap at once: the tables the foreign keys reference, dependent views, then the original, then the partitioned table"
+        },
+        &sync_swap_locks(bp, &bp.table, &bp.shadow),
     ));
     s.extend(drop_incoming_fks(
         bp,
         "drop an incoming foreign key, as the plan allows (unswap restores it)",
     ));
+    s.extend(hand_fks(bp, &bp.table, &bp.shadow));
     s.extend(drop_forward(bp, &bp.table));
     s.push(Statement::new(
         "the original retires, kept in step from now on",
@@ -270,6 +277,107 @@ pub fn swap(bp: &Blueprint) -> Vec<Statement> {
     s
 }
 
+/// Only the table under the name carries the foreign keys; the other
+/// copy follows it through the mirror. Were both to cascade, a session
+/// deleting a referenced row could cascade into the copy first, then wait
+/// for the application's row under the name, whose update the mirror
+/// carries into the copy's row the cascade already holds: a deadlock the
+/// application never had. The copy's foreign keys are added per partition
+/// before the swap ([`partition_fks`]); here the parent's adopts them
+/// without a scan, and the table giving up the name drops its own.
+fn hand_fks(bp: &Blueprint, from: &QualifiedName, to: &QualifiedName) -> Vec<Statement> {
+    bp.foreign_keys
+        .iter()
+        .flat_map(|f| {
+            [
+                Statement::new(
+                    "the partitioned table's foreign key, adopting its partitions' validated ones (no scan)",
+                    format!("ALTER TABLE {to} ADD CONSTRAINT {} {}", f.name, f.definition),
+                ),
+                Statement::new(
+                    "the original, retiring, gives up its foreign key: the back mirror carries the cascades into it",
+                    format!("ALTER TABLE {from} DROP CONSTRAINT {}", f.name),
+                ),
+            ]
+        })
+        .collect()
+}
+
+/// The swap's and unswap's locks: the tables the foreign keys reference
+/// first (the order of a cascade, parent before child), then as for every
+/// method.
+fn sync_swap_locks(bp: &Blueprint, a: &QualifiedName, b: &QualifiedName) -> Vec<String> {
+    let mut v: Vec<String> = Vec::new();
+    for f in &bp.foreign_keys {
+        let r = f.referenced.to_string();
+        if !v.contains(&r) {
+            v.push(r);
+        }
+    }
+    v.extend(swap_locks(bp, a, b));
+    v
+}
+
+pub fn swap_step_locks(bp: &Blueprint) -> Vec<String> {
+    sync_swap_locks(bp, &bp.table, &bp.shadow)
+}
+
+pub fn unswap_step_locks(bp: &Blueprint) -> Vec<String> {
+    sync_swap_locks(bp, &bp.table, &bp.old)
+}
+
+/// Before each swap, each partition of the copy takes the original's
+/// foreign keys, NOT VALID (a short lock on the partition and the
+/// referenced table; skipped where a run cut short already added it):
+/// until now the copy had none, so that the mirror's insert of a row not
+/// yet copied asked the referenced row for no lock.
+pub fn partition_fks(bp: &Blueprint) -> Vec<Statement> {
+    let mut s = Vec::new();
+    for leaf in bp.leaves() {
+        for f in &bp.foreign_keys {
+            s.push(Statement::new(
+                "a partition takes the foreign key, NOT VALID, unless it has it already",
+                format!(
+                    "DO $fk$ BEGIN IF NOT EXISTS (SELECT FROM pg_catalog.pg_constraint WHERE conrelid = {}::regclass AND conname = {}) \
+                     THEN ALTER TABLE {leaf} ADD CONSTRAINT {} {}; END IF; END $fk$",
+                    crate::sql::quote_literal(&leaf.to_string()),
+                    crate::sql::quote_literal(f.name.as_str()),
+                    f.name,
+                    not_valid(&f.definition)
+                ),
+            ));
+        }
+    }
+    s
+}
+
+/// Then each is validated: a scan under a lock that lets writers go on.
+pub fn validate_partition_fks(bp: &Blueprint) -> Vec<Statement> {
+    let mut s = Vec::new();
+    for leaf in bp.leaves() {
+        for f in &bp.foreign_keys {
+            s.push(Statement::new(
+                "validate it (SHARE UPDATE EXCLUSIVE: writers go on)",
+                format!("ALTER TABLE {leaf} VALIDATE CONSTRAINT {}", f.name),
+            ));
+        }
+    }
+    s
+}
+
+/// After an unswap, the original's foreign keys it took back.
+pub fn validate_original_fks(bp: &Blueprint) -> Vec<Statement> {
+    bp.foreign_keys
+        .iter()
+        .map(|f| {
+            Statement::new(
+                "validate a foreign key the original took back (takes only a SHARE UPDATE EXCLUSIVE lock)",
+                format!("ALTER TABLE {} VALIDATE CONSTRAINT {}", bp.table, f.name),
+            )
+        })
+        .collect()
+}
+
 /// FORCE ROW LEVEL SECURITY goes with the name: off on the table the
 /// mirror writes into, on for the one the application uses.
 fn move_force(bp: &Blueprint, from: &QualifiedName, to: &QualifiedName) -> Vec<Statement> {
@@ -283,9 +391,25 @@ fn move_force(bp: &Blueprint, from: &QualifiedName, to: &QualifiedName) -> Vec<S
 pub fn unswap(bp: &Blueprint) -> Vec<Statement> {
     let mut s = session_limits(bp);
     s.push(lock_statement(
-        "take every lock of the unswap at once: dependent views, then the partitioned table, then the retired original",
-        &swap_locks(bp, &bp.table, &bp.old),
+        if bp.foreign_keys.is_empty() {
+            "take every lock of the unswap at once: dependent views, then the partitioned table, then the retired original"
+        } else {
+            "take every lock of the unswap at once: the tables the foreign keys reference, dependent views, then the partitioned table, then the retired original"
+        },
+        &sync_swap_locks(bp, &bp.table, &bp.old),
     ));
+    s.extend(bp.foreign_keys.iter().flat_map(|f| {
+        [
+            Statement::new(
+                "the partitioned table, stepping aside, gives up its foreign key: the mirror carries its cascades from now on",
+                format!("ALTER TABLE {} DROP CONSTRAINT {}", bp.table, f.name),
+            ),
+            Statement::new(
+                "the original takes its foreign key back, NOT VALID (instant; validated afterwards, without blocking writers)",
+                format!("ALTER TABLE {} ADD CONSTRAINT {} {}", bp.old, f.name, not_valid(&f.definition)),
+            ),
+        ]
+    }));
     s.extend(drop_back(bp, &bp.table));
     s.push(Statement::new(
         "the partitioned table steps aside",
