@@ -14,7 +14,7 @@ async fn the_move_waits_for_a_standby_that_falls_behind() {
     let db = primary.database().await;
     seed(&db, 40, 60_000).await;
     let name = db.scalar_str("SELECT current_database()::text").await.unwrap();
-    let standby = primary.standby("standby_a");
+    let standby = primary.standby("standby_a").await;
     let replica = standby.database_named(&name);
     let deadline = Instant::now() + Duration::from_secs(60);
     while db

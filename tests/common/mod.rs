@@ -290,8 +290,10 @@ impl Cluster {
 
     /// A streaming standby of this server, on this machine: a base backup
     /// of its data directory, started with a socket of its own, replaying
-    /// what the primary writes.
-    pub fn standby(&self, name: &str) -> Cluster {
+    /// what the primary writes. The backup is taken with the server's own
+    /// backup functions around a copy of the directory, as the npm builds of
+    /// PostgreSQL ship no pg_basebackup.
+    pub async fn standby(&self, name: &str) -> Cluster {
         let primary = self.dir.as_ref().expect("a standby of a server the tests started");
         let dir = tempfile::Builder::new()
             .prefix("migrate-test-standby-")
@@ -301,6 +303,41 @@ impl Cluster {
         let data = dir.path().join("data");
         let sock = dir.path().join("sock");
         std::fs::create_dir_all(&sock).unwrap();
+        let c = connect(&self.admin).await;
+        let version: i32 = c
+            .query_one("SELECT current_setting('server_version_num')::int", &[])
+            .await
+            .unwrap()
+            .get(0);
+        let (start, stop) = if version >= 150_000 {
+            (
+                "SELECT pg_catalog.pg_backup_start('standby', true)::text",
+                "SELECT labelfile, spcmapfile FROM pg_catalog.pg_backup_stop(false)",
+            )
+        } else {
+            (
+                "SELECT pg_catalog.pg_start_backup('standby', true, false)::text",
+                "SELECT labelfile, spcmapfile FROM pg_catalog.pg_stop_backup(false, false)",
+            )
+        };
+        c.query_one(start, &[]).await.unwrap();
+        copy_data_dir(&primary.path().join("data"), &data);
+        let stopped = c.query_one(stop, &[]).await.unwrap();
+        std::fs::write(data.join("backup_label"), stopped.get::<_, String>(0)).unwrap();
+        let map: Option<String> = stopped.get(1);
+        if let Some(map) = map.filter(|m| !m.is_empty()) {
+            std::fs::write(data.join("tablespace_map"), map).unwrap();
+        }
+        std::fs::write(data.join("standby.signal"), "").unwrap();
+        let auto = data.join("postgresql.auto.conf");
+        let mut conf = std::fs::read_to_string(&auto).unwrap_or_default();
+        // The standby names itself to the primary (pg_stat_replication's
+        // application_name).
+        conf.push_str(&format!(
+            "primary_conninfo = 'host={} port=5432 user=postgres application_name={name}'\n",
+            primary.path().join("sock").display()
+        ));
+        std::fs::write(&auto, conf).unwrap();
         if is_root() {
             check(
                 Command::new("chown")
@@ -311,39 +348,6 @@ impl Cluster {
                 "chown",
             );
         }
-        check(
-            as_postgres(&self.bin, "pg_basebackup")
-                .arg("-h")
-                .arg(primary.path().join("sock"))
-                .args([
-                    "-p",
-                    "5432",
-                    "-U",
-                    "postgres",
-                    "-X",
-                    "stream",
-                    "-R",
-                    "--no-sync",
-                    "--checkpoint=fast",
-                    "-D",
-                ])
-                .arg(&data)
-                .output()
-                .expect("pg_basebackup runs"),
-            "pg_basebackup",
-        );
-        // The standby names itself to the primary (pg_stat_replication's
-        // application_name).
-        let auto = data.join("postgresql.auto.conf");
-        let conf = std::fs::read_to_string(&auto).unwrap();
-        std::fs::write(
-            &auto,
-            conf.replace(
-                "primary_conninfo = '",
-                &format!("primary_conninfo = 'application_name={name} "),
-            ),
-        )
-        .unwrap();
         let opts = format!(
             "-k {} -p 5432 -c listen_addresses='' -c fsync=off -c hot_standby=on -c shared_buffers=64MB -c max_connections=60",
             sock.display()
@@ -424,6 +428,41 @@ fn replace_dbname(conn: &str, name: &str) -> String {
             .collect();
         parts.push(format!("dbname={name}"));
         parts.join(" ")
+    }
+}
+
+/// Copies a running server's data directory for a base backup: files
+/// that vanish meanwhile (a recycled WAL segment, a statistics temp file)
+/// are skipped, as is what belongs to the running server alone.
+fn copy_data_dir(from: &Path, to: &Path) {
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::create_dir_all(to).unwrap();
+    std::fs::set_permissions(to, std::fs::Permissions::from_mode(0o700)).unwrap();
+    let Ok(entries) = std::fs::read_dir(from) else { return };
+    for e in entries.flatten() {
+        let name = e.file_name();
+        let name = name.to_string_lossy();
+        if ["postmaster.pid", "postmaster.opts", "backup_label", "tablespace_map"].contains(&name.as_ref()) {
+            continue;
+        }
+        let (src, dst) = (e.path(), to.join(&*name));
+        match e.file_type() {
+            Ok(t) if t.is_dir() => {
+                // A replication slot or a temporary statistics file is the
+                // primary's own; the directory stays, empty.
+                if ["pg_replslot", "pg_stat_tmp"].contains(&name.as_ref()) {
+                    std::fs::create_dir_all(&dst).unwrap();
+                } else {
+                    copy_data_dir(&src, &dst);
+                }
+            }
+            Ok(_) => match std::fs::copy(&src, &dst) {
+                Ok(_) => {}
+                Err(err) if err.kind() == std::io::ErrorKind::NotFound => {}
+                Err(err) => panic!("copying {}: {err}", src.display()),
+            },
+            Err(_) => {}
+        }
     }
 }
 
