@@ -332,10 +332,9 @@ pub fn unswap_step_locks(bp: &Blueprint) -> Vec<String> {
 /// until now the copy had none, so that the mirror's insert of a row not
 /// yet copied asked the referenced row for no lock.
 pub fn partition_fks(bp: &Blueprint) -> Vec<Statement> {
-    let mut s = Vec::new();
-    for leaf in bp.leaves() {
-        for f in &bp.foreign_keys {
-            s.push(Statement::new(
+    leaf_fks(bp)
+        .map(|(leaf, f)| {
+            Statement::new(
                 "a partition takes the foreign key, NOT VALID, unless it has it already",
                 format!(
                     "DO $fk$ BEGIN IF NOT EXISTS (SELECT FROM pg_catalog.pg_constraint WHERE conrelid = {}::regclass AND conname = {}) \
@@ -345,24 +344,28 @@ pub fn partition_fks(bp: &Blueprint) -> Vec<Statement> {
                     f.name,
                     not_valid(&f.definition)
                 ),
-            ));
-        }
-    }
-    s
+            )
+        })
+        .collect()
 }
 
 /// Then each is validated: a scan under a lock that lets writers go on.
 pub fn validate_partition_fks(bp: &Blueprint) -> Vec<Statement> {
-    let mut s = Vec::new();
-    for leaf in bp.leaves() {
-        for f in &bp.foreign_keys {
-            s.push(Statement::new(
+    leaf_fks(bp)
+        .map(|(leaf, f)| {
+            Statement::new(
                 "validate it (SHARE UPDATE EXCLUSIVE: writers go on)",
                 format!("ALTER TABLE {leaf} VALIDATE CONSTRAINT {}", f.name),
-            ));
-        }
-    }
-    s
+            )
+        })
+        .collect()
+}
+
+/// Each partition of the copy with each of the original's foreign keys.
+fn leaf_fks(bp: &Blueprint) -> impl Iterator<Item = (QualifiedName, &crate::blueprint::ForeignKeyDef)> {
+    bp.leaves()
+        .into_iter()
+        .flat_map(move |leaf| bp.foreign_keys.iter().map(move |f| (leaf.clone(), f)))
 }
 
 /// After an unswap, the original's foreign keys it took back.
