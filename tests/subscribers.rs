@@ -28,14 +28,16 @@ ALTER TABLE workflow_events ENABLE ALWAYS TRIGGER count_applied;
 ";
 
 /// Waits until the subscriber has applied everything the publisher has
-/// written so far.
+/// written so far. A logical subscriber reports as `replay_lsn` what it
+/// has received; `flush_lsn` passes a transaction only once it has been
+/// applied and its local commit flushed.
 async fn caught_up(publisher: &Db) {
     let target = publisher.scalar_str("SELECT pg_current_wal_lsn()::text").await.unwrap();
     let deadline = tokio::time::Instant::now() + Duration::from_secs(120);
     loop {
         let done = publisher
             .scalar_str(&format!(
-                "SELECT (coalesce(bool_and(replay_lsn >= '{target}'::pg_lsn), false))::text FROM pg_stat_replication"
+                "SELECT (coalesce(bool_and(flush_lsn >= '{target}'::pg_lsn), false))::text FROM pg_stat_replication"
             ))
             .await;
         if done.as_deref() == Some("true") {
