@@ -429,49 +429,21 @@ async fn status(ctx: &Context, plan: &PlanFile, exact: bool, output: Output) -> 
     } else {
         Vec::new()
     };
+    let live = match &latest {
+        Some(m) => Some(crate::inspect::live(&client, m).await?),
+        None => None,
+    };
     if output == Output::Json {
-        let doc = report::status_json(&table, latest.as_ref(), &parts);
+        let doc = report::status_json(&table, latest.as_ref().zip(live.as_ref()), &parts);
         out(&format!("{}\n", serde_json::to_string_pretty(&doc)?));
         return Ok(exit::OK);
     }
     if !parts.is_empty() {
         out(&report::partitions_text(&parts));
     }
-    let Some(m) = latest else {
+    let (Some(m), Some(live)) = (latest, live) else {
         out(&format!("No migration of {table} is recorded in this database.\n"));
         return Ok(exit::OK);
-    };
-    let runner = client
-        .query_opt(
-            "SELECT a.pid, coalesce(a.client_addr::text, 'local'), now() - a.backend_start \
-             FROM pg_locks l JOIN pg_stat_activity a ON a.pid = l.pid \
-             WHERE l.locktype = 'advisory' AND l.granted AND l.classid::int = $1 AND l.objid::int = hashtext($2)",
-            &[&0x5250_4d47i32, &table],
-        )
-        .await?
-        .map(|r| {
-            format!(
-                "attached (server process {}, from {})",
-                r.get::<_, i32>(0),
-                r.get::<_, String>(1)
-            )
-        });
-    let source = match (m.blueprint.method, m.phase) {
-        (Method::Move, Phase::Routed) => Some(&m.blueprint.old),
-        (Method::Sync, Phase::Prepared) => Some(&m.blueprint.table),
-        _ => None,
-    };
-    let pages_left = match source {
-        Some(rel) if m.state == "active" && crate::catalog::relation_oid(&client, rel).await?.is_some() => {
-            Some((crate::method::batches::pages_of(&client, rel).await? - m.cursor_block).max(0))
-        }
-        _ => None,
-    };
-    let live = report::Live {
-        runner,
-        pages_left,
-        rate: control::recent_rate(&client, m.id, "forward").await?,
-        back_rate: control::recent_rate(&client, m.id, "back").await?,
     };
     out(&report::status(&m, &live));
     Ok(exit::OK)

@@ -248,6 +248,7 @@ async fn maintain_reports_what_it_premade_as_json() {
     let run = db.migrate(&["maintain", &plan4, "--output", "json"]).await;
     run.ok();
     let doc: serde_json::Value = serde_json::from_str(&run.stdout).expect("maintain prints JSON");
+    assert_json_documented(&doc);
     assert_eq!(doc["version"], 1, "{doc}");
     assert_eq!(doc["strategy"], "range", "{doc}");
     assert_eq!(doc["running_out"], false, "{doc}");
@@ -282,6 +283,7 @@ async fn status_and_check_report_partitions_and_problems() {
     let run = db.migrate(&["status", &plan, "--exact", "--output", "json"]).await;
     run.ok();
     let doc: serde_json::Value = serde_json::from_str(&run.stdout).expect("status prints JSON");
+    assert_json_documented(&doc);
     assert_eq!(doc["version"], 1);
     assert_eq!(doc["migration"]["state"], "done");
     let parts = doc["partitions"].as_array().unwrap();
@@ -314,6 +316,7 @@ async fn status_and_check_report_partitions_and_problems() {
     let run = db.migrate(&["check", &plan, "--output", "json"]).await;
     assert_eq!(run.code, 5, "{}{}", run.stdout, run.stderr);
     let doc: serde_json::Value = serde_json::from_str(&run.stdout).unwrap();
+    assert_json_documented(&doc);
     assert_eq!(doc["healthy"], false);
     assert_eq!(doc["gaps"].as_array().unwrap().len(), 1, "{doc}");
     assert_eq!(doc["default_rows"], 1);

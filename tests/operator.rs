@@ -38,7 +38,43 @@ async fn pause_continue_and_a_new_batch_size() {
     tokio::time::sleep(Duration::from_millis(1000)).await;
     assert_eq!(moved(&db).await, at_pause, "rows moved while paused");
     let status = db.migrate(&["status", &plan]).await;
-    assert!(status.stdout.contains("Paused by the operator"), "{}", status.stdout);
+    assert!(
+        status
+            .stdout
+            .contains("Paused by the operator (postgres from local) since"),
+        "{}",
+        status.stdout
+    );
+    assert!(
+        status.stdout.contains("Last strong lock: route held it"),
+        "{}",
+        status.stdout
+    );
+    // What a runbook or a dashboard reads, as docs/json.md lists it.
+    let json = db.migrate(&["status", &plan, "--output", "json"]).await;
+    json.ok();
+    let doc: serde_json::Value = serde_json::from_str(&json.stdout).unwrap();
+    assert_json_documented(&doc);
+    let m = &doc["migration"];
+    assert_eq!(m["paused"], true, "{doc}");
+    assert_eq!(m["paused_by"], "operator (postgres from local)", "{doc}");
+    assert!(m["paused_at"].is_string() && m["paused_reason"].is_null(), "{doc}");
+    assert!(m["runner"]["pid"].as_i64().unwrap() > 0, "{doc}");
+    assert_eq!(m["runner"]["client"], "local", "{doc}");
+    assert_eq!(m["phase"], "routed", "{doc}");
+    assert_eq!(
+        m["rows_remaining"].as_i64().unwrap(),
+        m["rows_total"].as_i64().unwrap() - m["rows_moved"].as_i64().unwrap(),
+        "{doc}"
+    );
+    assert!(m["pages_remaining"].as_i64().unwrap() > 0, "{doc}");
+    assert!(m["rate_rows_per_second"].as_f64().unwrap() > 0.0, "{doc}");
+    assert!(m["eta_seconds"].as_i64().is_some(), "{doc}");
+    assert_eq!(m["last_lock"]["step"], "route", "{doc}");
+    assert!(m["last_lock"]["held_ms"].as_f64().unwrap() >= 0.0, "{doc}");
+    assert!(m["last_lock"]["wait_ms"].as_f64().is_some(), "{doc}");
+    assert_eq!(m["waiting_for_swap"], false, "{doc}");
+    assert!(m["throttled"].is_null() && m["last_error"].is_null(), "{doc}");
     assert!(
         status.stdout.contains("Batch size: 400 rows, as the plan fixes it"),
         "{}",
@@ -117,6 +153,15 @@ async fn a_throttle_check_pauses_the_run_and_status_says_why() {
         "{}",
         status.stdout
     );
+    let json = db.migrate(&["status", &plan, "--output", "json"]).await;
+    let doc: serde_json::Value = serde_json::from_str(&json.stdout).unwrap();
+    assert!(
+        doc["migration"]["throttled"]
+            .as_str()
+            .is_some_and(|t| t.starts_with("throttle.check returned true")),
+        "{doc}"
+    );
+    assert_eq!(doc["migration"]["paused"], false, "{doc}");
     db.exec("UPDATE lag_signal SET lagging = false").await;
     assert!(runner.wait().await.unwrap().success());
     let status = db.migrate(&["status", &plan]).await;

@@ -332,6 +332,7 @@ async fn plan_as_json_and_strict() {
     let run = db.migrate(&["plan", plan, "--output", "json"]).await;
     run.ok();
     let doc: serde_json::Value = serde_json::from_str(&run.stdout).expect("plan prints JSON");
+    assert_json_documented(&doc);
     assert_eq!(doc["version"], 1);
     assert_eq!(doc["method"], "move");
     assert_eq!(doc["phases"].as_array().unwrap().len(), 5);

@@ -28,11 +28,16 @@ ALTER TABLE workflow_events ENABLE ALWAYS TRIGGER count_applied;
 ";
 
 /// Waits until the subscriber has applied everything the publisher has
-/// written so far. A logical subscriber reports as `replay_lsn` what it
-/// has received; `flush_lsn` passes a transaction only once it has been
+/// committed so far. The target is the insert position: the test servers
+/// commit asynchronously, so the write position can still lag the last
+/// commits. A logical subscriber reports as `replay_lsn` what it has
+/// received; `flush_lsn` passes a transaction only once it has been
 /// applied and its local commit flushed.
 async fn caught_up(publisher: &Db) {
-    let target = publisher.scalar_str("SELECT pg_current_wal_lsn()::text").await.unwrap();
+    let target = publisher
+        .scalar_str("SELECT pg_current_wal_insert_lsn()::text")
+        .await
+        .unwrap();
     let deadline = tokio::time::Instant::now() + Duration::from_secs(120);
     loop {
         let done = publisher

@@ -97,11 +97,27 @@ pub struct MigrationRow {
     pub throttled: Option<String>,
     pub waiting_for_swap: bool,
     pub swap_requested: bool,
+    pub paused_at: Option<chrono::DateTime<chrono::Utc>>,
+    /// `operator (ROLE from HOST)` or `migrate` when the runner paused itself.
+    pub paused_by: Option<String>,
+    /// The latest section that took a strong lock on the table.
+    pub last_lock: Option<LockHold>,
+}
+
+/// A section that took a strong lock: how long it held it, how long its
+/// `LOCK` waited, and when it committed.
+#[derive(Clone, Debug, Serialize)]
+pub struct LockHold {
+    pub step: String,
+    pub held_ms: f64,
+    pub wait_ms: f64,
+    pub at: chrono::DateTime<chrono::Utc>,
 }
 
 const COLUMNS: &str = "id, method, table_name, state, phase, blueprint, plan_source, cursor_block, sweeps, rows_moved, rows_total, \
     batches, abort_step, abort_partition, abort_block, rows_moved_back, created_at, updated_at, move_started_at, finished_at, last_error, \
-    paused, paused_reason, batch_rows_override, pause_ms_override, batch_rows_chosen, throttled, waiting_for_swap, swap_requested";
+    paused, paused_reason, batch_rows_override, pause_ms_override, batch_rows_chosen, throttled, waiting_for_swap, swap_requested, \
+    paused_at, paused_by, last_lock_step, last_lock_held_ms, last_lock_wait_ms, last_lock_at";
 
 fn from_row(r: &tokio_postgres::Row) -> Result<MigrationRow> {
     let bp: serde_json::Value = r.get("blueprint");
@@ -139,6 +155,16 @@ fn from_row(r: &tokio_postgres::Row) -> Result<MigrationRow> {
         throttled: r.get("throttled"),
         waiting_for_swap: r.get("waiting_for_swap"),
         swap_requested: r.get("swap_requested"),
+        paused_at: r.get("paused_at"),
+        paused_by: r.get("paused_by"),
+        last_lock: r.get::<_, Option<String>>("last_lock_step").map(|step| LockHold {
+            step,
+            held_ms: r.get::<_, Option<f64>>("last_lock_held_ms").unwrap_or(0.0),
+            wait_ms: r.get::<_, Option<f64>>("last_lock_wait_ms").unwrap_or(0.0),
+            at: r
+                .get::<_, Option<chrono::DateTime<chrono::Utc>>>("last_lock_at")
+                .unwrap_or_default(),
+        }),
     })
 }
 
@@ -336,6 +362,27 @@ pub async fn event(client: &impl GenericClient, id: i64, kind: &str, detail: &st
     Ok(())
 }
 
+/// A section that took a strong lock committed: its event, and the
+/// migration's latest hold, in one statement.
+pub async fn lock_held(
+    client: &impl GenericClient,
+    id: i64,
+    step: &str,
+    held_ms: f64,
+    wait_ms: f64,
+    detail: &str,
+) -> Result<()> {
+    client
+        .execute(
+            "WITH e AS (INSERT INTO repartition.events (migration_id, kind, detail) VALUES ($1, 'held', $5)) \
+             UPDATE repartition.migrations SET last_lock_step = $2, last_lock_held_ms = $3, last_lock_wait_ms = $4, \
+                 last_lock_at = clock_timestamp() WHERE id = $1",
+            &[&id, &step, &held_ms, &wait_ms, &detail],
+        )
+        .await?;
+    Ok(())
+}
+
 pub async fn set_error(client: &impl GenericClient, id: i64, error: &str) -> Result<()> {
     client
         .execute(
@@ -439,6 +486,9 @@ pub async fn set_controls(
         .query_opt(
             "UPDATE repartition.migrations SET paused = coalesce($2, paused), \
                  paused_reason = CASE WHEN $2 IS NULL THEN paused_reason END, \
+                 paused_at = CASE WHEN $2 IS NULL THEN paused_at WHEN $2 THEN now() END, \
+                 paused_by = CASE WHEN $2 IS NULL THEN paused_by WHEN $2 THEN \
+                     format('operator (%s from %s)', session_user, coalesce(host(inet_client_addr()), 'local')) END, \
                  batch_rows_override = coalesce($3, batch_rows_override), \
                  pause_ms_override = coalesce($4, pause_ms_override), updated_at = now() \
              WHERE table_name = $1 AND state IN ('active', 'aborting') RETURNING id",
@@ -458,7 +508,8 @@ pub async fn set_controls(
 pub async fn pause_by_tool(client: &impl GenericClient, id: i64, reason: &str) -> Result<()> {
     client
         .execute(
-            "UPDATE repartition.migrations SET paused = true, paused_reason = $2, updated_at = now() WHERE id = $1",
+            "UPDATE repartition.migrations SET paused = true, paused_reason = $2, paused_at = now(), paused_by = 'migrate', \
+                 updated_at = now() WHERE id = $1",
             &[&id, &reason],
         )
         .await?;

@@ -60,6 +60,19 @@ BEGIN
                      AND attname = 'paused_reason' AND NOT attisdropped) THEN
         ALTER TABLE repartition.migrations ADD COLUMN paused_reason text;
     END IF;
+    -- When and by whom the migration was paused; and the latest section
+    -- that took a strong lock on the table, how long it held it and how
+    -- long its LOCK waited (for `status` and the metrics).
+    IF NOT EXISTS (SELECT 1 FROM pg_attribute WHERE attrelid = 'repartition.migrations'::regclass
+                     AND attname = 'last_lock_at' AND NOT attisdropped) THEN
+        ALTER TABLE repartition.migrations
+            ADD COLUMN IF NOT EXISTS paused_at timestamptz,
+            ADD COLUMN IF NOT EXISTS paused_by text,
+            ADD COLUMN IF NOT EXISTS last_lock_step text,
+            ADD COLUMN IF NOT EXISTS last_lock_held_ms float8,
+            ADD COLUMN IF NOT EXISTS last_lock_wait_ms float8,
+            ADD COLUMN IF NOT EXISTS last_lock_at timestamptz;
+    END IF;
 END $$;
 
 -- One unfinished migration per table.

@@ -7,7 +7,7 @@ use anyhow::Result;
 use tokio_postgres::Client;
 
 /// The first half of the advisory lock key, naming this tool.
-const LOCK_CLASS: i32 = 0x5250_4d47; // "RPMG"
+pub const LOCK_CLASS: i32 = 0x5250_4d47; // "RPMG"
 
 pub struct RunnerLock {
     client: Client,

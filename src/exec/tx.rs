@@ -283,7 +283,11 @@ pub async fn transaction(
         tracing::info!(phase = what, held_ms, "committed");
     }
     if let (Some((id, _)), false) = (record, stmts.is_empty()) {
-        let _ = control::event(client, id, "held", &detail).await;
+        let _ = if has_lock {
+            control::lock_held(client, id, what, held_ms, lock_wait_ms, &detail).await
+        } else {
+            control::event(client, id, "held", &detail).await
+        };
     }
     Ok(())
 }

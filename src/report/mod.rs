@@ -322,39 +322,97 @@ pub fn plan(r: &Resolved, where_: &str) -> String {
 
 /// Live figures for `status`, read next to the control row.
 pub struct Live {
-    pub runner: Option<String>,
+    pub runner: Option<Runner>,
     pub pages_left: Option<i64>,
     pub rate: Option<f64>,
     pub back_rate: Option<f64>,
 }
 
-/// `status --output json`: the latest migration and the partitions.
+/// The session of the runner attached to a migration.
+pub struct Runner {
+    pub pid: i32,
+    pub client: String,
+    pub since: chrono::DateTime<chrono::Utc>,
+}
+
+/// Rows still to move, and the seconds they take at the recent rate while
+/// rows move; none for a method that moves no rows (attach) or an abort.
+pub fn rows_remaining(m: &MigrationRow, live: &Live) -> (Option<i64>, Option<f64>) {
+    let moving = m.state == "active"
+        && match m.blueprint.method {
+            Method::Sync => m.phase == Phase::Prepared,
+            Method::Attach => false,
+            Method::Move => m.phase == Phase::Routed,
+        };
+    let rows = match (m.state.as_str(), m.blueprint.method, m.rows_total) {
+        (_, Method::Attach, _) | ("aborting" | "aborted", _, _) => None,
+        ("done", _, _) => Some(0),
+        (_, _, Some(total)) if moving || m.phase < Phase::Routed => Some((total - m.rows_moved).max(0)),
+        (_, _, Some(_)) => Some(0),
+        (_, _, None) => None,
+    };
+    let eta = match (rows, live.rate) {
+        (Some(r), Some(rate)) if moving && rate > 0.0 => Some(r as f64 / rate),
+        _ => None,
+    };
+    (rows, eta)
+}
+
+/// `status --output json`: the latest migration, with its live figures,
+/// and the partitions. The shape is in docs/json.md.
 pub fn status_json(
     table: &str,
-    latest: Option<&MigrationRow>,
+    latest: Option<(&MigrationRow, &Live)>,
     parts: &[crate::inspect::PartitionStat],
 ) -> serde_json::Value {
     serde_json::json!({
         "version": JSON_VERSION,
         "table": table,
-        "migration": latest.map(|m| serde_json::json!({
-            "id": m.id,
-            "method": m.method,
-            "state": m.state,
-            "phase": m.phase.as_str(),
-            "rows_moved": m.rows_moved,
-            "rows_total": m.rows_total,
-            "batches": m.batches,
-            "batch_rows": m.batch_rows_chosen,
-            "batch_size_source": batch_size_source(m),
-            "created_at": m.created_at,
-            "updated_at": m.updated_at,
-            "finished_at": m.finished_at,
-            "last_error": m.last_error,
-            "paused": m.paused,
-            "paused_reason": m.paused_reason,
-            "throttled": m.throttled,
-        })),
+        "migration": latest.map(|(m, live)| {
+            let (rows_remaining, eta) = rows_remaining(m, live);
+            serde_json::json!({
+                "id": m.id,
+                "method": m.method,
+                "state": m.state,
+                "phase": m.phase.as_str(),
+                "doing": doing(m),
+                "rows_moved": m.rows_moved,
+                "rows_total": m.rows_total,
+                "rows_remaining": rows_remaining,
+                "pages_remaining": live.pages_left,
+                "rate_rows_per_second": live.rate,
+                "eta_seconds": eta.map(|s| s.round() as i64),
+                "batches": m.batches,
+                "batch_rows": m.batch_rows_chosen,
+                "batch_size_source": batch_size_source(m),
+                "created_at": m.created_at,
+                "updated_at": m.updated_at,
+                "finished_at": m.finished_at,
+                "last_error": m.last_error,
+                "paused": m.paused,
+                "paused_reason": m.paused_reason,
+                "paused_by": m.paused.then_some(m.paused_by.as_deref()).flatten(),
+                "paused_at": m.paused.then_some(m.paused_at).flatten(),
+                "throttled": m.throttled,
+                "runner": live.runner.as_ref().map(|r| serde_json::json!({
+                    "pid": r.pid,
+                    "client": r.client,
+                    "since": r.since,
+                })),
+                "waiting_for_swap": m.waiting_for_swap,
+                "swap_requested": m.swap_requested,
+                "last_lock": m.last_lock,
+                "operator_settings": {
+                    "batch_rows": m.batch_rows_override,
+                    "pause_ms": m.pause_ms_override,
+                },
+                "abort": (m.state == "aborting").then(|| serde_json::json!({
+                    "step": m.abort_step,
+                    "rows_moved_back": m.rows_moved_back,
+                    "rate_rows_per_second": live.back_rate,
+                })),
+            })
+        }),
         "partitions": parts,
     })
 }
@@ -398,30 +456,30 @@ fn doing(m: &MigrationRow) -> &'static str {
 
 /// The `Remaining:` line of a migration moving rows: pages, rows, rate
 /// and ETA.
-fn remaining(o: &mut String, m: &MigrationRow, live: &Live, total: i64) {
-    if matches!(m.phase, Phase::Routed | Phase::Prepared) && m.state == "active" && m.batches > 0 {
-        if let Some(left) = live.pages_left {
-            let remaining_rows = (total - m.rows_moved).max(0);
-            let _ = write!(
+fn remaining(o: &mut String, m: &MigrationRow, live: &Live) {
+    let (Some(pages), (Some(rows), eta)) = (live.pages_left, rows_remaining(m, live)) else {
+        return;
+    };
+    if m.batches == 0 {
+        return;
+    }
+    let _ = write!(
+        o,
+        "Remaining: {} pages, about {} rows",
+        thousands(pages),
+        thousands(rows)
+    );
+    match (live.rate, eta) {
+        (Some(r), Some(secs)) => {
+            let _ = writeln!(
                 o,
-                "Remaining: {} pages, about {} rows",
-                thousands(left),
-                thousands(remaining_rows)
+                "; rate {} rows/s over recent batches; ETA {}",
+                thousands(r as i64),
+                hms(secs)
             );
-            match live.rate {
-                Some(r) if r > 0.0 => {
-                    let secs = remaining_rows as f64 / r;
-                    let _ = writeln!(
-                        o,
-                        "; rate {} rows/s over recent batches; ETA {}",
-                        thousands(r as i64),
-                        hms(secs)
-                    );
-                }
-                _ => {
-                    let _ = writeln!(o);
-                }
-            }
+        }
+        _ => {
+            let _ = writeln!(o);
         }
     }
 }
@@ -439,7 +497,13 @@ pub fn status(m: &MigrationRow, live: &Live) -> String {
     );
     match &live.runner {
         Some(r) => {
-            let _ = writeln!(o, "Runner: {r}");
+            let _ = writeln!(
+                o,
+                "Runner: attached (server process {}, from {}, since {})",
+                r.pid,
+                r.client,
+                r.since.format("%Y-%m-%d %H:%M:%S UTC")
+            );
         }
         None if m.state == "active" && m.phase == Phase::Swapped && m.blueprint.method == Method::Sync => {}
         None if m.state == "active" || m.state == "aborting" => {
@@ -468,7 +532,7 @@ pub fn status(m: &MigrationRow, live: &Live) -> String {
             String::new()
         }
     );
-    remaining(&mut o, m, live, total);
+    remaining(&mut o, m, live);
     if let Some(n) = m.batch_rows_chosen {
         if m.state == "active" && matches!(m.phase, Phase::Routed | Phase::Prepared) {
             let _ = writeln!(o, "Batch size: {} rows, {}", thousands(n), batch_size_source(m));
@@ -482,7 +546,17 @@ pub fn status(m: &MigrationRow, live: &Live) -> String {
             );
         }
         (None, true) => {
-            let _ = writeln!(o, "Paused by the operator: `migrate continue` resumes");
+            let who = m
+                .paused_by
+                .as_deref()
+                .and_then(|b| b.strip_prefix("operator "))
+                .map(|b| format!(" {b}"))
+                .unwrap_or_default();
+            let since = m
+                .paused_at
+                .map(|t| format!(" since {}", t.format("%Y-%m-%d %H:%M:%S UTC")))
+                .unwrap_or_default();
+            let _ = writeln!(o, "Paused by the operator{who}{since}: `migrate continue` resumes");
         }
         _ => {}
     }
@@ -531,6 +605,16 @@ pub fn status(m: &MigrationRow, live: &Live) -> String {
     );
     if let Some(f) = m.finished_at {
         let _ = writeln!(o, "Finished: {}", f.format("%Y-%m-%d %H:%M:%S UTC"));
+    }
+    if let Some(l) = &m.last_lock {
+        let _ = writeln!(
+            o,
+            "Last strong lock: {} held it {:.1} ms (its LOCK waited {:.1} ms) at {}",
+            l.step,
+            l.held_ms,
+            l.wait_ms,
+            l.at.format("%Y-%m-%d %H:%M:%S UTC")
+        );
     }
     if let Some(e) = &m.last_error {
         let _ = writeln!(o, "Last error: {e}");

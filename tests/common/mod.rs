@@ -798,3 +798,43 @@ pub async fn all_events(db: &Db) -> Vec<(i64, i64, String, String, String, i32)>
     .map(|r| (r.get(0), r.get(1), r.get(2), r.get(3), r.get(4), r.get(5)))
     .collect()
 }
+
+/// Every field of a JSON document the tool printed, as docs/json.md names
+/// it: dots between nested fields, `[]` for the elements of an array.
+pub fn json_paths(doc: &serde_json::Value) -> std::collections::BTreeSet<String> {
+    fn walk(v: &serde_json::Value, prefix: &str, out: &mut std::collections::BTreeSet<String>) {
+        match v {
+            serde_json::Value::Object(map) => {
+                for (k, child) in map {
+                    let path = if prefix.is_empty() {
+                        k.clone()
+                    } else {
+                        format!("{prefix}.{k}")
+                    };
+                    out.insert(path.clone());
+                    walk(child, &path, out);
+                }
+            }
+            serde_json::Value::Array(items) => {
+                for item in items {
+                    walk(item, &format!("{prefix}[]"), out);
+                }
+            }
+            _ => {}
+        }
+    }
+    let mut out = std::collections::BTreeSet::new();
+    walk(doc, "", &mut out);
+    out
+}
+
+/// Fails naming each field of `doc` that docs/json.md does not list.
+pub fn assert_json_documented(doc: &serde_json::Value) {
+    let page = std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("docs/json.md")).unwrap();
+    let missing: Vec<String> = json_paths(doc)
+        .into_iter()
+        .filter(|p| !page.contains(&format!("| `{p}` |")))
+        .collect();
+    let shown: String = doc.to_string().chars().take(2000).collect();
+    assert!(missing.is_empty(), "docs/json.md does not list {missing:?} of {shown}");
+}
