@@ -43,6 +43,16 @@ pub struct Cli {
     #[arg(long, global = true)]
     pub terminate_blockers: bool,
 
+    /// While a command runs a migration, serve its metrics for Prometheus
+    /// at http://ADDR/metrics (such as 127.0.0.1:9187).
+    #[arg(long, global = true, value_name = "ADDR")]
+    pub metrics_listen: Option<std::net::SocketAddr>,
+
+    /// While a command runs a migration, write its metrics to this file
+    /// every 2 seconds (for node_exporter's textfile collector).
+    #[arg(long, global = true, value_name = "PATH")]
+    pub metrics_textfile: Option<PathBuf>,
+
     #[command(subcommand)]
     pub command: Command,
 }
@@ -204,6 +214,10 @@ pub async fn run(cli: Cli) -> Result<i32> {
         _ => crate::db::retry::BlockerAction::Wait,
     });
     let cfg = crate::db::config(cli.database_url.as_deref(), "migrate")?;
+    let metrics = crate::metrics::Options {
+        listen: cli.metrics_listen,
+        textfile: cli.metrics_textfile.clone(),
+    };
     let ctx = Context {
         cfg,
         reporter: crate::progress::reporter(cli.quiet),
@@ -214,32 +228,46 @@ pub async fn run(cli: Cli) -> Result<i32> {
         Command::Apply { plan, until } => {
             let plan = PlanFile::load(&plan)?;
             let until = Until::phase(until, &plan)?;
-            finish(&ctx, plan.spec.method, runner::apply(&ctx, &plan, until).await?)
+            migrating(
+                &ctx,
+                &metrics,
+                &plan,
+                plan.spec.method,
+                runner::apply(&ctx, &plan, until),
+            )
+            .await
         }
         Command::Resume { plan, until } => {
             let plan = PlanFile::load(&plan)?;
             let until = Until::phase(until, &plan)?;
-            finish(&ctx, plan.spec.method, runner::resume(&ctx, &plan, until).await?)
+            migrating(
+                &ctx,
+                &metrics,
+                &plan,
+                plan.spec.method,
+                runner::resume(&ctx, &plan, until),
+            )
+            .await
         }
         Command::Swap { plan } => {
             let plan = PlanFile::load(&plan)?;
-            finish(&ctx, plan.spec.method, runner::swap(&ctx, &plan).await?)
+            migrating(&ctx, &metrics, &plan, plan.spec.method, runner::swap(&ctx, &plan)).await
         }
         Command::Abort { plan } => {
             let plan = PlanFile::load(&plan)?;
-            finish(&ctx, plan.spec.method, runner::abort(&ctx, &plan).await?)
+            migrating(&ctx, &metrics, &plan, plan.spec.method, runner::abort(&ctx, &plan)).await
         }
         Command::Unswap { plan } => {
             let plan = PlanFile::load(&plan)?;
-            finish(&ctx, plan.spec.method, runner::unswap(&ctx, &plan).await?)
+            migrating(&ctx, &metrics, &plan, plan.spec.method, runner::unswap(&ctx, &plan)).await
         }
         Command::Cleanup { plan } => {
             let plan = PlanFile::load(&plan)?;
-            finish(&ctx, plan.spec.method, runner::cleanup(&ctx, &plan).await?)
+            migrating(&ctx, &metrics, &plan, plan.spec.method, runner::cleanup(&ctx, &plan)).await
         }
         Command::Split { plan } => {
             let plan = PlanFile::load(&plan)?;
-            finish(&ctx, Method::Move, runner::split(&ctx, &plan).await?)
+            migrating(&ctx, &metrics, &plan, Method::Move, runner::split(&ctx, &plan)).await
         }
         Command::Pause { plan } => control_command(&ctx, &plan, Some(true), None, None).await,
         Command::Continue { plan } => control_command(&ctx, &plan, Some(false), None, None).await,
@@ -447,6 +475,23 @@ async fn status(ctx: &Context, plan: &PlanFile, exact: bool, output: Output) -> 
     };
     out(&report::status(&m, &live));
     Ok(exit::OK)
+}
+
+/// Runs a command that runs a migration, serving its metrics meanwhile
+/// when asked to; the metrics are up before the run starts.
+async fn migrating(
+    ctx: &Context,
+    metrics: &crate::metrics::Options,
+    plan: &PlanFile,
+    method: Method,
+    run: impl std::future::Future<Output = Result<Outcome>>,
+) -> Result<i32> {
+    let exporter = crate::metrics::Exporter::start(&ctx.cfg, metrics, &plan.table.to_string()).await?;
+    let outcome = run.await;
+    if let Some(e) = exporter {
+        e.finish().await;
+    }
+    finish(ctx, method, outcome?)
 }
 
 /// First SIGINT/SIGTERM: stop at the next batch boundary. Second: leave

@@ -19,6 +19,7 @@ pub mod hooks;
 pub mod inspect;
 pub mod maintain;
 pub mod method;
+pub mod metrics;
 pub mod partition;
 pub mod plan_file;
 pub mod preflight;

@@ -407,3 +407,143 @@ async fn a_closed_pipe_ends_a_command_quietly() {
         );
     }
 }
+
+/// One scrape of the metrics endpoint: the status line and the body.
+async fn scrape(addr: &str, path: &str) -> (String, String) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut s = tokio::net::TcpStream::connect(addr).await.unwrap();
+    s.write_all(format!("GET {path} HTTP/1.1\r\nHost: {addr}\r\n\r\n").as_bytes())
+        .await
+        .unwrap();
+    let mut reply = String::new();
+    s.read_to_string(&mut reply).await.unwrap();
+    let (head, body) = reply.split_once("\r\n\r\n").unwrap();
+    (head.lines().next().unwrap().to_string(), body.to_string())
+}
+
+/// The value of the series whose line starts with `name{` and holds `with`.
+fn sample(text: &str, name: &str, with: &str) -> f64 {
+    text.lines()
+        .find(|l| l.starts_with(&format!("{name}{{")) && l.contains(with))
+        .and_then(|l| l.rsplit(' ').next())
+        .and_then(|v| v.parse().ok())
+        .unwrap_or_else(|| panic!("no {name} with {with} in\n{text}"))
+}
+
+/// `--metrics-listen` serves the run's figures to a scraper while rows
+/// move, and `--metrics-textfile` leaves the last of them in a file.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn metrics_are_served_while_a_migration_runs() {
+    let cluster = Cluster::start();
+    let db = cluster.database().await;
+    seed(&db, 20, 20_000).await;
+    let dir = scratch();
+    let plan = db.plan_file(dir.path(), "p.yaml", &event_plan(300, "  pause: 20ms\n"));
+    let plan = plan.to_str().unwrap().to_string();
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let addr = format!("127.0.0.1:{port}");
+    let textfile = dir.path().join("migrate.prom");
+    let mut runner = db
+        .command(
+            &[
+                "--metrics-listen",
+                &addr,
+                "--metrics-textfile",
+                textfile.to_str().unwrap(),
+                "apply",
+                &plan,
+            ],
+            &[],
+        )
+        .spawn()
+        .unwrap();
+    let start = Instant::now();
+    while moved(&db).await < 2000 {
+        assert!(start.elapsed() < Duration::from_secs(60));
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let (status, first) = scrape(&addr, "/metrics").await;
+    assert_eq!(status, "HTTP/1.1 200 OK", "{first}");
+    let page = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/docs/json.md")).unwrap();
+    for name in first.lines().filter_map(|l| l.strip_prefix("# TYPE ")) {
+        let name = name.split(' ').next().unwrap();
+        assert!(
+            page.contains(&format!("| `{name}` |")),
+            "docs/json.md does not list {name}"
+        );
+    }
+    let table = "table=\"\\\"public\\\".\\\"workflow_events\\\"\"";
+    assert_eq!(sample(&first, "repartition_phase", "phase=\"routed\""), 1.0, "{first}");
+    assert_eq!(
+        sample(&first, "repartition_phase", "phase=\"prepared\""),
+        0.0,
+        "{first}"
+    );
+    assert_eq!(sample(&first, "repartition_state", "state=\"active\""), 1.0);
+    assert_eq!(sample(&first, "repartition_runner_up", table), 1.0, "{first}");
+    let moved_first = sample(&first, "repartition_rows_moved_total", "method=\"move\"");
+    let total = sample(&first, "repartition_rows_total", "");
+    let remaining = sample(&first, "repartition_rows_remaining", "");
+    assert!(moved_first >= 2000.0, "{first}");
+    assert_eq!(remaining, (total - moved_first).max(0.0), "{first}");
+    assert!(sample(&first, "repartition_rate_rows_per_second", "") > 0.0);
+    assert!(sample(&first, "repartition_eta_seconds", "") >= 0.0);
+    assert!(sample(&first, "repartition_batch_rows", "") > 0.0);
+    assert!(sample(&first, "repartition_batch_duration_seconds", "") > 0.0);
+    assert_eq!(sample(&first, "repartition_paused", ""), 0.0);
+    assert_eq!(sample(&first, "repartition_throttled", "reason=\"\""), 0.0);
+    assert!(sample(&first, "repartition_last_lock_hold_seconds", "step=\"route\"") >= 0.0);
+    assert!(sample(&first, "repartition_last_lock_wait_seconds", "step=\"route\"") >= 0.0);
+    // The route took its lock in this process.
+    assert!(sample(&first, "repartition_lock_sections_total", "") >= 1.0, "{first}");
+    assert!(
+        sample(&first, "repartition_lock_hold_seconds_total", "") > 0.0,
+        "{first}"
+    );
+    sample(&first, "repartition_lock_retries_total", "");
+
+    db.migrate(&["pause", &plan]).await.ok();
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let (_, paused) = scrape(&addr, "/metrics").await;
+    assert_eq!(sample(&paused, "repartition_paused", ""), 1.0, "{paused}");
+    assert!(sample(&paused, "repartition_rows_moved_total", "") > moved_first);
+    let (status, _) = scrape(&addr, "/other").await;
+    assert_eq!(status, "HTTP/1.1 404 Not Found");
+    // The textfile is written meanwhile, every 2 seconds, always whole.
+    let start = Instant::now();
+    loop {
+        let written = std::fs::read_to_string(&textfile).unwrap();
+        assert!(written.ends_with('\n'), "{written}");
+        if written.contains("repartition_paused{") {
+            assert_eq!(sample(&written, "repartition_paused", ""), 1.0, "{written}");
+            break;
+        }
+        assert!(start.elapsed() < Duration::from_secs(10), "{written}");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+
+    db.migrate(&["continue", &plan]).await.ok();
+    assert!(runner.wait().await.unwrap().success());
+    let last = std::fs::read_to_string(&textfile).unwrap();
+    assert_eq!(sample(&last, "repartition_phase", "phase=\"finished\""), 1.0, "{last}");
+    assert_eq!(sample(&last, "repartition_state", "state=\"done\""), 1.0, "{last}");
+    assert_eq!(sample(&last, "repartition_rows_remaining", ""), 0.0, "{last}");
+    assert!(sample(&last, "repartition_lock_sections_total", "") >= 2.0, "{last}");
+    // Nothing listens once the run is over.
+    assert!(tokio::net::TcpStream::connect(&addr).await.is_err());
+
+    // A listen address that cannot be had is refused before the run.
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let busy = taken.local_addr().unwrap().to_string();
+    let run = db.migrate(&["--metrics-listen", &busy, "resume", &plan]).await;
+    assert_eq!(run.code, 2, "{}", run.stderr);
+    assert!(
+        run.stderr.contains(&format!("cannot listen on {busy} for metrics")),
+        "{}",
+        run.stderr
+    );
+}

@@ -393,6 +393,18 @@ pub async fn set_error(client: &impl GenericClient, id: i64, error: &str) -> Res
     event(client, id, "error", error).await
 }
 
+/// The rows of the latest batch and the seconds it took.
+pub async fn last_batch(client: &impl GenericClient, id: i64) -> Result<Option<(i64, f64)>> {
+    let row = client
+        .query_opt(
+            "SELECT rows::int8, extract(epoch FROM finished_at - started_at)::float8 FROM repartition.batches \
+             WHERE migration_id = $1 ORDER BY batch_no DESC LIMIT 1",
+            &[&id],
+        )
+        .await?;
+    Ok(row.map(|r| (r.get(0), r.get(1))))
+}
+
 /// Rate over the recent batches in rows per second, and the time of the
 /// last batch.
 pub async fn recent_rate(client: &impl GenericClient, id: i64, direction: &str) -> Result<Option<f64>> {

@@ -10,6 +10,7 @@ use std::fmt::Write;
 mod inspect;
 pub use inspect::{check_json, check_text, partitions_text};
 mod maintain;
+pub mod metrics;
 pub use maintain::{maintain_json, maintain_text};
 
 /// The JSON shapes' version; bumped on any incompatible change.
