@@ -39,6 +39,115 @@ async fn partitions(db: &Db) -> Vec<String> {
         .collect()
 }
 
+/// What a steady writer saw: its slowest statement, how many it ran, its
+/// errors.
+type Seen = (Duration, u32, Vec<String>);
+
+/// A writer running `sql` every 2 ms until told to stop.
+fn steady_writer(db: &Db, sql: &'static str) -> (Arc<AtomicBool>, tokio::task::JoinHandle<Seen>) {
+    let stop = Arc::new(AtomicBool::new(false));
+    let writer = tokio::spawn({
+        let db = db.clone();
+        let stop = stop.clone();
+        async move {
+            let c = db.client().await;
+            let (mut worst, mut n, mut errors) = (Duration::ZERO, 0u32, Vec::new());
+            while !stop.load(Ordering::Relaxed) {
+                let t = Instant::now();
+                if let Err(e) = c.execute(sql, &[]).await {
+                    errors.push(e.to_string());
+                }
+                worst = worst.max(t.elapsed());
+                n += 1;
+                tokio::time::sleep(Duration::from_millis(2)).await;
+            }
+            (worst, n, errors)
+        }
+    });
+    (stop, writer)
+}
+
+/// Premake behind a long reader of the whole table: the new partitions are
+/// created alone and attached (SHARE UPDATE EXCLUSIVE on the parent, which
+/// the reader's lock does not conflict with), so the run ends while the
+/// reader is still open and a steady writer never waits on it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn premake_attaches_behind_a_long_reader_without_stalling_a_writer() {
+    let cluster = Cluster::start();
+    let db = cluster.database().await;
+    let dir = scratch();
+    let plan = partitioned(&db, dir.path(), "").await;
+    let plan4 = plan.replace("a.yaml", "a4.yaml");
+    std::fs::write(
+        &plan4,
+        std::fs::read_to_string(&plan)
+            .unwrap()
+            .replace("premake: 2", "premake: 5"),
+    )
+    .unwrap();
+    db.exec("CREATE ROLE audit_owner; ALTER TABLE audit OWNER TO audit_owner")
+        .await;
+    let before = partitions(&db).await;
+    let (stop, writer) = steady_writer(&db, "INSERT INTO audit (at, what) VALUES (now(), 'live')");
+    // A report reading the whole table in a long transaction: it holds
+    // ACCESS SHARE on the parent and every partition until it commits.
+    let reader = db.client().await;
+    reader
+        .batch_execute("BEGIN; SELECT count(*) FROM audit;")
+        .await
+        .unwrap();
+    let t0 = Instant::now();
+    let run = db.migrate(&["maintain", &plan4]).await;
+    let took = t0.elapsed();
+    let reader_open = db
+        .scalar_i64("SELECT count(*) FROM pg_stat_activity WHERE state = 'idle in transaction'")
+        .await;
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    stop.store(true, Ordering::Relaxed);
+    let (worst, n, errors) = writer.await.unwrap();
+    reader.batch_execute("COMMIT").await.unwrap();
+    run.ok();
+    println!(
+        "premake behind a long reader with a writer: {n} inserts, slowest {worst:?}; maintain took {took:?}\n{}",
+        run.stdout
+    );
+    assert_eq!(reader_open, 1, "the reader was open through the run");
+    assert!(errors.is_empty(), "the writer saw errors: {errors:?}");
+    assert!(worst < Duration::from_millis(50), "an insert waited {worst:?}");
+    let after = partitions(&db).await;
+    let new: Vec<&String> = after.iter().filter(|p| !before.contains(p)).collect();
+    assert_eq!(new.len(), 3, "{:?} then {after:?}", before);
+    for p in &new {
+        // The bound's CHECK is gone, the parent's key and owner are there.
+        let check = db
+            .scalar_i64(&format!(
+                "SELECT count(*) FROM pg_constraint WHERE conrelid = 'public.{p}'::regclass AND contype = 'c'"
+            ))
+            .await;
+        assert_eq!(check, 0, "{p} kept a CHECK");
+        let owner = db
+            .scalar_str(&format!(
+                "SELECT pg_get_userbyid(relowner)::text FROM pg_class WHERE oid = 'public.{p}'::regclass"
+            ))
+            .await;
+        assert_eq!(owner.as_deref(), Some("audit_owner"), "{p}");
+        let pk = db
+            .scalar_i64(&format!(
+                "SELECT count(*) FROM pg_index WHERE indrelid = 'public.{p}'::regclass AND indisprimary AND indisvalid"
+            ))
+            .await;
+        assert_eq!(pk, 1, "{p} has no primary key");
+    }
+    // Rows of the new months land in their partitions.
+    db.exec("INSERT INTO audit (at, what) VALUES (now() + interval '4 months', 'ahead')")
+        .await;
+    let home = db
+        .scalar_str("SELECT tableoid::regclass::text FROM audit WHERE what = 'ahead'")
+        .await
+        .unwrap();
+    assert!(new.iter().any(|p| **p == home), "{home} {new:?}");
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn retention_detaches_archives_and_drops_without_blocking_writers() {
     let cluster = Cluster::start();
@@ -67,28 +176,7 @@ async fn retention_detaches_archives_and_drops_without_blocking_writers() {
     let rows_before = db.scalar_i64("SELECT count(*) FROM audit").await;
 
     // A writer on the parent for the whole run.
-    let stop = Arc::new(AtomicBool::new(false));
-    let writer = tokio::spawn({
-        let db = db.clone();
-        let stop = stop.clone();
-        async move {
-            let c = db.client().await;
-            let (mut worst, mut n, mut errors) = (Duration::ZERO, 0u32, Vec::new());
-            while !stop.load(Ordering::Relaxed) {
-                let t = Instant::now();
-                if let Err(e) = c
-                    .execute("INSERT INTO audit (at, what) VALUES (now(), 'live')", &[])
-                    .await
-                {
-                    errors.push(e.to_string());
-                }
-                worst = worst.max(t.elapsed());
-                n += 1;
-                tokio::time::sleep(Duration::from_millis(2)).await;
-            }
-            (worst, n, errors)
-        }
-    });
+    let (stop, writer) = steady_writer(&db, "INSERT INTO audit (at, what) VALUES (now(), 'live')");
     // Someone reads the oldest partition in a long transaction: detach must
     // wait for it without holding up the writer.
     let reader = db.client().await;
@@ -152,6 +240,101 @@ async fn retention_detaches_archives_and_drops_without_blocking_writers() {
         again.stdout
     );
     assert_eq!(partitions(&db).await, after);
+}
+
+/// Retention of partitions with foreign keys, behind a long reader of the
+/// referenced table with a writer on it: each partition's own foreign key
+/// is dropped alone, under a quarter of the lock timeout and retried,
+/// before the table (dropping it locks the referenced table), so the writer
+/// waits well below the lock timeout; a partition that rows of another table still
+/// reference is kept attached, with a warning, and the others go.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn retention_drops_foreign_keys_alone_and_keeps_what_is_referenced() {
+    let cluster = Cluster::start();
+    let db = cluster.database().await;
+    let dir = scratch();
+    db.exec(
+        "CREATE TABLE public.actors (id int PRIMARY KEY, seen int NOT NULL DEFAULT 0);
+         INSERT INTO actors (id) SELECT generate_series(1, 100);
+         CREATE TABLE public.audit (id bigserial PRIMARY KEY, at timestamptz NOT NULL, what text NOT NULL,
+                                    actor int NOT NULL REFERENCES actors);
+         INSERT INTO audit (at, what, actor) SELECT now() - g * interval '1 hour', 'e' || g, 1 + g % 100
+             FROM generate_series(0, 24 * 365) g;",
+    )
+    .await;
+    let plan = db.plan_file(
+        dir.path(),
+        "a.yaml",
+        "table: public.audit\npartition:\n  by: range\n  column: at\n  interval: month\n  premake: 2\nmethod: move\n\
+         batch:\n  size: 5000\nlocks:\n  lock_timeout: 200ms\nretention:\n  keep: 3\n",
+    );
+    let plan = plan.to_str().unwrap().to_string();
+    db.migrate(&["apply", &plan]).await.ok();
+    let before = partitions(&db).await;
+    // A note refers to a row of the oldest partition.
+    db.exec(
+        "CREATE TABLE public.notes (audit_id bigint NOT NULL, audit_at timestamptz NOT NULL,
+                                    FOREIGN KEY (audit_id, audit_at) REFERENCES audit (id, at));
+         INSERT INTO notes SELECT id, at FROM audit ORDER BY at LIMIT 1;",
+    )
+    .await;
+    let oldest = db
+        .scalar_str("SELECT tableoid::regclass::text FROM audit ORDER BY at LIMIT 1")
+        .await
+        .unwrap();
+    let (stop, writer) = steady_writer(&db, "UPDATE actors SET seen = seen + 1 WHERE id = 7");
+    let reader = db.client().await;
+    reader
+        .batch_execute("BEGIN; SELECT count(*) FROM actors;")
+        .await
+        .unwrap();
+    let run = tokio::spawn({
+        let db = db.clone();
+        let plan = plan.clone();
+        async move { db.migrate(&["maintain", &plan]).await }
+    });
+    tokio::time::sleep(Duration::from_millis(800)).await;
+    reader.batch_execute("COMMIT").await.unwrap();
+    let run = run.await.unwrap();
+    stop.store(true, Ordering::Relaxed);
+    let (worst, n, errors) = writer.await.unwrap();
+    run.ok();
+    println!(
+        "retention with foreign keys behind a reader of the referenced table: {n} writes to it, slowest {worst:?}, lock_timeout 200ms\n{}{}",
+        run.stdout, run.stderr
+    );
+    assert!(errors.is_empty(), "the writer saw errors: {errors:?}");
+    assert!(
+        worst < Duration::from_millis(150),
+        "a write waited {worst:?}, the lock timeout is 200ms and the foreign keys' drops wait a quarter of it"
+    );
+    assert!(
+        run.stderr
+            .contains(&format!("kept the expired partition \"public\".\"{oldest}\"")),
+        "{}",
+        run.stderr
+    );
+    assert!(run.stdout.contains("violates foreign key constraint"), "{}", run.stdout);
+    let after = partitions(&db).await;
+    assert!(after.contains(&oldest), "{after:?}");
+    let dropped: Vec<&String> = before.iter().filter(|p| !after.contains(p)).collect();
+    assert!(dropped.len() >= 8, "{dropped:?}");
+    // Nothing pending, nothing half done.
+    assert_eq!(
+        db.scalar_i64("SELECT count(*) FROM pg_inherits WHERE inhdetachpending")
+            .await,
+        0
+    );
+    assert_eq!(
+        db.scalar_i64("SELECT count(*) FROM repartition.expired_partitions WHERE state <> 'dropped'")
+            .await,
+        0
+    );
+    // Once the note is gone, the next run takes it.
+    db.exec("DELETE FROM notes").await;
+    let again = db.migrate(&["maintain", &plan]).await;
+    again.ok();
+    assert!(!partitions(&db).await.contains(&oldest));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -80,14 +80,17 @@ pub(super) async fn premake(
     let Some(current) = current else {
         return Ok(None);
     };
-    let owner = super::owner(client, t).await?;
+    let place = super::placement(client, t).await?;
     for v in (current..=current + i64::from(plan.spec.partition.premake)).filter(|v| !taken.contains(v)) {
         let name = partition_name(plan, t, v);
-        let sql = format!(
-            "BEGIN; {} CREATE TABLE {name} PARTITION OF {} FOR VALUES IN ({}); ALTER TABLE {name} OWNER TO {owner}; COMMIT",
-            limits.set_local(),
-            t.table,
-            quote_literal(&v.to_string()),
+        let lit = quote_literal(&v.to_string());
+        let sql = super::premake_sql(
+            limits,
+            t,
+            &place,
+            &name,
+            &format!("{} = {lit}", t.column),
+            &format!("FOR VALUES IN ({lit})"),
         );
         match crate::db::retry::retrying_tx(
             client,
@@ -163,7 +166,7 @@ pub(super) async fn drain_default(
         .iter()
         .map(|r| (r.get(0), r.get(1)))
         .collect();
-    let owner = super::owner(client, t).await?;
+    let place = super::placement(client, t).await?;
     let quiet = super::quiet(client, &t.table, &default).await?;
     for (v, rows) in values {
         let name = partition_name(plan, t, v);
@@ -174,7 +177,7 @@ pub(super) async fn drain_default(
             t,
             &default,
             &name,
-            &owner,
+            &place,
             &cond,
             &format!("FOR VALUES IN ({lit})"),
             &quiet,

@@ -115,6 +115,9 @@ pub enum Skipped {
         span: Span,
         error: String,
     },
+    /// Retention left an expired partition attached, and why: another
+    /// partition's detach is pending, or rows elsewhere still reference it.
+    Kept { partition: QualifiedName, why: String },
 }
 
 #[derive(Debug)]
@@ -511,7 +514,7 @@ async fn premake(
 ) -> Result<()> {
     let wanted = wanted(client, plan, t, plan.spec.partition.premake).await?;
     let have = existing::partitions(client, &t.table, t.kind).await?;
-    let owner = owner(client, t).await?;
+    let place = placement(client, t).await?;
     for p in &wanted {
         let Some(range) = range_of(t.kind, p) else { continue };
         if let Some(other) = have
@@ -527,13 +530,15 @@ async fn premake(
             continue;
         }
         let name = t.table.sibling(Ident::new(p.name.clone()));
-        let sql = format!(
-            "BEGIN; {} CREATE TABLE {name} PARTITION OF {} FOR VALUES FROM ({}) TO ({}); ALTER TABLE {name} OWNER TO {}; COMMIT",
-            limits.set_local(),
-            t.table,
-            quote_literal(&p.from),
-            quote_literal(&p.to),
-            owner
+        let (lo, hi) = (quote_literal(&p.from), quote_literal(&p.to));
+        let key = &t.column;
+        let sql = premake_sql(
+            limits,
+            t,
+            &place,
+            &name,
+            &format!("{key} >= {lo} AND {key} < {hi}"),
+            &format!("FOR VALUES FROM ({lo}) TO ({hi})"),
         );
         let rels = [t.table.to_string()];
         let res = retrying_tx(client, policy, &format!("creating {name}"), &rels, &sql).await;
@@ -643,7 +648,7 @@ async fn drain_default(
         table: t.table.name.as_str(),
     })
     .map_err(|e| plan.key_error("partition", &e))?;
-    let owner = owner(client, t).await?;
+    let place = placement(client, t).await?;
     let quiet = quiet(client, &t.table, &default).await?;
     for p in ranges {
         let Some(range) = range_of(t.kind, &p) else { continue };
@@ -668,7 +673,7 @@ async fn drain_default(
             t,
             &default,
             &name,
-            &owner,
+            &place,
             &cond,
             &format!("FOR VALUES FROM ({lo}) TO ({hi})"),
             &quiet,
@@ -693,16 +698,75 @@ async fn drain_default(
     Ok(())
 }
 
-/// The table's owner, quoted: new partitions are given to it.
-async fn owner(client: &Client, t: &Target) -> Result<String> {
-    let name: String = client
+/// Where a new partition goes and whose it is: the parent's tablespace
+/// (which `PARTITION OF` would give it) and owner.
+struct Placement {
+    owner: String,
+    tablespace: Option<String>,
+}
+
+impl Placement {
+    /// A new table shaped as the parent, to be attached: the same columns
+    /// with their defaults, generation expressions, storage and
+    /// compression, and the parent's CHECK and NOT NULL constraints, which
+    /// an attach demands. Indexes, foreign keys and row triggers come with
+    /// the attach, as for `PARTITION OF`.
+    fn create(&self, parent: &QualifiedName, name: &QualifiedName) -> String {
+        format!(
+            "CREATE TABLE {name} (LIKE {parent} INCLUDING DEFAULTS INCLUDING CONSTRAINTS INCLUDING GENERATED \
+             INCLUDING STORAGE INCLUDING COMPRESSION){}; ALTER TABLE {name} OWNER TO {};",
+            self.tablespace
+                .as_deref()
+                .map(|t| format!(" TABLESPACE {}", crate::sql::quote_ident(t)))
+                .unwrap_or_default(),
+            crate::sql::quote_ident(&self.owner),
+        )
+    }
+}
+
+async fn placement(client: &Client, t: &Target) -> Result<Placement> {
+    let row = client
         .query_one(
-            "SELECT pg_get_userbyid(relowner)::text FROM pg_class WHERE oid = to_regclass($1)",
+            "SELECT pg_get_userbyid(c.relowner)::text, s.spcname::text FROM pg_class c \
+             LEFT JOIN pg_tablespace s ON s.oid = c.reltablespace WHERE c.oid = to_regclass($1)",
             &[&t.table.to_string()],
         )
-        .await?
-        .get(0);
-    Ok(crate::sql::quote_ident(&name))
+        .await?;
+    Ok(Placement {
+        owner: row.get(0),
+        tablespace: row.get(1),
+    })
+}
+
+/// The transaction that premakes the partition `name` (`bound`: its FOR
+/// VALUES; `cond`: the same as a condition on the key). `CREATE TABLE …
+/// PARTITION OF` takes ACCESS EXCLUSIVE on the parent, so that behind one
+/// long reader every reader and writer of the table would wait with it for
+/// up to the lock timeout; a table created alone and attached takes only
+/// SHARE UPDATE EXCLUSIVE on the parent, which neither reads nor writes
+/// conflict with. Its CHECK of the bound spares the attach a scan; it is
+/// dropped before the commit, under the lock on the new table the attach
+/// holds anyway.
+fn premake_sql(
+    limits: &Limits,
+    t: &Target,
+    place: &Placement,
+    name: &QualifiedName,
+    cond: &str,
+    bound: &str,
+) -> String {
+    let check = Ident::new(format!("{}_bound", name.name.as_str()));
+    let key = &t.column;
+    let parent = &t.table;
+    format!(
+        "BEGIN; {limits} {create} \
+         ALTER TABLE {name} ADD CONSTRAINT {check} CHECK ({key} IS NOT NULL AND {cond}); \
+         ALTER TABLE {parent} ATTACH PARTITION {name} {bound}; \
+         ALTER TABLE {name} DROP CONSTRAINT {check}; \
+         COMMIT",
+        limits = limits.set_local(),
+        create = place.create(parent, name),
+    )
 }
 
 /// The transaction that moves the rows matching `cond` out of the default
@@ -715,7 +779,7 @@ fn drain_sql(
     t: &Target,
     default: &QualifiedName,
     name: &QualifiedName,
-    owner: &str,
+    place: &Placement,
     cond: &str,
     bound: &str,
     quiet: &Quiet,
@@ -724,9 +788,7 @@ fn drain_sql(
     let key = &t.column;
     let parent = &t.table;
     format!(
-        "BEGIN; {limits} {rest} \
-         CREATE TABLE {name} (LIKE {parent} INCLUDING DEFAULTS INCLUDING CONSTRAINTS INCLUDING GENERATED INCLUDING STORAGE); \
-         ALTER TABLE {name} OWNER TO {owner}; \
+        "BEGIN; {limits} {rest} {create} \
          WITH moved AS (DELETE FROM ONLY {default} WHERE {cond} RETURNING *) INSERT INTO {name} SELECT * FROM moved; \
          ALTER TABLE {name} ADD CONSTRAINT {check} CHECK ({key} IS NOT NULL AND {cond}); \
          LOCK TABLE {parent} IN SHARE ROW EXCLUSIVE MODE; \
@@ -737,6 +799,7 @@ fn drain_sql(
         limits = limits.set_local(),
         rest = quiet.rest,
         wake = quiet.wake,
+        create = place.create(parent, name),
     )
 }
 
@@ -914,6 +977,30 @@ async fn attached(client: &Client, t: &Target, name: &QualifiedName) -> Result<O
         .map(|r| r.get(0)))
 }
 
+/// Why an expired partition cannot be detached now, if it cannot: a table
+/// has one detach pending at a time, and an interrupted `DETACH …
+/// CONCURRENTLY` of another partition (not one of this tool's, which it
+/// finishes first) holds that place until someone finalizes it.
+async fn not_detachable(client: &Client, t: &Target, name: &QualifiedName, pending: bool) -> Result<Option<String>> {
+    if pending {
+        return Ok(None);
+    }
+    let other: Option<String> = client
+        .query_opt(
+            "SELECT inhrelid::regclass::text FROM pg_inherits \
+             WHERE inhparent = to_regclass($1) AND inhdetachpending AND inhrelid <> to_regclass($2) LIMIT 1",
+            &[&t.table.to_string(), &name.to_string()],
+        )
+        .await?
+        .map(|r| r.get(0));
+    Ok(other.map(|o| {
+        format!(
+            "the partition {o} is pending detach (an interrupted DETACH ... CONCURRENTLY); finish it with ALTER TABLE {} DETACH PARTITION {o} FINALIZE",
+            t.table
+        )
+    }))
+}
+
 #[allow(clippy::too_many_arguments)]
 async fn expire(
     client: &Client,
@@ -932,34 +1019,82 @@ async fn expire(
     // 1. Detach: the only step that touches the parent, with its own short
     //    lock; CONCURRENTLY takes none that blocks the application.
     if let Some(pending) = attached(client, t, name).await? {
+        if let Some(why) = not_detachable(client, t, name, pending).await? {
+            report
+                .warnings
+                .push(format!("kept the expired partition {name}: {why}"));
+            report.skipped.push(Skipped::Kept {
+                partition: name.clone(),
+                why,
+            });
+            return Ok(());
+        }
         set_state(client, t, name, "detaching", None).await?;
-        let sql = if pending {
-            format!("ALTER TABLE {} DETACH PARTITION {name} FINALIZE", t.table)
-        } else if !t.default_partition {
-            format!("ALTER TABLE {} DETACH PARTITION {name} CONCURRENTLY", t.table)
-        } else {
-            // DETACH ... CONCURRENTLY is refused while a default partition
-            // exists: a plain detach, under the lock timeout.
-            format!(
-                "BEGIN; {} ALTER TABLE {} DETACH PARTITION {name}; COMMIT",
-                limits.set_local(),
-                t.table
-            )
-        };
         let what = format!("detaching {name}");
-        retrying(client, policy, &what, &rels, || async {
-            client
-                .batch_execute(&tx::set_lock_timeout(limits.lock_timeout_ms).sql)
-                .await?;
-            let r = client.batch_execute(&sql).await;
-            if r.is_err() && sql.starts_with("BEGIN") {
-                let _ = client.batch_execute("ROLLBACK").await;
+        let mut pending = Some(pending);
+        let detached = retrying(client, policy, &what, &rels, || {
+            let known = pending.take();
+            async move {
+                // A concurrent detach whose wait for older snapshots ran
+                // into the lock timeout stays pending: the next try
+                // finalizes it.
+                let pending = match known {
+                    Some(p) => p,
+                    None => attached(client, t, name).await?.unwrap_or(false),
+                };
+                let sql = if pending {
+                    format!("ALTER TABLE {} DETACH PARTITION {name} FINALIZE", t.table)
+                } else if !t.default_partition {
+                    format!("ALTER TABLE {} DETACH PARTITION {name} CONCURRENTLY", t.table)
+                } else {
+                    // DETACH ... CONCURRENTLY is refused while a default
+                    // partition exists: a plain detach, under the lock timeout.
+                    format!(
+                        "BEGIN; {} ALTER TABLE {} DETACH PARTITION {name}; COMMIT",
+                        limits.set_local(),
+                        t.table
+                    )
+                };
+                client
+                    .batch_execute(&tx::set_lock_timeout(limits.lock_timeout_ms).sql)
+                    .await?;
+                let r = client.batch_execute(&sql).await;
+                if r.is_err() && sql.starts_with("BEGIN") {
+                    let _ = client.batch_execute("ROLLBACK").await;
+                }
+                let _ = client.batch_execute("RESET lock_timeout").await;
+                r.map_err(anyhow::Error::from)
             }
-            let _ = client.batch_execute("RESET lock_timeout").await;
-            r.map_err(anyhow::Error::from)
         })
-        .await
-        .with_context(|| format!("cannot detach {name}"))?;
+        .await;
+        // Rows of another table still reference the partition: the detach
+        // is refused whole (nothing is left pending), and the partition
+        // stays until they are gone.
+        if let Err(e) = &detached {
+            if let Some(db) = crate::db::retry::pg_error(e)
+                .filter(|e| e.code() == Some(&tokio_postgres::error::SqlState::FOREIGN_KEY_VIOLATION))
+            {
+                let why = format!(
+                    "{} (rows of other tables still reference it)",
+                    crate::db::retry::message(db)
+                );
+                client
+                    .execute(
+                        "DELETE FROM repartition.expired_partitions WHERE table_name = $1 AND partition_name = $2 AND state = 'detaching'",
+                        &[&t.table.to_string(), &name.to_string()],
+                    )
+                    .await?;
+                report
+                    .warnings
+                    .push(format!("kept the expired partition {name}: {why}"));
+                report.skipped.push(Skipped::Kept {
+                    partition: name.clone(),
+                    why,
+                });
+                return Ok(());
+            }
+        }
+        detached.with_context(|| format!("cannot detach {name}"))?;
         crate::failpoint::hit("maintain:after-detach");
         set_state(client, t, name, "detached", None).await?;
         report.expired.push(Expired {
@@ -1003,11 +1138,48 @@ async fn expire(
         }
         _ => {}
     }
-    // 3. Drop: only the detached table is locked.
-    client
-        .batch_execute(&format!("BEGIN; {} DROP TABLE {name}; COMMIT", limits.set_local()))
+    // 3. Drop. A foreign key the partition carries goes first, each alone:
+    //    dropping it locks the referenced table (ACCESS EXCLUSIVE), which
+    //    the application writes, so that lock is held for one short
+    //    statement rather than for the whole drop, and under a quarter of
+    //    the lock timeout: behind a long reader of that table its writers
+    //    queue behind the waiting lock for that long at most, each try.
+    let short = Limits {
+        lock_timeout_ms: (limits.lock_timeout_ms / 4).max(10),
+        statement_timeout_ms: limits.statement_timeout_ms,
+    };
+    let fks = client
+        .query(
+            "SELECT c.conname::text, c.confrelid::regclass::text FROM pg_constraint c \
+             WHERE c.conrelid = to_regclass($1) AND c.contype = 'f' ORDER BY 1",
+            &[&name.to_string()],
+        )
+        .await?;
+    for fk in fks {
+        let (con, referenced): (String, String) = (fk.get(0), fk.get(1));
+        let con = Ident::new(con);
+        retrying_tx(
+            client,
+            policy,
+            &format!("dropping the foreign key {con} of {name}"),
+            &[name.to_string(), referenced],
+            &format!(
+                "BEGIN; {} ALTER TABLE {name} DROP CONSTRAINT {con}; COMMIT",
+                short.set_local()
+            ),
+        )
         .await
-        .with_context(|| format!("cannot drop {name}"))?;
+        .with_context(|| format!("cannot drop the foreign key {con} of {name}"))?;
+    }
+    retrying_tx(
+        client,
+        policy,
+        &format!("dropping {name}"),
+        &[name.to_string()],
+        &format!("BEGIN; {} DROP TABLE {name}; COMMIT", limits.set_local()),
+    )
+    .await
+    .with_context(|| format!("cannot drop {name}"))?;
     set_state(client, t, name, "dropped", None).await?;
     report.expired.push(Expired {
         partition: name.clone(),

@@ -53,6 +53,7 @@ pub fn maintain_text(r: &MaintainReport) -> String {
             Skipped::Covered { by, span } => {
                 writeln!(o, "kept {by}: it covers part of {} already", span_text(col, span))
             }
+            Skipped::Kept { partition, why } => writeln!(o, "kept {partition} attached though it has expired: {why}"),
             Skipped::Failed { partition, span, error } => writeln!(
                 o,
                 "could not create {partition}: {error} (the default partition may hold rows of {}; they must be moved out first)",
@@ -117,6 +118,9 @@ fn expired_json(partition: String, step: &ExpiryStep) -> Value {
 fn skipped_json(s: &Skipped) -> Value {
     match s {
         Skipped::Covered { by, span } => with_span(json!({"reason": "covered", "covered_by": by.to_string()}), span),
+        Skipped::Kept { partition, why } => {
+            json!({"reason": "kept", "partition": partition.to_string(), "error": why})
+        }
         Skipped::Failed { partition, span, error } => with_span(
             json!({"reason": "failed", "partition": partition.to_string(), "error": error}),
             span,
