@@ -335,6 +335,51 @@ async fn retention_drops_foreign_keys_alone_and_keeps_what_is_referenced() {
     let again = db.migrate(&["maintain", &plan]).await;
     again.ok();
     assert!(!partitions(&db).await.contains(&oldest));
+
+    // Someone's concurrent detach of the newest partition was cut short
+    // while it waited for a reader: it stays pending, a table has one
+    // pending detach at a time, and retention keeps what expires with a
+    // warning that says how to finish it.
+    let newest = partitions(&db).await.last().unwrap().clone();
+    let reader = db.client().await;
+    reader
+        .batch_execute("BEGIN; SELECT count(*) FROM audit;")
+        .await
+        .unwrap();
+    let other = db.client().await;
+    other.batch_execute("SET statement_timeout = '300ms'").await.unwrap();
+    let cut = other
+        .batch_execute(&format!("ALTER TABLE audit DETACH PARTITION {newest} CONCURRENTLY"))
+        .await;
+    assert!(
+        cut.as_ref().is_err_and(
+            |e| e.to_string().contains("statement timeout") || format!("{e:?}").contains("statement timeout")
+        ),
+        "{cut:?}"
+    );
+    reader.batch_execute("COMMIT").await.unwrap();
+    assert_eq!(
+        db.scalar_i64("SELECT count(*) FROM pg_inherits WHERE inhdetachpending")
+            .await,
+        1
+    );
+    let shorter = plan.replace("a.yaml", "a2.yaml");
+    std::fs::write(
+        &shorter,
+        std::fs::read_to_string(&plan).unwrap().replace("keep: 3", "keep: 2"),
+    )
+    .unwrap();
+    let before = partitions(&db).await;
+    let kept = db.migrate(&["maintain", &shorter]).await;
+    kept.ok();
+    assert!(
+        kept.stderr
+            .contains(&format!("the partition \"public\".\"{newest}\" is pending detach"))
+            && kept.stderr.contains("FINALIZE"),
+        "{}",
+        kept.stderr
+    );
+    assert_eq!(partitions(&db).await, before);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

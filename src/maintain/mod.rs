@@ -985,14 +985,15 @@ async fn not_detachable(client: &Client, t: &Target, name: &QualifiedName, pendi
     if pending {
         return Ok(None);
     }
-    let other: Option<String> = client
+    let other: Option<QualifiedName> = client
         .query_opt(
-            "SELECT inhrelid::regclass::text FROM pg_inherits \
-             WHERE inhparent = to_regclass($1) AND inhdetachpending AND inhrelid <> to_regclass($2) LIMIT 1",
+            "SELECT n.nspname::text, c.relname::text FROM pg_inherits i \
+             JOIN pg_class c ON c.oid = i.inhrelid JOIN pg_namespace n ON n.oid = c.relnamespace \
+             WHERE i.inhparent = to_regclass($1) AND i.inhdetachpending AND i.inhrelid <> to_regclass($2) LIMIT 1",
             &[&t.table.to_string(), &name.to_string()],
         )
         .await?
-        .map(|r| r.get(0));
+        .map(|r| QualifiedName::new(r.get::<_, String>(0), r.get::<_, String>(1)));
     Ok(other.map(|o| {
         format!(
             "the partition {o} is pending detach (an interrupted DETACH ... CONCURRENTLY); finish it with ALTER TABLE {} DETACH PARTITION {o} FINALIZE",
