@@ -1,16 +1,21 @@
 //! Chaos: for every method the migration runs under the application's
 //! writes (an oracle records what committed) while faults chosen by a
-//! seeded generator hit it: SIGKILL at a random moment or at a named point
-//! (mid-batch, mid-DDL), a fast or immediate restart of PostgreSQL, the
+//! seeded generator hit it: kills (SIGKILL at a random moment, or death at
+//! a named point mid-batch or mid-DDL, the points taken in turn so that
+//! every phase is hit), a fast or immediate restart of PostgreSQL, the
 //! migrator's backends terminated from the server, a session holding locks
 //! until the lock timeout fires and the retries run out, and a second
-//! `apply` at the same time. The run is then resumed. After every round the
-//! table is compared with the oracle; after every cycle no object of the
-//! tool is left over and the table takes writes.
+//! `apply` at the same time. A fault counts only once it has happened (the
+//! process was killed, the point was reached). Each fault names the exit
+//! codes it explains; any other fails the round with what the run printed.
+//! After every round the table is compared with the oracle (as a multiset:
+//! a duplicate fails) and the objects present must match the phase the
+//! control table records; after every cycle no object of the tool is left
+//! over and the table takes writes.
 //!
-//! `CHAOS_SEED` replays a run, `CHAOS_FAULTS` (faults per method, default
-//! 5) and `CHAOS_ROWS` (default 8000) size it; `scripts/chaos.sh` runs the
-//! full form.
+//! `CHAOS_SEED` replays a run; `CHAOS_KILLS` (kills per method, default 4),
+//! `CHAOS_FAULTS` (other faults per method, default 4) and `CHAOS_ROWS`
+//! (default 8000) size it; `scripts/chaos.sh` runs the full form.
 
 mod common;
 use common::workload::{compare, Features, Workload};
@@ -39,53 +44,91 @@ impl Method {
         }
     }
 
-    /// The named points a run can die at, mid-batch and mid-DDL.
-    fn points(self, split: bool) -> &'static [&'static str] {
+    /// The named points a run can die at, mid-batch and mid-DDL, each with
+    /// the phase the control table records while the run passes it.
+    fn points(self, split: bool) -> &'static [(&'static str, &'static str)] {
         match (self, split) {
             (Method::Move, _) | (Method::Attach, true) => &[
-                "prepare:before-commit",
-                "prepare:after-commit",
-                "route:before-commit",
-                "route:after-commit",
-                "batch-forward:before-commit",
-                "batch-forward:after-commit",
-                "move:before-sweep",
-                "swap:before-commit",
-                "swap:after-commit",
+                ("prepare:before-commit", "planned"),
+                ("prepare:after-commit", "planned"),
+                ("route:before-commit", "prepared"),
+                ("route:after-commit", "prepared"),
+                ("batch-forward:before-commit", "routed"),
+                ("batch-forward:after-commit", "routed"),
+                ("move:before-sweep", "routed"),
+                ("swap:before-commit", "moved"),
+                ("swap:after-commit", "moved"),
+                ("finish:before-commit", "swapped"),
             ],
             (Method::Sync, _) => &[
-                "prepare:before-commit",
-                "prepare:after-commit",
-                "batch-forward:before-commit",
-                "batch-forward:after-commit",
-                "verify:before-record",
-                "swap:before-commit",
-                "swap:after-commit",
+                ("prepare:before-commit", "planned"),
+                ("prepare:after-commit", "planned"),
+                ("batch-forward:before-commit", "prepared"),
+                ("batch-forward:after-commit", "prepared"),
+                ("indexes:after-create", "prepared"),
+                ("verify:before-record", "backfilled"),
+                ("swap:before-commit", "verified"),
+                ("swap:after-commit", "verified"),
             ],
             (Method::Attach, false) => &[
-                "constrain:after-check",
-                "constrain:after-index",
-                "swap:before-commit",
-                "swap:after-commit",
+                ("constrain:after-check", "planned"),
+                ("constrain:after-index", "planned"),
+                ("prepare:before-commit", "constrained"),
+                ("swap:before-commit", "prepared"),
+                ("swap:after-commit", "prepared"),
             ],
         }
     }
 }
 
+/// The phases in the order a migration passes them.
+const PHASES: &[&str] = &[
+    "planned",
+    "constrained",
+    "prepared",
+    "routed",
+    "backfilled",
+    "verified",
+    "moved",
+    "swapped",
+    "finished",
+];
+
+fn phase_order(phase: &str) -> usize {
+    PHASES.iter().position(|p| *p == phase).unwrap_or(0)
+}
+
 #[derive(Default)]
 struct Tally {
     faults: BTreeMap<&'static str, usize>,
+    /// Kills by the phase the control table recorded when they hit.
+    kills_by_phase: BTreeMap<String, usize>,
+    /// Faults tried that did not happen (the run ended first, the point
+    /// was not reached), not counted.
+    missed: usize,
     exits: BTreeMap<i32, usize>,
     rows_compared: usize,
     operations: u64,
     rounds: usize,
     cycles: usize,
+    kills: usize,
+    others: usize,
+    /// The next named point and the next other fault, taken in turn.
+    next_point: usize,
+    next_other: usize,
 }
 
 impl Tally {
-    fn injected(&self) -> usize {
-        self.faults.values().sum()
+    fn count(&mut self, fault: &'static str) {
+        *self.faults.entry(fault).or_default() += 1;
     }
+}
+
+/// A fault this round, with the exit codes it explains.
+struct Fault {
+    name: &'static str,
+    kill: bool,
+    explains: &'static [i32],
 }
 
 /// Whether the cycle's migration (for attach: and its split) has run to
@@ -166,9 +209,140 @@ async fn wait_exit(child: &mut tokio::process::Child, what: &str) -> i32 {
     }
 }
 
+/// A run of the binary whose output is read as it comes (so that a full
+/// pipe never holds it up), for the message of a round that fails.
+struct Run {
+    child: tokio::process::Child,
+    stderr: tokio::task::JoinHandle<String>,
+}
+
+impl Run {
+    fn start(db: &Db, args: &[&str], env: &[(&str, &str)]) -> Run {
+        use tokio::io::AsyncReadExt;
+        let mut child = db.command(args, env).spawn().unwrap();
+        let mut out = child.stdout.take().unwrap();
+        tokio::spawn(async move {
+            let mut sink = Vec::new();
+            let _ = out.read_to_end(&mut sink).await;
+        });
+        let mut err = child.stderr.take().unwrap();
+        let stderr = tokio::spawn(async move {
+            let mut text = String::new();
+            let _ = err.read_to_string(&mut text).await;
+            text
+        });
+        Run { child, stderr }
+    }
+
+    async fn wait(&mut self, what: &str) -> i32 {
+        wait_exit(&mut self.child, what).await
+    }
+
+    /// Kills the run after `delay` unless it ends first; whether it was
+    /// killed.
+    async fn kill_after(&mut self, delay: Duration, what: &str) -> (i32, bool) {
+        tokio::select! {
+            s = self.child.wait() => (s.unwrap().code().unwrap_or(-9), false),
+            _ = tokio::time::sleep(delay) => {
+                let _ = self.child.start_kill();
+                (wait_exit(&mut self.child, what).await, true)
+            }
+        }
+    }
+
+    async fn stderr(self) -> String {
+        self.stderr.await.unwrap_or_default()
+    }
+}
+
+/// The latest migration's method, state and phase, if one is recorded.
+async fn latest(db: &Db) -> Option<(String, String, String)> {
+    db.client()
+        .await
+        .query_opt(
+            "SELECT method, state, phase FROM repartition.migrations ORDER BY id DESC LIMIT 1",
+            &[],
+        )
+        .await
+        .ok()
+        .flatten()
+        .map(|r| (r.get(0), r.get(1), r.get(2)))
+}
+
+/// The objects present are those of the phase the control table records:
+/// the table's kind, the partitioned copy, the original kept aside, the
+/// triggers and constraints each phase adds.
+async fn check_phase_objects(db: &Db) {
+    let kind = |rel: &'static str| async move { db.relkind(rel).await };
+    let table = kind("public.workflow_events").await;
+    let part = kind("public.workflow_events__part").await;
+    let orig = kind("public.workflow_events__orig").await;
+    let retired = kind("public.workflow_events__retired").await;
+    let mirror = db
+        .scalar_i64(
+            "SELECT count(*) FROM pg_trigger WHERE tgrelid = to_regclass('public.workflow_events') \
+             AND tgname::text LIKE 'workflow\\_events\\_\\_mirror%'",
+        )
+        .await;
+    let cutoff = db
+        .scalar_str(
+            "SELECT (SELECT convalidated::text FROM pg_constraint WHERE conrelid = to_regclass('public.workflow_events') \
+             AND conname = 'workflow_events__cutoff')",
+        )
+        .await;
+    let at = latest(db).await;
+    let r = Some("r".to_string());
+    let p = Some("p".to_string());
+    let v = Some("v".to_string());
+    let seen = format!(
+        "{at:?}: table {table:?}, __part {part:?}, __orig {orig:?}, __retired {retired:?}, mirror triggers {mirror}, cutoff valid {cutoff:?}"
+    );
+    let Some((method, state, phase)) = at.clone() else {
+        assert!(table == r && part.is_none() && orig.is_none(), "{seen}");
+        return;
+    };
+    let ok = match (method.as_str(), state.as_str(), phase.as_str()) {
+        (_, "aborting" | "aborted", _) => true,
+        ("move", "active", "planned") => table == r && part.is_none() && orig.is_none(),
+        ("move", "active", "prepared") => table == r && part == p && orig.is_none(),
+        ("move", "active", "routed" | "moved") => table == v && part == p && orig == r,
+        ("move", "active", "swapped") => table == p && part.is_none() && orig == r,
+        ("move", "done", _) => table == p && part.is_none() && orig.is_none(),
+        ("sync", "active", "planned") => table == r && part.is_none() && mirror == 0,
+        ("sync", "active", "prepared" | "backfilled" | "verified") => {
+            table == r && part == p && mirror > 0 && retired.is_none()
+        }
+        ("sync", "active", "swapped") => table == p && part.is_none() && retired == r,
+        ("sync", "done", _) => table == p && part.is_none() && retired.is_none(),
+        ("attach", "active", "planned") => table == r && part.is_none(),
+        ("attach", "active", "constrained") => table == r && part.is_none() && cutoff.as_deref() == Some("true"),
+        ("attach", "active", "prepared") => table == r && part == p && cutoff.as_deref() == Some("true"),
+        ("attach", "active", "swapped") | ("attach", "done", _) => table == p && part.is_none(),
+        // The split works on the first partition: the table stays
+        // partitioned, and the view in front of the partition's rows
+        // lives only from route to swap.
+        ("split", "active", "routed" | "moved") => table == p || table == v,
+        ("split", _, _) => table == p,
+        _ => false,
+    };
+    assert!(
+        ok,
+        "the objects do not match the phase the control table records: {seen}"
+    );
+}
+
 /// One round: the application writes while the migrator runs and a fault
-/// hits it; then every row is compared with the oracle.
-async fn round(cluster: &Cluster, db: &Db, plan: &str, method: Method, rng: &mut fastrand::Rng, t: &mut Tally) {
+/// hits it; then every row is compared with the oracle and the objects
+/// with the recorded phase.
+async fn round(
+    cluster: &Cluster,
+    db: &Db,
+    plan: &str,
+    method: Method,
+    rng: &mut fastrand::Rng,
+    t: &mut Tally,
+    wanted: (usize, usize),
+) {
     let (attached, _) = finished(db, method).await;
     let cmd = command(method, attached);
     // Until the attach is done the original refuses keys at or after the
@@ -185,124 +359,160 @@ async fn round(cluster: &Cluster, db: &Db, plan: &str, method: Method, rng: &mut
     let workload = Workload::start_with(db, 3, rng.u64(..), features).await;
     let mut workload = Some(workload);
     tokio::time::sleep(Duration::from_millis(rng.u64(20..150))).await;
-    let kind = rng.usize(0..10);
+    let (kills_left, others_left) = (wanted.0 - t.kills.min(wanted.0), wanted.1 - t.others.min(wanted.1));
+    let kill = kills_left > 0 && (others_left == 0 || rng.usize(0..kills_left + others_left) < kills_left);
     let delay = Duration::from_millis(rng.u64(20..700));
+    let before = latest(db).await.map(|l| l.2).unwrap_or_else(|| "planned".into());
+    // The points still ahead of the run, taken in turn.
+    let ahead: Vec<&(&str, &str)> = method
+        .points(attached)
+        .iter()
+        .filter(|(_, phase)| phase_order(phase) >= phase_order(&before))
+        .collect();
     let mut restarted = false;
-    let code = match kind {
-        // SIGKILL at a random moment.
-        0 | 1 => {
-            t.faults
-                .entry("sigkill at a random moment")
-                .and_modify(|n| *n += 1)
-                .or_insert(1);
-            let mut child = db.command(&[cmd, plan], &[]).spawn().unwrap();
-            tokio::select! {
-                s = child.wait() => s.unwrap().code().unwrap_or(-9),
-                _ = tokio::time::sleep(delay) => {
-                    let _ = child.start_kill();
-                    wait_exit(&mut child, cmd).await
+    let mut second: Option<(i32, String)> = None;
+    // Kills alternate between a random moment and the next named point.
+    let (fault, happened, code, stderr) = if kill && (ahead.is_empty() || t.kills % 2 == 0) {
+        let fault = Fault {
+            name: "kill: SIGKILL at a random moment",
+            kill: true,
+            explains: &[-9],
+        };
+        let mut run = Run::start(db, &[cmd, plan], &[]);
+        let (code, killed) = run.kill_after(delay, cmd).await;
+        (fault, killed, code, run.stderr().await)
+    } else if kill {
+        let (point, _) = ahead[t.next_point % ahead.len()];
+        t.next_point += 1;
+        let spec = if point.starts_with("batch") {
+            format!("{point}@{}", rng.u32(1..12))
+        } else {
+            point.to_string()
+        };
+        let fault = Fault {
+            name: "kill: death at a named point",
+            kill: true,
+            explains: &[86],
+        };
+        let mut run = Run::start(db, &[cmd, plan], &[("MIGRATE_FAILPOINT", &spec)]);
+        let code = run.wait(cmd).await;
+        (fault, code == 86, code, run.stderr().await)
+    } else {
+        let which = t.next_other % 4;
+        t.next_other += 1;
+        match which {
+            // The migrator's backends terminated by the server: the run
+            // loses its connection and says so (exit 1).
+            0 => {
+                let fault = Fault {
+                    name: "backends terminated",
+                    kill: false,
+                    explains: &[1],
+                };
+                let mut run = Run::start(db, &[cmd, plan], &[]);
+                tokio::time::sleep(delay).await;
+                let c = db.client().await;
+                let mut terminated = 0;
+                for pid in migrator_backends(db).await {
+                    if c.execute("SELECT pg_terminate_backend($1)", &[&pid]).await.is_ok() {
+                        terminated += 1;
+                    }
                 }
+                let code = run.wait(cmd).await;
+                (fault, terminated > 0 && code != 0, code, run.stderr().await)
             }
-        }
-        // Death at a named point, mid-batch or mid-DDL.
-        2..=4 => {
-            t.faults
-                .entry("death at a named point")
-                .and_modify(|n| *n += 1)
-                .or_insert(1);
-            let points = method.points(attached);
-            let point = points[rng.usize(0..points.len())];
-            let spec = if point.starts_with("batch") {
-                format!("{point}@{}", rng.u32(1..12))
-            } else {
-                point.to_string()
-            };
-            let mut child = db
-                .command(&[cmd, plan], &[("MIGRATE_FAILPOINT", &spec)])
-                .spawn()
-                .unwrap();
-            wait_exit(&mut child, cmd).await
-        }
-        // The migrator's backends terminated by the server.
-        5 => {
-            t.faults
-                .entry("backends terminated")
-                .and_modify(|n| *n += 1)
-                .or_insert(1);
-            let mut child = db.command(&[cmd, plan], &[]).spawn().unwrap();
-            tokio::time::sleep(delay).await;
-            let c = db.client().await;
-            for pid in migrator_backends(db).await {
-                let _ = c.execute("SELECT pg_terminate_backend($1)", &[&pid]).await;
+            // PostgreSQL restarted under the run: the application stops
+            // first (a commit cut off by the restart would leave the oracle
+            // unsure), then the table must equal the oracle before and
+            // after recovery.
+            1 => {
+                let mode = if rng.bool() { "fast" } else { "immediate" };
+                let fault = Fault {
+                    name: if mode == "fast" {
+                        "restart (fast)"
+                    } else {
+                        "restart (immediate)"
+                    },
+                    kill: false,
+                    explains: &[1],
+                };
+                let mut run = Run::start(db, &[cmd, plan], &[]);
+                tokio::time::sleep(delay).await;
+                let report = workload.take().unwrap().stop().await;
+                assert!(
+                    report.errors.is_empty(),
+                    "the application saw errors: {:?}",
+                    report.errors
+                );
+                t.operations += report.total_ops();
+                t.rows_compared += compare(db, &report.oracle).await;
+                cluster.restart(mode);
+                restarted = true;
+                t.rows_compared += compare(db, &report.oracle).await;
+                let code = run.wait(cmd).await;
+                (fault, code != 0, code, run.stderr().await)
             }
-            wait_exit(&mut child, cmd).await
-        }
-        // PostgreSQL restarted under the run: the application stops first
-        // (a commit cut off by the restart would leave the oracle unsure),
-        // then the table must equal the oracle before and after recovery.
-        6 => {
-            let mode = if rng.bool() { "fast" } else { "immediate" };
-            t.faults
-                .entry(if mode == "fast" {
-                    "restart (fast)"
-                } else {
-                    "restart (immediate)"
-                })
-                .and_modify(|n| *n += 1)
-                .or_insert(1);
-            let mut child = db.command(&[cmd, plan], &[]).spawn().unwrap();
-            tokio::time::sleep(delay).await;
-            let report = workload.take().unwrap().stop().await;
-            assert!(
-                report.errors.is_empty(),
-                "the application saw errors: {:?}",
-                report.errors
-            );
-            t.operations += report.total_ops();
-            t.rows_compared += compare(db, &report.oracle).await;
-            cluster.restart(mode);
-            restarted = true;
-            t.rows_compared += compare(db, &report.oracle).await;
-            wait_exit(&mut child, cmd).await
-        }
-        // Locks held by another session: the lock timeout fires.
-        7 => {
-            t.faults
-                .entry("locks held (lock timeout)")
-                .and_modify(|n| *n += 1)
-                .or_insert(1);
-            let mut child = db.command(&[cmd, plan], &[]).spawn().unwrap();
-            tokio::time::sleep(delay / 2).await;
-            hold_locks(db, Duration::from_millis(rng.u64(300..2500))).await;
-            wait_exit(&mut child, cmd).await
-        }
-        // A second runner at the same time: one of them steps back.
-        8 => {
-            t.faults
-                .entry("second apply at once")
-                .and_modify(|n| *n += 1)
-                .or_insert(1);
-            let mut a = db.command(&[cmd, plan], &[]).spawn().unwrap();
-            tokio::time::sleep(Duration::from_millis(rng.u64(0..200))).await;
-            let mut b = db.command(&[cmd, plan], &[]).spawn().unwrap();
-            let cb = wait_exit(&mut b, cmd).await;
-            *t.exits.entry(cb).or_default() += 1;
-            wait_exit(&mut a, cmd).await
-        }
-        // No fault this round.
-        _ => {
-            let mut child = db.command(&[cmd, plan], &[]).spawn().unwrap();
-            tokio::time::sleep(delay).await;
-            let _ = child.start_kill();
-            wait_exit(&mut child, cmd).await
+            // Locks held by another session: the lock timeout fires, and
+            // the retries may run out (exit 3).
+            2 => {
+                let fault = Fault {
+                    name: "locks held (lock timeout)",
+                    kill: false,
+                    explains: &[3],
+                };
+                let mut run = Run::start(db, &[cmd, plan], &[]);
+                tokio::time::sleep(delay / 2).await;
+                hold_locks(db, Duration::from_millis(rng.u64(300..2500))).await;
+                let code = run.wait(cmd).await;
+                (fault, true, code, run.stderr().await)
+            }
+            // A second runner at the same time: one of them steps back
+            // (exit 4) while the other goes on.
+            _ => {
+                let fault = Fault {
+                    name: "second apply at once",
+                    kill: false,
+                    explains: &[4],
+                };
+                let mut a = Run::start(db, &[cmd, plan], &[]);
+                tokio::time::sleep(Duration::from_millis(rng.u64(0..200))).await;
+                let mut b = Run::start(db, &[cmd, plan], &[]);
+                let cb = b.wait(cmd).await;
+                *t.exits.entry(cb).or_default() += 1;
+                let cb_err = b.stderr().await;
+                let code = a.wait(cmd).await;
+                second = Some((cb, cb_err));
+                (fault, true, code, a.stderr().await)
+            }
         }
     };
     *t.exits.entry(code).or_default() += 1;
-    // Exit codes a run may end with under these faults; never a panic.
+    // Every exit code is explained: by the fault, or by a run that ended
+    // well (0). A run that fails for a reason the fault does not give
+    // fails the round, with what it printed.
     assert!(
-        [0, 1, 3, 4, 5, 86, -9, 137].contains(&code),
-        "{cmd} ended with exit code {code}"
+        code == 0 || fault.explains.contains(&code),
+        "{cmd} under the fault `{}` ended with exit code {code}:\n{stderr}",
+        fault.name
     );
+    if let Some((cb, cb_err)) = &second {
+        assert!(
+            [0, 4].contains(cb) && !(*cb == 4 && code == 4),
+            "the second {cmd} ended with exit code {cb} (the first with {code}):\n{cb_err}"
+        );
+    }
+    if happened {
+        t.count(fault.name);
+        if fault.kill {
+            t.kills += 1;
+            let at = latest(db).await.map(|l| l.2).unwrap_or_else(|| "planned".into());
+            *t.kills_by_phase.entry(format!("{} (after {at})", cmd)).or_default() += 1;
+        } else {
+            t.others += 1;
+        }
+    } else {
+        t.missed += 1;
+    }
     if let Some(w) = workload {
         tokio::time::sleep(Duration::from_millis(50)).await;
         let report = w.stop().await;
@@ -317,6 +527,7 @@ async fn round(cluster: &Cluster, db: &Db, plan: &str, method: Method, rng: &mut
     } else {
         assert!(restarted);
     }
+    check_phase_objects(db).await;
     // The control table always says where the migration stands.
     let status = db.migrate(&["status", plan]).await;
     assert_eq!(status.code, 0, "status after a fault: {}", status.stderr);
@@ -397,10 +608,11 @@ async fn chaos(method: Method) {
             .unwrap()
             .as_millis() as u64,
     );
-    let faults: usize = env_or("CHAOS_FAULTS", 5);
+    let kills: usize = env_or("CHAOS_KILLS", 4);
+    let others: usize = env_or("CHAOS_FAULTS", 4);
     let rows: i64 = env_or("CHAOS_ROWS", 8000);
     println!(
-        "chaos {}: seed {seed} (replay with CHAOS_SEED={seed}), {faults} faults, {rows} rows",
+        "chaos {}: seed {seed} (replay with CHAOS_SEED={seed}), {kills} kills and {others} other faults, {rows} rows",
         method.name()
     );
     // Committed means durable here: the application's commits must survive
@@ -409,7 +621,8 @@ async fn chaos(method: Method) {
     let mut rng = fastrand::Rng::with_seed(seed);
     let mut t = Tally::default();
     let started = Instant::now();
-    while t.injected() < faults {
+    let done = |t: &Tally| t.kills >= kills && t.others >= others;
+    while !done(&t) {
         let db = cluster.database().await;
         seed_rows(&db, rows).await;
         let dir = scratch();
@@ -422,22 +635,30 @@ async fn chaos(method: Method) {
         let plan = plan.to_str().unwrap().to_string();
         loop {
             let (a, b) = finished(&db, method).await;
-            if (a && (b || !matches!(method, Method::Attach))) || t.injected() >= faults {
+            if (a && (b || !matches!(method, Method::Attach))) || done(&t) {
                 break;
             }
-            round(&cluster, &db, &plan, method, &mut rng, &mut t).await;
+            round(&cluster, &db, &plan, method, &mut rng, &mut t, (kills, others)).await;
         }
         finish(&db, &plan, method).await;
+        check_phase_objects(&db).await;
         check_clean(&db).await;
         t.cycles += 1;
     }
     println!(
-        "chaos {}: seed {seed}; {} faults in {} rounds over {} migrations: {}; exit codes {:?}; {} application operations, 0 errors; {} rows compared with the oracle; {:.1}s",
+        "chaos {}: seed {seed}; {} kills and {} other faults in {} rounds over {} migrations ({} tried that did not happen): {}; kills by phase: {}; exit codes {:?}; {} application operations, 0 errors; {} rows compared with the oracle; {:.1}s",
         method.name(),
-        t.injected(),
+        t.kills,
+        t.others,
         t.rounds,
         t.cycles,
+        t.missed,
         t.faults
+            .iter()
+            .map(|(k, v)| format!("{k} {v}"))
+            .collect::<Vec<_>>()
+            .join(", "),
+        t.kills_by_phase
             .iter()
             .map(|(k, v)| format!("{k} {v}"))
             .collect::<Vec<_>>()
@@ -466,4 +687,77 @@ async fn chaos_sync() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn chaos_attach() {
     chaos(Method::Attach).await;
+}
+
+/// The statement timeout fires in the mover: a batch slower than it (an
+/// index whose function is slow while a flag is set, for the tool's
+/// sessions only) is split in halves until it fits, under the
+/// application's writes; the run is killed while batches split, resumed,
+/// and no row is lost or doubled.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_batch_over_the_statement_timeout_is_split_and_nothing_is_lost() {
+    let cluster = Cluster::start();
+    let db = cluster.database().await;
+    seed_rows(&db, 8000).await;
+    db.exec(
+        "CREATE TABLE public.slow (active boolean NOT NULL); INSERT INTO slow VALUES (true);
+         CREATE FUNCTION public.slow_for_the_tool(n int) RETURNS int LANGUAGE plpgsql IMMUTABLE AS $$
+         BEGIN
+           IF current_setting('application_name') LIKE 'migrate%' AND (SELECT active FROM public.slow) THEN
+             PERFORM pg_sleep(0.004);
+           END IF;
+           RETURN n;
+         END $$;
+         CREATE INDEX workflow_events_slow ON public.workflow_events (public.slow_for_the_tool(n));",
+    )
+    .await;
+    let dir = scratch();
+    let plan = db.plan_file(
+        dir.path(),
+        "p.yaml",
+        &event_plan(200, "  pause: 5ms\nlocks:\n  statement_timeout: 300ms\n"),
+    );
+    let plan = plan.to_str().unwrap().to_string();
+    let workload = Workload::start_with(&db, 3, 7, Features::default()).await;
+    let mut run = Run::start(&db, &["apply", &plan], &[]);
+    let splits = || async {
+        // Nothing before the control schema exists.
+        db.client()
+            .await
+            .query_one(
+                "SELECT count(*) FROM repartition.events WHERE kind = 'batch split'",
+                &[],
+            )
+            .await
+            .map(|r| r.get::<_, i64>(0))
+            .unwrap_or(0)
+    };
+    let start = Instant::now();
+    while splits().await < 3 {
+        assert!(
+            start.elapsed() < Duration::from_secs(90),
+            "no batch was split: {:?}",
+            latest(&db).await
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let (code, killed) = run.kill_after(Duration::from_millis(10), "apply").await;
+    assert!(killed && code == -9, "exit {code}:\n{}", run.stderr().await);
+    let batches_before = db.scalar_i64("SELECT count(*) FROM repartition.batches").await;
+    assert!(batches_before > 0, "no batch committed while batches were split");
+    db.exec("UPDATE slow SET active = false").await;
+    db.migrate(&["resume", &plan]).await.ok();
+    let report = workload.stop().await;
+    assert!(
+        report.errors.is_empty(),
+        "{:?}",
+        &report.errors[..report.errors.len().min(5)]
+    );
+    let rows = compare(&db, &report.oracle).await;
+    assert_eq!(db.relkind("public.workflow_events").await.as_deref(), Some("p"));
+    check_phase_objects(&db).await;
+    println!(
+        "{} batch splits on the statement timeout, {batches_before} batches before the kill, {rows} rows compared",
+        splits().await
+    );
 }

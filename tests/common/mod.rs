@@ -592,7 +592,7 @@ impl Db {
     /// The relkind of a relation (`r` table, `p` partitioned, `v` view).
     pub async fn relkind(&self, rel: &str) -> Option<String> {
         self.scalar_str(&format!(
-            "SELECT relkind::text FROM pg_class WHERE oid = to_regclass('{}')",
+            "SELECT (SELECT relkind::text FROM pg_class WHERE oid = to_regclass('{}'))",
             rel.replace('\'', "''")
         ))
         .await

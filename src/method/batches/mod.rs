@@ -654,6 +654,13 @@ impl<'a> Mover<'a> {
                         to,
                         "a batch hit the statement timeout; retrying with half the pages"
                     );
+                    control::event(
+                        &*self.client,
+                        id,
+                        "batch split",
+                        &format!("the statement timeout fired; pages {from} to {to} next"),
+                    )
+                    .await?;
                 }
                 Err(e) => retry.failed(self.client, e).await?,
             }
