@@ -372,7 +372,7 @@ async fn round(
     let mut restarted = false;
     let mut second: Option<(i32, String)> = None;
     // Kills alternate between a random moment and the next named point.
-    let (fault, happened, code, stderr) = if kill && (ahead.is_empty() || t.kills % 2 == 0) {
+    let (fault, happened, code, stderr) = if kill && (ahead.is_empty() || t.kills.is_multiple_of(2)) {
         let fault = Fault {
             name: "kill: SIGKILL at a random moment",
             kill: true,
