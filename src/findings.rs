@@ -79,6 +79,7 @@ pub mod codes {
     pub const LOCK_TIMEOUT_CAPPED: &str = "lock-timeout-capped";
     pub const POLICIES_INACTIVE: &str = "policies-inactive";
     pub const ROW_SECURITY_CARRIED: &str = "row-security-carried";
+    pub const ROW_SECURITY_TOOL_POLICY: &str = "row-security-tool-policy";
     pub const TRIGGERS_CARRIED: &str = "triggers-carried";
     pub const VIEW_REBOUND: &str = "view-rebound";
     pub const MATVIEW_REBUILT: &str = "matview-rebuilt";

@@ -104,7 +104,9 @@ fn bookkeeping(sql: &str) -> bool {
     ];
     let read_only = s.starts_with("SELECT ") && !writes.iter().any(|w| s.contains(w));
     read_only
-        || (s.starts_with("INSERT INTO repartition.") || s.starts_with("UPDATE repartition."))
+        || (s.starts_with("INSERT INTO repartition.")
+            || s.starts_with("UPDATE repartition.")
+            || s.starts_with("WITH e AS (INSERT INTO repartition.events"))
             && !s.contains("SET phase")
         || s == "START TRANSACTION"
         || s.starts_with("SET application_name = ")

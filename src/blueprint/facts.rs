@@ -71,4 +71,6 @@ pub struct SplitFacts {
     /// The partitioned table as it is now.
     pub info: Option<TableInfo>,
     pub taken: Vec<String>,
+    /// Whether the tool's role bypasses row-level security.
+    pub bypass_rls: bool,
 }

@@ -187,6 +187,13 @@ pub async fn split_facts(client: &Client, plan: &PlanFile, attached: &super::Blu
         min: None,
         info: None,
         taken: Vec::new(),
+        bypass_rls: client
+            .query_one(
+                "SELECT coalesce((SELECT rolsuper OR rolbypassrls FROM pg_catalog.pg_roles WHERE rolname = current_user), false)",
+                &[],
+            )
+            .await?
+            .get(0),
     };
     if attached.attach.is_none() {
         return Ok(f);

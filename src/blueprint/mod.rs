@@ -228,6 +228,12 @@ pub struct RowSecurity {
     pub enabled: bool,
     pub forced: bool,
     pub policies: Vec<crate::catalog::PolicyInfo>,
+    /// FORCE binds the tool's role, which cannot bypass row-level
+    /// security: for the migration a permissive policy for this role lets
+    /// the tool's own sessions see and write every row
+    /// (`shared::tool_policy`).
+    #[serde(default)]
+    pub tool_role: Option<String>,
 }
 
 #[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]

@@ -83,6 +83,12 @@ pub fn mirror(table: &QualifiedName) -> Mirror {
     }
 }
 
+/// The permissive policy that lets the tool's sessions see every row of a
+/// table whose FORCE ROW LEVEL SECURITY binds the tool's role.
+pub fn tool_policy(table: &QualifiedName) -> Ident {
+    table.name.derive("__tool")
+}
+
 /// The routing view's rule, triggers and functions.
 pub fn routing(table: &QualifiedName) -> Routing {
     let f = |s: &str| table.sibling(table.name.derive(s));

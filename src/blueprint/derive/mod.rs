@@ -84,6 +84,7 @@ fn split_preview(plan: &PlanFile, facts: &Facts, attach: &Blueprint) -> Option<B
         min: facts.min,
         info: facts.info.clone(),
         taken: Vec::new(),
+        bypass_rls: facts.access.as_ref().is_none_or(|a| a.bypass_rls),
     };
     split::split(plan, attach, &f).ok()
 }
@@ -173,6 +174,7 @@ pub fn draft(plan: &PlanFile, facts: &Facts) -> Result<Draft> {
             enabled: info.row_security,
             forced: info.force_row_security,
             policies: info.policies.clone(),
+            tool_role: table::tool_role(plan, info, facts.access.as_ref()),
         },
         triggers: info.trigger_defs.clone(),
         materialized: info

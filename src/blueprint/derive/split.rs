@@ -100,6 +100,15 @@ pub fn split(plan: &PlanFile, attached: &Blueprint, facts: &SplitFacts) -> Resul
         ))
         .into());
     }
+    // The first partition keeps the original's own policies: under FORCE
+    // they would hide rows from a tool that cannot bypass them, and the
+    // split reads that partition directly.
+    if bp.row_security.enabled && bp.row_security.forced && !facts.bypass_rls {
+        return Err(Refusal::new(format!(
+            "{table} has FORCE ROW LEVEL SECURITY, and its first partition keeps the original's policies, which bind the tool's role too: the split would move only the rows they let it see; run the split as a role with BYPASSRLS"
+        ))
+        .into());
+    }
     // The triggers as they are now; the split's view passes UPDATE and
     // DELETE on row by row, as the move method's does.
     if let Some(info) = &facts.info {

@@ -70,9 +70,35 @@ pub fn row_security(
     }
     let bypass = access.is_none_or(|a| a.bypass_rls);
     if info.force_row_security && !bypass {
-        acc.refuse(format!(
-            "{table} has FORCE ROW LEVEL SECURITY, so its policies bind its owner too and the tool's role would copy only the rows they let it see; run the migration as a role with BYPASSRLS"
-        ));
+        let restrictive: Vec<String> = info
+            .policies
+            .iter()
+            .filter(|p| !p.permissive)
+            .map(|p| p.name.to_string())
+            .collect();
+        if !restrictive.is_empty() {
+            acc.refuse(format!(
+                "{table} has FORCE ROW LEVEL SECURITY and the restrictive policies {}, which bind the tool's role too (no permissive policy can lift them), so the tool would move only the rows they let it see; run the migration as a role with BYPASSRLS",
+                restrictive.join(", ")
+            ));
+        } else if plan.spec.method != Method::Attach && !sees_every_row_a_home(plan) {
+            acc.refuse(format!(
+                "{table} has FORCE ROW LEVEL SECURITY, which binds the tool's role too: `plan` reads the keys only of the rows the policies let it see, so a row it cannot see might find no partition; set partition.default_partition: true (such rows then land there, and `maintain` moves them into partitions), or run the migration as a role with BYPASSRLS"
+            ));
+        } else if let Some(role) = tool_role(plan, info, access) {
+            acc.note(
+                codes::ROW_SECURITY_TOOL_POLICY,
+                format!(
+                    "{table} has FORCE ROW LEVEL SECURITY and the tool's role {} cannot bypass it: for the migration a permissive policy {} for that role lets only the tool's own sessions (which set repartition.tool) see and write every row, on the original and the partitioned table; the role owns the table and could lift FORCE itself, so it gains nothing, and every other role's policies are unchanged. The partitions are planned from the rows the policies let `plan` see; a row with another key lands in the default partition. The policy goes {}",
+                    crate::sql::quote_ident(&role),
+                    crate::blueprint::names::tool_policy(table),
+                    match plan.spec.method {
+                        Method::Move => "in the swap's transaction, or with the abort",
+                        _ => "with `migrate cleanup`, or with the abort",
+                    }
+                ),
+            );
+        }
     }
     let policies: Vec<&str> = info.policies.iter().map(|p| p.name.as_str()).collect();
     acc.note(codes::ROW_SECURITY_CARRIED, format!(
@@ -86,6 +112,27 @@ pub fn row_security(
             Method::Attach => "; the original keeps its own policies as the first partition",
         }
     ));
+}
+
+/// The role the tool's policy is for: FORCE ROW LEVEL SECURITY binds the
+/// tool's role, which has no BYPASSRLS, and no restrictive policy would
+/// still filter it. The attach method reads no row of the table, so it
+/// needs none.
+pub fn tool_role(plan: &PlanFile, info: &TableInfo, access: Option<&crate::access::AccessFacts>) -> Option<String> {
+    let a = access?;
+    let wanted = info.row_security
+        && info.force_row_security
+        && !a.bypass_rls
+        && plan.spec.method != Method::Attach
+        && sees_every_row_a_home(plan)
+        && info.policies.iter().all(|p| p.permissive);
+    wanted.then(|| a.me.clone())
+}
+
+/// Whether every row has a partition whatever its key: a default
+/// partition, or hash partitioning.
+fn sees_every_row_a_home(plan: &PlanFile) -> bool {
+    plan.spec.partition.default_partition || plan.spec.partition.by == crate::plan_file::Strategy::Hash
 }
 
 /// Rules, which the tool does not carry over yet, and an identity column

@@ -242,6 +242,19 @@ fn a_list_initial_the_key_cannot_take_is_the_plans_mistake() {
     );
 }
 
+/// The table's owner, with every privilege the run needs but BYPASSRLS.
+fn owner_without_bypass() -> crate::access::AccessFacts {
+    crate::access::AccessFacts {
+        me: "owner".into(),
+        owner: "owner".into(),
+        member: true,
+        schema_create: true,
+        db_create: true,
+        database: "app".into(),
+        ..Default::default()
+    }
+}
+
 #[test]
 fn row_security_is_carried_and_refused_only_where_it_cannot_hold() {
     let mut info = table("public", "events");
@@ -266,13 +279,40 @@ fn row_security_is_carried_and_refused_only_where_it_cannot_hold() {
     f.server.version_num = 140_011;
     let e = refusal(derive(&plan("public.events", "move", MONTHLY), &f));
     assert!(e.contains("use method sync or attach"), "{e}");
-    let mut f = facts(info);
-    f.access = Some(crate::access::AccessFacts {
-        bypass_rls: false,
-        ..Default::default()
-    });
+    // FORCE binds a tool's role without BYPASSRLS: move and sync give it a
+    // policy of its own, attach reads no row and needs none.
+    let mut f = facts(info.clone());
+    f.access = Some(owner_without_bypass());
+    // Without a default partition a row `plan` could not see might find
+    // no partition.
     let e = refusal(derive(&plan("public.events", "sync", MONTHLY), &f));
-    assert!(e.contains("run the migration as a role with BYPASSRLS"), "{e}");
+    assert!(e.contains("set partition.default_partition: true"), "{e}");
+    let with_default = format!("{MONTHLY}  default_partition: true\n");
+    for method in ["sync", "move"] {
+        let r = derive(&plan("public.events", method, &with_default), &f).unwrap();
+        assert_eq!(r.blueprint.row_security.tool_role.as_deref(), Some("owner"), "{method}");
+        assert!(
+            r.findings
+                .iter()
+                .any(|x| x.code == crate::findings::codes::ROW_SECURITY_TOOL_POLICY),
+            "{method}: {:?}",
+            r.findings
+        );
+    }
+    let r = derive(&plan("public.events", "attach", MONTHLY), &f).unwrap();
+    assert_eq!(r.blueprint.row_security.tool_role, None);
+    // The split reads the first partition, whose own policies bind it.
+    assert!(r.split.is_none());
+    // A restrictive policy would still filter the tool: refused.
+    let mut restricted = info;
+    restricted.policies[0].permissive = false;
+    let mut f = facts(restricted);
+    f.access = Some(owner_without_bypass());
+    let e = refusal(derive(&plan("public.events", "sync", &with_default), &f));
+    assert!(
+        e.contains("restrictive policies \"tenant\"") && e.contains("run the migration as a role with BYPASSRLS"),
+        "{e}"
+    );
 }
 
 /// The events table with `id` GENERATED ALWAYS AS IDENTITY instead of a

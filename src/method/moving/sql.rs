@@ -15,7 +15,9 @@ use crate::method::shared::routing::{
 };
 use crate::method::shared::swap::{identity_to, keep_comment, rename_keys, sequences_to};
 use crate::method::shared::triggers::{self, Side};
-use crate::method::shared::{lock_statement, overriding, restore_incoming_fks, session_limits, writable_columns};
+use crate::method::shared::{
+    drop_tool_policy, lock_statement, overriding, restore_incoming_fks, session_limits, tool_policy, writable_columns,
+};
 use crate::sql::{quote_literal, Statement};
 
 /// Route: the original steps aside and the view takes its name.
@@ -46,6 +48,8 @@ pub fn route(bp: &Blueprint) -> Vec<Statement> {
         "no autovacuum on the original while it empties: the tool vacuums it itself, and an autovacuum would make the swap wait",
         format!("ALTER TABLE {} SET (autovacuum_enabled = false)", bp.old),
     ));
+    // The batches read and empty it from now on.
+    s.extend(tool_policy(bp, &bp.old));
     s.extend(view_goes_live(bp));
     s
 }
@@ -67,6 +71,9 @@ pub fn swap(bp: &Blueprint) -> Vec<Statement> {
     s.extend(sequences_to(bp, &bp.table));
     s.extend(identity_to(bp, &bp.table));
     s.extend(keep_comment(bp, "TABLE"));
+    // Every row has moved: the tool reads neither table any more.
+    s.extend(drop_tool_policy(bp, &bp.table));
+    s.extend(drop_tool_policy(bp, &bp.old));
     s
 }
 
@@ -115,6 +122,7 @@ pub fn unroute(bp: &Blueprint) -> Vec<Statement> {
         ),
     ));
     s.extend(revert(bp));
+    s.extend(drop_tool_policy(bp, &bp.table));
     s
 }
 

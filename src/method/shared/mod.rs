@@ -191,6 +191,39 @@ pub fn row_security(bp: &Blueprint, target: &crate::sql::QualifiedName, force: b
     s
 }
 
+/// The tool's own permissive policy on `target`, when FORCE binds the
+/// tool's role (`RowSecurity::tool_role`): its sessions, which set
+/// `repartition.tool`, see and write every row; the application's
+/// sessions, of any role, are filtered as before.
+pub fn tool_policy(bp: &Blueprint, target: &crate::sql::QualifiedName) -> Vec<Statement> {
+    let Some(role) = &bp.row_security.tool_role else {
+        return Vec::new();
+    };
+    let guard = "pg_catalog.current_setting('repartition.tool', true) = 'on'";
+    vec![Statement::new(
+        "FORCE binds the tool's role too: its own sessions see and write every row for the migration",
+        format!(
+            "CREATE POLICY {} ON {target} AS PERMISSIVE FOR ALL TO {} USING ({guard}) WITH CHECK ({guard})",
+            crate::blueprint::names::tool_policy(&bp.table),
+            crate::sql::quote_ident(role)
+        ),
+    )]
+}
+
+/// The tool's policy goes from `target`.
+pub fn drop_tool_policy(bp: &Blueprint, target: &crate::sql::QualifiedName) -> Vec<Statement> {
+    if bp.row_security.tool_role.is_none() {
+        return Vec::new();
+    }
+    vec![Statement::new(
+        "the tool's own policy goes: the policies are the original's again",
+        format!(
+            "DROP POLICY IF EXISTS {} ON {target}",
+            crate::blueprint::names::tool_policy(&bp.table)
+        ),
+    )]
+}
+
 /// FORCE ROW LEVEL SECURITY on or off.
 pub fn force_row_security(target: &crate::sql::QualifiedName, on: bool) -> Statement {
     Statement::new(

@@ -125,6 +125,7 @@ pub fn statements(bp: &Blueprint) -> Vec<Statement> {
         shadow,
         bp.method != crate::plan_file::Method::Sync,
     ));
+    s.extend(super::tool_policy(bp, shadow));
     // The move method's view writes the partitioned table from the route
     // on: the table's triggers are there, silent for the tool.
     if bp.method == crate::plan_file::Method::Move && bp.split.is_none() {

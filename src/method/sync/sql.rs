@@ -16,8 +16,9 @@ use crate::method::shared::swap::{
 };
 use crate::method::shared::triggers;
 use crate::method::shared::{
-    drop_incoming_fks, force_row_security, hand_publications, lock_in_mode, lock_statement, overriding, prepare,
-    rebind_view, restore_incoming_fks, session_limits, settable_columns, writable_columns,
+    drop_incoming_fks, drop_tool_policy, force_row_security, hand_publications, lock_in_mode, lock_statement,
+    overriding, prepare, rebind_view, restore_incoming_fks, session_limits, settable_columns, tool_policy,
+    writable_columns,
 };
 use crate::sql::{list, QualifiedName, Statement};
 
@@ -234,6 +235,8 @@ pub fn prepare(bp: &Blueprint) -> Vec<Statement> {
         "SHARE ROW EXCLUSIVE",
     ));
     s.extend(forward_mirror(bp));
+    // The backfill and the verification read the original from now on.
+    s.extend(tool_policy(bp, &bp.table));
     s
 }
 
@@ -449,6 +452,7 @@ pub fn cleanup(bp: &Blueprint) -> Vec<Statement> {
         &[bp.table.to_string(), bp.old.to_string()],
     ));
     s.extend(drop_back(bp, &bp.table));
+    s.extend(drop_tool_policy(bp, &bp.table));
     s.push(Statement::new(
         "drop the retired original",
         format!("DROP TABLE {}", bp.old),
@@ -465,5 +469,6 @@ pub fn abort(bp: &Blueprint) -> Vec<Statement> {
         &[bp.table.to_string()],
     ));
     s.extend(drop_forward(bp, &bp.table));
+    s.extend(drop_tool_policy(bp, &bp.table));
     s
 }
