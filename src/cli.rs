@@ -458,7 +458,7 @@ async fn status(ctx: &Context, plan: &PlanFile, exact: bool, output: Output) -> 
         Vec::new()
     };
     let live = match &latest {
-        Some(m) => Some(crate::inspect::live(&client, m).await?),
+        Some(m) => Some(crate::live::live(&client, m).await?),
         None => None,
     };
     if output == Output::Json {

@@ -17,6 +17,8 @@ pub mod failpoint;
 pub mod findings;
 pub mod hooks;
 pub mod inspect;
+pub mod live;
+pub mod lock_counts;
 pub mod maintain;
 pub mod method;
 pub mod metrics;

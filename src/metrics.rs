@@ -2,46 +2,19 @@
 //! an HTTP endpoint Prometheus scrapes (`--metrics-listen`) and a textfile
 //! for node_exporter's collector (`--metrics-textfile`). Each scrape reads
 //! the control table on a connection of its own, so the figures are those
-//! `status` shows; the lock counters are this process's own.
+//! `status` shows; the lock counters are this process's own
+//! (`lock_counts`).
 
 use crate::control;
-use crate::report::metrics::{metrics_text, LastBatch, LockCounters, Scrape};
+use crate::report::metrics::{metrics_text, LastBatch, Scrape};
 use anyhow::{Context as _, Result};
 use std::net::SocketAddr;
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::sync::Mutex;
 use tokio_postgres::Client;
-
-static SECTIONS: AtomicU64 = AtomicU64::new(0);
-static HELD_US: AtomicU64 = AtomicU64::new(0);
-static WAITED_US: AtomicU64 = AtomicU64::new(0);
-static RETRIES: AtomicU64 = AtomicU64::new(0);
-
-/// A strong-lock section committed, having held its locks `held_ms` after
-/// its `LOCK` waited `wait_ms`.
-pub fn lock_section(held_ms: f64, wait_ms: f64) {
-    SECTIONS.fetch_add(1, Ordering::Relaxed);
-    HELD_US.fetch_add((held_ms.max(0.0) * 1000.0) as u64, Ordering::Relaxed);
-    WAITED_US.fetch_add((wait_ms.max(0.0) * 1000.0) as u64, Ordering::Relaxed);
-}
-
-/// A step stepped back from a lock timeout or a deadlock, to try again.
-pub fn lock_retry() {
-    RETRIES.fetch_add(1, Ordering::Relaxed);
-}
-
-fn counters() -> LockCounters {
-    LockCounters {
-        sections: SECTIONS.load(Ordering::Relaxed),
-        held_seconds: HELD_US.load(Ordering::Relaxed) as f64 / 1e6,
-        waited_seconds: WAITED_US.load(Ordering::Relaxed) as f64 / 1e6,
-        retries: RETRIES.load(Ordering::Relaxed),
-    }
-}
 
 /// Where the metrics go, from the command line.
 #[derive(Clone, Debug, Default)]
@@ -77,7 +50,7 @@ impl Source {
         let latest = control::latest(client, &self.table).await?;
         let (live, last_batch) = match &latest {
             Some(m) => (
-                Some(crate::inspect::live(client, m).await?),
+                Some(crate::live::live(client, m).await?),
                 control::last_batch(client, m.id)
                     .await?
                     .map(|(rows, seconds)| LastBatch { rows, seconds }),
@@ -88,7 +61,7 @@ impl Source {
             table: &self.table,
             migration: latest.as_ref().zip(live.as_ref()),
             last_batch,
-            locks: counters(),
+            locks: crate::lock_counts::now(),
         }))
     }
 }

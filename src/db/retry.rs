@@ -134,7 +134,7 @@ impl<'r> Retry<'r> {
             act_on_blockers(client, self.relations, action).await;
         }
         let wait = self.policy.backoff(self.n);
-        crate::metrics::lock_retry();
+        crate::lock_counts::retry();
         tracing::info!(step = self.what, attempt = self.n + 1, wait_ms = wait.as_millis() as u64, reason = %last, "lock not available; stepping back");
         tokio::time::sleep(wait).await;
         self.n += 1;

@@ -277,7 +277,7 @@ pub async fn transaction(
     let has_lock = stmts.iter().any(|st| st.sql.starts_with("LOCK TABLE"));
     let mut detail = format!("{what}: {held_ms:.1} ms");
     if has_lock {
-        crate::metrics::lock_section(held_ms, lock_wait_ms);
+        crate::lock_counts::section(held_ms, lock_wait_ms);
         tracing::info!(phase = what, held_ms, lock_wait_ms, "committed");
         detail.push_str(&format!(" (its LOCK waited {lock_wait_ms:.1} ms)"));
     } else {

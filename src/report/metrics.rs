@@ -2,19 +2,11 @@
 //! `status --output json`, read from the control table at each scrape,
 //! and the counters of this process's locks.
 
-use super::{rows_remaining, Live};
+use super::rows_remaining;
 use crate::control::{MigrationRow, Phase};
+use crate::inspect::Live;
+pub use crate::lock_counts::LockCounters;
 use std::fmt::Write;
-
-/// This process's strong-lock sections and lock-timeout retries, since it
-/// started.
-#[derive(Clone, Copy, Debug, Default, PartialEq)]
-pub struct LockCounters {
-    pub sections: u64,
-    pub held_seconds: f64,
-    pub waited_seconds: f64,
-    pub retries: u64,
-}
 
 /// The latest committed batch.
 #[derive(Clone, Copy, Debug, PartialEq)]

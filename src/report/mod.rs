@@ -321,20 +321,7 @@ pub fn plan(r: &Resolved, where_: &str) -> String {
     o
 }
 
-/// Live figures for `status`, read next to the control row.
-pub struct Live {
-    pub runner: Option<Runner>,
-    pub pages_left: Option<i64>,
-    pub rate: Option<f64>,
-    pub back_rate: Option<f64>,
-}
-
-/// The session of the runner attached to a migration.
-pub struct Runner {
-    pub pid: i32,
-    pub client: String,
-    pub since: chrono::DateTime<chrono::Utc>,
-}
+pub use crate::inspect::{Live, Runner};
 
 /// Rows still to move, and the seconds they take at the recent rate while
 /// rows move; none for a method that moves no rows (attach) or an abort.
