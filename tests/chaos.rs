@@ -116,6 +116,9 @@ struct Tally {
     /// The next named point and the next other fault, taken in turn.
     next_point: usize,
     next_other: usize,
+    /// Tries of the current other fault that did not happen; after three
+    /// the next kind is taken.
+    other_misses: usize,
 }
 
 impl Tally {
@@ -399,7 +402,6 @@ async fn round(
         (fault, code == 86, code, run.stderr().await)
     } else {
         let which = t.next_other % 4;
-        t.next_other += 1;
         match which {
             // The migrator's backends terminated by the server: the run
             // loses its connection and says so (exit 1).
@@ -512,6 +514,16 @@ async fn round(
         }
     } else {
         t.missed += 1;
+    }
+    // Each other fault is tried until it happens (or thrice), so that a
+    // run meets every kind.
+    if !fault.kill {
+        if happened || t.other_misses >= 2 {
+            t.next_other += 1;
+            t.other_misses = 0;
+        } else {
+            t.other_misses += 1;
+        }
     }
     if let Some(w) = workload {
         tokio::time::sleep(Duration::from_millis(50)).await;
