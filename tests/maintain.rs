@@ -67,6 +67,25 @@ fn steady_writer(db: &Db, sql: &'static str) -> (Arc<AtomicBool>, tokio::task::J
     (stop, writer)
 }
 
+/// Runs `maintain` with `plan` while a steady writer runs `write` and a
+/// reader holds `read` open in a transaction for its first 800 ms; what
+/// the run printed and what the writer saw.
+async fn maintain_behind_a_reader(db: &Db, plan: &str, read: &str, write: &'static str) -> (Run, Seen) {
+    let (stop, writer) = steady_writer(db, write);
+    let reader = db.client().await;
+    reader.batch_execute(&format!("BEGIN; {read};")).await.unwrap();
+    let run = tokio::spawn({
+        let db = db.clone();
+        let plan = plan.to_string();
+        async move { db.migrate(&["maintain", &plan]).await }
+    });
+    tokio::time::sleep(Duration::from_millis(800)).await;
+    reader.batch_execute("COMMIT").await.unwrap();
+    let run = run.await.unwrap();
+    stop.store(true, Ordering::Relaxed);
+    (run, writer.await.unwrap())
+}
+
 /// Premake behind a long reader of the whole table: the new partitions are
 /// created alone and attached (SHARE UPDATE EXCLUSIVE on the parent, which
 /// the reader's lock does not conflict with), so the run ends while the
@@ -175,25 +194,16 @@ async fn retention_detaches_archives_and_drops_without_blocking_writers() {
     let before = partitions(&db).await;
     let rows_before = db.scalar_i64("SELECT count(*) FROM audit").await;
 
-    // A writer on the parent for the whole run.
-    let (stop, writer) = steady_writer(&db, "INSERT INTO audit (at, what) VALUES (now(), 'live')");
-    // Someone reads the oldest partition in a long transaction: detach must
-    // wait for it without holding up the writer.
-    let reader = db.client().await;
-    reader
-        .batch_execute("BEGIN; SELECT count(*) FROM audit WHERE at < now() - interval '300 days';")
-        .await
-        .unwrap();
-    let run = tokio::spawn({
-        let db = db.clone();
-        let plan4 = plan4.clone();
-        async move { db.migrate(&["maintain", &plan4]).await }
-    });
-    tokio::time::sleep(Duration::from_millis(800)).await;
-    reader.batch_execute("COMMIT").await.unwrap();
-    let run = run.await.unwrap();
-    stop.store(true, Ordering::Relaxed);
-    let (worst, n, errors) = writer.await.unwrap();
+    // A writer on the parent for the whole run, and someone reading the
+    // oldest partition in a long transaction: detach must wait for it
+    // without holding up the writer.
+    let (run, (worst, n, errors)) = maintain_behind_a_reader(
+        &db,
+        &plan4,
+        "SELECT count(*) FROM audit WHERE at < now() - interval '300 days'",
+        "INSERT INTO audit (at, what) VALUES (now(), 'live')",
+    )
+    .await;
     run.ok();
     println!(
         "maintain with a writer on the parent: {n} inserts, slowest {worst:?}, lock_timeout 200ms\n{}",
@@ -282,22 +292,13 @@ async fn retention_drops_foreign_keys_alone_and_keeps_what_is_referenced() {
         .scalar_str("SELECT tableoid::regclass::text FROM audit ORDER BY at LIMIT 1")
         .await
         .unwrap();
-    let (stop, writer) = steady_writer(&db, "UPDATE actors SET seen = seen + 1 WHERE id = 7");
-    let reader = db.client().await;
-    reader
-        .batch_execute("BEGIN; SELECT count(*) FROM actors;")
-        .await
-        .unwrap();
-    let run = tokio::spawn({
-        let db = db.clone();
-        let plan = plan.clone();
-        async move { db.migrate(&["maintain", &plan]).await }
-    });
-    tokio::time::sleep(Duration::from_millis(800)).await;
-    reader.batch_execute("COMMIT").await.unwrap();
-    let run = run.await.unwrap();
-    stop.store(true, Ordering::Relaxed);
-    let (worst, n, errors) = writer.await.unwrap();
+    let (run, (worst, n, errors)) = maintain_behind_a_reader(
+        &db,
+        &plan,
+        "SELECT count(*) FROM actors",
+        "UPDATE actors SET seen = seen + 1 WHERE id = 7",
+    )
+    .await;
     run.ok();
     println!(
         "retention with foreign keys behind a reader of the referenced table: {n} writes to it, slowest {worst:?}, lock_timeout 200ms\n{}{}",
