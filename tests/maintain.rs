@@ -28,6 +28,14 @@ async fn partitioned(db: &Db, dir: &std::path::Path, extra: &str) -> String {
     plan
 }
 
+/// A copy of the plan file `plan` named `name`, with `from` replaced by
+/// `to`.
+fn variant(plan: &str, name: &str, from: &str, to: &str) -> String {
+    let path = plan.replace("a.yaml", name);
+    std::fs::write(&path, std::fs::read_to_string(plan).unwrap().replace(from, to)).unwrap();
+    path
+}
+
 async fn partitions(db: &Db) -> Vec<String> {
     db.client()
         .await
@@ -96,14 +104,7 @@ async fn premake_attaches_behind_a_long_reader_without_stalling_a_writer() {
     let db = cluster.database().await;
     let dir = scratch();
     let plan = partitioned(&db, dir.path(), "").await;
-    let plan4 = plan.replace("a.yaml", "a4.yaml");
-    std::fs::write(
-        &plan4,
-        std::fs::read_to_string(&plan)
-            .unwrap()
-            .replace("premake: 2", "premake: 5"),
-    )
-    .unwrap();
+    let plan4 = variant(&plan, "a4.yaml", "premake: 2", "premake: 5");
     db.exec("CREATE ROLE audit_owner; ALTER TABLE audit OWNER TO audit_owner")
         .await;
     let before = partitions(&db).await;
@@ -183,14 +184,7 @@ async fn retention_detaches_archives_and_drops_without_blocking_writers() {
     )
     .await;
     // The horizon grows: premake 4.
-    let plan4 = plan.replace("a.yaml", "a4.yaml");
-    std::fs::write(
-        &plan4,
-        std::fs::read_to_string(&plan)
-            .unwrap()
-            .replace("premake: 2", "premake: 4"),
-    )
-    .unwrap();
+    let plan4 = variant(&plan, "a4.yaml", "premake: 2", "premake: 4");
     let before = partitions(&db).await;
     let rows_before = db.scalar_i64("SELECT count(*) FROM audit").await;
 
@@ -364,12 +358,7 @@ async fn retention_drops_foreign_keys_alone_and_keeps_what_is_referenced() {
             .await,
         1
     );
-    let shorter = plan.replace("a.yaml", "a2.yaml");
-    std::fs::write(
-        &shorter,
-        std::fs::read_to_string(&plan).unwrap().replace("keep: 3", "keep: 2"),
-    )
-    .unwrap();
+    let shorter = variant(&plan, "a2.yaml", "keep: 3", "keep: 2");
     let before = partitions(&db).await;
     let kept = db.migrate(&["maintain", &shorter]).await;
     kept.ok();
@@ -431,14 +420,7 @@ async fn running_out_of_partitions_is_loud() {
     let dir = scratch();
     let plan = partitioned(&db, dir.path(), "").await;
     // A plan that premakes nothing, and no partition past the current one.
-    let plan0 = plan.replace("a.yaml", "a0.yaml");
-    std::fs::write(
-        &plan0,
-        std::fs::read_to_string(&plan)
-            .unwrap()
-            .replace("premake: 2", "premake: 0"),
-    )
-    .unwrap();
+    let plan0 = variant(&plan, "a0.yaml", "premake: 2", "premake: 0");
     db.exec(
         "DO $$ DECLARE r record; BEGIN
            FOR r IN SELECT c.oid::regclass AS p FROM pg_inherits i JOIN pg_class c ON c.oid = i.inhrelid
@@ -465,14 +447,7 @@ async fn maintain_reports_what_it_premade_as_json() {
     let dir = scratch();
     let plan = partitioned(&db, dir.path(), "").await;
     // The horizon grows by two months: two partitions to premake.
-    let plan4 = plan.replace("a.yaml", "a4.yaml");
-    std::fs::write(
-        &plan4,
-        std::fs::read_to_string(&plan)
-            .unwrap()
-            .replace("premake: 2", "premake: 4"),
-    )
-    .unwrap();
+    let plan4 = variant(&plan, "a4.yaml", "premake: 2", "premake: 4");
     let before = partitions(&db).await;
     let run = db.migrate(&["maintain", &plan4, "--output", "json"]).await;
     run.ok();
