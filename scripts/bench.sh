@@ -302,12 +302,19 @@ traffic_stop() {
 }
 
 # Rows 1 to 3: copies into the hand-made partitioned table.
-run_copy() {   # single | idrange | serverloop
+run_copy() {   # single | singlemove | idrange | serverloop
     local mode=$1 l0 maxid lo pages
     fresh_db
     q -d "$DB" <<<"$PART_DDL"
     if [ "$mode" = single ]; then
         echo "INSERT INTO events_part SELECT * FROM events;" > "$C/copy.sql"
+    elif [ "$mode" = singlemove ]; then
+        # The move method's own limit: a copy and a delete, the whole
+        # table in one statement, with the batches' work_mem.
+        cat > "$C/copy.sql" <<'SQL'
+SET work_mem = '64MB';
+WITH moved AS (DELETE FROM ONLY events RETURNING *) INSERT INTO events_part SELECT * FROM moved;
+SQL
     elif [ "$mode" = serverloop ]; then
         # The move's own statement and settings, looped inside the server:
         # what the statement costs with no client, no bookkeeping, no
@@ -510,6 +517,7 @@ bench() {   # name label kind command...: only if --only lets the label through
 
 contender limit "physical limit: one INSERT … SELECT" single
 measure run_copy single
+bench singlemove "single-statement move: WITH m AS (DELETE … RETURNING *) INSERT …" singlemove run_copy singlemove
 bench idrange "plain id-range copy, $ID_STEP ids per transaction" idrange run_copy idrange
 bench serverloop "the move's statement looped in the server, $LOOP_ROWS rows a batch, no client" serverloop run_copy serverloop
 

@@ -103,6 +103,7 @@ def tool_figures(d):
             out["held"][m.group(1)] = {"ms": ms, "lock_wait_ms": wait, "from": at - (ms + wait) / 1000, "to": at}
     # Sync builds its non-unique indexes after the backfill and advances to
     # 'backfilled' once they (and an ANALYZE) are done.
+    out["swapped_at"] = min((at for at, kind, _ in events if kind == "swapped"), default=None)
     done = min((at for at, kind, _ in events if kind in ("backfilled", "verify")), default=None)
     if batches and done is not None:
         out["index_build_s"] = done - max(b[3] for b in batches)
@@ -274,6 +275,10 @@ def contenders(base):
             t = tool_figures(d)
             bs = t.pop("batch_rows_ms")
             c.update(t)
+            # What the user waits for: from the command's start to the
+            # swap's commit, when the table under its name is partitioned.
+            if t.get("swapped_at") and timed.get("start"):
+                c["to_swap_s"] = t["swapped_at"] - timed["start"]
             c["method"] = meta.get("method")
             c["partitioned"] = meta.get("partitioned") == "t"
         elif c["kind"] == "idrange":
@@ -288,7 +293,7 @@ def contenders(base):
             c["copy_s"] = c["wall_s"]
             c["partman_version"] = meta.get("partman_version")
             c["left_in_default"] = int(meta.get("left_in_default") or 0)
-        elif c["kind"] in ("single", "serverloop"):
+        elif c["kind"] in ("single", "singlemove", "serverloop"):
             c["copy_s"] = c["wall_s"]
         first, last, ratio = tenths(bs)
         c["ms_per_1k_rows_first_tenth"], c["ms_per_1k_rows_last_tenth"], c["ms_per_1k_rows_ratio"] = first, last, ratio
@@ -304,10 +309,16 @@ def contenders(base):
     # The faster run of the limit: ratios then err against the contenders.
     limits = [c for c in out if c["kind"] == "single" and c["status"] == "ok" and c.get("copy_s")]
     limit = min(limits, key=lambda c: c["copy_s"]) if limits else None
+    singlemove = next((c for c in out if c["kind"] == "singlemove" and c["status"] == "ok" and c.get("copy_s")), None)
     for c in out:
         # Speeds relative to the limit: 1.00 is as fast, above 1 faster.
         if limit and c.get("copy_s"):
             c["x_limit"] = limit["copy_s"] / c["copy_s"]
+        if limit and c.get("to_swap_s"):
+            c["to_swap_x_limit"] = limit["wall_s"] / c["to_swap_s"]
+        # The move's own limit: a copy and a delete in one statement.
+        if singlemove and c.get("copy_s") and c["kind"] == "tool":
+            c["x_single_move"] = singlemove["copy_s"] / c["copy_s"]
         if limit and c.get("wall_s") and c["kind"] not in ("baseline", "view") and c["status"] == "ok":
             c["wall_x_limit"] = limit["wall_s"] / c["wall_s"]
     return out
@@ -330,13 +341,15 @@ def print_tables(run, cs):
     print(f"Repartitioning {int(run['rows']):,} rows ({int(run['table_bytes']) / 2**20:,.0f} MB with indexes) "
           f"into monthly partitions; PostgreSQL {run['server_version']}, {run['cpus']} CPUs; migrate {run['migrate_commit']}")
     print("wall s: the whole command (the tool: apply, with its index builds, analyze, swap and drop);"
+          " to swap s: the tool, from its start to the swap's commit (the table partitioned under its name);"
+          " × 1-stmt move: the single-statement move's copy s over the contender's (the move's own limit);"
           " copy s: the rows' part (the tool: its first batch to its last, main pass; sync: the backfill);"
           " × limit and wall × limit: speed relative to the physical limit, the faster of its two runs' copy s (wall s) over the"
           " contender's, 1.00 as fast, above 1 faster; ms/1k: the batches' own time per 1,000 rows"
           " in the first and the last tenth of the rows; index s: sync's deferred index build after"
           " the backfill; * the best batch size")
     print()
-    head = ["contender", "wall s", "copy s", "rows/s", "× limit", "wall × limit", "batches",
+    head = ["contender", "wall s", "to swap s", "to swap × limit", "copy s", "rows/s", "× limit", "× 1-stmt move", "wall × limit", "batches",
             "ms/1k first 10%", "ms/1k last 10%", "last/first", "index s", "WAL MB", "RSS MB", "swap held ms"]
     rows = []
     for c in cs:
@@ -347,8 +360,10 @@ def print_tables(run, cs):
             rows.append([label, c["note"] or "failed"])
             continue
         rows.append([
-            label, f(c["wall_s"]), f(c.get("copy_s")), f(c.get("rows_per_s"), "{:,.0f}"),
-            f(c.get("x_limit"), "{:.2f}"), f(c.get("wall_x_limit"), "{:.2f}"), f(c.get("batches"), "{:d}"),
+            label, f(c["wall_s"]), f(c.get("to_swap_s")), f(c.get("to_swap_x_limit"), "{:.2f}"),
+            f(c.get("copy_s")), f(c.get("rows_per_s"), "{:,.0f}"),
+            f(c.get("x_limit"), "{:.2f}"), f(c.get("x_single_move"), "{:.2f}"), f(c.get("wall_x_limit"), "{:.2f}"),
+            f(c.get("batches"), "{:d}"),
             f(c["ms_per_1k_rows_first_tenth"], "{:.2f}"), f(c["ms_per_1k_rows_last_tenth"], "{:.2f}"),
             f(c["ms_per_1k_rows_ratio"], "{:.2f}"),
             f(c.get("index_build_s") if c.get("method") == "sync" else None),
@@ -487,6 +502,9 @@ def main():
         "figures": {
             "x_limit": "the physical limit's copy_s (the faster of its two runs) over the contender's: 1 as fast, above 1 faster",
             "wall_x_limit": "the physical limit's wall_s over the contender's",
+            "to_swap_s": "the tool: from the command's start to the swap's commit (the table under its name partitioned)",
+            "to_swap_x_limit": "the physical limit's wall_s over the contender's to_swap_s",
+            "x_single_move": "the single-statement move's copy_s over the contender's copy_s (the move method's own limit)",
             "ms_per_1k_rows_first_tenth": "the batches' own time per 1,000 rows, over those that moved the first tenth of the rows (last_tenth likewise)",
             "index_build_s": "sync: from the last backfill batch's end to the phase 'backfilled' (index builds and ANALYZE)",
             "index_build_log_s": "sync: the tool's 'partition indexes built' log line",

@@ -63,6 +63,9 @@ pub struct Mover<'a> {
     /// The application's statements, watched while the routing view
     /// stands, and when they were last looked at.
     watch: Option<(crate::preflight::Watch, Option<Instant>)>,
+    /// Told once the main pass is nine tenths through, so that work which
+    /// needs the rows almost all in (the statistics) overlaps its end.
+    near_end: Option<tokio::sync::oneshot::Sender<()>>,
 }
 
 /// The throttle conditions read the statistics views, which costs more
@@ -153,6 +156,7 @@ impl<'a> Mover<'a> {
             throttle_checked: None,
             row: m,
             watch: None,
+            near_end: None,
         })
     }
 
@@ -231,6 +235,7 @@ impl<'a> Mover<'a> {
                     throttle_checked: None,
                     row: self.row,
                     watch: None,
+                    near_end: None,
                 }
                 .into_range(kind, to),
             );
@@ -325,8 +330,20 @@ impl<'a> Mover<'a> {
         Ok(self.parallel(RouteKind::Backfill, &route, end).await?.0)
     }
 
+    /// `tx` is told once the main pass is nine tenths through its pages;
+    /// dropped unsent if the pass ends (or was past that) before.
+    pub fn tell_near_end(&mut self, tx: tokio::sync::oneshot::Sender<()>) {
+        self.near_end = Some(tx);
+    }
+
     /// The main pass and the sweeps, from the recorded cursor.
     pub async fn run_forward(&mut self) -> Result<Pass> {
+        let r = self.forward().await;
+        self.near_end = None;
+        r
+    }
+
+    async fn forward(&mut self) -> Result<Pass> {
         self.watch_the_view();
         let route = self.route_of(RouteKind::Move).await?;
         self.estimate(&self.bp.old.clone()).await?;
@@ -344,7 +361,6 @@ impl<'a> Mover<'a> {
             if self.cursor >= end {
                 if self.sweeps == 0 || (moved_this_pass > 0 && self.sweeps < MAX_SWEEPS) {
                     crate::failpoint::hit("move:before-sweep");
-                    vacuum(self.client, self.bp, &self.bp.old).await;
                     control::begin_sweep(self.client, self.id).await?;
                     self.sweeps += 1;
                     let (first, after) = self.rows_span(size).await?;
@@ -376,7 +392,6 @@ impl<'a> Mover<'a> {
     pub async fn sweep_once(&mut self) -> Result<Pass> {
         self.watch_the_view();
         let route = self.route_of(RouteKind::Move).await?;
-        vacuum(self.client, self.bp, &self.bp.old).await;
         let size = pages_of(self.client, &self.bp.old).await?;
         let (first, after) = self.rows_span(size).await?;
         self.cursor = first;
@@ -466,6 +481,11 @@ impl<'a> Mover<'a> {
             }
             None => (to, self.rows_moved, self.rate.per_sec()),
         };
+        if self.primary && self.sweeps == 0 && pages_done * 10 >= end * 9 {
+            if let Some(tx) = self.near_end.take() {
+                let _ = tx.send(());
+            }
+        }
         if self.primary {
             self.ctx.reporter.progress(MoveProgress {
                 pages_done: pages_done.max(0) as u64,

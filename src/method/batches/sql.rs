@@ -175,14 +175,13 @@ pub fn wal_compression_setting() -> Statement {
     )
 }
 
-/// The VACUUM after the main pass and before each sweep. Its truncation of
-/// the emptied end takes an ACCESS EXCLUSIVE lock in short spells, letting
-/// go whenever a statement waits; without it the file keeps its size until
-/// the drop, and every page VACUUM dirtied is written back in the meantime,
-/// which at 10 million rows held up the swap's commit for up to a second.
+/// The VACUUM of the partitions an abort has emptied, before the last
+/// rows move back under the unroute's lock with a scan of every partition.
+/// The move forward needs none: its emptied original is dropped, and its
+/// sweeps and swap find the rows left through the row-identity index.
 pub fn vacuum_statement(rel: &QualifiedName) -> Statement {
     Statement::new(
-        "after the main pass: clear dead rows and give the emptied pages at the end back, so sweeps and the swap read little",
+        "once every row is back: clear the dead rows and give the emptied pages back, so the unroute reads little",
         format!("VACUUM {rel}"),
     )
 }

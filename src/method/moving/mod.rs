@@ -11,7 +11,7 @@ use crate::blueprint::Blueprint;
 use crate::control::Phase;
 use crate::exec::tx::Record;
 use crate::exec::{Context, Flow, Session};
-use crate::method::batches::sql::{estimate_part, row_pages, vacuum_statement, BatchSql};
+use crate::method::batches::sql::{estimate_part, row_pages, BatchSql};
 use crate::method::batches::{Mover, Pass};
 use crate::method::shared::{prepare, swap::sequences_catch_up};
 use crate::method::{analyze_and_record, run_plain, How, Part, Step};
@@ -45,7 +45,7 @@ pub fn swap_relations(bp: &Blueprint) -> Vec<String> {
         .collect()
 }
 
-/// The main pass's parts: batches, the VACUUM and the span of each sweep.
+/// The main pass's parts: batches and the span of each sweep.
 pub fn move_parts(bp: &Blueprint) -> Vec<Part> {
     let mut v = vec![
         estimate_part(&bp.old),
@@ -54,12 +54,6 @@ pub fn move_parts(bp: &Blueprint) -> Vec<Part> {
             How::Batches,
             "over the pages of the original, then sweeps over the pages that still hold rows",
             BatchSql::forward(bp).statements(),
-        ),
-        Part::new(
-            "vacuum",
-            How::Alone,
-            "after the main pass and before each sweep (best effort)",
-            vec![vacuum_statement(&bp.old)],
         ),
     ];
     if bp.split.is_none() {
@@ -80,7 +74,6 @@ pub fn before_swap(bp: &Blueprint) -> Vec<Part> {
     for p in &mut v {
         p.when = match p.key {
             "batch" => "one more sweep for rows updated behind the cursor since the main pass",
-            "vacuum" => "before that sweep (best effort)",
             _ => "before that sweep",
         };
     }
@@ -116,11 +109,7 @@ pub fn steps_with(bp: &Blueprint, route: Part, swap: Part) -> Vec<Step> {
             from: Some(Phase::Routed),
             to: Some(Phase::Moved),
             summary: "rows move in batches, one transaction each, while the application works through the view",
-            parts: [
-                move_parts(bp),
-                analyze_and_record(&bp.shadow, Phase::Routed, Phase::Moved),
-            ]
-            .concat(),
+            parts: [move_parts(bp), statistics_and_record(bp)].concat(),
         },
         Step {
             name: "swap",
@@ -133,14 +122,23 @@ pub fn steps_with(bp: &Blueprint, route: Part, swap: Part) -> Vec<Step> {
             name: "finish",
             from: Some(Phase::Swapped),
             to: Some(Phase::Finished),
-            summary: if bp.settings.keep_old {
-                "the emptied original is kept, as the plan says"
-            } else {
-                "its own transaction after the swap: the emptied original goes"
+            summary: match (bp.settings.keep_old, bp.split.is_some()) {
+                (true, false) => "its own transaction after the swap: autovacuum back on the partitions; the emptied original is kept, as the plan says",
+                (false, false) => "its own transaction after the swap: autovacuum back on the partitions, and the emptied original goes",
+                (true, true) => "the emptied original is kept, as the plan says",
+                (false, true) => "its own transaction after the swap: the emptied original goes",
             },
             parts: [crate::method::shared::materialized::parts(bp), vec![finish(bp)]].concat(),
         },
     ]
+}
+
+/// The partitioned table's statistics, beside the main pass's end, then
+/// the step's record.
+fn statistics_and_record(bp: &Blueprint) -> Vec<Part> {
+    let mut v = analyze_and_record(&bp.shadow, Phase::Routed, Phase::Moved);
+    v[0].when = "on a connection of its own once the main pass is nine tenths through, beside its last batches and the sweeps (after them when a resumed run is past that point)";
+    v
 }
 
 fn finish(bp: &Blueprint) -> Part {
@@ -149,6 +147,7 @@ fn finish(bp: &Blueprint) -> Part {
         .iter()
         .map(|f| f.referenced.to_string())
         .chain([bp.old.to_string()])
+        .chain(bp.leaves().iter().filter(|_| bp.split.is_none()).map(|l| l.to_string()))
         .collect();
     Part::new("finish", How::Transaction, "after the swap", sql::finish(bp))
         .recording(Record::Advance(Phase::Swapped, Phase::Finished))
@@ -161,9 +160,14 @@ pub fn steps(bp: &Blueprint) -> Vec<Step> {
         from: Some(Phase::Planned),
         to: Some(Phase::Prepared),
         summary: "one transaction: the partitioned table, empty, with its partitions, keys and indexes",
-        parts: vec![Part::new("prepare", How::Transaction, "first", prepare::statements(bp))
-            .recording(Record::Advance(Phase::Planned, Phase::Prepared))
-            .locking(prepare_relations(bp))],
+        parts: vec![Part::new(
+            "prepare",
+            How::Transaction,
+            "first",
+            [prepare::statements(bp), sql::partitions_fill_quietly(bp)].concat(),
+        )
+        .recording(Record::Advance(Phase::Planned, Phase::Prepared))
+        .locking(prepare_relations(bp))],
     };
     let route = Part::new("route", How::Transaction, "once", sql::route(bp))
         .recording(Record::Advance(Phase::Prepared, Phase::Routed))
@@ -176,6 +180,14 @@ pub fn steps(bp: &Blueprint) -> Vec<Step> {
     v
 }
 
+/// The statistics part on a connection of its own, beside the batches.
+async fn analyze_aside(ctx: &Context, bp: &Blueprint, part: &Part, id: i64) -> Result<()> {
+    let mut cfg = ctx.cfg.clone();
+    cfg.application_name(format!("migrate {} (statistics)", bp.method.as_str()));
+    let client = crate::db::connect(&cfg).await?;
+    part.run(&client, &bp.settings, "move", id).await
+}
+
 /// Runs one step of the move method (or of a split, which moves the same
 /// way).
 pub async fn run(ctx: &Context, s: &mut Session, step: &Step) -> Result<Flow> {
@@ -184,13 +196,28 @@ pub async fn run(ctx: &Context, s: &mut Session, step: &Step) -> Result<Flow> {
     match step.name {
         "prepare" | "route" | "finish" => run_plain(&s.client, &bp, step, id).await?,
         "move" => {
+            let analyze = step.part("analyze")?;
             let mut mover = Mover::new(ctx, &mut s.client, &s.m, &bp.old).await?;
-            if let Pass::Stopped = mover.run_forward().await? {
+            let (near_end, told) = tokio::sync::oneshot::channel();
+            mover.tell_near_end(near_end);
+            // The statistics overlap the main pass's last tenth and the
+            // sweeps, on a connection of their own.
+            let early = async {
+                if told.await.is_err() {
+                    return None;
+                }
+                Some(analyze_aside(ctx, &bp, analyze, id).await)
+            };
+            let (pass, analyzed) = tokio::join!(mover.run_forward(), early);
+            drop(mover);
+            if let Pass::Stopped = pass? {
                 return Ok(Flow::Stopped);
             }
-            for key in ["analyze", "record"] {
-                step.part(key)?.run(&s.client, &bp.settings, step.name, id).await?;
+            match analyzed {
+                Some(r) => r?,
+                None => analyze.run(&s.client, &bp.settings, step.name, id).await?,
             }
+            step.part("record")?.run(&s.client, &bp.settings, step.name, id).await?;
         }
         "swap" => {
             let mut mover = Mover::new(ctx, &mut s.client, &s.m, &bp.old).await?;

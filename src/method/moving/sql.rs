@@ -54,6 +54,42 @@ pub fn route(bp: &Blueprint) -> Vec<Statement> {
     s
 }
 
+/// Prepare's addition: no autovacuum on the partitions while they fill.
+/// Every partition takes a million inserts' worth of autovacuum work on
+/// the way, which competes with the batches for the server's cores, and a
+/// vacuum still running on one makes the swap's lock wait (a lock timeout
+/// per try, until it ends); the tool analyzes them itself before the swap.
+pub fn partitions_fill_quietly(bp: &Blueprint) -> Vec<Statement> {
+    bp.leaves()
+        .into_iter()
+        .map(|leaf| {
+            Statement::new(
+                "no autovacuum on a partition while rows move in: it would compete with the batches and make the swap wait",
+                format!("ALTER TABLE {leaf} SET (autovacuum_enabled = false)"),
+            )
+        })
+        .collect()
+}
+
+/// After the swap, in the finish's transaction (a lock that blocks no
+/// reader or writer, and none of the swap's time): each partition's
+/// autovacuum as the original's storage parameters say.
+fn partitions_vacuum_again(bp: &Blueprint) -> Vec<Statement> {
+    let setting = bp.storage.iter().find_map(|o| o.strip_prefix("autovacuum_enabled="));
+    bp.leaves()
+        .into_iter()
+        .map(|leaf| {
+            Statement::new(
+                "autovacuum on the partition as on the original",
+                match setting {
+                    Some(v) => format!("ALTER TABLE {leaf} SET (autovacuum_enabled = {})", quote_literal(v)),
+                    None => format!("ALTER TABLE {leaf} RESET (autovacuum_enabled)"),
+                },
+            )
+        })
+        .collect()
+}
+
 /// Swap: the last stragglers move and the partitioned table takes the name.
 pub fn swap(bp: &Blueprint) -> Vec<Statement> {
     let mut s = session_limits(bp);
@@ -79,14 +115,17 @@ pub fn swap(bp: &Blueprint) -> Vec<Statement> {
 
 /// Finish: the emptied original goes, in its own transaction.
 pub fn finish(bp: &Blueprint) -> Vec<Statement> {
-    if bp.settings.keep_old {
-        return Vec::new();
-    }
     let mut s = session_limits(bp);
-    s.push(Statement::new(
-        "drop the emptied original",
-        format!("DROP TABLE {}", bp.old),
-    ));
+    // A split's partitions never had theirs turned off.
+    if bp.split.is_none() {
+        s.extend(partitions_vacuum_again(bp));
+    }
+    if !bp.settings.keep_old {
+        s.push(Statement::new(
+            "drop the emptied original",
+            format!("DROP TABLE {}", bp.old),
+        ));
+    }
     s
 }
 
