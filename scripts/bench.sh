@@ -18,6 +18,7 @@
 #   scripts/bench.sh --json PATH        # default: ./bench-results.json
 #   scripts/bench.sh --sizes "5000 10000 20000 50000"   # batch sizes tried for "best"
 #   scripts/bench.sh --rate 100         # the application's transactions/s (200)
+#   scripts/bench.sh --budgets "2x"     # throttle.latency budgets run with traffic ("1.5x 2x 4x")
 #   scripts/bench.sh --only REGEX       # only contenders whose label matches
 #   scripts/bench.sh --gentle-variants "A=/path/bin B=/path/bin"
 #                                       # the gentle move again with each binary
@@ -36,6 +37,7 @@ SIZES="5000 10000 20000 50000"
 ID_STEP=10000        # ids per transaction of the plain id-range copy
 LOOP_ROWS=5000       # rows per batch of the server-side move loop
 RATE=200             # the application's transactions per second
+BUDGETS="1.5x 2x 4x" # throttle.latency budgets measured with traffic
 ONLY=
 VARIANTS=
 while [ $# -gt 0 ]; do
@@ -47,6 +49,7 @@ while [ $# -gt 0 ]; do
         --json=*) JSON=${1#*=} ;;
         --sizes) SIZES=${2:?--sizes needs a list}; shift ;;
         --rate) RATE=${2:?--rate needs a number}; shift ;;
+        --budgets) BUDGETS=${2?--budgets needs a list (may be empty)}; shift ;;
         --only) ONLY=${2:?--only needs a regular expression}; shift ;;
         --only=*) ONLY=${1#*=} ;;
         --gentle-variants) VARIANTS=${2:?--gentle-variants needs NAME=BIN pairs}; shift ;;
@@ -302,7 +305,7 @@ traffic_stop() {
 }
 
 # Rows 1 to 3: copies into the hand-made partitioned table.
-run_copy() {   # single | singlemove | idrange | serverloop
+run_copy() {   # single | singlemove | idrange | limitloop | serverloop
     local mode=$1 l0 maxid lo pages
     fresh_db
     q -d "$DB" <<<"$PART_DDL"
@@ -314,6 +317,26 @@ run_copy() {   # single | singlemove | idrange | serverloop
         cat > "$C/copy.sql" <<'SQL'
 SET work_mem = '64MB';
 WITH moved AS (DELETE FROM ONLY events RETURNING *) INSERT INTO events_part SELECT * FROM moved;
+SQL
+    elif [ "$mode" = limitloop ]; then
+        # The naive loop of the write-ups: take the next rows with a LIMIT
+        # until none are left; each statement reads past the dead rows the
+        # ones before left at the head of the table.
+        cat > "$C/copy.sql" <<SQL
+CREATE PROCEDURE limit_loop(n int) LANGUAGE plpgsql AS \$\$
+DECLARE
+    moved bigint;
+BEGIN
+    LOOP
+        WITH m AS (DELETE FROM ONLY events WHERE id IN (SELECT id FROM ONLY events LIMIT n) RETURNING *)
+        INSERT INTO events_part SELECT * FROM m;
+        GET DIAGNOSTICS moved = ROW_COUNT;
+        COMMIT;
+        EXIT WHEN moved = 0;
+    END LOOP;
+END
+\$\$;
+CALL limit_loop($LOOP_ROWS);
 SQL
     elif [ "$mode" = serverloop ]; then
         # The move's own statement and settings, looped inside the server:
@@ -372,7 +395,7 @@ SQL
     drop_db
 }
 
-make_plan() {   # method, then batch: lines (size left out means the default)
+make_plan() {   # method, batch: lines (size left out means the default), [more top-level keys]
     awk -v m="$1" -v extra="$2" '
         /^table:/ { print "table: public.events"; next }
         /^method:/ { print "method: " m; next }
@@ -381,15 +404,22 @@ make_plan() {   # method, then batch: lines (size left out means the default)
         { print }
         /^batch:/ { printf "%s", extra }
     ' plans/workflow_events.yaml
+    printf '%s' "${3:-}"
 }
 
 # Rows 3 to 5: the tool. $2 is the batch: section without its key, one
 # "key: value" per line; with $3 = traffic, the application runs meanwhile;
 # $4 is another binary to run.
 run_tool() {
-    local method=$1 batch=$2 traffic=${3:-} bin=${4:-$MIGRATE} l0 rc=0 url
+    local method=$1 batch=$2 traffic=${3:-} bin=${4:-$MIGRATE} budget=${5:-} l0 rc=0 url throttle=
+    if [ -n "$budget" ]; then
+        throttle="throttle:
+  latency: $budget
+"
+        put latency_budget "$budget"
+    fi
     make_plan "$method" "$(printf '%s' "$batch" | sed 's/^/  /')
-" > "$C/plan.yaml"
+" "$throttle" > "$C/plan.yaml"
     put method "$method"
     fresh_db
     url="host=$PGHOST port=$PGPORT user=postgres dbname=$DB"
@@ -519,6 +549,7 @@ contender limit "physical limit: one INSERT … SELECT" single
 measure run_copy single
 bench singlemove "single-statement move: WITH m AS (DELETE … RETURNING *) INSERT …" singlemove run_copy singlemove
 bench idrange "plain id-range copy, $ID_STEP ids per transaction" idrange run_copy idrange
+bench limitloop "the naive LIMIT loop: DELETE … WHERE id IN (SELECT id … LIMIT $LOOP_ROWS) RETURNING, in the server" limitloop run_copy limitloop
 bench serverloop "the move's statement looped in the server, $LOOP_ROWS rows a batch, no client" serverloop run_copy serverloop
 
 bench move-default "move, default settings" tool run_tool move ""
@@ -539,6 +570,15 @@ bench partman "pg_partman partition_data_proc" partman run_partman
 
 bench move-traffic "move, default settings, with traffic" tool run_tool move "" traffic
 bench gentle-traffic "move, gentle mode, with traffic" tool run_tool move "mode: gentle" traffic
+# The latency budget: the application's p99 and the speed at each, per
+# method, beside the same methods with no budget.
+for b in $BUDGETS; do
+    bench "move-latency-$b-traffic" "move, latency budget $b, with traffic" tool run_tool move "" traffic "$MIGRATE" "$b"
+done
+bench sync-traffic "sync, default settings, with traffic" tool run_tool sync "" traffic
+for b in $BUDGETS; do
+    bench "sync-latency-$b-traffic" "sync, latency budget $b, with traffic" tool run_tool sync "" traffic "$MIGRATE" "$b"
+done
 for i in "${!VARIANT_NAMES[@]}"; do
     n=${VARIANT_NAMES[$i]}
     want "gentle $n" || continue

@@ -77,6 +77,7 @@ pub mod codes {
     pub const NO_UNIQUE_KEY: &str = "no-unique-key";
     pub const KEY_COLUMN_ADDED: &str = "key-column-added";
     pub const LOCK_TIMEOUT_CAPPED: &str = "lock-timeout-capped";
+    pub const LATENCY_BUDGET_METHOD_COST: &str = "latency-budget-method-cost";
     pub const POLICIES_INACTIVE: &str = "policies-inactive";
     pub const ROW_SECURITY_CARRIED: &str = "row-security-carried";
     pub const ROW_SECURITY_TOOL_POLICY: &str = "row-security-tool-policy";

@@ -17,6 +17,7 @@ pub mod failpoint;
 pub mod findings;
 pub mod hooks;
 pub mod inspect;
+pub mod latency;
 pub mod live;
 pub mod lock_counts;
 pub mod maintain;

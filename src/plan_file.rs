@@ -95,6 +95,76 @@ pub struct ThrottleSpec {
     /// A query returning one boolean: true means "wait".
     #[serde(default)]
     pub check: Option<String>,
+    /// How much slower the application may get while rows move: the run
+    /// holds it by feedback (the latency module).
+    #[serde(default)]
+    pub latency: Option<LatencyBudget>,
+}
+
+/// `throttle.latency`: `2x` (a multiple of the commit latency measured
+/// before the first batch) or `15ms` (an absolute ceiling).
+#[derive(Clone, Copy, Debug, Deserialize, Serialize, PartialEq)]
+#[serde(try_from = "DurationText", into = "String")]
+pub enum LatencyBudget {
+    Times(f64),
+    Ms(f64),
+}
+
+impl LatencyBudget {
+    /// The ceiling in milliseconds, given the baseline.
+    pub fn ceiling_ms(self, baseline_ms: f64) -> f64 {
+        match self {
+            LatencyBudget::Times(f) => f * baseline_ms,
+            LatencyBudget::Ms(ms) => ms,
+        }
+    }
+}
+
+impl From<LatencyBudget> for String {
+    fn from(b: LatencyBudget) -> String {
+        match b {
+            LatencyBudget::Times(f) => format!("{f}x"),
+            LatencyBudget::Ms(ms) => format!("{ms}ms"),
+        }
+    }
+}
+
+impl TryFrom<DurationText> for LatencyBudget {
+    type Error = String;
+    fn try_from(v: DurationText) -> Result<Self, String> {
+        let bad = |t: &str| format!("`{t}` is not a latency budget such as 2x, 1.5x or 15ms");
+        let text = match v {
+            DurationText::Number(n) => return Err(bad(&n.to_string())),
+            DurationText::Text(t) => t,
+        };
+        let t = text.trim();
+        let (num, times) = if let Some(n) = t.strip_suffix('x') {
+            (n, true)
+        } else if let Some(n) = t.strip_suffix("ms") {
+            (n, false)
+        } else if let Some(n) = t.strip_suffix('s') {
+            let secs: f64 = n.trim().parse().map_err(|_| bad(t))?;
+            return LatencyBudget::try_from(DurationText::Text(format!("{}ms", secs * 1000.0)));
+        } else {
+            return Err(bad(t));
+        };
+        let n: f64 = num.trim().parse().map_err(|_| bad(t))?;
+        if !n.is_finite() {
+            return Err(bad(t));
+        }
+        if times {
+            if n <= 1.0 {
+                return Err(format!(
+                    "`{t}` leaves the application no room: a multiple of its latency above 1, such as 1.5x or 2x"
+                ));
+            }
+            Ok(LatencyBudget::Times(n))
+        } else if n > 0.0 {
+            Ok(LatencyBudget::Ms(n))
+        } else {
+            Err(format!("`{t}` must be above zero"))
+        }
+    }
 }
 
 #[derive(Clone, Debug, Deserialize, Serialize, PartialEq)]
@@ -960,6 +1030,16 @@ mod tests {
         );
         let e = err(&MINIMAL.replace("batch:\n  size: 5000\n", "batch: 5000\n"));
         assert!(e.contains("batch (line 7) must be a mapping of keys"), "{e}");
+        let budget = |v: &str| {
+            PlanFile::parse("p.yaml", &format!("{MINIMAL}throttle:\n  latency: {v}\n")).map(|p| p.spec.throttle.latency)
+        };
+        assert_eq!(budget("2x").unwrap(), Some(LatencyBudget::Times(2.0)));
+        assert_eq!(budget("1.5x").unwrap(), Some(LatencyBudget::Times(1.5)));
+        assert_eq!(budget("15ms").unwrap(), Some(LatencyBudget::Ms(15.0)));
+        assert_eq!(budget("0.5s").unwrap(), Some(LatencyBudget::Ms(500.0)));
+        for bad in ["1x", "0.5x", "fast", "0ms", "-3ms", "15"] {
+            assert!(budget(bad).is_err(), "{bad} was taken");
+        }
         let e = err(&format!("{MINIMAL}throttle:\n  max_slot_wal_mb: 0\n"));
         assert!(
             e.contains("throttle.max_slot_wal_mb (line 10) must be a whole number above zero"),

@@ -642,9 +642,13 @@ async fn chaos(method: Method) {
         let db = cluster.database().await;
         seed_rows(&db, rows).await;
         let dir = scratch();
+        // Few retries, so that a held lock can exhaust them (exit 3); not
+        // so few that the application's own traffic does: a swap that
+        // locks the referenced table first meets the application's child
+        // inserts, which lock it last, and steps back from each such cycle.
         let text = event_plan(
             200,
-            "  pause: 2ms\nlocks:\n  lock_timeout: 100ms\n  statement_timeout: 20s\n  retries: 4\n",
+            "  pause: 2ms\nlocks:\n  lock_timeout: 100ms\n  statement_timeout: 20s\n  retries: 8\n",
         )
         .replace("method: move", &format!("method: {}", method.name()));
         let plan = db.plan_file(dir.path(), "chaos.yaml", &text);

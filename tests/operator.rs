@@ -547,3 +547,137 @@ async fn metrics_are_served_while_a_migration_runs() {
         run.stderr
     );
 }
+
+async fn status_doc(db: &Db, plan: &str) -> serde_json::Value {
+    let json = db.migrate(&["status", plan, "--output", "json"]).await;
+    json.ok();
+    serde_json::from_str(&json.stdout).unwrap()
+}
+
+/// A budget no pace can hold (an absolute 0.001 ms): the run learns the
+/// baseline before its first batch, halves its batches down to the
+/// slowest, then rests after each, and `status` says that the method's
+/// own cost is above the budget. Killed and resumed, it keeps the baseline
+/// it learned; the operator's batch size wins over the budget, and every
+/// row arrives once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_latency_budget_slows_the_batches_and_status_says_what_it_measures() {
+    let cluster = Cluster::start();
+    let db = cluster.database().await;
+    seed(&db, 20, 40_000).await;
+    let before = all_events(&db).await;
+    let dir = scratch();
+    let plan = db.plan_file(
+        dir.path(),
+        "p.yaml",
+        &event_plan(500, "  pause: 100ms\nthrottle:\n  latency: 0.001ms\n"),
+    );
+    let plan = plan.to_str().unwrap().to_string();
+    let p = db.migrate(&["plan", &plan]).await;
+    p.ok();
+    assert!(
+        p.stdout.contains("SET LOCAL synchronous_commit = local"),
+        "{}",
+        p.stdout
+    );
+    assert!(!p.stdout.contains("latency-budget-method-cost"), "{}", p.stdout);
+    let mut runner = db.command(&["apply", &plan], &[]).spawn().unwrap();
+    // The slowest pace: batches of 5% of the plan's 500 rows, then rests.
+    let start = Instant::now();
+    let doc = loop {
+        assert!(
+            start.elapsed() < Duration::from_secs(90),
+            "the run never reached its slowest pace"
+        );
+        tokio::time::sleep(Duration::from_millis(250)).await;
+        let doc = status_doc(&db, &plan).await;
+        if doc["migration"]["batch_rows"] == 25
+            && doc["migration"]["latency"]["doing"]
+                .as_str()
+                .is_some_and(|d| d.contains("ms of rest after each") && !d.contains(" 0 ms of rest"))
+        {
+            break doc;
+        }
+    };
+    assert_json_documented(&doc);
+    let l = &doc["migration"]["latency"];
+    assert_eq!(l["budget"], "0.001ms", "{doc}");
+    assert_eq!(l["ceiling_ms"], 0.001, "{doc}");
+    let baseline = l["baseline_ms"].as_f64().unwrap();
+    assert!(baseline > 0.0, "{doc}");
+    assert!(l["measured_ms"].as_f64().unwrap() > 0.001, "{doc}");
+    assert!(l["doing"].as_str().unwrap().starts_with("over the budget"), "{doc}");
+    assert_eq!(
+        doc["migration"]["batch_size_source"], "set by the latency budget",
+        "{doc}"
+    );
+    let status = db.migrate(&["status", &plan]).await;
+    assert!(
+        status.stdout.contains("Latency budget: 0.001ms (baseline ") && status.stdout.contains("over the budget"),
+        "{}",
+        status.stdout
+    );
+    // Rests after the batches, as the budget asks.
+    let gaps = db
+        .scalar_i64(
+            "SELECT count(*) FROM (SELECT started_at - lag(finished_at) OVER (ORDER BY batch_no) AS gap \
+             FROM repartition.batches) g WHERE gap > interval '115 ms'",
+        )
+        .await;
+    assert!(gaps > 0, "no batch rested longer than the plan's pause");
+    runner.start_kill().unwrap();
+    runner.wait().await.unwrap();
+
+    // The operator's batch size wins; the resumed run keeps its baseline.
+    db.migrate(&["set", &plan, "batch-size", "20000"]).await.ok();
+    db.migrate(&["resume", &plan]).await.ok();
+    let doc = status_doc(&db, &plan).await;
+    assert_eq!(doc["migration"]["state"], "done", "{doc}");
+    assert_eq!(
+        doc["migration"]["latency"]["baseline_ms"].as_f64(),
+        Some(baseline),
+        "{doc}"
+    );
+    assert_eq!(all_events(&db).await, before);
+    assert_eq!(
+        db.scalar_i64("SELECT count(*) FROM ONLY public.workflow_events").await,
+        0,
+        "rows left in the parent"
+    );
+}
+
+/// A budget with room to spare (an absolute 10 s) lets the run go as fast
+/// as the plan allows; a multiple below what the view costs the
+/// application on its own is noted by `plan`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_latency_budget_with_room_runs_at_the_plans_pace_and_plan_notes_a_tight_one() {
+    let cluster = Cluster::start();
+    let db = cluster.database().await;
+    seed(&db, 20, 30_000).await;
+    let dir = scratch();
+    let tight = db.plan_file(
+        dir.path(),
+        "tight.yaml",
+        &event_plan(500, "throttle:\n  latency: 1.5x\n"),
+    );
+    let p = db.migrate(&["plan", tight.to_str().unwrap()]).await;
+    p.ok();
+    assert!(
+        p.stdout.contains("latency-budget-method-cost") && p.stdout.contains("the view in front of the table"),
+        "{}",
+        p.stdout
+    );
+    let plan = db.plan_file(
+        dir.path(),
+        "p.yaml",
+        &event_plan(500, "  pause: 100ms\nthrottle:\n  latency: 10s\n"),
+    );
+    let plan = plan.to_str().unwrap();
+    db.migrate(&["apply", plan]).await.ok();
+    let doc = status_doc(&db, plan).await;
+    let l = &doc["migration"]["latency"];
+    assert_eq!(l["budget"], "10000ms", "{doc}");
+    assert_eq!(l["doing"], "under the budget: as fast as the plan allows", "{doc}");
+    assert!(l["measured_ms"].as_f64().unwrap() < 10_000.0, "{doc}");
+    assert_eq!(doc["migration"]["batch_rows"], 500, "{doc}");
+}

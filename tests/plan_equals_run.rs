@@ -307,6 +307,26 @@ async fn the_move_method_sends_what_plan_printed() {
     .await;
 }
 
+/// Under a latency budget the batches commit differently and a probe runs
+/// beside them, on a connection of its own: both as `plan` printed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_move_method_under_a_latency_budget_sends_what_plan_printed() {
+    let cluster = logging_cluster();
+    let db = cluster.database().await;
+    seed(&db, 20, 3000).await;
+    let dir = scratch();
+    let yaml = event_plan(300, "throttle:\n  latency: 4x\n");
+    let plan = db.plan_file(dir.path(), "p.yaml", &yaml).to_str().unwrap().to_string();
+    check(
+        &cluster,
+        &db,
+        &plan,
+        &[(&["apply"], None)],
+        &phases(&["prepare", "route", "move", "swap", "finish"]),
+    )
+    .await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_move_methods_abort_sends_what_plan_printed() {
     let cluster = logging_cluster();

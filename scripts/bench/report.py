@@ -280,6 +280,7 @@ def contenders(base):
             if t.get("swapped_at") and timed.get("start"):
                 c["to_swap_s"] = t["swapped_at"] - timed["start"]
             c["method"] = meta.get("method")
+            c["latency_budget"] = meta.get("latency_budget") or None
             c["partitioned"] = meta.get("partitioned") == "t"
         elif c["kind"] == "idrange":
             read = lambda name: open(f"{d}/{name}").read().split() if os.path.exists(f"{d}/{name}") else []
@@ -293,7 +294,7 @@ def contenders(base):
             c["copy_s"] = c["wall_s"]
             c["partman_version"] = meta.get("partman_version")
             c["left_in_default"] = int(meta.get("left_in_default") or 0)
-        elif c["kind"] in ("single", "singlemove", "serverloop"):
+        elif c["kind"] in ("single", "singlemove", "limitloop", "serverloop"):
             c["copy_s"] = c["wall_s"]
         first, last, ratio = tenths(bs)
         c["ms_per_1k_rows_first_tenth"], c["ms_per_1k_rows_last_tenth"], c["ms_per_1k_rows_ratio"] = first, last, ratio
@@ -405,6 +406,27 @@ def print_tables(run, cs):
                          f(a["clients_aborted"], "{:d}")])
         table(head, rows)
         print("insert, update, select: each statement's p99 without lag, ms")
+
+        budgets = [c for c in periods if c.get("method") and c["kind"] == "tool"]
+        if base and any(c.get("latency_budget") for c in budgets):
+            print()
+            print("The latency budget (throttle.latency): the application's p99 as pgbench measures it, against the"
+                  " baseline period's, and the tool's speed; target: with 2x, p99 within 2x of the baseline while"
+                  " the move runs at 0.3x the limit or faster")
+            print()
+            head = ["method", "budget", "p99 ms", "p99 ×base", "p99 w/o lag ms", "w/o lag ×base", "rows/s",
+                    "× limit", "to swap s"]
+            rows = []
+            for c in sorted(budgets, key=lambda c: (c["method"], c.get("latency_budget") or "~")):
+                a = c.get("application")
+                if not a:
+                    continue
+                ratio = lambda k: (a[k] / base[k]) if a[k] and base[k] else None
+                rows.append([c["method"], c.get("latency_budget") or "none", f(a["p99_ms"], "{:.2f}"),
+                             f(ratio("p99_ms"), "{:.2f}"), f(a["p99_without_lag_ms"], "{:.2f}"),
+                             f(ratio("p99_without_lag_ms"), "{:.2f}"), f(c.get("rows_per_s"), "{:,.0f}"),
+                             f(c.get("x_limit"), "{:.2f}"), f(c.get("to_swap_s"))])
+            table(head, rows)
 
         print()
         print("What the application's statements waited on: shares of the samples of its active statements"

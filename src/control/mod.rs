@@ -102,6 +102,10 @@ pub struct MigrationRow {
     pub paused_by: Option<String>,
     /// The latest section that took a strong lock on the table.
     pub last_lock: Option<LockHold>,
+    /// The latency budget's baseline, latest measurement and action.
+    pub latency_baseline_ms: Option<f64>,
+    pub latency_ms: Option<f64>,
+    pub latency_doing: Option<String>,
 }
 
 /// A section that took a strong lock: how long it held it, how long its
@@ -117,7 +121,8 @@ pub struct LockHold {
 const COLUMNS: &str = "id, method, table_name, state, phase, blueprint, plan_source, cursor_block, sweeps, rows_moved, rows_total, \
     batches, abort_step, abort_partition, abort_block, rows_moved_back, created_at, updated_at, move_started_at, finished_at, last_error, \
     paused, paused_reason, batch_rows_override, pause_ms_override, batch_rows_chosen, throttled, waiting_for_swap, swap_requested, \
-    paused_at, paused_by, last_lock_step, last_lock_held_ms, last_lock_wait_ms, last_lock_at";
+    paused_at, paused_by, last_lock_step, last_lock_held_ms, last_lock_wait_ms, last_lock_at, \
+    latency_baseline_ms, latency_ms, latency_doing";
 
 fn from_row(r: &tokio_postgres::Row) -> Result<MigrationRow> {
     let bp: serde_json::Value = r.get("blueprint");
@@ -165,7 +170,34 @@ fn from_row(r: &tokio_postgres::Row) -> Result<MigrationRow> {
                 .get::<_, Option<chrono::DateTime<chrono::Utc>>>("last_lock_at")
                 .unwrap_or_default(),
         }),
+        latency_baseline_ms: r.get("latency_baseline_ms"),
+        latency_ms: r.get("latency_ms"),
+        latency_doing: r.get("latency_doing"),
     })
+}
+
+/// The latency budget's baseline, once learned.
+pub async fn set_latency_baseline(client: &impl GenericClient, id: i64, ms: f64) -> Result<()> {
+    client
+        .execute(
+            "UPDATE repartition.migrations SET latency_baseline_ms = $2 WHERE id = $1",
+            &[&id, &ms],
+        )
+        .await
+        .context("cannot record the latency baseline")?;
+    Ok(())
+}
+
+/// The latency budget's latest measurement and what the run does about it.
+pub async fn set_latency(client: &impl GenericClient, id: i64, ms: f64, doing: &str) -> Result<()> {
+    client
+        .execute(
+            "UPDATE repartition.migrations SET latency_ms = $2, latency_doing = $3 WHERE id = $1",
+            &[&id, &ms, &doing],
+        )
+        .await
+        .context("cannot record the latency measurement")?;
+    Ok(())
 }
 
 /// Creates or upgrades the control schema.

@@ -73,6 +73,15 @@ BEGIN
             ADD COLUMN IF NOT EXISTS last_lock_wait_ms float8,
             ADD COLUMN IF NOT EXISTS last_lock_at timestamptz;
     END IF;
+    -- The latency budget: the baseline learned before the first batch,
+    -- the latest measurement and what the run does about it.
+    IF NOT EXISTS (SELECT 1 FROM pg_attribute WHERE attrelid = 'repartition.migrations'::regclass
+                     AND attname = 'latency_baseline_ms' AND NOT attisdropped) THEN
+        ALTER TABLE repartition.migrations
+            ADD COLUMN IF NOT EXISTS latency_baseline_ms float8,
+            ADD COLUMN IF NOT EXISTS latency_ms float8,
+            ADD COLUMN IF NOT EXISTS latency_doing text;
+    END IF;
 END $$;
 
 -- One unfinished migration per table.

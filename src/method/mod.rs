@@ -266,6 +266,23 @@ pub fn analyze_and_record(rel: &crate::sql::QualifiedName, from: Phase, to: Phas
     ]
 }
 
+/// With `throttle.latency`: the probe the budget goes by, beside the
+/// batches of a step that moves or copies rows (`crate::latency`).
+pub fn latency_probe(bp: &Blueprint) -> Vec<Part> {
+    if bp.settings.throttle.latency.is_none() {
+        return Vec::new();
+    }
+    vec![Part::new(
+        "latency probe",
+        How::Plain,
+        "with throttle.latency: ten times a second on a connection of its own, beside the batches; its first 30 before the first batch are the baseline",
+        vec![Statement::new(
+            "a transaction id and a commit, as the application's writes commit: the latency the budget holds",
+            crate::latency::PROBE,
+        )],
+    )]
+}
+
 /// A part that only writes the step's control record.
 pub fn record_part(from: Phase, to: Phase) -> Part {
     Part::new("record", How::Transaction, "last", Vec::new()).recording(Record::Advance(from, to))

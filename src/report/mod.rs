@@ -390,6 +390,13 @@ pub fn status_json(
                 "waiting_for_swap": m.waiting_for_swap,
                 "swap_requested": m.swap_requested,
                 "last_lock": m.last_lock,
+                "latency": m.blueprint.settings.throttle.latency.map(|b| serde_json::json!({
+                    "budget": String::from(b),
+                    "baseline_ms": m.latency_baseline_ms,
+                    "ceiling_ms": m.latency_baseline_ms.map(|ms| b.ceiling_ms(ms)),
+                    "measured_ms": m.latency_ms,
+                    "doing": m.latency_doing,
+                })),
                 "operator_settings": {
                     "batch_rows": m.batch_rows_override,
                     "pause_ms": m.pause_ms_override,
@@ -405,10 +412,29 @@ pub fn status_json(
     })
 }
 
+/// The latency budget in `status`: the budget, what the probe measures
+/// against it, and what the run does about it.
+fn latency_line(b: crate::plan_file::LatencyBudget, m: &MigrationRow) -> String {
+    let budget = String::from(b);
+    match (m.latency_baseline_ms, m.latency_ms) {
+        (None, _) => format!("Latency budget: {budget}; the baseline is learned before the first batch"),
+        (Some(base), None) => format!(
+            "Latency budget: {budget} (commits {base:.2} ms at the 95th percentile before the first batch, ceiling {:.2} ms)",
+            b.ceiling_ms(base)
+        ),
+        (Some(base), Some(now)) => format!(
+            "Latency budget: {budget} (baseline {base:.2} ms, ceiling {:.2} ms): commits take {now:.2} ms now; {}",
+            b.ceiling_ms(base),
+            m.latency_doing.as_deref().unwrap_or("")
+        ),
+    }
+}
+
 /// Why the batch size is what it is.
 pub fn batch_size_source(m: &MigrationRow) -> String {
     match (m.batch_rows_override, m.blueprint.settings.target_ms) {
         (Some(_), _) => "set by the operator".into(),
+        (None, _) if m.blueprint.settings.throttle.latency.is_some() => "set by the latency budget".into(),
         (None, Some(t)) => format!("tuned toward batches of {t}ms"),
         (None, None) => "as the plan fixes it".into(),
     }
@@ -525,6 +551,9 @@ pub fn status(m: &MigrationRow, live: &Live) -> String {
         if m.state == "active" && matches!(m.phase, Phase::Routed | Phase::Prepared) {
             let _ = writeln!(o, "Batch size: {} rows, {}", thousands(n), batch_size_source(m));
         }
+    }
+    if let Some(b) = m.blueprint.settings.throttle.latency {
+        let _ = writeln!(o, "{}", latency_line(b, m));
     }
     match (&m.paused_reason, m.paused) {
         (Some(why), true) => {

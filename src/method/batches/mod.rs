@@ -66,6 +66,18 @@ pub struct Mover<'a> {
     /// Told once the main pass is nine tenths through, so that work which
     /// needs the rows almost all in (the statistics) overlaps its end.
     near_end: Option<tokio::sync::oneshot::Sender<()>>,
+    /// The latency budget's probe and feedback (the primary only; the
+    /// other workers take its pace from `Shared`).
+    budget: Option<Budget>,
+    /// This worker's number in a parallel pass, the primary's 0.
+    worker: i64,
+}
+
+/// The latency budget while batches run.
+struct Budget {
+    probe: crate::latency::Probe,
+    ctl: crate::latency::Controller,
+    adjusted: Instant,
 }
 
 /// The throttle conditions read the statistics views, which costs more
@@ -88,6 +100,15 @@ async fn prepare_controls(client: &Client) -> Result<Prepared> {
 struct Shared {
     rows: AtomicI64,
     pages: AtomicI64,
+    /// The latency budget's pace, set by the primary: the batch size in
+    /// rows and the rest after each batch.
+    budget_rows: AtomicI64,
+    budget_rest_ms: AtomicI64,
+    /// How many workers run batches now (the others wait between two),
+    /// while the primary's range lasts; 0 means all.
+    budget_active: AtomicI64,
+    /// The primary's range is done: no worker waits any more.
+    primary_done: std::sync::atomic::AtomicBool,
 }
 
 /// Which statement a route's batches run.
@@ -157,6 +178,8 @@ impl<'a> Mover<'a> {
             row: m,
             watch: None,
             near_end: None,
+            budget: None,
+            worker: 0,
         })
     }
 
@@ -199,6 +222,10 @@ impl<'a> Mover<'a> {
         let shared = Arc::new(Shared::default());
         shared.pages.store(self.cursor, Ordering::Relaxed);
         shared.rows.store(self.rows_moved, Ordering::Relaxed);
+        shared.budget_rows.store(self.batch_rows as i64, Ordering::Relaxed);
+        if let Some(b) = &self.budget {
+            shared.budget_rest_ms.store(b.ctl.rest_ms as i64, Ordering::Relaxed);
+        }
         self.shared = Some(shared.clone());
         let start = self.cursor;
         let mut clients = Vec::new();
@@ -236,12 +263,19 @@ impl<'a> Mover<'a> {
                     row: self.row,
                     watch: None,
                     near_end: None,
+                    budget: None,
+                    worker: w,
                 }
                 .into_range(kind, to),
             );
         }
         let first_end = start + chunk;
-        let (mine, others) = tokio::join!(self.pass(route, first_end), futures_util::future::try_join_all(helpers));
+        let primary = async {
+            let r = self.pass(route, first_end).await;
+            shared.primary_done.store(true, Ordering::Relaxed);
+            r
+        };
+        let (mine, others) = tokio::join!(primary, futures_util::future::try_join_all(helpers));
         self.shared = None;
         let (pass, mut moved) = mine?;
         let mut stopped = matches!(pass, Pass::Stopped);
@@ -324,10 +358,100 @@ impl<'a> Mover<'a> {
         let source = self.bp.table.clone();
         let route = self.route_of(RouteKind::Backfill).await?;
         self.estimate(&source).await?;
+        self.start_budget().await?;
         // Pages added after the backfill started hold only rows the mirror
         // has written already; the pass ends at the size it started with.
         let end = pages_of(self.client, &source).await?;
         Ok(self.parallel(RouteKind::Backfill, &route, end).await?.0)
+    }
+
+    /// With a latency budget: the probe starts, and the baseline is learned
+    /// from its first probes before the first batch (or read back from the
+    /// control table, where the first run recorded it).
+    async fn start_budget(&mut self) -> Result<()> {
+        let Some(budget) = self.bp.settings.throttle.latency else {
+            return Ok(());
+        };
+        if self.budget.is_some() {
+            return Ok(());
+        }
+        let probe = crate::latency::Probe::start(&self.ctx.cfg, self.bp.method.as_str()).await?;
+        let recorded: Option<f64> = self
+            .client
+            .query_one(
+                "SELECT latency_baseline_ms FROM repartition.migrations WHERE id = $1",
+                &[&self.id],
+            )
+            .await?
+            .get(0);
+        let baseline = match recorded {
+            Some(ms) => ms,
+            None => {
+                self.ctx.reporter.phase(
+                    "latency",
+                    "learning the application's commit latency before the first batch",
+                );
+                while probe.count() < crate::latency::BASELINE_SAMPLES && !self.ctx.stopping() {
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                }
+                let ms = crate::latency::baseline(&probe).unwrap_or(1.0).max(0.05);
+                control::set_latency_baseline(&*self.client, self.id, ms).await?;
+                ms
+            }
+        };
+        let ctl = crate::latency::Controller::new(budget, baseline, self.bp.settings.workers);
+        tracing::info!(
+            baseline_ms = baseline,
+            ceiling_ms = ctl.ceiling_ms(),
+            "latency budget: commits of the application's kind are measured beside the batches"
+        );
+        self.budget = Some(Budget {
+            probe,
+            ctl,
+            adjusted: Instant::now(),
+        });
+        Ok(())
+    }
+
+    /// One step of the latency budget's feedback, at most every
+    /// `latency::WINDOW`: the batch size and the rest from the latest
+    /// measurement, recorded for `status`.
+    async fn steer(&mut self) -> Result<()> {
+        let Some(b) = &mut self.budget else {
+            return Ok(());
+        };
+        if b.adjusted.elapsed() < crate::latency::WINDOW {
+            return Ok(());
+        }
+        let Some(ms) = b.probe.p95(crate::latency::WINDOW) else {
+            return Ok(());
+        };
+        b.adjusted = Instant::now();
+        b.ctl.observe(ms);
+        let (scale, rest, active) = (b.ctl.scale, b.ctl.rest_ms, b.ctl.active);
+        control::set_latency(&*self.client, self.id, ms, &b.ctl.describe()).await?;
+        if !self.operator_size {
+            self.batch_rows = ((self.bp.settings.batch_rows as f64 * scale).round() as u64).max(1);
+        }
+        if let Some(sh) = &self.shared {
+            sh.budget_rows.store(self.batch_rows as i64, Ordering::Relaxed);
+            sh.budget_rest_ms.store(rest as i64, Ordering::Relaxed);
+            sh.budget_active.store(i64::from(active), Ordering::Relaxed);
+        }
+        Ok(())
+    }
+
+    /// The rest after a batch that the latency budget asks for.
+    fn budget_rest(&self) -> Duration {
+        if self.bp.settings.throttle.latency.is_none() {
+            return Duration::ZERO;
+        }
+        let ms = match (&self.budget, &self.shared) {
+            (Some(b), _) => b.ctl.rest_ms as i64,
+            (None, Some(sh)) => sh.budget_rest_ms.load(Ordering::Relaxed),
+            (None, None) => 0,
+        };
+        Duration::from_millis(ms.max(0) as u64)
     }
 
     /// `tx` is told once the main pass is nine tenths through its pages;
@@ -346,6 +470,7 @@ impl<'a> Mover<'a> {
     async fn forward(&mut self) -> Result<Pass> {
         self.watch_the_view();
         let route = self.route_of(RouteKind::Move).await?;
+        self.start_budget().await?;
         self.estimate(&self.bp.old.clone()).await?;
         // A pass resumed in the middle may have moved rows before the crash:
         // count it as having moved some, so that one more sweep follows.
@@ -392,6 +517,7 @@ impl<'a> Mover<'a> {
     pub async fn sweep_once(&mut self) -> Result<Pass> {
         self.watch_the_view();
         let route = self.route_of(RouteKind::Move).await?;
+        self.start_budget().await?;
         let size = pages_of(self.client, &self.bp.old).await?;
         let (first, after) = self.rows_span(size).await?;
         self.cursor = first;
@@ -504,6 +630,33 @@ impl<'a> Mover<'a> {
             // itself for a while after each batch.
             tokio::time::sleep(self.last_took * GENTLE_REST_PERCENT / 100).await;
         }
+        // The latency budget's pace: the primary's own, the others' from it.
+        if self.bp.settings.throttle.latency.is_some() && self.budget.is_none() && !self.operator_size {
+            if let Some(sh) = &self.shared {
+                let n = sh.budget_rows.load(Ordering::Relaxed);
+                if n > 0 {
+                    self.batch_rows = n as u64;
+                }
+            }
+        }
+        let rest = self.budget_rest();
+        if !rest.is_zero() {
+            tokio::time::sleep(rest).await;
+        }
+        // A worker the budget has stopped waits here, between two batches,
+        // until it may run again or the primary's range is done.
+        while let Some(sh) = &self.shared {
+            let active = sh.budget_active.load(Ordering::Relaxed);
+            if self.worker == 0
+                || active == 0
+                || self.worker < active
+                || sh.primary_done.load(Ordering::Relaxed)
+                || self.ctx.stopping()
+            {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
         Ok(())
     }
 
@@ -513,6 +666,10 @@ impl<'a> Mover<'a> {
         let (Some(target), false) = (self.bp.settings.target_ms, self.operator_size) else {
             return;
         };
+        // A latency budget sets the size itself.
+        if self.bp.settings.throttle.latency.is_some() {
+            return;
+        }
         let ms = took.num_milliseconds().max(1) as f64;
         if rows <= 0 {
             return;
@@ -617,6 +774,7 @@ impl<'a> Mover<'a> {
             return Ok(());
         }
         self.throttle_checked = Some(Instant::now());
+        self.steer().await?;
         let mut waited = false;
         while let Some(why) = crate::throttle::reason(self.client, &self.bp.settings.throttle, &self.source).await? {
             if !waited {

@@ -141,7 +141,12 @@ pub fn pages_statement(rel: &QualifiedName) -> String {
 /// with a local flush: an asynchronous batch's WAL waits in the buffers for
 /// the application's next commit to flush it, which then waits for it.
 pub fn commit_setting(bp: &Blueprint) -> Statement {
-    if bp.settings.gentle {
+    if bp.settings.throttle.latency.is_some() {
+        Statement::new(
+            "under a latency budget: each batch flushes its own WAL at commit, so the application's commits do not wait to flush it",
+            "SET LOCAL synchronous_commit = local",
+        )
+    } else if bp.settings.gentle {
         Statement::new(
             "gentle: each batch flushes its own WAL at commit, so the application's commits do not wait to flush it",
             "SET LOCAL synchronous_commit = local",

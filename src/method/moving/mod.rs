@@ -47,7 +47,8 @@ pub fn swap_relations(bp: &Blueprint) -> Vec<String> {
 
 /// The main pass's parts: batches and the span of each sweep.
 pub fn move_parts(bp: &Blueprint) -> Vec<Part> {
-    let mut v = vec![
+    let mut v = crate::method::latency_probe(bp);
+    v.extend([
         estimate_part(&bp.old),
         Part::new(
             "batch",
@@ -55,7 +56,7 @@ pub fn move_parts(bp: &Blueprint) -> Vec<Part> {
             "over the pages of the original, then sweeps over the pages that still hold rows",
             BatchSql::forward(bp).statements(),
         ),
-    ];
+    ]);
     if bp.split.is_none() {
         v.push(Part::new(
             "sweep span",
@@ -74,6 +75,7 @@ pub fn before_swap(bp: &Blueprint) -> Vec<Part> {
     for p in &mut v {
         p.when = match p.key {
             "batch" => "one more sweep for rows updated behind the cursor since the main pass",
+            "latency probe" => p.when,
             _ => "before that sweep",
         };
     }

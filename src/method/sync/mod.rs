@@ -23,7 +23,8 @@ use anyhow::{bail, Result};
 pub fn steps(bp: &Blueprint) -> Vec<Step> {
     let mut prepare_rels = prepare_relations(bp);
     prepare_rels.push(bp.table.to_string());
-    let mut backfill = vec![
+    let mut backfill = crate::method::latency_probe(bp);
+    backfill.extend([
         crate::method::batches::sql::estimate_part(&bp.table),
         Part::new(
             "batch",
@@ -31,7 +32,7 @@ pub fn steps(bp: &Blueprint) -> Vec<Step> {
             "over the pages the original has when the backfill starts",
             BatchSql::backfill(bp).statements(),
         ),
-    ];
+    ]);
     backfill.extend(indexes::parts(bp));
     backfill.extend(analyze_and_record(&bp.shadow, Phase::Prepared, Phase::Backfilled));
     vec![

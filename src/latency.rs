@@ -1,0 +1,274 @@
+//! The latency budget (`throttle.latency`): how much slower the
+//! application may get while rows move. The run measures it itself, learns
+//! the baseline before the first batch, and sets the batches' size and the
+//! rest after each so that the measurement stays under the budget.
+//!
+//! What it measures: a probe transaction of its own, on a connection of
+//! its own, ten times a second, that commits as the application's do (it
+//! takes a transaction id, so its commit writes a record and waits for the
+//! WAL flush the server's `synchronous_commit` asks for). While rows move,
+//! the application's statements wait on WAL in most samples
+//! (docs/benchmarks.md), and the probe waits on the same flushes.
+
+use crate::plan_file::LatencyBudget;
+use anyhow::Result;
+use std::collections::VecDeque;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+/// The probe's transaction: one id, one commit.
+pub const PROBE: &str = "BEGIN; SELECT pg_catalog.pg_current_xact_id(); COMMIT";
+const PROBE_EVERY: Duration = Duration::from_millis(100);
+/// The probes the baseline is learned from, before the first batch.
+pub const BASELINE_SAMPLES: usize = 30;
+/// The measurement the feedback goes by: the probes of the last seconds.
+pub const WINDOW: Duration = Duration::from_secs(3);
+const KEEP: usize = 200;
+
+type Samples = Arc<Mutex<VecDeque<(Instant, f64)>>>;
+
+/// The probe, running beside the batches until dropped.
+pub struct Probe {
+    samples: Samples,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Probe {
+    pub async fn start(cfg: &tokio_postgres::Config, method: &str) -> Result<Probe> {
+        let mut cfg = cfg.clone();
+        cfg.application_name(format!("migrate {method} (latency probe)"));
+        let client = crate::db::connect(&cfg).await?;
+        let samples: Samples = Arc::default();
+        let into = samples.clone();
+        let task = tokio::spawn(async move {
+            let mut tick = tokio::time::interval(PROBE_EVERY);
+            tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            loop {
+                tick.tick().await;
+                let t = Instant::now();
+                if let Err(e) = client.batch_execute(PROBE).await {
+                    tracing::warn!(error = %e, "the latency probe stopped; the budget goes by its last measurements");
+                    return;
+                }
+                let ms = t.elapsed().as_secs_f64() * 1000.0;
+                let mut q = into.lock().unwrap_or_else(|p| p.into_inner());
+                q.push_back((Instant::now(), ms));
+                while q.len() > KEEP {
+                    q.pop_front();
+                }
+            }
+        });
+        Ok(Probe { samples, task })
+    }
+
+    /// The number of probes so far.
+    pub fn count(&self) -> usize {
+        self.samples.lock().map_or(0, |q| q.len())
+    }
+
+    /// The 95th percentile of the probes of the last `window`, once there
+    /// are at least five.
+    pub fn p95(&self, window: Duration) -> Option<f64> {
+        let q = self.samples.lock().ok()?;
+        let v: Vec<f64> = q
+            .iter()
+            .filter(|(at, _)| at.elapsed() <= window)
+            .map(|(_, ms)| *ms)
+            .collect();
+        percentile(v, 0.95)
+    }
+}
+
+impl Drop for Probe {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+fn percentile(mut v: Vec<f64>, p: f64) -> Option<f64> {
+    if v.len() < 5 {
+        return None;
+    }
+    v.sort_by(f64::total_cmp);
+    let i = ((v.len() as f64 - 1.0) * p).round() as usize;
+    Some(v[i.min(v.len() - 1)])
+}
+
+/// The slowest pace: batches this fraction of the plan's size…
+pub const MIN_SCALE: f64 = 0.05;
+/// …and this long a rest after each.
+pub const MAX_REST_MS: u64 = 2_000;
+
+/// What the feedback does about the measurement.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Doing {
+    /// Under the budget with room: as fast as the plan allows.
+    FullSpeed,
+    /// Over it: smaller batches and longer rests.
+    SlowingDown,
+    /// Under it again: speeding back up.
+    SpeedingUp,
+    /// Within it: keeping the pace.
+    Holding,
+    /// Over it at the slowest pace: the method's own cost is above the
+    /// budget, which cannot be held.
+    OverAtSlowest,
+}
+
+/// The feedback: from each measurement, the batch size (as a fraction of
+/// the plan's), the workers of a parallel pass that run batches, and the
+/// rest after each batch.
+#[derive(Clone, Debug)]
+pub struct Controller {
+    pub budget: LatencyBudget,
+    pub baseline_ms: f64,
+    pub scale: f64,
+    pub rest_ms: u64,
+    /// The plan's workers, and how many of them run batches now.
+    pub workers: u32,
+    pub active: u32,
+    pub measured_ms: Option<f64>,
+    pub doing: Doing,
+}
+
+impl Controller {
+    pub fn new(budget: LatencyBudget, baseline_ms: f64, workers: u32) -> Controller {
+        let workers = workers.max(1);
+        Controller {
+            budget,
+            baseline_ms,
+            scale: 1.0,
+            rest_ms: 0,
+            workers,
+            active: workers,
+            measured_ms: None,
+            doing: Doing::FullSpeed,
+        }
+    }
+
+    pub fn ceiling_ms(&self) -> f64 {
+        self.budget.ceiling_ms(self.baseline_ms)
+    }
+
+    /// One step of feedback. Over the budget, halve the batches first (a
+    /// shorter batch writes less WAL at once), then let one worker fewer
+    /// run, then double the rest; well under it, the same back: shorten
+    /// the rest, let one more worker run, let the batches grow.
+    pub fn observe(&mut self, ms: f64) {
+        self.measured_ms = Some(ms);
+        let ceiling = self.ceiling_ms();
+        if ms > ceiling {
+            if self.scale > MIN_SCALE {
+                self.scale = (self.scale * 0.5).max(MIN_SCALE);
+                self.doing = Doing::SlowingDown;
+            } else if self.active > 1 {
+                self.active -= 1;
+                self.doing = Doing::SlowingDown;
+            } else if self.rest_ms < MAX_REST_MS {
+                self.rest_ms = (self.rest_ms * 2).clamp(20, MAX_REST_MS);
+                self.doing = Doing::SlowingDown;
+            } else {
+                self.doing = Doing::OverAtSlowest;
+            }
+        } else if ms < ceiling * 0.7 {
+            if self.rest_ms > 0 {
+                self.rest_ms = if self.rest_ms <= 20 { 0 } else { self.rest_ms * 2 / 3 };
+                self.doing = Doing::SpeedingUp;
+            } else if self.active < self.workers {
+                self.active += 1;
+                self.doing = Doing::SpeedingUp;
+            } else if self.scale < 1.0 {
+                self.scale = (self.scale * 1.25).min(1.0);
+                self.doing = Doing::SpeedingUp;
+            } else {
+                self.doing = Doing::FullSpeed;
+            }
+        } else {
+            self.doing = Doing::Holding;
+        }
+    }
+
+    /// The sentence `status` shows.
+    pub fn describe(&self) -> String {
+        let workers = if self.workers > 1 {
+            format!(", {} of {} workers", self.active, self.workers)
+        } else {
+            String::new()
+        };
+        let pace = format!(
+            "batches at {:.0}% of the plan's size{workers}, {} ms of rest after each",
+            self.scale * 100.0,
+            self.rest_ms
+        );
+        match self.doing {
+            Doing::FullSpeed => "under the budget: as fast as the plan allows".into(),
+            Doing::SlowingDown => format!("over the budget: slowing down ({pace})"),
+            Doing::SpeedingUp => format!("under the budget: speeding up ({pace})"),
+            Doing::Holding => format!("within the budget: holding the pace ({pace})"),
+            Doing::OverAtSlowest => format!(
+                "over the budget at the slowest pace ({pace}): the method's own cost is above what the budget allows"
+            ),
+        }
+    }
+}
+
+/// The baseline the budget multiplies: the 95th percentile of the probes
+/// before the first batch.
+pub fn baseline(probe: &Probe) -> Option<f64> {
+    probe.p95(Duration::from_secs(3600))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn over_budget_halves_the_batches_then_parks_workers_then_rests_longer_and_says_when_it_cannot_hold() {
+        let mut c = Controller::new(LatencyBudget::Times(2.0), 1.0, 2);
+        c.observe(5.0);
+        assert_eq!((c.scale, c.rest_ms, c.doing), (0.5, 0, Doing::SlowingDown));
+        for _ in 0..4 {
+            c.observe(5.0);
+        }
+        assert_eq!((c.scale, c.active), (MIN_SCALE, 2));
+        c.observe(5.0);
+        assert_eq!((c.active, c.rest_ms), (1, 0));
+        assert!(c.describe().contains("1 of 2 workers"), "{}", c.describe());
+        c.observe(5.0);
+        assert_eq!(c.rest_ms, 20);
+        for _ in 0..10 {
+            c.observe(5.0);
+        }
+        assert_eq!((c.rest_ms, c.doing), (MAX_REST_MS, Doing::OverAtSlowest));
+        assert!(c.describe().contains("the method's own cost"), "{}", c.describe());
+    }
+
+    #[test]
+    fn under_budget_rests_less_first_then_lets_the_workers_run_then_grows_the_batches_back() {
+        let mut c = Controller::new(LatencyBudget::Ms(10.0), 1.0, 2);
+        c.scale = 0.25;
+        c.rest_ms = 90;
+        c.active = 1;
+        c.observe(2.0);
+        assert_eq!((c.scale, c.rest_ms), (0.25, 60));
+        // 40, 26, 17, then none.
+        for _ in 0..4 {
+            c.observe(2.0);
+        }
+        assert_eq!((c.rest_ms, c.active), (0, 1));
+        c.observe(2.0);
+        assert_eq!((c.active, c.scale), (2, 0.25));
+        for _ in 0..10 {
+            c.observe(2.0);
+        }
+        assert_eq!((c.scale, c.doing), (1.0, Doing::FullSpeed));
+        c.observe(8.0);
+        assert_eq!(c.doing, Doing::Holding);
+    }
+
+    #[test]
+    fn the_percentile_needs_five_samples() {
+        assert_eq!(percentile(vec![1.0, 2.0, 3.0, 4.0], 0.95), None);
+        assert_eq!(percentile((1..=100).map(f64::from).collect(), 0.95), Some(95.0));
+    }
+}
