@@ -13,6 +13,7 @@
 use crate::plan_file::LatencyBudget;
 use anyhow::Result;
 use std::collections::VecDeque;
+use std::sync::atomic::{AtomicI64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -25,11 +26,15 @@ pub const BASELINE_SAMPLES: usize = 30;
 pub const WINDOW: Duration = Duration::from_secs(3);
 const KEEP: usize = 200;
 
-type Samples = Arc<Mutex<VecDeque<(Instant, f64)>>>;
+/// When each probe ran, how long it took, and whether a batch was in
+/// flight when it started.
+type Samples = Arc<Mutex<VecDeque<(Instant, f64, bool)>>>;
 
 /// The probe, running beside the batches until dropped.
 pub struct Probe {
     samples: Samples,
+    /// Batches in flight, counted by every worker around each batch.
+    pub in_flight: Arc<AtomicI64>,
     task: tokio::task::JoinHandle<()>,
 }
 
@@ -40,11 +45,14 @@ impl Probe {
         let client = crate::db::connect(&cfg).await?;
         let samples: Samples = Arc::default();
         let into = samples.clone();
+        let in_flight = Arc::new(AtomicI64::new(0));
+        let busy = in_flight.clone();
         let task = tokio::spawn(async move {
             let mut tick = tokio::time::interval(PROBE_EVERY);
             tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
             loop {
                 tick.tick().await;
+                let during_batch = busy.load(Ordering::Relaxed) > 0;
                 let t = Instant::now();
                 if let Err(e) = client.batch_execute(PROBE).await {
                     tracing::warn!(error = %e, "the latency probe stopped; the budget goes by its last measurements");
@@ -52,13 +60,17 @@ impl Probe {
                 }
                 let ms = t.elapsed().as_secs_f64() * 1000.0;
                 let mut q = into.lock().unwrap_or_else(|p| p.into_inner());
-                q.push_back((Instant::now(), ms));
+                q.push_back((Instant::now(), ms, during_batch));
                 while q.len() > KEEP {
                     q.pop_front();
                 }
             }
         });
-        Ok(Probe { samples, task })
+        Ok(Probe {
+            samples,
+            in_flight,
+            task,
+        })
     }
 
     /// The number of probes so far.
@@ -69,11 +81,21 @@ impl Probe {
     /// The 95th percentile of the probes of the last `window`, once there
     /// are at least five.
     pub fn p95(&self, window: Duration) -> Option<f64> {
+        self.p95_where(window, |_| true)
+    }
+
+    /// The same over the probes that started while no batch was in
+    /// flight: what the application's commits cost without the batches.
+    pub fn p95_between_batches(&self, window: Duration) -> Option<f64> {
+        self.p95_where(window, |during_batch| !during_batch)
+    }
+
+    fn p95_where(&self, window: Duration, keep: impl Fn(bool) -> bool) -> Option<f64> {
         let q = self.samples.lock().ok()?;
         let v: Vec<f64> = q
             .iter()
-            .filter(|(at, _)| at.elapsed() <= window)
-            .map(|(_, ms)| *ms)
+            .filter(|(at, _, during)| at.elapsed() <= window && keep(*during))
+            .map(|(_, ms, _)| *ms)
             .collect();
         percentile(v, 0.95)
     }
@@ -113,6 +135,10 @@ pub enum Doing {
     /// Over it at the slowest pace: the method's own cost is above the
     /// budget, which cannot be held.
     OverAtSlowest,
+    /// Over it between batches as well: the excess is not the batches'
+    /// (the application's own load, or the method's standing cost), so a
+    /// slower pace would not lower it; the pace holds.
+    OverBetweenBatches,
 }
 
 /// The feedback: from each measurement, the batch size (as a fraction of
@@ -128,6 +154,8 @@ pub struct Controller {
     pub workers: u32,
     pub active: u32,
     pub measured_ms: Option<f64>,
+    /// The same between batches, when enough probes fell there.
+    pub between_batches_ms: Option<f64>,
     pub doing: Doing,
 }
 
@@ -142,6 +170,7 @@ impl Controller {
             workers,
             active: workers,
             measured_ms: None,
+            between_batches_ms: None,
             doing: Doing::FullSpeed,
         }
     }
@@ -154,10 +183,13 @@ impl Controller {
     /// shorter batch writes less WAL at once), then let one worker fewer
     /// run, then double the rest; well under it, the same back: shorten
     /// the rest, let one more worker run, let the batches grow.
-    pub fn observe(&mut self, ms: f64) {
+    pub fn observe(&mut self, ms: f64, between_batches_ms: Option<f64>) {
         self.measured_ms = Some(ms);
+        self.between_batches_ms = between_batches_ms;
         let ceiling = self.ceiling_ms();
-        if ms > ceiling {
+        if ms > ceiling && between_batches_ms.is_some_and(|b| b > ceiling) {
+            self.doing = Doing::OverBetweenBatches;
+        } else if ms > ceiling {
             if self.scale > MIN_SCALE {
                 self.scale = (self.scale * 0.5).max(MIN_SCALE);
                 self.doing = Doing::SlowingDown;
@@ -208,6 +240,10 @@ impl Controller {
             Doing::OverAtSlowest => format!(
                 "over the budget at the slowest pace ({pace}): the method's own cost is above what the budget allows"
             ),
+            Doing::OverBetweenBatches => format!(
+                "over the budget between batches too ({:.2} ms): the excess is not the batches' (the application's own load, or the method's standing cost), so the pace holds ({pace})",
+                self.between_batches_ms.unwrap_or_default()
+            ),
         }
     }
 }
@@ -225,22 +261,35 @@ mod tests {
     #[test]
     fn over_budget_halves_the_batches_then_parks_workers_then_rests_longer_and_says_when_it_cannot_hold() {
         let mut c = Controller::new(LatencyBudget::Times(2.0), 1.0, 2);
-        c.observe(5.0);
+        c.observe(5.0, None);
         assert_eq!((c.scale, c.rest_ms, c.doing), (0.5, 0, Doing::SlowingDown));
         for _ in 0..4 {
-            c.observe(5.0);
+            c.observe(5.0, None);
         }
         assert_eq!((c.scale, c.active), (MIN_SCALE, 2));
-        c.observe(5.0);
+        c.observe(5.0, None);
         assert_eq!((c.active, c.rest_ms), (1, 0));
         assert!(c.describe().contains("1 of 2 workers"), "{}", c.describe());
-        c.observe(5.0);
+        c.observe(5.0, None);
         assert_eq!(c.rest_ms, 20);
         for _ in 0..10 {
-            c.observe(5.0);
+            c.observe(5.0, None);
         }
         assert_eq!((c.rest_ms, c.doing), (MAX_REST_MS, Doing::OverAtSlowest));
         assert!(c.describe().contains("the method's own cost"), "{}", c.describe());
+    }
+
+    #[test]
+    fn over_budget_between_batches_too_holds_the_pace() {
+        let mut c = Controller::new(LatencyBudget::Times(2.0), 1.0, 1);
+        c.observe(5.0, None);
+        assert_eq!(c.scale, 0.5);
+        c.observe(5.0, Some(3.0));
+        assert_eq!((c.scale, c.rest_ms, c.doing), (0.5, 0, Doing::OverBetweenBatches));
+        assert!(c.describe().contains("not the batches'"), "{}", c.describe());
+        // Between batches under the ceiling: the batches are the cause.
+        c.observe(5.0, Some(1.5));
+        assert_eq!((c.scale, c.doing), (0.25, Doing::SlowingDown));
     }
 
     #[test]
@@ -249,20 +298,20 @@ mod tests {
         c.scale = 0.25;
         c.rest_ms = 90;
         c.active = 1;
-        c.observe(2.0);
+        c.observe(2.0, None);
         assert_eq!((c.scale, c.rest_ms), (0.25, 60));
         // 40, 26, 17, then none.
         for _ in 0..4 {
-            c.observe(2.0);
+            c.observe(2.0, None);
         }
         assert_eq!((c.rest_ms, c.active), (0, 1));
-        c.observe(2.0);
+        c.observe(2.0, None);
         assert_eq!((c.active, c.scale), (2, 0.25));
         for _ in 0..10 {
-            c.observe(2.0);
+            c.observe(2.0, None);
         }
         assert_eq!((c.scale, c.doing), (1.0, Doing::FullSpeed));
-        c.observe(8.0);
+        c.observe(8.0, None);
         assert_eq!(c.doing, Doing::Holding);
     }
 

@@ -281,6 +281,7 @@ def contenders(base):
                 c["to_swap_s"] = t["swapped_at"] - timed["start"]
             c["method"] = meta.get("method")
             c["latency_budget"] = meta.get("latency_budget") or None
+            c["partial"] = meta.get("partial") == "yes"
             c["partitioned"] = meta.get("partitioned") == "t"
         elif c["kind"] == "idrange":
             read = lambda name: open(f"{d}/{name}").read().split() if os.path.exists(f"{d}/{name}") else []
@@ -415,7 +416,7 @@ def print_tables(run, cs):
                   " the move runs at 0.3x the limit or faster")
             print()
             head = ["method", "budget", "p99 ms", "p99 ×base", "p99 w/o lag ms", "w/o lag ×base", "rows/s",
-                    "× limit", "to swap s"]
+                    "× limit", "to swap s", "note"]
             rows = []
             for c in sorted(budgets, key=lambda c: (c["method"], c.get("latency_budget") or "~")):
                 a = c.get("application")
@@ -425,7 +426,8 @@ def print_tables(run, cs):
                 rows.append([c["method"], c.get("latency_budget") or "none", f(a["p99_ms"], "{:.2f}"),
                              f(ratio("p99_ms"), "{:.2f}"), f(a["p99_without_lag_ms"], "{:.2f}"),
                              f(ratio("p99_without_lag_ms"), "{:.2f}"), f(c.get("rows_per_s"), "{:,.0f}"),
-                             f(c.get("x_limit"), "{:.2f}"), f(c.get("to_swap_s"))])
+                             f(c.get("x_limit"), "{:.2f}"), f(c.get("to_swap_s")),
+                             (c.get("note") or "") if c.get("partial") else ""])
             table(head, rows)
 
         print()

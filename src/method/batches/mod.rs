@@ -71,6 +71,9 @@ pub struct Mover<'a> {
     budget: Option<Budget>,
     /// This worker's number in a parallel pass, the primary's 0.
     worker: i64,
+    /// The latency probe's count of batches in flight, which every worker
+    /// keeps around its batches.
+    in_flight: Option<Arc<AtomicI64>>,
 }
 
 /// The latency budget while batches run.
@@ -180,6 +183,7 @@ impl<'a> Mover<'a> {
             near_end: None,
             budget: None,
             worker: 0,
+            in_flight: None,
         })
     }
 
@@ -265,6 +269,7 @@ impl<'a> Mover<'a> {
                     near_end: None,
                     budget: None,
                     worker: w,
+                    in_flight: self.in_flight.clone(),
                 }
                 .into_range(kind, to),
             );
@@ -405,6 +410,7 @@ impl<'a> Mover<'a> {
             ceiling_ms = ctl.ceiling_ms(),
             "latency budget: commits of the application's kind are measured beside the batches"
         );
+        self.in_flight = Some(probe.in_flight.clone());
         self.budget = Some(Budget {
             probe,
             ctl,
@@ -427,7 +433,7 @@ impl<'a> Mover<'a> {
             return Ok(());
         };
         b.adjusted = Instant::now();
-        b.ctl.observe(ms);
+        b.ctl.observe(ms, b.probe.p95_between_batches(crate::latency::WINDOW));
         let (scale, rest, active) = (b.ctl.scale, b.ctl.rest_ms, b.ctl.active);
         control::set_latency(&*self.client, self.id, ms, &b.ctl.describe()).await?;
         if !self.operator_size {
@@ -809,6 +815,7 @@ impl<'a> Mover<'a> {
         let mut retry = Retry::new(policy, "a move batch", &relations);
         let mut started = chrono::Utc::now();
         loop {
+            let _flying = self.in_flight.as_ref().map(|n| InFlight::new(n.clone()));
             match one_batch(self.client, route, id, (from, to), (chosen, advance), started).await {
                 Ok(rows) => {
                     self.rate.last_pages = to - from;
@@ -843,6 +850,22 @@ impl<'a> Mover<'a> {
                 Err(e) => retry.failed(self.client, e).await?,
             }
         }
+    }
+}
+
+/// A batch in flight, for the latency probe, until dropped.
+struct InFlight(Arc<AtomicI64>);
+
+impl InFlight {
+    fn new(n: Arc<AtomicI64>) -> InFlight {
+        n.fetch_add(1, Ordering::Relaxed);
+        InFlight(n)
+    }
+}
+
+impl Drop for InFlight {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::Relaxed);
     }
 }
 

@@ -183,11 +183,11 @@ pub fn steps(bp: &Blueprint) -> Vec<Step> {
 }
 
 /// The statistics part on a connection of its own, beside the batches.
-async fn analyze_aside(ctx: &Context, bp: &Blueprint, part: &Part, id: i64) -> Result<()> {
+async fn analyze_aside(ctx: &Context, bp: &Blueprint, part: &Part, step: &str, id: i64) -> Result<()> {
     let mut cfg = ctx.cfg.clone();
     cfg.application_name(format!("migrate {} (statistics)", bp.method.as_str()));
     let client = crate::db::connect(&cfg).await?;
-    part.run(&client, &bp.settings, "move", id).await
+    part.run(&client, &bp.settings, step, id).await
 }
 
 /// Runs one step of the move method (or of a split, which moves the same
@@ -208,7 +208,7 @@ pub async fn run(ctx: &Context, s: &mut Session, step: &Step) -> Result<Flow> {
                 if told.await.is_err() {
                     return None;
                 }
-                Some(analyze_aside(ctx, &bp, analyze, id).await)
+                Some(analyze_aside(ctx, &bp, analyze, step.name, id).await)
             };
             let (pass, analyzed) = tokio::join!(mover.run_forward(), early);
             drop(mover);

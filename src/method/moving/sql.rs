@@ -18,7 +18,7 @@ use crate::method::shared::triggers::{self, Side};
 use crate::method::shared::{
     drop_tool_policy, lock_statement, overriding, restore_incoming_fks, session_limits, tool_policy, writable_columns,
 };
-use crate::sql::{quote_literal, Statement};
+use crate::sql::{quote_literal, QualifiedName, Statement};
 
 /// Route: the original steps aside and the view takes its name.
 pub fn route(bp: &Blueprint) -> Vec<Statement> {
@@ -45,7 +45,7 @@ pub fn route(bp: &Blueprint) -> Vec<Statement> {
     ));
     s.extend(triggers::on_tables(bp, &bp.old, Side::Old));
     s.push(Statement::new(
-        "no autovacuum on the original while it empties: the tool vacuums it itself, and an autovacuum would make the swap wait",
+        "no autovacuum on the original while it empties: it is dropped after the swap, and an autovacuum would compete with the batches and make the swap wait",
         format!("ALTER TABLE {} SET (autovacuum_enabled = false)", bp.old),
     ));
     // The batches read and empty it from now on.
@@ -55,10 +55,11 @@ pub fn route(bp: &Blueprint) -> Vec<Statement> {
 }
 
 /// Prepare's addition: no autovacuum on the partitions while they fill.
-/// Every partition takes a million inserts' worth of autovacuum work on
-/// the way, which competes with the batches for the server's cores, and a
-/// vacuum still running on one makes the swap's lock wait (a lock timeout
-/// per try, until it ends); the tool analyzes them itself before the swap.
+/// Filling partitions give autovacuum work all the way, which competes
+/// with the batches for the server's cores, and a vacuum still running on
+/// one makes the swap's lock wait (a lock timeout per try, until it ends);
+/// the tool analyzes them itself before the swap, and `finish` (which a
+/// resumed run completes) turns autovacuum back on.
 pub fn partitions_fill_quietly(bp: &Blueprint) -> Vec<Statement> {
     bp.leaves()
         .into_iter()
@@ -75,19 +76,22 @@ pub fn partitions_fill_quietly(bp: &Blueprint) -> Vec<Statement> {
 /// reader or writer, and none of the swap's time): each partition's
 /// autovacuum as the original's storage parameters say.
 fn partitions_vacuum_again(bp: &Blueprint) -> Vec<Statement> {
-    let setting = bp.storage.iter().find_map(|o| o.strip_prefix("autovacuum_enabled="));
     bp.leaves()
-        .into_iter()
-        .map(|leaf| {
-            Statement::new(
-                "autovacuum on the partition as on the original",
-                match setting {
-                    Some(v) => format!("ALTER TABLE {leaf} SET (autovacuum_enabled = {})", quote_literal(v)),
-                    None => format!("ALTER TABLE {leaf} RESET (autovacuum_enabled)"),
-                },
-            )
-        })
+        .iter()
+        .map(|leaf| autovacuum_as_the_original(bp, leaf, "autovacuum on the partition as on the original"))
         .collect()
+}
+
+/// `rel`'s autovacuum as the original's storage parameters had it.
+fn autovacuum_as_the_original(bp: &Blueprint, rel: &QualifiedName, why: &'static str) -> Statement {
+    let setting = bp.storage.iter().find_map(|o| o.strip_prefix("autovacuum_enabled="));
+    Statement::new(
+        why,
+        match setting {
+            Some(v) => format!("ALTER TABLE {rel} SET (autovacuum_enabled = {})", quote_literal(v)),
+            None => format!("ALTER TABLE {rel} RESET (autovacuum_enabled)"),
+        },
+    )
 }
 
 /// Swap: the last stragglers move and the partitioned table takes the name.
@@ -169,14 +173,7 @@ pub fn unroute(bp: &Blueprint) -> Vec<Statement> {
 /// original takes its name back, dependents follow it, the view and its
 /// routing go, dropped foreign keys come back.
 fn revert(bp: &Blueprint) -> Vec<Statement> {
-    let autovacuum = bp.storage.iter().find_map(|o| o.strip_prefix("autovacuum_enabled="));
-    let mut s = vec![Statement::new(
-        "autovacuum as it was",
-        match autovacuum {
-            Some(v) => format!("ALTER TABLE {} SET (autovacuum_enabled = {})", bp.old, quote_literal(v)),
-            None => format!("ALTER TABLE {} RESET (autovacuum_enabled)", bp.old),
-        },
-    )];
+    let mut s = vec![autovacuum_as_the_original(bp, &bp.old, "autovacuum as it was")];
     s.extend(hand_name_to(bp, &bp.old, "the original takes its name back"));
     s.extend(triggers::off_tables(bp, &bp.table, Side::Old));
     s.extend(triggers::create_all(bp, &bp.table));
