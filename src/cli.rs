@@ -12,6 +12,8 @@ use std::path::PathBuf;
 use std::sync::atomic::AtomicBool;
 use std::sync::Arc;
 
+mod fleet;
+
 /// Repartition a live PostgreSQL table with zero downtime.
 ///
 /// The plan file names the table, the partition layout and the method;
@@ -150,6 +152,13 @@ pub enum Command {
         #[arg(long, value_enum, default_value_t = Output::Text)]
         output: Output,
     },
+    /// One plan across many databases: `fleet apply PLAN --targets FILE`,
+    /// rolled out with --parallel, --canary and --keep-going; each
+    /// database's control table keeps its own state.
+    Fleet {
+        #[command(subcommand)]
+        command: fleet::FleetCommand,
+    },
     /// Report gaps in range coverage, rows in the default partition,
     /// partitions lacking an index the parent has, and where the partitions
     /// end. Exit code 5 when something needs attention.
@@ -178,7 +187,7 @@ pub enum Until {
 
 impl Until {
     /// The phase to stop after, checked against the plan's method.
-    fn phase(u: Option<Until>, plan: &PlanFile) -> Result<Phase> {
+    pub(crate) fn phase(u: Option<Until>, plan: &PlanFile) -> Result<Phase> {
         let method = plan.spec.method;
         let Some(u) = u else {
             return Ok(runner::default_until(method));
@@ -213,6 +222,15 @@ pub async fn run(cli: Cli) -> Result<i32> {
         (_, true) => crate::db::retry::BlockerAction::Terminate,
         _ => crate::db::retry::BlockerAction::Wait,
     });
+    if let Command::Fleet { command } = cli.command {
+        if cli.metrics_listen.is_some() || cli.metrics_textfile.is_some() {
+            return Err(crate::error::Refusal::new(
+                "--metrics-listen and --metrics-textfile serve one database's migration; a fleet run does not take them (`fleet status --output json` reads every target)",
+            )
+            .into());
+        }
+        return fleet::run(command, cli.quiet, stop).await;
+    }
     let cfg = crate::db::config(cli.database_url.as_deref(), "migrate")?;
     let metrics = crate::metrics::Options {
         listen: cli.metrics_listen,
@@ -325,6 +343,7 @@ pub async fn run(cli: Cli) -> Result<i32> {
                 out("\n");
             }
         }
+        Command::Fleet { .. } => unreachable!("handled above"),
         Command::Check { plan, output } => {
             let plan = PlanFile::load(&plan)?;
             let client = crate::db::connect(&ctx.cfg).await?;
@@ -342,41 +361,9 @@ pub async fn run(cli: Cli) -> Result<i32> {
 }
 
 fn finish(ctx: &Context, method: Method, outcome: Outcome) -> Result<i32> {
-    match outcome {
-        Outcome::Reached(Phase::Finished) => {
-            ctx.reporter.done("migration finished: the table is partitioned");
-            Ok(exit::OK)
-        }
-        Outcome::Reached(Phase::Swapped) if method == Method::Sync => {
-            ctx.reporter.done("swapped: the partitioned table carries the name; the retired original is kept in step until `migrate cleanup` (or `migrate unswap` to go back)");
-            Ok(exit::OK)
-        }
-        Outcome::Reached(Phase::Verified) if method == Method::Sync => {
-            ctx.reporter.done("the original table carries the name again and is mirrored into the partitioned copy; `migrate swap` swaps again, `migrate abort` ends the migration");
-            Ok(exit::OK)
-        }
-        Outcome::Reached(p) => {
-            ctx.reporter.done(&format!(
-                "stopped after phase {}, as asked; continue with `migrate resume` or `migrate swap`",
-                p.as_str()
-            ));
-            Ok(exit::OK)
-        }
-        Outcome::Stopped(p) => {
-            ctx.reporter.done(&format!("interrupted during the phase after {}; every committed batch is recorded: continue with `migrate resume`", p.as_str()));
-            Ok(exit::INTERRUPTED)
-        }
-        Outcome::SwapRequested => {
-            ctx.reporter
-                .done("the waiting runner was asked to swap; `migrate status` shows when it has");
-            Ok(exit::OK)
-        }
-        Outcome::Aborted => {
-            ctx.reporter
-                .done("migration aborted: the original table is back under its name");
-            Ok(exit::OK)
-        }
-    }
+    let (code, message) = report::outcome(method, &outcome, "migrate");
+    ctx.reporter.done(&message);
+    Ok(code)
 }
 
 /// pause, continue and set: write the operator's wish into the control
@@ -411,12 +398,7 @@ async fn control_command(
 async fn plan_command(ctx: &Context, plan: &std::path::Path, output: Output, strict: bool) -> Result<i32> {
     let plan = PlanFile::load(plan)?;
     let client = crate::db::connect(&ctx.cfg).await?;
-    let mut resolved = crate::blueprint::resolve(&client, &plan).await?;
-    let mut extra = crate::preflight::view_hazards(&client, &resolved.blueprint).await?;
-    extra.extend(crate::preflight::statements(&client, &resolved.blueprint).await?);
-    extra.extend(crate::preflight::partition_sizes(&client, &resolved.blueprint, resolved.info.bytes).await?);
-    extra.extend(crate::preflight::estimates(&client, &resolved.blueprint, resolved.info.estimated_rows).await?);
-    resolved.findings.extend(extra);
+    let resolved = crate::preflight::resolve_with_findings(&client, &plan).await?;
     match output {
         Output::Json => out(&format!(
             "{}\n",
@@ -521,7 +503,7 @@ fn watch_signals(stop: Arc<AtomicBool>) {
 /// a shell gives a process that SIGPIPE stopped, rather than a panic; the
 /// tool keeps ignoring SIGPIPE itself, so that a server's closed socket is
 /// an error it handles, not its end.
-fn out(text: &str) {
+pub(crate) fn out(text: &str) {
     use std::io::Write;
     let mut stdout = std::io::stdout().lock();
     if let Err(e) = stdout.write_all(text.as_bytes()).and_then(|()| stdout.flush()) {

@@ -60,6 +60,9 @@ pub mod exit {
     pub const CONFLICT: i32 = 4;
     /// `maintain`: the newest partition ends within one period.
     pub const RUNNING_OUT: i32 = 5;
+    /// `fleet`: a target failed (not refused: an error, a lock that could
+    /// not be had, another runner).
+    pub const FLEET_FAILED: i32 = 6;
     pub const INTERRUPTED: i32 = 130;
     /// The reader of the output went away (`migrate status | head`): the
     /// status a shell gives a process that SIGPIPE ended.

@@ -15,6 +15,7 @@ pub mod error;
 pub mod exec;
 pub mod failpoint;
 pub mod findings;
+pub mod fleet;
 pub mod hooks;
 pub mod inspect;
 pub mod latency;

@@ -14,7 +14,8 @@ pub async fn live(client: &Client, m: &MigrationRow) -> Result<Live> {
         .query_opt(
             "SELECT a.pid, coalesce(host(a.client_addr), 'local'), a.backend_start \
              FROM pg_locks l JOIN pg_stat_activity a ON a.pid = l.pid \
-             WHERE l.locktype = 'advisory' AND l.granted AND l.classid::int = $1 AND l.objid::int = hashtext($2)",
+             WHERE l.locktype = 'advisory' AND l.granted AND l.classid::int = $1 AND l.objid::int = hashtext($2) \
+               AND l.database = (SELECT oid FROM pg_database WHERE datname = current_database())",
             &[&crate::db::advisory::LOCK_CLASS, &m.table_name],
         )
         .await?

@@ -407,6 +407,38 @@ pub async fn partition_sizes(client: &Client, bp: &Blueprint, table_bytes: i64) 
     Ok(out)
 }
 
+/// The rows per second of the latest batches in this database, if any ran.
+pub async fn measured_rate(client: &Client) -> Result<Option<f64>> {
+    if crate::control::schema_version(client).await?.is_none() {
+        return Ok(None);
+    }
+    Ok(client
+        .query_one(
+            "SELECT sum(rows)::float8 / nullif(sum(extract(epoch FROM finished_at - started_at)), 0)::float8 \
+             FROM (SELECT rows, started_at, finished_at FROM repartition.batches WHERE direction = 'forward' \
+                   ORDER BY finished_at DESC LIMIT 200) b",
+            &[],
+        )
+        .await?
+        .get(0))
+}
+
+/// What `plan` shows: the plan resolved against the catalog, with every
+/// pre-flight finding.
+pub async fn resolve_with_findings(
+    client: &Client,
+    plan: &crate::plan_file::PlanFile,
+) -> Result<crate::blueprint::Resolved> {
+    let mut resolved = crate::blueprint::resolve(client, plan).await?;
+    let bp = &resolved.blueprint;
+    let mut extra = view_hazards(client, bp).await?;
+    extra.extend(statements(client, bp).await?);
+    extra.extend(partition_sizes(client, bp, resolved.info.bytes).await?);
+    extra.extend(estimates(client, bp, resolved.info.estimated_rows).await?);
+    resolved.findings.extend(extra);
+    Ok(resolved)
+}
+
 /// Disk space the method needs, and the duration at the rate measured by
 /// earlier runs in this database, when there were any.
 pub async fn estimates(client: &Client, bp: &Blueprint, rows: f64) -> Result<Vec<Finding>> {
@@ -428,19 +460,7 @@ pub async fn estimates(client: &Client, bp: &Blueprint, rows: f64) -> Result<Vec
         message: format!("disk: {disk}"),
     }];
     out.extend(wal(client, bp, total).await?);
-    let rate: Option<f64> = if crate::control::schema_version(client).await?.is_some() {
-        client
-            .query_one(
-                "SELECT sum(rows)::float8 / nullif(sum(extract(epoch FROM finished_at - started_at)), 0)::float8 \
-                 FROM (SELECT rows, started_at, finished_at FROM repartition.batches WHERE direction = 'forward' \
-                       ORDER BY finished_at DESC LIMIT 200) b",
-                &[],
-            )
-            .await?
-            .get(0)
-    } else {
-        None
-    };
+    let rate = measured_rate(client).await?;
     match (rate, bp.method) {
         (_, Method::Attach) => {}
         (Some(r), _) if r > 0.0 && rows > 0.0 => out.push(Finding {

@@ -1,7 +1,7 @@
 //! Progress: a bar with rate and ETA on a terminal, structured log lines
 //! everywhere else. Library code reports through this and never prints.
 
-use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
+use indicatif::{MultiProgress, ProgressBar, ProgressDrawTarget, ProgressStyle};
 use std::io::IsTerminal;
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
@@ -39,6 +39,8 @@ pub fn uses_bar(quiet: bool) -> bool {
 pub struct Bar {
     bar: ProgressBar,
     moving: std::sync::atomic::AtomicBool,
+    /// In a fleet run: the target's name and the board its bar is on.
+    fleet: Option<(String, MultiProgress)>,
 }
 
 impl Bar {
@@ -49,6 +51,14 @@ impl Bar {
         Bar {
             bar,
             moving: std::sync::atomic::AtomicBool::new(false),
+            fleet: None,
+        }
+    }
+
+    fn label(&self, phase: &str) -> String {
+        match &self.fleet {
+            Some((name, _)) => format!("{name} {phase}"),
+            None => phase.to_string(),
         }
     }
 
@@ -67,15 +77,15 @@ impl Bar {
 
 impl Reporter for Bar {
     fn phase(&self, name: &str, detail: &str) {
-        if self.bar.is_hidden() {
+        if self.bar.is_hidden() && self.fleet.is_none() {
             self.bar.set_draw_target(ProgressDrawTarget::stderr());
             self.bar.enable_steady_tick(Duration::from_millis(120));
         }
         self.moving.store(false, std::sync::atomic::Ordering::Relaxed);
         self.bar.set_style(Self::spinner_style());
-        self.bar.set_prefix(name.to_string());
+        self.bar.set_prefix(self.label(name));
         self.bar.set_message(detail.to_string());
-        self.bar.println(format!("{name}: {detail}"));
+        self.bar.println(format!("{}: {detail}", self.label(name)));
     }
 
     fn progress(&self, p: MoveProgress) {
@@ -98,7 +108,45 @@ impl Reporter for Bar {
 
     fn done(&self, message: &str) {
         self.bar.finish_and_clear();
-        eprintln!("{message}");
+        match &self.fleet {
+            Some((name, board)) => {
+                let _ = board.println(format!("{name}: {message}"));
+            }
+            None => eprintln!("{message}"),
+        }
+    }
+}
+
+/// A fleet run's progress: on a terminal one bar per running target, each
+/// labelled with the target's name; otherwise log lines, which the run
+/// tags with the target's name (a tracing span).
+pub struct Board {
+    multi: Option<MultiProgress>,
+}
+
+impl Board {
+    pub fn new(quiet: bool) -> Board {
+        Board {
+            multi: uses_bar(quiet).then(MultiProgress::new),
+        }
+    }
+
+    /// The reporter of one target; its bar shows from now until it is done.
+    pub fn reporter(&self, target: &str) -> Box<dyn Reporter> {
+        match &self.multi {
+            Some(multi) => {
+                let bar = multi.add(ProgressBar::new(0));
+                bar.set_style(Bar::spinner_style());
+                bar.set_prefix(format!("{target} starting"));
+                bar.enable_steady_tick(Duration::from_millis(120));
+                Box::new(Bar {
+                    bar,
+                    moving: std::sync::atomic::AtomicBool::new(false),
+                    fleet: Some((target.to_string(), multi.clone())),
+                })
+            }
+            None => Box::new(Log::default()),
+        }
     }
 }
 

@@ -39,6 +39,9 @@ pub struct Facts {
     pub below_first: i64,
     /// Names the migration would create that exist already.
     pub taken: Vec<String>,
+    /// What Citus's catalog says of the table, where Citus is installed:
+    /// its `partmethod` and `repmodel` in `pg_dist_partition`.
+    pub citus: Option<(String, String)>,
 }
 
 impl Facts {
@@ -56,6 +59,7 @@ impl Facts {
             other_values: 0,
             below_first: 0,
             taken: Vec::new(),
+            citus: None,
         }
     }
 }

@@ -22,6 +22,7 @@ pub async fn gather(client: &Client, plan: &PlanFile) -> Result<Facts> {
         return Ok(f);
     };
     let info = catalog::table_info(client, oid).await?;
+    f.citus = citus(client, oid).await?;
     if info.relkind != "r" || info.persistence == "t" {
         f.info = Some(info);
         return Ok(f);
@@ -102,6 +103,25 @@ pub async fn gather(client: &Client, plan: &PlanFile) -> Result<Facts> {
         f.taken = taken(client, &d.relations, &d.functions).await?;
     }
     Ok(f)
+}
+
+/// The table's entry in Citus's metadata, where the Citus extension put
+/// its catalog: a distributed, reference or Citus-managed local table.
+async fn citus(client: &Client, oid: u32) -> Result<Option<(String, String)>> {
+    let installed: bool = client
+        .query_one("SELECT to_regclass('pg_catalog.pg_dist_partition') IS NOT NULL", &[])
+        .await?
+        .get(0);
+    if !installed {
+        return Ok(None);
+    }
+    Ok(client
+        .query_opt(
+            "SELECT partmethod::text, repmodel::text FROM pg_catalog.pg_dist_partition WHERE logicalrelid = $1::oid::regclass",
+            &[&oid],
+        )
+        .await?
+        .map(|r| (r.get(0), r.get(1))))
 }
 
 /// The highest value handed out by the sequences that feed `column` (its

@@ -31,7 +31,9 @@ impl RunnerLock {
                 "SELECT a.pid, coalesce(a.application_name, ''), coalesce(a.client_addr::text, 'local') \
                  FROM pg_catalog.pg_locks l JOIN pg_catalog.pg_stat_activity a ON a.pid = l.pid \
                  WHERE l.locktype = 'advisory' AND l.granted AND l.classid::int = $1 \
-                   AND l.objid::int = pg_catalog.hashtext($2) LIMIT 1",
+                   AND l.objid::int = pg_catalog.hashtext($2) \
+                   AND l.database = (SELECT oid FROM pg_catalog.pg_database WHERE datname = pg_catalog.current_database()) \
+                 LIMIT 1",
                 &[&LOCK_CLASS, &table],
             )
             .await?;

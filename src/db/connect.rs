@@ -28,11 +28,11 @@ fn tls_connector() -> Result<MakeRustlsConnect> {
 const SESSION_OPTIONS: &str =
     "-c TimeZone=UTC -c search_path=pg_catalog -c DateStyle=ISO,YMD -c IntervalStyle=postgres -c extra_float_digits=3 -c client_min_messages=warning -c repartition.tool=on";
 
-/// Builds the connection configuration.
-pub fn config(url: Option<&str>, application_name: &str) -> Result<Config> {
+/// tokio-postgres knows fewer sslmodes than libpq: those two settings are
+/// taken out of the connection string (or the environment) and handled
+/// here.
+fn ssl_split(url: Option<&str>) -> Result<(Option<String>, SslMode, Option<String>)> {
     let env = |k: &str| std::env::var(k).ok().filter(|v| !v.is_empty());
-    // tokio-postgres knows fewer sslmodes than libpq: those two settings
-    // are taken out and handled here.
     let (url, url_mode, url_root) = match url {
         Some(u) => {
             let (rest, m, r) = tls::split_ssl(u)?;
@@ -41,7 +41,20 @@ pub fn config(url: Option<&str>, application_name: &str) -> Result<Config> {
         None => (None, None, None),
     };
     let mode = SslMode::parse(&url_mode.or_else(|| env("PGSSLMODE")).unwrap_or_else(|| "prefer".into()))?;
-    let root = url_root.or_else(|| env("PGSSLROOTCERT"));
+    Ok((url, mode, url_root.or_else(|| env("PGSSLROOTCERT"))))
+}
+
+/// The TLS setting a connection string asks for (sslmode and root
+/// certificate), to compare: the process has one TLS connector.
+pub fn tls_setting(url: Option<&str>) -> Result<String> {
+    let (_, mode, root) = ssl_split(url)?;
+    Ok(format!("{mode:?} {}", root.unwrap_or_default()))
+}
+
+/// Builds the connection configuration.
+pub fn config(url: Option<&str>, application_name: &str) -> Result<Config> {
+    let env = |k: &str| std::env::var(k).ok().filter(|v| !v.is_empty());
+    let (url, mode, root) = ssl_split(url)?;
     let url = url.as_deref();
     let mut cfg = match url {
         Some(u) => Config::from_str(u).map_err(|e| {

@@ -173,6 +173,10 @@ pub fn message(e: &tokio_postgres::Error) -> String {
     }
 }
 
+/// pg_locks shows the locks of every database of the server, and a
+/// relation's OID can be the same in two of them.
+const THIS_DATABASE: &str = "(SELECT oid FROM pg_catalog.pg_database WHERE datname = pg_catalog.current_database())";
+
 /// Cancels the queries of, or terminates, the sessions holding locks on
 /// the relations, naming each in the log.
 async fn act_on_blockers(client: &Client, relations: &[String], action: BlockerAction) {
@@ -183,7 +187,7 @@ async fn act_on_blockers(client: &Client, relations: &[String], action: BlockerA
     };
     let sql = format!(
         "SELECT DISTINCT l.pid, pg_catalog.{function}(l.pid) FROM pg_catalog.pg_locks l \
-         WHERE l.granted AND l.pid <> pg_catalog.pg_backend_pid() \
+         WHERE l.granted AND l.pid <> pg_catalog.pg_backend_pid() AND l.database = {THIS_DATABASE} \
            AND l.relation IN (SELECT pg_catalog.to_regclass(r) FROM pg_catalog.unnest($1::text[]) r)"
     );
     let who = blockers(client, relations).await.unwrap_or_default();
@@ -200,13 +204,15 @@ async fn act_on_blockers(client: &Client, relations: &[String], action: BlockerA
 pub async fn blockers(client: &Client, relations: &[String]) -> anyhow::Result<Vec<String>> {
     let rows = client
         .query(
-            "SELECT DISTINCT a.pid, coalesce(a.usename::text, ''), coalesce(a.state, ''), \
+            &format!(
+                "SELECT DISTINCT a.pid, coalesce(a.usename::text, ''), coalesce(a.state, ''), \
                     coalesce(extract(epoch FROM now() - a.xact_start)::float8, 0), \
                     left(regexp_replace(coalesce(a.query, ''), '\\s+', ' ', 'g'), 160), l.mode \
              FROM pg_catalog.pg_locks l JOIN pg_catalog.pg_stat_activity a ON a.pid = l.pid \
-             WHERE l.granted AND l.pid <> pg_catalog.pg_backend_pid() \
+             WHERE l.granted AND l.pid <> pg_catalog.pg_backend_pid() AND l.database = {THIS_DATABASE} \
                AND l.relation IN (SELECT pg_catalog.to_regclass(r) FROM pg_catalog.unnest($1::text[]) r) \
-             ORDER BY 1",
+             ORDER BY 1"
+            ),
             &[&relations],
         )
         .await?;

@@ -9,6 +9,7 @@ use std::fmt::Write;
 
 mod inspect;
 pub use inspect::{check_json, check_text, partitions_text};
+pub mod fleet;
 mod maintain;
 pub mod metrics;
 pub use maintain::{maintain_json, maintain_text};
@@ -24,6 +25,35 @@ pub const VIEW_LIMITS: &[&str] = &[
     "concurrent read-modify-write UPDATEs of the same row (SET n = n + 1, or a claim guarded by WHERE status = ...): the view's routing applies the new value the statement computed, so one of two racing increments can be lost; updates of different columns of a row are merged correctly",
     "UPDATE or DELETE ... WHERE CURRENT OF a cursor",
 ];
+
+/// The exit code and the closing sentence of a run that ended as
+/// `outcome` says; `cli` is the command line that continues it (`migrate`,
+/// or `migrate fleet` with its plan and targets).
+pub fn outcome(method: Method, outcome: &crate::exec::Outcome, cli: &str) -> (i32, String) {
+    use crate::error::exit;
+    use crate::exec::Outcome;
+    match outcome {
+        Outcome::Reached(Phase::Finished) => (exit::OK, "migration finished: the table is partitioned".into()),
+        Outcome::Reached(Phase::Swapped) if method == Method::Sync => (exit::OK, format!("swapped: the partitioned table carries the name; the retired original is kept in step until `{cli} cleanup` (or `{cli} unswap` to go back)")),
+        Outcome::Reached(Phase::Verified) if method == Method::Sync => (exit::OK, format!("the original table carries the name again and is mirrored into the partitioned copy; `{cli} swap` swaps again, `{cli} abort` ends the migration")),
+        Outcome::Reached(p) => (
+            exit::OK,
+            format!(
+                "stopped after phase {}, as asked; continue with `{cli} resume` or `{cli} swap`",
+                p.as_str()
+            ),
+        ),
+        Outcome::Stopped(p) => (
+            exit::INTERRUPTED,
+            format!("interrupted during the phase after {}; every committed batch is recorded: continue with `{cli} resume`", p.as_str()),
+        ),
+        Outcome::SwapRequested => (
+            exit::OK,
+            format!("the waiting runner was asked to swap; `{cli} status` shows when it has"),
+        ),
+        Outcome::Aborted => (exit::OK, "migration aborted: the original table is back under its name".into()),
+    }
+}
 
 /// One step as `plan` prints it: its parts, each with what is sent.
 fn step_text(o: &mut String, bp: &Blueprint, step: &Step) {

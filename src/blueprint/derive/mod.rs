@@ -89,6 +89,20 @@ fn split_preview(plan: &PlanFile, facts: &Facts, attach: &Blueprint) -> Option<B
     split::split(plan, attach, &f).ok()
 }
 
+/// A table Citus manages lives as shards on other servers, or is kept in
+/// step by Citus: a view, triggers or renames on the coordinator's table
+/// would not reach them. docs/scale-out.md says what support would take.
+fn citus_refusal(table: &crate::sql::QualifiedName, method: &str, model: &str) -> String {
+    let kind = match (method, model) {
+        ("n", "t") => "a Citus reference table (a copy on every node)",
+        ("n", _) => "a Citus local table (in Citus's metadata on the coordinator)",
+        _ => "a Citus distributed table (its rows live in shards on the worker nodes)",
+    };
+    format!(
+        "{table} is {kind}; this tool migrates tables of one PostgreSQL server and does not support Citus tables: the view, triggers and renames it uses would not reach the shards (docs/scale-out.md)"
+    )
+}
+
 /// The blueprint with its refusals, in the order the checks run.
 pub fn draft(plan: &PlanFile, facts: &Facts) -> Result<Draft> {
     let server = &facts.server;
@@ -106,6 +120,9 @@ pub fn draft(plan: &PlanFile, facts: &Facts) -> Result<Draft> {
             .key_error("table", &format!("names {table}, which does not exist"))
             .into());
     };
+    if let Some((method, model)) = &facts.citus {
+        return Err(Refusal::new(citus_refusal(table, method, model)).into());
+    }
     let mut acc = Acc {
         refusals: table::kind(table, info)?,
         ..Acc::default()
