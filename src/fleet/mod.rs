@@ -384,25 +384,9 @@ pub enum PlanVerdict {
 pub async fn plan_all(targets: &[Target], plan: &PlanFile, parallel: usize) -> Result<Vec<Planned>> {
     let configs = configs(targets)?;
     let work = targets.iter().zip(configs).map(|(t, cfg)| async move {
-        let name = t.name.clone();
-        match plan_one(&cfg, plan).await {
-            Ok(mut p) => {
-                p.name = name;
-                p
-            }
-            Err(e) => Planned {
-                name,
-                verdict: if crate::error::exit_code(&e) == exit::REFUSED {
-                    PlanVerdict::Refused(format!("{e:#}"))
-                } else {
-                    PlanVerdict::Unreachable(format!("{e:#}"))
-                },
-                migration: None,
-                bytes: None,
-                estimated_rows: None,
-                measured_rate: None,
-            },
-        }
+        plan_one(&t.name, &cfg, plan)
+            .await
+            .unwrap_or_else(|e| not_planned(&t.name, &e, None, None))
     });
     Ok(futures_util::stream::iter(work)
         .buffered(parallel.max(1))
@@ -410,27 +394,36 @@ pub async fn plan_all(targets: &[Target], plan: &PlanFile, parallel: usize) -> R
         .await)
 }
 
-async fn plan_one(cfg: &tokio_postgres::Config, plan: &PlanFile) -> Result<Planned> {
+/// A target `plan` could not plan: refused, or unreachable for any other
+/// error.
+fn not_planned(
+    name: &str,
+    e: &anyhow::Error,
+    migration: Option<(String, Phase)>,
+    measured_rate: Option<f64>,
+) -> Planned {
+    Planned {
+        name: name.to_string(),
+        verdict: if crate::error::exit_code(e) == exit::REFUSED {
+            PlanVerdict::Refused(format!("{e:#}"))
+        } else {
+            PlanVerdict::Unreachable(format!("{e:#}"))
+        },
+        migration,
+        bytes: None,
+        estimated_rows: None,
+        measured_rate,
+    }
+}
+
+async fn plan_one(name: &str, cfg: &tokio_postgres::Config, plan: &PlanFile) -> Result<Planned> {
     let client = crate::db::connect(cfg).await?;
     let table = plan.table.to_string();
     let migration = control::latest(&client, &table).await?.map(|m| (m.state, m.phase));
     let measured_rate = crate::preflight::measured_rate(&client).await?;
     let resolved = match crate::preflight::resolve_with_findings(&client, plan).await {
         Ok(r) => r,
-        Err(e) => {
-            return Ok(Planned {
-                name: String::new(),
-                verdict: if crate::error::exit_code(&e) == exit::REFUSED {
-                    PlanVerdict::Refused(format!("{e:#}"))
-                } else {
-                    PlanVerdict::Unreachable(format!("{e:#}"))
-                },
-                migration,
-                bytes: None,
-                estimated_rows: None,
-                measured_rate,
-            })
-        }
+        Err(e) => return Ok(not_planned(name, &e, migration, measured_rate)),
     };
     let accepted = &resolved.blueprint.settings.accepted;
     let warnings = resolved
@@ -444,7 +437,7 @@ async fn plan_one(cfg: &tokio_postgres::Config, plan: &PlanFile) -> Result<Plann
         .collect();
     let accepted: Vec<&'static str> = warnings.filter(|f| !f.fails_strict(accepted)).map(|f| f.code).collect();
     Ok(Planned {
-        name: String::new(),
+        name: name.to_string(),
         verdict: if failing.is_empty() && accepted.is_empty() {
             PlanVerdict::Ready
         } else {
