@@ -565,7 +565,7 @@ async fn status_doc(db: &Db, plan: &str) -> serde_json::Value {
 async fn a_latency_budget_slows_the_batches_and_status_says_what_it_measures() {
     let cluster = Cluster::start();
     let db = cluster.database().await;
-    seed(&db, 20, 300_000).await;
+    seed(&db, 20, 600_000).await;
     let before = all_events(&db).await;
     let dir = scratch();
     let plan = db.plan_file(dir.path(), "p.yaml", &event_plan(50, "throttle:\n  latency: 0.001ms\n"));
