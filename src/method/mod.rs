@@ -15,6 +15,9 @@ pub mod moving;
 pub mod shared;
 pub mod sync;
 
+#[cfg(test)]
+mod lock_order;
+
 use crate::blueprint::{Blueprint, Settings};
 use crate::control::Phase;
 use crate::exec::tx::{self, Record};

@@ -523,6 +523,18 @@ impl Cluster {
 impl Drop for Cluster {
     fn drop(&mut self) {
         if let Some(dir) = &self.dir {
+            if std::thread::panicking() {
+                // A failing test shows what the server said of a deadlock:
+                // both sessions' statements, which the client never sees.
+                if let Ok(log) = std::fs::read_to_string(dir.path().join("server.log")) {
+                    let lines: Vec<&str> = log.lines().collect();
+                    for (i, l) in lines.iter().enumerate() {
+                        if l.contains("deadlock detected") {
+                            eprintln!("server log:\n{}", lines[i..(i + 16).min(lines.len())].join("\n"));
+                        }
+                    }
+                }
+            }
             let _ = as_postgres(&self.bin, "pg_ctl")
                 .args(["-D"])
                 .arg(dir.path().join("data"))

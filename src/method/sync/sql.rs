@@ -229,14 +229,26 @@ fn drop_back(bp: &Blueprint, on: &QualifiedName) -> Vec<Statement> {
 /// Phase prepare: the partitioned table, then the mirror.
 pub fn prepare(bp: &Blueprint) -> Vec<Statement> {
     let mut s = prepare::statements(bp);
-    s.push(lock_in_mode(
-        "the mirror's triggers need a brief lock on the original (writers wait, readers do not)",
-        &[bp.table.to_string()],
-        "SHARE ROW EXCLUSIVE",
-    ));
+    let policy = tool_policy(bp, &bp.table);
+    // The lock is taken once, in the strongest mode the transaction needs
+    // on the original: a CREATE POLICY after a SHARE ROW EXCLUSIVE would
+    // upgrade it, waiting for a session that holds a row lock and
+    // blocking that session's next write, a deadlock.
+    s.push(if policy.is_empty() {
+        lock_in_mode(
+            "the mirror's triggers need a brief lock on the original (writers wait, readers do not)",
+            &[bp.table.to_string()],
+            "SHARE ROW EXCLUSIVE",
+        )
+    } else {
+        lock_statement(
+            "the mirror's triggers and the tool's policy need a brief lock on the original (its policy needs the strongest)",
+            &[bp.table.to_string()],
+        )
+    });
     s.extend(forward_mirror(bp));
     // The backfill and the verification read the original from now on.
-    s.extend(tool_policy(bp, &bp.table));
+    s.extend(policy);
     s
 }
 
