@@ -63,7 +63,10 @@ fn transactions(steps: &[Step]) -> Vec<(&'static str, &[Statement])> {
 fn the_checker_finds_an_upgrade() {
     let stmts = [
         Statement::new("a", "LOCK TABLE \"public\".\"t\" IN SHARE ROW EXCLUSIVE MODE"),
-        Statement::new("b", "CREATE TRIGGER x AFTER INSERT ON \"public\".\"t\" FOR EACH ROW EXECUTE FUNCTION f()"),
+        Statement::new(
+            "b",
+            "CREATE TRIGGER x AFTER INSERT ON \"public\".\"t\" FOR EACH ROW EXECUTE FUNCTION f()",
+        ),
         Statement::new(
             "c",
             "CREATE POLICY \"t__tool\" ON \"public\".\"t\" AS PERMISSIVE FOR ALL TO \"o\" USING (true)",
