@@ -78,37 +78,17 @@ fn the_checker_finds_an_upgrade() {
 
 #[test]
 fn no_transaction_upgrades_a_lock() {
-    let owner_bound = crate::access::AccessFacts {
-        me: "owner".into(),
-        owner: "owner".into(),
-        member: true,
-        schema_create: true,
-        db_create: true,
-        database: "app".into(),
-        ..Default::default()
-    };
     let mut weaker_locks = 0;
     for method_name in ["move", "sync", "attach"] {
         for row_security in [false, true] {
-            let mut info = table("public", "events");
             let mut partition = MONTHLY.to_string();
             let mut f = if row_security {
-                info.row_security = true;
-                info.force_row_security = true;
-                info.policies = vec![crate::catalog::PolicyInfo {
-                    name: id("tenant"),
-                    permissive: true,
-                    command: '*',
-                    roles: vec![Some("app".into())],
-                    using: Some("(tenant = 1)".into()),
-                    check: None,
-                }];
                 partition.push_str("  default_partition: true\n");
-                let mut f = facts(info);
-                f.access = Some(owner_bound.clone());
+                let mut f = facts(forced_row_security(table("public", "events")));
+                f.access = Some(owner_without_bypass());
                 f
             } else {
-                facts(info)
+                facts(table("public", "events"))
             };
             f.server.version_num = 170_000;
             let bp = derive(&plan("public.events", method_name, &partition), &f)

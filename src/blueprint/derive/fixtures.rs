@@ -140,3 +140,32 @@ pub fn plan(table: &str, method: &str, partition: &str) -> PlanFile {
 }
 
 pub const MONTHLY: &str = "  by: range\n  column: ts\n  interval: month\n";
+
+/// The table's owner, with every privilege the run needs but BYPASSRLS.
+pub fn owner_without_bypass() -> crate::access::AccessFacts {
+    crate::access::AccessFacts {
+        me: "owner".into(),
+        owner: "owner".into(),
+        member: true,
+        schema_create: true,
+        db_create: true,
+        database: "app".into(),
+        ..Default::default()
+    }
+}
+
+/// The table with row-level security enabled and forced, under one
+/// permissive policy for the application's role.
+pub fn forced_row_security(mut info: TableInfo) -> TableInfo {
+    info.row_security = true;
+    info.force_row_security = true;
+    info.policies = vec![crate::catalog::PolicyInfo {
+        name: id("tenant"),
+        permissive: true,
+        command: '*',
+        roles: vec![Some("app".into())],
+        using: Some("(tenant = 1)".into()),
+        check: None,
+    }];
+    info
+}

@@ -242,32 +242,9 @@ fn a_list_initial_the_key_cannot_take_is_the_plans_mistake() {
     );
 }
 
-/// The table's owner, with every privilege the run needs but BYPASSRLS.
-fn owner_without_bypass() -> crate::access::AccessFacts {
-    crate::access::AccessFacts {
-        me: "owner".into(),
-        owner: "owner".into(),
-        member: true,
-        schema_create: true,
-        db_create: true,
-        database: "app".into(),
-        ..Default::default()
-    }
-}
-
 #[test]
 fn row_security_is_carried_and_refused_only_where_it_cannot_hold() {
-    let mut info = table("public", "events");
-    info.row_security = true;
-    info.force_row_security = true;
-    info.policies = vec![crate::catalog::PolicyInfo {
-        name: id("tenant"),
-        permissive: true,
-        command: '*',
-        roles: vec![Some("app".into())],
-        using: Some("(tenant = 1)".into()),
-        check: None,
-    }];
+    let info = forced_row_security(table("public", "events"));
     for method in ["sync", "attach", "move"] {
         let bp = derive(&plan("public.events", method, MONTHLY), &facts(info.clone()))
             .unwrap()
