@@ -47,6 +47,8 @@ pub struct TableInfo {
 pub struct ColumnInfo {
     pub name: Ident,
     pub type_name: String,
+    /// The type without its modifier.
+    pub base_type: String,
     pub not_null: bool,
     pub default: Option<String>,
     pub generated: bool,
@@ -358,6 +360,7 @@ async fn columns(client: &Client, oid: u32) -> Result<Vec<ColumnInfo>> {
         cols.push(ColumnInfo {
             name: Ident::new(r.get::<_, String>(0)),
             type_name,
+            base_type,
             not_null: r.get(2),
             default: r.get(3),
             generated: r.get(4),

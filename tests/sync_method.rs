@@ -205,6 +205,72 @@ async fn sync_abort_from_every_phase() {
     assert!(run.stderr.contains("migrate unswap"), "{}", run.stderr);
 }
 
+/// The verification hashes some types by value; a value that changes only
+/// in its spelling is still a difference: a numeric's scale, a jsonb
+/// number's, an interval's units, the sign of a float's zero, the case of
+/// a text in a case-insensitive collation. Each is written to the copy
+/// behind the mirror's back, in its own row, and every one is repaired.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn verification_sees_a_value_spelled_differently() {
+    let cluster = Cluster::start();
+    let db = cluster.database().await;
+    seed(&db, 10, 3000).await;
+    db.exec(
+        "CREATE COLLATION ci (provider = icu, locale = 'und-u-ks-level2', deterministic = false);
+         ALTER TABLE workflow_events
+             ADD COLUMN amount numeric NOT NULL DEFAULT 1.0,
+             ADD COLUMN doc jsonb NOT NULL DEFAULT '{\"a\": 1.0}',
+             ADD COLUMN span interval NOT NULL DEFAULT '1 day',
+             ADD COLUMN ratio float8 NOT NULL DEFAULT 0,
+             ADD COLUMN label text COLLATE ci NOT NULL DEFAULT 'a',
+             ADD COLUMN at timestamptz NOT NULL DEFAULT '2026-01-01 00:00:00+00';",
+    )
+    .await;
+    // One row of each month, each in a range of its own, so that the
+    // repair of one range cannot hide a difference another one missed.
+    let ids: Vec<i64> = db
+        .client()
+        .await
+        .query(
+            "INSERT INTO workflow_events (run_id, ts, type, payload, n) \
+             SELECT 1, date_trunc('month', now()) - k * interval '1 month' + interval '1 hour', 'spelled', '{}', k \
+             FROM generate_series(0, 5) k RETURNING id",
+            &[],
+        )
+        .await
+        .unwrap()
+        .iter()
+        .map(|r| r.get(0))
+        .collect();
+    let dir = scratch();
+    let plan = db.plan_file(dir.path(), "p.yaml", &sync_plan(500, ""));
+    let plan = plan.to_str().unwrap();
+    db.migrate(&["apply", plan, "--until", "backfill"]).await.ok();
+    let damage = [
+        "amount = 1.00",
+        "doc = '{\"a\": 1.00}'",
+        "span = '24 hours'",
+        "ratio = '-0'",
+        "label = 'A'",
+        "at = '2026-01-01 00:00:00.000001+00'",
+    ];
+    assert_eq!(ids.len(), damage.len());
+    for (set, id) in damage.iter().zip(&ids) {
+        db.exec(&format!("UPDATE workflow_events__part SET {set} WHERE id = {id}"))
+            .await;
+    }
+    let as_text = "SELECT count(*) FROM (SELECT t::text FROM ONLY workflow_events t \
+                   EXCEPT ALL SELECT t::text FROM workflow_events__part t) d";
+    assert_eq!(db.scalar_i64(as_text).await, damage.len() as i64);
+    db.migrate(&["resume", plan, "--until", "verify"]).await.ok();
+    let detail = db
+        .scalar_str("SELECT detail FROM repartition.events WHERE kind = 'verify'")
+        .await
+        .unwrap();
+    assert!(detail.contains("; 6 ranges repaired"), "{detail}");
+    assert_eq!(db.scalar_i64(as_text).await, 0, "{detail}");
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn verification_finds_and_repairs_a_damaged_copy() {
     let cluster = Cluster::start();
@@ -660,4 +726,59 @@ async fn update_while_the_run_goes(db: &Db, run: i64) {
         common::workload::db_message(&updated.unwrap_err())
     );
     assert_eq!(deleter.await.unwrap(), Ok(1), "the delete of the run");
+}
+
+/// Partitions fill without autovacuum, whose locks the index builds, the
+/// ANALYZE and the swap's LOCK would wait for; from the swap on they vacuum
+/// as the original's storage parameters say, which a table may set too.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn partitions_fill_without_autovacuum_and_get_it_back_at_the_swap() {
+    let cluster = Cluster::start();
+    for (method, until, original_off) in [
+        ("sync", "backfill", false),
+        ("sync", "backfill", true),
+        ("move", "move", false),
+        ("move", "move", true),
+    ] {
+        let db = cluster.database().await;
+        seed(&db, 10, 2000).await;
+        db.exec("ALTER TABLE workflow_events SET (fillfactor = 90)").await;
+        if original_off {
+            db.exec("ALTER TABLE workflow_events SET (autovacuum_enabled = false)")
+                .await;
+        }
+        let dir = scratch();
+        let plan = db.plan_file(
+            dir.path(),
+            "p.yaml",
+            &event_plan(500, "").replace("method: move", &format!("method: {method}")),
+        );
+        let plan = plan.to_str().unwrap();
+        let off = |parent: &str| {
+            format!(
+                "SELECT count(*) FILTER (WHERE 'autovacuum_enabled=false' = ANY (coalesce(c.reloptions, '{{}}'))), \
+                        count(*) FILTER (WHERE 'fillfactor=90' = ANY (coalesce(c.reloptions, '{{}}'))), count(*) \
+                 FROM pg_inherits i JOIN pg_class c ON c.oid = i.inhrelid WHERE i.inhparent = '{parent}'::regclass"
+            )
+        };
+        let counts = |sql: String| {
+            let db = db.clone();
+            async move {
+                let r = db.client().await.query_one(&sql, &[]).await.unwrap();
+                (r.get::<_, i64>(0), r.get::<_, i64>(1), r.get::<_, i64>(2))
+            }
+        };
+        db.migrate(&["apply", plan, "--until", until]).await.ok();
+        let (quiet, fill, n) = counts(off("workflow_events__part")).await;
+        assert!(n >= 4, "{method}: {n} partitions");
+        assert_eq!((quiet, fill), (n, n), "{method}: before the swap");
+        db.migrate(&["resume", plan]).await.ok();
+        let (quiet, fill, n) = counts(off("workflow_events")).await;
+        let expected = if original_off { n } else { 0 };
+        assert_eq!(
+            (quiet, fill),
+            (expected, n),
+            "{method}, original off {original_off}: after the swap"
+        );
+    }
 }

@@ -141,6 +141,11 @@ pub struct Column {
     pub default: Option<String>,
     #[serde(default)]
     pub identity: Option<ColumnIdentity>,
+    /// The type without its modifier (`format_type(atttypid, NULL)`): the
+    /// verification hashes some types by value. Empty in a blueprint
+    /// recorded before it was kept, which hashes every column as text.
+    #[serde(default)]
+    pub base_type: String,
 }
 
 /// An identity column as the tool's own writes see it.

@@ -27,6 +27,7 @@ pub fn column(name: &str, ty: &str) -> ColumnInfo {
     ColumnInfo {
         name: id(name),
         type_name: ty.into(),
+        base_type: ty.into(),
         not_null: true,
         default: None,
         generated: false,

@@ -236,6 +236,7 @@ fn columns(info: &crate::catalog::TableInfo) -> Vec<Column> {
                     None => c.default.clone(),
                 },
                 identity,
+                base_type: c.base_type.clone(),
             }
         })
         .collect()

@@ -75,7 +75,7 @@ pub fn partitions_fill_quietly(bp: &Blueprint) -> Vec<Statement> {
 /// After the swap, in the finish's transaction (a lock that blocks no
 /// reader or writer, and none of the swap's time): each partition's
 /// autovacuum as the original's storage parameters say.
-fn partitions_vacuum_again(bp: &Blueprint) -> Vec<Statement> {
+pub fn partitions_vacuum_again(bp: &Blueprint) -> Vec<Statement> {
     bp.leaves()
         .iter()
         .map(|leaf| autovacuum_as_the_original(bp, leaf, "autovacuum on the partition as on the original"))

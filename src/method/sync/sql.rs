@@ -229,6 +229,10 @@ fn drop_back(bp: &Blueprint, on: &QualifiedName) -> Vec<Statement> {
 /// Phase prepare: the partitioned table, then the mirror.
 pub fn prepare(bp: &Blueprint) -> Vec<Statement> {
     let mut s = prepare::statements(bp);
+    // Autovacuum, woken by the backfill's inserts, would take each
+    // partition's lock that its index builds, the ANALYZE and the swap's
+    // LOCK need, each waiting until it gives way; the swap turns it back on.
+    s.extend(crate::method::moving::sql::partitions_fill_quietly(bp));
     let policy = tool_policy(bp, &bp.table);
     // The lock is taken once, in the strongest mode the transaction needs
     // on the original: a CREATE POLICY after a SHARE ROW EXCLUSIVE would
@@ -289,6 +293,8 @@ pub fn swap(bp: &Blueprint) -> Vec<Statement> {
     s.extend(triggers::disable_all(bp, &bp.old));
     s.extend(triggers::create_all(bp, &bp.table));
     s.extend(back_mirror(bp));
+    // The partitions are locked already: catalog updates, within the swap.
+    s.extend(crate::method::moving::sql::partitions_vacuum_again(bp));
     s
 }
 
