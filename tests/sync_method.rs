@@ -782,3 +782,81 @@ async fn partitions_fill_without_autovacuum_and_get_it_back_at_the_swap() {
         );
     }
 }
+
+/// With one worker and rows that lie in time order, each partition's
+/// indexes are built as soon as the backfill has passed its range, beside
+/// the batches of the later ranges. Killed half-way, resumed, under
+/// traffic: every row is there once, every index valid and attached.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn partition_indexes_build_beside_the_backfill_of_later_ranges() {
+    let cluster = Cluster::start();
+    let db = cluster.database().await;
+    seed(&db, 2000, 0).await;
+    db.exec(
+        "INSERT INTO workflow_events (run_id, ts, type, payload, n)
+         SELECT 1 + g % 2000, now() - interval '120 days' + g * interval '5 minutes',
+                't' || (g % 7), jsonb_build_object('g', g, 'pad', repeat('x', 100)), g % 100
+         FROM generate_series(1, 30000) g;
+         ANALYZE workflow_events",
+    )
+    .await;
+    let dir = scratch();
+    let plan = db.plan_file(dir.path(), "p.yaml", &sync_plan(500, "  pause: 50ms\n"));
+    let plan = plan.to_str().unwrap();
+    let shown = db.migrate(&["plan", plan]).await;
+    shown.ok();
+    assert!(shown.stdout.contains("TABLESAMPLE SYSTEM ($1)"), "{}", shown.stdout);
+    let workload = Workload::start(&db, 1, 31).await;
+    let run = db
+        .migrate_env(
+            &["apply", plan],
+            &[("MIGRATE_FAILPOINT", "batch-forward:after-commit@40")],
+        )
+        .await;
+    assert_eq!(run.code, 86, "{}", run.stderr);
+    // Killed in the backfill: partitions with rows copied have their
+    // indexes already, and not every partition has.
+    let deferred = "SELECT count(*) FILTER (WHERE EXISTS (SELECT 1 FROM public.workflow_events__part p WHERE p.tableoid = x.indrelid)), \
+                   count(*) FROM pg_inherits i JOIN pg_index x ON x.indexrelid = i.inhrelid \
+                   WHERE i.inhparent IN (SELECT indexrelid FROM pg_index WHERE indrelid = 'public.workflow_events__part'::regclass AND NOT indisunique)";
+    let r = db.client().await.query_one(deferred, &[]).await.unwrap();
+    let (with_rows, attached): (i64, i64) = (r.get(0), r.get(1));
+    let builds = shown.stdout.matches("CREATE INDEX CONCURRENTLY ").count() as i64;
+    assert!(
+        with_rows > 0 && attached < builds,
+        "at the kill: {with_rows} of {attached} built indexes on partitions with rows, {builds} in all"
+    );
+    db.migrate(&["resume", plan]).await.ok();
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let report = workload.stop().await;
+    assert!(
+        report.errors.is_empty(),
+        "the application saw errors: {:?}",
+        &report.errors[..report.errors.len().min(8)]
+    );
+    let compared = compare(&db, &report.oracle).await;
+    assert!(compared > 25_000, "{compared} rows compared");
+    assert_eq!(
+        db.scalar_i64(
+            "SELECT count(*) FROM pg_index x JOIN pg_class c ON c.oid = x.indrelid \
+             WHERE c.relname LIKE 'workflow_events%' AND NOT x.indisvalid"
+        )
+        .await,
+        0
+    );
+    // Every partition holds each of the table's three indexes, attached.
+    let partitions = db
+        .scalar_i64("SELECT count(*) FROM pg_inherits WHERE inhparent = 'workflow_events'::regclass")
+        .await;
+    assert!(partitions >= 4, "{partitions} partitions");
+    assert_eq!(
+        db.scalar_i64(
+            "SELECT count(*) FROM pg_inherits i JOIN pg_index x ON x.indexrelid = i.inhrelid \
+             WHERE i.inhparent IN (SELECT indexrelid FROM pg_index WHERE indrelid = 'workflow_events'::regclass)"
+        )
+        .await,
+        partitions * 3
+    );
+    let batches = db.scalar_i64("SELECT count(*) FROM repartition.batches").await;
+    assert!(batches > 30, "{batches} batches");
+}

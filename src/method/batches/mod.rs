@@ -66,6 +66,9 @@ pub struct Mover<'a> {
     /// Told once the main pass is nine tenths through, so that work which
     /// needs the rows almost all in (the statistics) overlaps its end.
     near_end: Option<tokio::sync::oneshot::Sender<()>>,
+    /// The page a one-worker pass has reached, for work that overlaps it
+    /// (the sync method's index builds of the partitions it has passed).
+    reached: Option<Arc<AtomicI64>>,
     /// The latency budget's probe and feedback (the primary only; the
     /// other workers take its pace from `Shared`).
     budget: Option<Budget>,
@@ -181,6 +184,7 @@ impl<'a> Mover<'a> {
             row: m,
             watch: None,
             near_end: None,
+            reached: None,
             budget: None,
             worker: 0,
             in_flight: None,
@@ -267,6 +271,7 @@ impl<'a> Mover<'a> {
                     row: self.row,
                     watch: None,
                     near_end: None,
+                    reached: None,
                     budget: None,
                     worker: w,
                     in_flight: self.in_flight.clone(),
@@ -466,6 +471,14 @@ impl<'a> Mover<'a> {
         self.near_end = Some(tx);
     }
 
+    /// The page this pass has reached, kept current after every batch of a
+    /// pass with one worker (a parallel pass's workers reach theirs each).
+    pub fn reached(&mut self) -> Arc<AtomicI64> {
+        self.reached
+            .get_or_insert_with(|| Arc::new(AtomicI64::new(self.cursor)))
+            .clone()
+    }
+
     /// The main pass and the sweeps, from the recorded cursor.
     pub async fn run_forward(&mut self) -> Result<Pass> {
         let r = self.forward().await;
@@ -611,7 +624,12 @@ impl<'a> Mover<'a> {
                 // start, and the primary's rate stands for one worker of n.
                 (p, r, self.rate.per_sec() * f64::from(self.bp.settings.workers))
             }
-            None => (to, self.rows_moved, self.rate.per_sec()),
+            None => {
+                if let Some(r) = &self.reached {
+                    r.store(to, Ordering::Relaxed);
+                }
+                (to, self.rows_moved, self.rate.per_sec())
+            }
         };
         if self.primary && self.sweeps == 0 && pages_done * 10 >= end * 9 {
             if let Some(tx) = self.near_end.take() {

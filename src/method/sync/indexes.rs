@@ -10,13 +10,19 @@
 //! attached is skipped, an invalid one left by a crash is dropped and
 //! built again.
 
+use super::sql;
 use crate::blueprint::{names, Blueprint, IndexBody, IndexDef};
+use crate::control;
 use crate::exec::Context;
 use crate::method::shared::prepare::deferred_indexes;
 use crate::method::shared::session_limits;
 use crate::method::{How, Part};
 use crate::sql::{QualifiedName, Statement};
-use anyhow::{bail, Context as _, Result};
+use anyhow::{anyhow, bail, Context as _, Result};
+use std::collections::{HashMap, VecDeque};
+use std::sync::atomic::{AtomicBool, AtomicI64, Ordering};
+use std::sync::Mutex;
+use std::time::Duration;
 use tokio_postgres::Client;
 
 /// One partition's index: built, then attached to the parent's.
@@ -87,25 +93,25 @@ pub fn builds(bp: &Blueprint) -> Vec<Build> {
     out
 }
 
-/// The partitions, in the order of their builds.
-fn leaves_of(builds: &[Build]) -> Vec<&QualifiedName> {
-    let mut out: Vec<&QualifiedName> = Vec::new();
+/// The builds grouped by partition, in the order of the partitions.
+fn by_leaf(builds: &[Build]) -> Vec<Vec<&Build>> {
+    let mut out: Vec<Vec<&Build>> = Vec::new();
     for b in builds {
-        if !out.contains(&&b.leaf) {
-            out.push(&b.leaf);
+        match out.iter_mut().find(|g| g[0].leaf == b.leaf) {
+            Some(g) => g.push(b),
+            None => out.push(vec![b]),
         }
     }
     out
 }
 
-/// One connection's builds, each judged from the catalog first: attached
+/// One partition's builds, each judged from the catalog first: attached
 /// already, skipped; left invalid by a crash, dropped and built again.
-async fn lane(ctx: &Context, client: &Client, bp: &Blueprint, builds: &[&Build]) -> Result<bool> {
+/// Returns how many were built.
+async fn build_leaf(client: &Client, bp: &Blueprint, builds: &[&Build]) -> Result<usize> {
     let s = &bp.settings;
+    let mut built = 0;
     for b in builds {
-        if ctx.stopping() {
-            return Ok(false);
-        }
         let attached: bool = client
             .query_one(
                 "SELECT EXISTS (SELECT 1 FROM pg_inherits i JOIN pg_index x ON x.indexrelid = i.inhrelid \
@@ -141,16 +147,157 @@ async fn lane(ctx: &Context, client: &Client, bp: &Blueprint, builds: &[&Build])
             .run(client, s, &format!("attaching {}", b.child), 0)
             .await
             .with_context(|| format!("cannot attach {} to {}", b.child, b.parent))?;
+        built += 1;
     }
-    Ok(true)
+    Ok(built)
+}
+
+/// One connection's share: the next partition not taken by the other lane,
+/// until none is left; false when stopped by a signal.
+async fn lane(ctx: &Context, client: &Client, bp: &Blueprint, queue: &Mutex<VecDeque<Vec<&Build>>>) -> Result<bool> {
+    loop {
+        if ctx.stopping() {
+            return Ok(false);
+        }
+        let Some(next) = queue
+            .lock()
+            .map_err(|_| anyhow!("the index queue was poisoned"))?
+            .pop_front()
+        else {
+            return Ok(true);
+        };
+        build_leaf(client, bp, &next).await?;
+    }
+}
+
+/// Whether the builds of the partitions the backfill has passed overlap
+/// it. Only a one-worker backfill leaves a core idle for them; a throttle,
+/// the gentle mode or a latency budget ask for the load of the batches
+/// alone; and only a range key says from a row's page which partitions are
+/// behind (rows of a range mostly lie together in insertion order).
+fn overlaps(bp: &Blueprint) -> bool {
+    deferred_indexes(bp)
+        && bp.settings.workers <= 1
+        && !bp.settings.gentle
+        && bp.settings.throttle == Default::default()
+        && !bp.key.list
+        && bp.key.hash.is_none()
+        && !bp.partitions.is_empty()
+}
+
+/// Pages of the original a sample reads, about: enough to place each
+/// range's last rows within a few batches.
+const SAMPLE_PAGES: f64 = 2_000.0;
+/// How often the backfill's position is looked at.
+const POLL: Duration = Duration::from_millis(200);
+
+/// During a one-worker backfill, on a connection of its own: each range
+/// partition's indexes are built once the backfill has passed the last
+/// page where a sample of the original found its rows, so the build and
+/// the copy of later pages run on two cores at once. What the sample
+/// missed (rows of an early range on a late page) is still copied, into a
+/// partition whose index then takes it as any insert; correctness never
+/// rests on the sample. Returns the builds made. A failure only ends the
+/// overlap: what is not built is built after the backfill, and an invalid
+/// index left is dropped and built again there.
+pub async fn build_during_backfill(
+    ctx: &Context,
+    bp: &Blueprint,
+    id: i64,
+    reached: &AtomicI64,
+    backfilled: &AtomicBool,
+) -> usize {
+    if !overlaps(bp) {
+        return 0;
+    }
+    match overlap(ctx, bp, id, reached, backfilled).await {
+        Ok(n) => n,
+        Err(e) => {
+            tracing::warn!(
+                error = format!("{e:#}"),
+                "the partition indexes wait for the end of the backfill"
+            );
+            0
+        }
+    }
+}
+
+async fn overlap(
+    ctx: &Context,
+    bp: &Blueprint,
+    id: i64,
+    reached: &AtomicI64,
+    backfilled: &AtomicBool,
+) -> Result<usize> {
+    let builds = builds(bp);
+    let mut cfg = ctx.cfg.clone();
+    cfg.application_name("migrate sync (indexes)");
+    let client = crate::db::connect(&cfg)
+        .await
+        .context("cannot open a connection for the index builds")?;
+    let pages: i64 = client
+        .query_one(&crate::method::batches::sql::pages_statement(&bp.table), &[])
+        .await?
+        .get(0);
+    let percent = (100.0 * SAMPLE_PAGES / pages.max(1) as f64).clamp(1.0, 100.0);
+    // A page the sample read stands for 100/percent pages: a range is
+    // behind once the backfill is past its last sampled page by that much.
+    let stride = (100.0 / percent).ceil() as i64;
+    let last: HashMap<i32, i64> = client
+        .query(&sql::last_pages(bp).sql, &[&(percent as f32)])
+        .await
+        .context("cannot sample where the original's ranges lie")?
+        .iter()
+        .map(|r| (r.get::<_, i32>(0), r.get::<_, i64>(1)))
+        .collect();
+    // A range the sample found no row of is empty or nearly: at once.
+    let behind_from: Vec<(i64, Vec<&Build>)> = by_leaf(&builds)
+        .into_iter()
+        .filter_map(|g| {
+            let k = bp
+                .partitions
+                .iter()
+                .position(|p| bp.table.sibling(p.name.clone()) == g[0].leaf)?;
+            Some((last.get(&(k as i32 + 1)).map_or(0, |p| p + 1 + stride), g))
+        })
+        .collect();
+    let controls = client.prepare(control::CONTROLS).await?;
+    let mut done = vec![false; behind_from.len()];
+    let mut built = 0;
+    loop {
+        if ctx.stopping() || backfilled.load(Ordering::Relaxed) {
+            return Ok(built);
+        }
+        let at = reached.load(Ordering::Relaxed);
+        let paused = control::controls(&client, &controls, id).await?.paused;
+        let next = done
+            .iter()
+            .zip(&behind_from)
+            .position(|(d, (from, _))| !d && at >= *from);
+        match next {
+            Some(k) if !paused => {
+                built += build_leaf(&client, bp, &behind_from[k].1).await?;
+                done[k] = true;
+            }
+            _ if done.iter().all(|d| *d) => return Ok(built),
+            _ => tokio::time::sleep(POLL).await,
+        }
+    }
 }
 
 /// What `plan` shows of the builds.
 pub fn parts(bp: &Blueprint) -> Vec<Part> {
-    builds(bp)
-        .into_iter()
-        .flat_map(|b| [b.drop, b.create, b.attach])
-        .collect()
+    let mut out = Vec::new();
+    if overlaps(bp) {
+        out.push(Part::new(
+            "index sample",
+            How::Plain,
+            "with one worker, beside the first batches: each partition's indexes are built as soon as the backfill has passed its range's last sampled page, the rest after the last batch",
+            vec![sql::last_pages(bp)],
+        ));
+    }
+    out.extend(builds(bp).into_iter().flat_map(|b| [b.drop, b.create, b.attach]));
+    out
 }
 
 /// Builds every partition's index and attaches it; returns false when
@@ -170,17 +317,17 @@ pub async fn build_deferred(ctx: &Context, client: &Client, bp: &Blueprint) -> R
         &format!("building {} partition indexes of {}", builds.len(), bp.shadow),
     );
     let started = std::time::Instant::now();
-    let leaves: Vec<&QualifiedName> = leaves_of(&builds);
-    let lane_of = |b: &Build| leaves.iter().position(|l| **l == b.leaf).unwrap_or(0) % 2;
-    let (first, second): (Vec<&Build>, Vec<&Build>) = builds.iter().partition(|b| lane_of(b) == 0);
-    let done = if second.is_empty() {
-        lane(ctx, client, bp, &first).await?
-    } else {
+    let groups = by_leaf(&builds);
+    let two = groups.len() > 1;
+    let queue = Mutex::new(VecDeque::from(groups));
+    let done = if two {
         let other = crate::db::connect(&ctx.cfg)
             .await
             .context("cannot open a second connection for the index builds")?;
-        let (a, b) = tokio::join!(lane(ctx, client, bp, &first), lane(ctx, &other, bp, &second));
+        let (a, b) = tokio::join!(lane(ctx, client, bp, &queue), lane(ctx, &other, bp, &queue));
         a? && b?
+    } else {
+        lane(ctx, client, bp, &queue).await?
     };
     if !done {
         return Ok(false);

@@ -19,6 +19,7 @@ use crate::method::batches::{Mover, Pass};
 use crate::method::moving::{catch_up, prepare_relations};
 use crate::method::{analyze_and_record, record_part, run_plain, How, Part, Step};
 use anyhow::{bail, Result};
+use std::sync::atomic::{AtomicBool, Ordering};
 
 pub fn steps(bp: &Blueprint) -> Vec<Step> {
     let mut prepare_rels = prepare_relations(bp);
@@ -145,9 +146,28 @@ pub async fn run(ctx: &Context, s: &mut Session, step: &Step) -> Result<Flow> {
     match step.name {
         "prepare" | "swap" | "cleanup" => run_plain(&s.client, &bp, step, id).await?,
         "backfill" => {
+            let backfilled = AtomicBool::new(false);
             let mut mover = Mover::new(ctx, &mut s.client, &s.m, &bp.table).await?;
-            if let Pass::Stopped = mover.run_backfill().await? {
+            let reached = mover.reached();
+            let copy = async {
+                let r = mover.run_backfill().await;
+                backfilled.store(true, Ordering::Relaxed);
+                r
+            };
+            let (pass, early) = tokio::join!(
+                copy,
+                indexes::build_during_backfill(ctx, &bp, id, &reached, &backfilled)
+            );
+            if let Pass::Stopped = pass? {
                 return Ok(Flow::Stopped);
+            }
+            if early > 0 {
+                let detail = format!(
+                    "{early} of {} partition indexes built while the backfill ran",
+                    indexes::builds(&bp).len()
+                );
+                ctx.reporter.phase("indexes", &detail);
+                control::event(&**s.client, id, "indexes", &detail).await?;
             }
             if !indexes::build_deferred(ctx, &s.client, &bp).await? {
                 return Ok(Flow::Stopped);

@@ -490,3 +490,20 @@ pub fn abort(bp: &Blueprint) -> Vec<Statement> {
     s.extend(drop_tool_policy(bp, &bp.table));
     s
 }
+
+/// For each range of the original (its partition's number, as the
+/// verification numbers them), the page by which 95 in 100 of the rows a
+/// sample of the original's pages found lie; `$1` is the sample's percent
+/// of pages. Not the last page: the new version of an updated row lies
+/// at the heap's end, and a few of those would hold a range back to it.
+pub fn last_pages(bp: &Blueprint) -> Statement {
+    Statement::new(
+        "where each range's rows end in the original but for a few moved by updates, from a sample of its pages",
+        format!(
+            "SELECT {bucket}, (percentile_disc(0.95) WITHIN GROUP (ORDER BY (t.ctid::text::point)[0]))::bigint \
+             FROM ONLY {table} AS t TABLESAMPLE SYSTEM ($1) GROUP BY 1",
+            bucket = super::verify::bucket_expr(bp),
+            table = bp.table
+        ),
+    )
+}

@@ -51,7 +51,7 @@ fn values_array(bp: &Blueprint) -> String {
 
 /// The bucket of a row: its partition's number (0 for rows no listed value
 /// or range holds).
-fn bucket_expr(bp: &Blueprint) -> String {
+pub(crate) fn bucket_expr(bp: &Blueprint) -> String {
     if bp.key.list {
         return format!("coalesce(array_position({}, t.{}), 0)", values_array(bp), bp.key.column);
     }
@@ -194,6 +194,10 @@ pub fn compare_part(bp: &Blueprint, filter: &str) -> Part {
                 "SET LOCAL enable_sort = off",
             ),
             Statement::new(
+                "each row is read once: compiling the hashing costs more than it saves (0.6 s of 1.9 s a side for 2,000,000 rows)",
+                "SET LOCAL jit = off",
+            ),
+            Statement::new(
                 "row count and hash sum per partition range, original",
                 digest_sql(bp, &format!("ONLY {}", bp.table), filter),
             ),
@@ -211,9 +215,9 @@ async fn compare(client: &mut Client, bp: &Blueprint, filter: &str) -> Result<(D
     let p = compare_part(bp, filter);
     let st = &p.statements;
     let tx = client.transaction().await?;
-    tx.batch_execute(&tx::wire(&st[1..4])).await?;
-    let a = digest(&tx, &st[4].sql).await?;
-    let b = digest(&tx, &st[5].sql).await?;
+    tx.batch_execute(&tx::wire(&st[1..5])).await?;
+    let a = digest(&tx, &st[5].sql).await?;
+    let b = digest(&tx, &st[6].sql).await?;
     tx.commit().await?;
     Ok((a, b))
 }
