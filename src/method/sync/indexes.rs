@@ -192,8 +192,8 @@ const SAMPLE_PAGES: f64 = 2_000.0;
 const POLL: Duration = Duration::from_millis(200);
 
 /// During a one-worker backfill, on a connection of its own: each range
-/// partition's indexes are built once the backfill has passed the last
-/// page where a sample of the original found its rows, so the build and
+/// partition's indexes are built once the backfill has passed the page by
+/// which most rows of its range that a sample found lie, so the build and
 /// the copy of later pages run on two cores at once. What the sample
 /// missed (rows of an early range on a late page) is still copied, into a
 /// partition whose index then takes it as any insert; correctness never
@@ -241,7 +241,7 @@ async fn overlap(
         .get(0);
     let percent = (100.0 * SAMPLE_PAGES / pages.max(1) as f64).clamp(1.0, 100.0);
     // A page the sample read stands for 100/percent pages: a range is
-    // behind once the backfill is past its last sampled page by that much.
+    // behind once the backfill is past its sampled page by that much.
     let stride = (100.0 / percent).ceil() as i64;
     let last: HashMap<i32, i64> = client
         .query(&sql::last_pages(bp).sql, &[&(percent as f32)])
@@ -292,7 +292,7 @@ pub fn parts(bp: &Blueprint) -> Vec<Part> {
         out.push(Part::new(
             "index sample",
             How::Plain,
-            "with one worker, beside the first batches: each partition's indexes are built as soon as the backfill has passed its range's last sampled page, the rest after the last batch",
+            "with one worker, beside the first batches: each partition's indexes are built as soon as the backfill has passed the page by which 95 in 100 of its range's sampled rows lie, the rest after the last batch",
             vec![sql::last_pages(bp)],
         ));
     }
