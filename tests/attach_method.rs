@@ -76,11 +76,7 @@ async fn attach_under_load_through_a_crash() {
     assert_eq!(after.len(), built.len() - 1, "only the original primary key gave way");
     tokio::time::sleep(Duration::from_millis(500)).await;
     let report = workload.stop().await;
-    assert!(
-        report.errors.is_empty(),
-        "the application saw errors: {:?}",
-        &report.errors[..report.errors.len().min(8)]
-    );
+    report.assert_no_errors("");
     let compared = compare(&db, &report.oracle).await;
     println!(
         "attach under load: {} operations, 0 errors, {} rows compared, {:.1}s",
@@ -202,11 +198,7 @@ async fn split_breaks_up_the_first_partition_under_load() {
     db.migrate(&["resume", plan]).await.ok();
     tokio::time::sleep(Duration::from_millis(300)).await;
     let report = workload.stop().await;
-    assert!(
-        report.errors.is_empty(),
-        "the application saw errors: {:?}",
-        &report.errors[..report.errors.len().min(8)]
-    );
+    report.assert_no_errors("");
     let compared = compare(&db, &report.oracle).await;
     println!(
         "split under load: {} operations, 0 errors, {} rows compared, {:.1}s",
@@ -306,11 +298,7 @@ async fn attach_by_list_on_a_logical_column_under_load() {
     db.migrate(&["resume", plan]).await.ok();
     tokio::time::sleep(Duration::from_millis(400)).await;
     let report = workload.stop().await;
-    assert!(
-        report.errors.is_empty(),
-        "the application saw errors: {:?}",
-        &report.errors[..report.errors.len().min(8)]
-    );
+    report.assert_no_errors("");
     let compared = compare(&db, &report.oracle).await;
     println!(
         "attach by list under load: {} operations, 0 errors, {compared} rows compared",
@@ -432,11 +420,7 @@ async fn attach_by_text_and_enum_list_on_an_existing_column_under_load() {
         db.migrate(&["resume", plan]).await.ok();
         tokio::time::sleep(Duration::from_millis(400)).await;
         let report = workload.stop().await;
-        assert!(
-            report.errors.is_empty(),
-            "{ty}: the application saw errors: {:?}",
-            &report.errors[..report.errors.len().min(8)]
-        );
+        report.assert_no_errors(&format!("{ty}: "));
         let compared = compare(&db, &report.oracle).await;
         println!(
             "attach by a {ty} list under load: {} operations, 0 errors, {compared} rows compared",

@@ -441,11 +441,7 @@ async fn round(
                 let mut run = Run::start(db, &[cmd, plan], &[]);
                 tokio::time::sleep(delay).await;
                 let report = workload.take().unwrap().stop().await;
-                assert!(
-                    report.errors.is_empty(),
-                    "the application saw errors: {:?}",
-                    report.errors
-                );
+                report.assert_no_errors("");
                 t.operations += report.total_ops();
                 t.rows_compared += compare(db, &report.oracle).await;
                 cluster.restart(mode);

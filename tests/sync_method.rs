@@ -63,11 +63,7 @@ async fn sync_under_load_through_kill_swap_unswap_and_cleanup() {
     assert_eq!(relkind(&db, "public.workflow_events").await.as_deref(), Some("r"));
     tokio::time::sleep(Duration::from_millis(500)).await;
     let snapshot = workload.stop().await;
-    assert!(
-        snapshot.errors.is_empty(),
-        "the application saw errors: {:?}",
-        &snapshot.errors[..snapshot.errors.len().min(8)]
-    );
+    snapshot.assert_no_errors("");
     let compared_after_unswap = compare(&db, &snapshot.oracle).await;
     // The partitioned copy was kept in step too.
     assert_eq!(
@@ -83,11 +79,7 @@ async fn sync_under_load_through_kill_swap_unswap_and_cleanup() {
     db.migrate(&["cleanup", plan]).await.ok();
     tokio::time::sleep(Duration::from_millis(300)).await;
     let report = workload.stop().await;
-    assert!(
-        report.errors.is_empty(),
-        "the application saw errors: {:?}",
-        &report.errors[..report.errors.len().min(8)]
-    );
+    report.assert_no_errors("");
     let compared = compare(&db, &report.oracle).await;
     println!(
         "sync under load: {} + {} operations, 0 errors, {} rows compared after unswap, {} after cleanup, {:.1}s",
@@ -472,11 +464,7 @@ async fn list_partitioning_on_an_existing_column_with_move_and_sync() {
         let changed = mover.await.unwrap();
         tokio::time::sleep(Duration::from_millis(300)).await;
         let report = workload.stop().await;
-        assert!(
-            report.errors.is_empty(),
-            "{method}: the application saw errors: {:?}",
-            &report.errors[..report.errors.len().min(8)]
-        );
+        report.assert_no_errors(&format!("{method}: "));
         if method == "sync" {
             db.migrate(&["cleanup", plan]).await.ok();
         }
@@ -829,11 +817,7 @@ async fn partition_indexes_build_beside_the_backfill_of_later_ranges() {
     db.migrate(&["resume", plan]).await.ok();
     tokio::time::sleep(Duration::from_millis(300)).await;
     let report = workload.stop().await;
-    assert!(
-        report.errors.is_empty(),
-        "the application saw errors: {:?}",
-        &report.errors[..report.errors.len().min(8)]
-    );
+    report.assert_no_errors("");
     let compared = compare(&db, &report.oracle).await;
     assert!(compared > 25_000, "{compared} rows compared");
     assert_eq!(

@@ -38,6 +38,17 @@ pub struct Report {
 }
 
 impl Report {
+    /// Fails the test if the application saw an error, naming the first
+    /// few; `context` (say, the method) leads the message.
+    #[track_caller]
+    pub fn assert_no_errors(&self, context: &str) {
+        assert!(
+            self.errors.is_empty(),
+            "{context}the application saw errors: {:?}",
+            &self.errors[..self.errors.len().min(8)]
+        );
+    }
+
     pub fn total_ops(&self) -> u64 {
         self.ops.values().sum()
     }
