@@ -112,6 +112,14 @@ CREATE TABLE IF NOT EXISTS repartition.events (
 );
 CREATE INDEX IF NOT EXISTS events_by_migration ON repartition.events (migration_id, at);
 
+-- The latency budget's probe: one row per migration that the probe updates,
+-- so that its commit writes WAL and waits for the flush as the
+-- application's writes do (a commit that wrote nothing is not flushed).
+CREATE TABLE IF NOT EXISTS repartition.latency_probes (
+    migration_id bigint PRIMARY KEY REFERENCES repartition.migrations (id) ON DELETE CASCADE,
+    probed_at timestamptz NOT NULL DEFAULT clock_timestamp()
+);
+
 -- When `maintain` last analyzed a partitioned table as a whole.
 CREATE TABLE IF NOT EXISTS repartition.analyzed (
     table_name text PRIMARY KEY,

@@ -278,9 +278,9 @@ pub fn latency_probe(bp: &Blueprint) -> Vec<Part> {
     vec![Part::new(
         "latency probe",
         How::Plain,
-        "with throttle.latency: ten times a second on a connection of its own, beside the batches; its first 30 before the first batch are the baseline",
+        "with throttle.latency: twenty times a second on a connection of its own, beside the batches; its first 100 before the first batch are the baseline",
         vec![Statement::new(
-            "a transaction id and a commit, as the application's writes commit: the latency the budget holds",
+            "a row of its own written and committed, waiting for the WAL flush as the application's writes do: the latency the budget holds",
             crate::latency::PROBE,
         )],
     )]

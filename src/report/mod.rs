@@ -449,7 +449,7 @@ fn latency_line(b: crate::plan_file::LatencyBudget, m: &MigrationRow) -> String 
     match (m.latency_baseline_ms, m.latency_ms) {
         (None, _) => format!("Latency budget: {budget}; the baseline is learned before the first batch"),
         (Some(base), None) => format!(
-            "Latency budget: {budget} (commits {base:.2} ms at the 95th percentile before the first batch, ceiling {:.2} ms)",
+            "Latency budget: {budget} (commits {base:.2} ms at the 99th percentile before the first batch, ceiling {:.2} ms)",
             b.ceiling_ms(base)
         ),
         (Some(base), Some(now)) => format!(

@@ -385,7 +385,7 @@ impl<'a> Mover<'a> {
         if self.budget.is_some() {
             return Ok(());
         }
-        let probe = crate::latency::Probe::start(&self.ctx.cfg, self.bp.method.as_str()).await?;
+        let probe = crate::latency::Probe::start(&self.ctx.cfg, self.bp.method.as_str(), self.id).await?;
         let recorded: Option<f64> = self
             .client
             .query_one(
@@ -406,6 +406,17 @@ impl<'a> Mover<'a> {
                 }
                 let ms = crate::latency::baseline(&probe).unwrap_or(1.0).max(0.05);
                 control::set_latency_baseline(&*self.client, self.id, ms).await?;
+                control::event(
+                    &*self.client,
+                    self.id,
+                    "latency",
+                    &format!(
+                        "baseline {ms:.2} ms (the 99th percentile of {} probes), ceiling {:.2} ms",
+                        probe.count(),
+                        budget.ceiling_ms(ms)
+                    ),
+                )
+                .await?;
                 ms
             }
         };
@@ -434,13 +445,26 @@ impl<'a> Mover<'a> {
         if b.adjusted.elapsed() < crate::latency::WINDOW {
             return Ok(());
         }
-        let Some(ms) = b.probe.p95(crate::latency::WINDOW) else {
+        let Some(ms) = b.probe.tail(crate::latency::WINDOW) else {
             return Ok(());
         };
         b.adjusted = Instant::now();
-        b.ctl.observe(ms, b.probe.p95_between_batches(crate::latency::WINDOW));
+        let before = b.ctl.describe();
+        b.ctl.observe(ms, b.probe.tail_between_batches(crate::latency::WINDOW));
         let (scale, rest, active) = (b.ctl.scale, b.ctl.rest_ms, b.ctl.active);
-        control::set_latency(&*self.client, self.id, ms, &b.ctl.describe()).await?;
+        let doing = b.ctl.describe();
+        control::set_latency(&*self.client, self.id, ms, &doing).await?;
+        // Each change of course is kept, so that the pace's history can be
+        // read after the run beside the application's own figures.
+        if doing != before {
+            control::event(
+                &*self.client,
+                self.id,
+                "latency",
+                &format!("{ms:.2} ms measured: {doing}"),
+            )
+            .await?;
+        }
         if !self.operator_size {
             self.batch_rows = ((self.bp.settings.batch_rows as f64 * scale).round() as u64).max(1);
         }
