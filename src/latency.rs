@@ -1,6 +1,6 @@
 //! The latency budget (`throttle.latency`): how much slower the
 //! application may get while rows move. The run measures it itself, learns
-//! the baseline before the first batch, and sets the batches' size and the
+//! the baseline before the first step changes anything, and sets the batches' size and the
 //! rest after each so that the measurement stays under the budget.
 //!
 //! What it measures: a probe transaction of its own, on a connection of
@@ -25,7 +25,7 @@ pub const PROBE: &str = "UPDATE repartition.latency_probes SET probed_at = clock
 /// Its row, made before the first probe.
 const PROBE_ROW: &str = "INSERT INTO repartition.latency_probes (migration_id) VALUES ($1) ON CONFLICT DO NOTHING";
 const PROBE_EVERY: Duration = Duration::from_millis(50);
-/// The probes the baseline is learned from, before the first batch.
+/// The probes the baseline is learned from, before the first step.
 pub const BASELINE_SAMPLES: usize = 100;
 /// The measurement the feedback goes by: the probes of the last seconds,
 /// enough of them for a 99th percentile to be more than the worst one.
@@ -135,6 +135,10 @@ pub const MIN_SCALE: f64 = 0.05;
 /// …and this long a rest after each.
 pub const MAX_REST_MS: u64 = 2_000;
 
+/// Between batches at least this share of the measurement over all the
+/// probes: the batches add little to it.
+pub const BATCHES_ADD_LITTLE: f64 = 0.7;
+
 /// What the feedback does about the measurement.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Doing {
@@ -149,9 +153,10 @@ pub enum Doing {
     /// Over it at the slowest pace: the method's own cost is above the
     /// budget, which cannot be held.
     OverAtSlowest,
-    /// Over it between batches as well: the excess is not the batches'
-    /// (the application's own load, or the method's standing cost), so a
-    /// slower pace would not lower it; the pace holds.
+    /// Over it between batches as well, and nearly as much as over all
+    /// the probes: the excess is not the batches' (the application's own
+    /// load, or the method's standing cost), so a slower pace would not
+    /// lower it; the pace holds.
     OverBetweenBatches,
 }
 
@@ -201,7 +206,10 @@ impl Controller {
         self.measured_ms = Some(ms);
         self.between_batches_ms = between_batches_ms;
         let ceiling = self.ceiling_ms();
-        if ms > ceiling && between_batches_ms.is_some_and(|b| b > ceiling) {
+        // Probes between short batches are over an absolute ceiling of a
+        // few microseconds too; what tells the batches apart is how much
+        // more the probes measure with them.
+        if ms > ceiling && between_batches_ms.is_some_and(|b| b > ceiling && b >= ms * BATCHES_ADD_LITTLE) {
             self.doing = Doing::OverBetweenBatches;
         } else if ms > ceiling {
             if self.scale > MIN_SCALE {
@@ -262,10 +270,42 @@ impl Controller {
     }
 }
 
-/// The baseline the budget multiplies: the `PERCENTILE` of the probes
-/// before the first batch.
-pub fn baseline(probe: &Probe) -> Option<f64> {
-    probe.tail(Duration::from_secs(3600))
+/// The baseline the budget multiplies: the `PERCENTILE` of the probe's
+/// first `BASELINE_SAMPLES`, learned before the migration changes anything
+/// (the move's view and the sync's triggers are part of what the
+/// application may pay), recorded in the control table with an event so
+/// that a resumed run keeps it. `None` when the run is stopped meanwhile.
+pub async fn learn_baseline(
+    ctx: &crate::exec::Context,
+    client: &impl tokio_postgres::GenericClient,
+    id: i64,
+    budget: LatencyBudget,
+    probe: &Probe,
+) -> Result<Option<f64>> {
+    ctx.reporter.phase(
+        "latency",
+        "learning the application's commit latency before anything changes",
+    );
+    while probe.count() < BASELINE_SAMPLES {
+        if ctx.stopping() {
+            return Ok(None);
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let ms = probe.tail(Duration::from_secs(3600)).unwrap_or(1.0).max(0.05);
+    crate::control::set_latency_baseline(client, id, ms).await?;
+    crate::control::event(
+        client,
+        id,
+        "latency",
+        &format!(
+            "baseline {ms:.2} ms (the 99th percentile of {} probes), ceiling {:.2} ms",
+            probe.count(),
+            budget.ceiling_ms(ms)
+        ),
+    )
+    .await?;
+    Ok(Some(ms))
 }
 
 #[cfg(test)]
@@ -298,12 +338,16 @@ mod tests {
         let mut c = Controller::new(LatencyBudget::Times(2.0), 1.0, 1);
         c.observe(5.0, None);
         assert_eq!(c.scale, 0.5);
-        c.observe(5.0, Some(3.0));
+        c.observe(5.0, Some(4.0));
         assert_eq!((c.scale, c.rest_ms, c.doing), (0.5, 0, Doing::OverBetweenBatches));
         assert!(c.describe().contains("not the batches'"), "{}", c.describe());
+        // Between batches over the ceiling but well under the whole: the
+        // batches add most of it.
+        c.observe(5.0, Some(3.0));
+        assert_eq!((c.scale, c.doing), (0.25, Doing::SlowingDown));
         // Between batches under the ceiling: the batches are the cause.
         c.observe(5.0, Some(1.5));
-        assert_eq!((c.scale, c.doing), (0.25, Doing::SlowingDown));
+        assert_eq!((c.scale, c.doing), (0.125, Doing::SlowingDown));
     }
 
     #[test]

@@ -36,6 +36,10 @@ pub async fn apply(ctx: &Context, plan: &PlanFile, until: Phase) -> Result<Outco
             accepted_hazards(&client, &resolved.blueprint).await?;
             control::bootstrap(&mut client).await?;
             let id = control::insert(&**client, &resolved.blueprint, &plan.source).await?;
+            if let Some(budget) = resolved.blueprint.settings.throttle.latency {
+                let probe = crate::latency::Probe::start(&ctx.cfg, resolved.blueprint.method.as_str(), id).await?;
+                crate::latency::learn_baseline(ctx, &**client, id, budget, &probe).await?;
+            }
             control::reload(&**client, id).await?
         }
     };

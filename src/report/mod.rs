@@ -447,9 +447,9 @@ pub fn status_json(
 fn latency_line(b: crate::plan_file::LatencyBudget, m: &MigrationRow) -> String {
     let budget = String::from(b);
     match (m.latency_baseline_ms, m.latency_ms) {
-        (None, _) => format!("Latency budget: {budget}; the baseline is learned before the first batch"),
+        (None, _) => format!("Latency budget: {budget}; the baseline is learned before the first step"),
         (Some(base), None) => format!(
-            "Latency budget: {budget} (commits {base:.2} ms at the 99th percentile before the first batch, ceiling {:.2} ms)",
+            "Latency budget: {budget} (commits {base:.2} ms at the 99th percentile before the first step, ceiling {:.2} ms)",
             b.ceiling_ms(base)
         ),
         (Some(base), Some(now)) => format!(

@@ -375,9 +375,8 @@ impl<'a> Mover<'a> {
         Ok(self.parallel(RouteKind::Backfill, &route, end).await?.0)
     }
 
-    /// With a latency budget: the probe starts, and the baseline is learned
-    /// from its first probes before the first batch (or read back from the
-    /// control table, where the first run recorded it).
+    /// With a latency budget: the probe starts, and the baseline is read
+    /// back from the control table (learned there before the first step).
     async fn start_budget(&mut self) -> Result<()> {
         let Some(budget) = self.bp.settings.throttle.latency else {
             return Ok(());
@@ -394,31 +393,14 @@ impl<'a> Mover<'a> {
             )
             .await?
             .get(0);
+        // Learned by `apply` before the first step; here only for a run
+        // stopped while it learned.
         let baseline = match recorded {
             Some(ms) => ms,
-            None => {
-                self.ctx.reporter.phase(
-                    "latency",
-                    "learning the application's commit latency before the first batch",
-                );
-                while probe.count() < crate::latency::BASELINE_SAMPLES && !self.ctx.stopping() {
-                    tokio::time::sleep(Duration::from_millis(100)).await;
-                }
-                let ms = crate::latency::baseline(&probe).unwrap_or(1.0).max(0.05);
-                control::set_latency_baseline(&*self.client, self.id, ms).await?;
-                control::event(
-                    &*self.client,
-                    self.id,
-                    "latency",
-                    &format!(
-                        "baseline {ms:.2} ms (the 99th percentile of {} probes), ceiling {:.2} ms",
-                        probe.count(),
-                        budget.ceiling_ms(ms)
-                    ),
-                )
-                .await?;
-                ms
-            }
+            None => match crate::latency::learn_baseline(self.ctx, &*self.client, self.id, budget, &probe).await? {
+                Some(ms) => ms,
+                None => return Ok(()),
+            },
         };
         let ctl = crate::latency::Controller::new(budget, baseline, self.bp.settings.workers);
         tracing::info!(
