@@ -139,6 +139,9 @@ pub const MAX_REST_MS: u64 = 2_000;
 /// probes: the batches add little to it.
 pub const BATCHES_ADD_LITTLE: f64 = 0.7;
 
+/// Measurements in a row well under the budget before the pace quickens.
+pub const CALM: u32 = 2;
+
 /// What the feedback does about the measurement.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Doing {
@@ -176,6 +179,8 @@ pub struct Controller {
     /// The same between batches, when enough probes fell there.
     pub between_batches_ms: Option<f64>,
     pub doing: Doing,
+    /// Measurements in a row well under the budget.
+    pub calm: u32,
 }
 
 impl Controller {
@@ -191,6 +196,7 @@ impl Controller {
             measured_ms: None,
             between_batches_ms: None,
             doing: Doing::FullSpeed,
+            calm: 0,
         }
     }
 
@@ -201,11 +207,16 @@ impl Controller {
     /// One step of feedback. Over the budget, halve the batches first (a
     /// shorter batch writes less WAL at once), then let one worker fewer
     /// run, then double the rest; well under it, the same back: shorten
-    /// the rest, let one more worker run, let the batches grow.
+    /// the rest, let one more worker run, let the batches grow, but only
+    /// after `CALM` measurements in a row well under it: one calm window
+    /// among slow ones is the noise of the tail, and speeding up on it
+    /// kept the pace from ever reaching the rests.
     pub fn observe(&mut self, ms: f64, between_batches_ms: Option<f64>) {
         self.measured_ms = Some(ms);
         self.between_batches_ms = between_batches_ms;
         let ceiling = self.ceiling_ms();
+        self.calm = if ms < ceiling * 0.7 { self.calm + 1 } else { 0 };
+        let full_speed = self.rest_ms == 0 && self.active == self.workers && self.scale >= 1.0;
         // Probes between short batches are over an absolute ceiling of a
         // few microseconds too; what tells the batches apart is how much
         // more the probes measure with them.
@@ -224,18 +235,18 @@ impl Controller {
             } else {
                 self.doing = Doing::OverAtSlowest;
             }
-        } else if ms < ceiling * 0.7 {
+        } else if self.calm > 0 && full_speed {
+            self.doing = Doing::FullSpeed;
+        } else if self.calm >= CALM {
             if self.rest_ms > 0 {
                 self.rest_ms = if self.rest_ms <= 20 { 0 } else { self.rest_ms * 2 / 3 };
                 self.doing = Doing::SpeedingUp;
             } else if self.active < self.workers {
                 self.active += 1;
                 self.doing = Doing::SpeedingUp;
-            } else if self.scale < 1.0 {
+            } else {
                 self.scale = (self.scale * 1.25).min(1.0);
                 self.doing = Doing::SpeedingUp;
-            } else {
-                self.doing = Doing::FullSpeed;
             }
         } else {
             self.doing = Doing::Holding;
@@ -356,6 +367,9 @@ mod tests {
         c.scale = 0.25;
         c.rest_ms = 90;
         c.active = 1;
+        // One calm measurement holds; the second in a row speeds up.
+        c.observe(2.0, None);
+        assert_eq!((c.rest_ms, c.doing), (90, Doing::Holding));
         c.observe(2.0, None);
         assert_eq!((c.scale, c.rest_ms), (0.25, 60));
         // 40, 26, 17, then none.
@@ -371,6 +385,19 @@ mod tests {
         assert_eq!((c.scale, c.doing), (1.0, Doing::FullSpeed));
         c.observe(8.0, None);
         assert_eq!(c.doing, Doing::Holding);
+    }
+
+    #[test]
+    fn one_calm_measurement_among_slow_ones_does_not_speed_up() {
+        let mut c = Controller::new(LatencyBudget::Times(2.0), 1.0, 1);
+        for _ in 0..5 {
+            c.observe(5.0, None);
+        }
+        assert_eq!(c.scale, MIN_SCALE);
+        c.observe(1.0, None);
+        assert_eq!((c.scale, c.doing), (MIN_SCALE, Doing::Holding));
+        c.observe(5.0, None);
+        assert_eq!((c.rest_ms, c.doing), (20, Doing::SlowingDown));
     }
 
     #[test]
