@@ -278,7 +278,7 @@ pub fn latency_probe(bp: &Blueprint) -> Vec<Part> {
     vec![Part::new(
         "latency probe",
         How::Plain,
-        "with throttle.latency: twenty times a second on a connection of its own, beside the batches; its first 100, before the first step changes anything, are the baseline",
+        "with throttle.latency: twenty times a second on a connection of its own, beside the batches; its first 240 (12 seconds), before the first step changes anything, are the baseline",
         vec![Statement::new(
             "a row of its own written and committed, waiting for the WAL flush as the application's writes do: the latency the budget holds",
             crate::latency::PROBE,
