@@ -1,7 +1,8 @@
 //! The latency budget (`throttle.latency`): how much slower the
 //! application may get while rows move. The run measures it itself, learns
-//! the baseline before the first step changes anything, and sets the batches' size and the
-//! rest after each so that the measurement stays under the budget.
+//! the baseline before the first step changes anything, and sets the
+//! batches' size and the rest after each so that the measurement stays
+//! under the budget.
 //!
 //! What it measures: a probe transaction of its own, on a connection of
 //! its own, twenty times a second, that commits as the application's
@@ -317,8 +318,8 @@ impl Controller {
     }
 }
 
-/// The baseline the budget multiplies: the `PERCENTILE` of the probe's
-/// first `BASELINE_SAMPLES`, learned before the migration changes anything
+/// The baseline the budget multiplies, from the probe's first
+/// `BASELINE_SAMPLES` (`Probe::baseline`), learned before the migration changes anything
 /// (the move's view and the sync's triggers are part of what the
 /// application may pay), recorded in the control table with an event so
 /// that a resumed run keeps it. `None` when the run is stopped meanwhile.
