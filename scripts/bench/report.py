@@ -101,13 +101,14 @@ def tool_figures(d):
             # before, and requested (the application queueing behind the
             # request) for the wait before that.
             out["held"][m.group(1)] = {"ms": ms, "lock_wait_ms": wait, "from": at - (ms + wait) / 1000, "to": at}
-    # Sync builds its non-unique indexes after the backfill and advances to
-    # 'backfilled' once they (and an ANALYZE) are done.
-    # The latency budget's changes of course, from the first batch on.
+    # The latency budget's baseline and changes of course, in seconds from
+    # the first batch (the baseline's before it).
     t0 = min((b[2] for b in batches), default=None)
     out["latency_course"] = [(round(at - t0, 1) if t0 else None, detail)
                              for at, kind, detail in events if kind == "latency"]
     out["swapped_at"] = min((at for at, kind, _ in events if kind == "swapped"), default=None)
+    # Sync builds its non-unique indexes after the backfill and advances to
+    # 'backfilled' once they (and an ANALYZE) are done.
     done = min((at for at, kind, _ in events if kind in ("backfilled", "verify")), default=None)
     if batches and done is not None:
         out["index_build_s"] = done - max(b[3] for b in batches)
