@@ -13,6 +13,15 @@
 //! application's p99 rose to 49 ms.) While rows move, the application's
 //! statements wait on WAL in most samples (docs/benchmarks.md), and the
 //! probe waits on the same flushes.
+//!
+//! Beside it, on each tick, the application's own statements in flight are
+//! counted in `pg_stat_activity`, and its transactions in
+//! `pg_stat_database`: over the baseline their ratio is the application's
+//! mean transaction time (Little's law). A multiple of the baseline is an
+//! allowance of that many times the application's time (`LatencyBudget::
+//! ceiling_ms`): a probe that commits in 1 ms and an application whose
+//! transactions take 4 ms both pay what the batches add to a commit, and
+//! a 2x budget for the application is not a 2x budget for the probe.
 
 use crate::plan_file::LatencyBudget;
 use anyhow::{Context, Result};
@@ -25,6 +34,18 @@ use std::time::{Duration, Instant};
 pub const PROBE: &str = "UPDATE repartition.latency_probes SET probed_at = clock_timestamp() WHERE migration_id = $1";
 /// Its row, made before the first probe.
 const PROBE_ROW: &str = "INSERT INTO repartition.latency_probes (migration_id) VALUES ($1) ON CONFLICT DO NOTHING";
+/// The application's statements in flight (none of the tool's, none
+/// waiting on its own client, none running for more than a second: the
+/// budget is about its transactions, not its reports), and the database's
+/// transactions so far. Both err low where the role may not see other
+/// roles' sessions: fewer in flight, the same transactions.
+pub const APPLICATION: &str = "SELECT (SELECT count(*) FROM pg_catalog.pg_stat_activity AS a \
+     WHERE a.datname = current_database() AND a.backend_type = 'client backend' AND a.state = 'active' \
+     AND a.pid <> pg_catalog.pg_backend_pid() AND a.application_name <> 'migrate' \
+     AND a.application_name NOT LIKE 'migrate %' AND a.wait_event_type IS DISTINCT FROM 'Client' \
+     AND a.query_start > clock_timestamp() - interval '1 second')::int4, \
+     (SELECT d.xact_commit + d.xact_rollback FROM pg_catalog.pg_stat_database AS d \
+     WHERE d.datname = current_database())::int8";
 const PROBE_EVERY: Duration = Duration::from_millis(50);
 /// The probes the baseline is learned from, before the first step: four
 /// measurements' worth.
@@ -35,15 +56,23 @@ pub const WINDOW: Duration = Duration::from_secs(3);
 /// The percentile measured: the budget is about the application's tail
 /// (its p99), and the slow commits while rows move are the few.
 pub const PERCENTILE: f64 = 0.99;
+/// The application's mean transaction time while rows move, over this
+/// long: its transactions are read from statistics that each session
+/// reports about once a second, too coarse for the probe's 3 seconds.
+pub const APPLICATION_WINDOW: Duration = Duration::from_secs(10);
 const KEEP: usize = 400;
 
 /// When each probe ran, how long it took, and whether a batch was in
 /// flight when it started.
 type Samples = Arc<Mutex<VecDeque<(Instant, f64, bool)>>>;
+/// When each count of the application ran, its statements in flight, and
+/// the database's transactions so far.
+type Counts = Arc<Mutex<VecDeque<(Instant, i32, i64)>>>;
 
 /// The probe, running beside the batches until dropped.
 pub struct Probe {
     samples: Samples,
+    counts: Counts,
     /// Batches in flight, counted by every worker around each batch.
     pub in_flight: Arc<AtomicI64>,
     task: tokio::task::JoinHandle<()>,
@@ -59,8 +88,14 @@ impl Probe {
             .await
             .context("cannot make the latency probe's row")?;
         let probe = client.prepare(PROBE).await?;
+        let count = client
+            .prepare(APPLICATION)
+            .await
+            .context("cannot prepare the count of the application's statements")?;
         let samples: Samples = Arc::default();
         let into = samples.clone();
+        let counts: Counts = Arc::default();
+        let counts_into = counts.clone();
         let in_flight = Arc::new(AtomicI64::new(0));
         let busy = in_flight.clone();
         let task = tokio::spawn(async move {
@@ -75,15 +110,27 @@ impl Probe {
                     return;
                 }
                 let ms = t.elapsed().as_secs_f64() * 1000.0;
-                let mut q = into.lock().unwrap_or_else(|p| p.into_inner());
-                q.push_back((Instant::now(), ms, during_batch));
-                while q.len() > KEEP {
-                    q.pop_front();
+                {
+                    let mut q = into.lock().unwrap_or_else(|p| p.into_inner());
+                    q.push_back((Instant::now(), ms, during_batch));
+                    while q.len() > KEEP {
+                        q.pop_front();
+                    }
+                }
+                // A count that fails (a view the role may not read) leaves
+                // the probe alone: the budget then goes by the probe only.
+                if let Ok(row) = client.query_one(&count, &[]).await {
+                    let mut q = counts_into.lock().unwrap_or_else(|p| p.into_inner());
+                    q.push_back((Instant::now(), row.get(0), row.get(1)));
+                    while q.len() > KEEP {
+                        q.pop_front();
+                    }
                 }
             }
         });
         Ok(Probe {
             samples,
+            counts,
             in_flight,
             task,
         })
@@ -117,6 +164,24 @@ impl Probe {
         windowed_median(&v, per_window())
     }
 
+    /// The application over the counts so far (the baseline's, when
+    /// asked before the first step).
+    pub fn application(&self) -> Option<Application> {
+        self.application_over(Duration::MAX)
+    }
+
+    /// The application over the counts of the last `window`.
+    pub fn application_over(&self, window: Duration) -> Option<Application> {
+        let q = self.counts.lock().ok()?;
+        let kept: Vec<&(Instant, i32, i64)> = q.iter().filter(|(at, _, _)| at.elapsed() <= window).collect();
+        let first = kept.first()?.0;
+        let v: Vec<(f64, i32, i64)> = kept
+            .iter()
+            .map(|(at, n, x)| (at.duration_since(first).as_secs_f64(), *n, *x))
+            .collect();
+        little(&v)
+    }
+
     fn tail_where(&self, window: Duration, keep: impl Fn(bool) -> bool) -> Option<f64> {
         let q = self.samples.lock().ok()?;
         let v: Vec<f64> = q
@@ -132,6 +197,40 @@ impl Drop for Probe {
     fn drop(&mut self) {
         self.task.abort();
     }
+}
+
+/// The application's transactions beside the probe.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct Application {
+    /// Their mean time, in flight on average over transactions a second.
+    pub ms: f64,
+    pub in_flight: f64,
+    pub per_s: f64,
+}
+
+/// Little's law over counts taken `(seconds since the first, statements in
+/// flight, transactions so far)`. Between the first and the last count
+/// the tool committed two transactions a tick of its own (a probe and a
+/// count), which are not the application's. `None` with too few counts
+/// or too few of the application's transactions to tell.
+fn little(v: &[(f64, i32, i64)]) -> Option<Application> {
+    let (first, last) = (v.first()?, v.last()?);
+    let secs = last.0 - first.0;
+    if v.len() < 20 || secs < 2.0 {
+        return None;
+    }
+    let ours = 2 * (v.len() as i64 - 1);
+    let theirs = (last.2 - first.2 - ours) as f64;
+    if theirs < 50.0 {
+        return None;
+    }
+    let in_flight = v.iter().map(|(_, n, _)| f64::from(*n)).sum::<f64>() / v.len() as f64;
+    let per_s = theirs / secs;
+    Some(Application {
+        ms: in_flight / per_s * 1000.0,
+        in_flight,
+        per_s,
+    })
 }
 
 /// Probes in one measurement's window.
@@ -207,6 +306,8 @@ pub enum Doing {
 pub struct Controller {
     pub budget: LatencyBudget,
     pub baseline_ms: f64,
+    /// The application's mean transaction time beside the baseline.
+    pub app_ms: Option<f64>,
     pub scale: f64,
     pub rest_ms: u64,
     /// The plan's workers, and how many of them run batches now.
@@ -221,11 +322,12 @@ pub struct Controller {
 }
 
 impl Controller {
-    pub fn new(budget: LatencyBudget, baseline_ms: f64, workers: u32) -> Controller {
+    pub fn new(budget: LatencyBudget, baseline_ms: f64, app_ms: Option<f64>, workers: u32) -> Controller {
         let workers = workers.max(1);
         Controller {
             budget,
             baseline_ms,
+            app_ms,
             scale: 1.0,
             rest_ms: 0,
             workers,
@@ -238,7 +340,7 @@ impl Controller {
     }
 
     pub fn ceiling_ms(&self) -> f64 {
-        self.budget.ceiling_ms(self.baseline_ms)
+        self.budget.ceiling_ms(self.baseline_ms, self.app_ms)
     }
 
     /// One step of feedback. Over the budget, halve the batches first (a
@@ -322,14 +424,16 @@ impl Controller {
 /// `BASELINE_SAMPLES` (`Probe::baseline`), learned before the migration changes anything
 /// (the move's view and the sync's triggers are part of what the
 /// application may pay), recorded in the control table with an event so
-/// that a resumed run keeps it. `None` when the run is stopped meanwhile.
+/// that a resumed run keeps it; with it the application's mean
+/// transaction time (`Probe::application`). `None` when the run is stopped
+/// meanwhile.
 pub async fn learn_baseline(
     ctx: &crate::exec::Context,
     client: &impl tokio_postgres::GenericClient,
     id: i64,
     budget: LatencyBudget,
     probe: &Probe,
-) -> Result<Option<f64>> {
+) -> Result<Option<(f64, Option<f64>)>> {
     ctx.reporter.phase(
         "latency",
         "learning the application's commit latency before anything changes",
@@ -341,19 +445,25 @@ pub async fn learn_baseline(
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     let ms = probe.baseline().unwrap_or(1.0).max(0.05);
-    crate::control::set_latency_baseline(client, id, ms).await?;
-    crate::control::event(
-        client,
-        id,
-        "latency",
-        &format!(
-            "baseline {ms:.2} ms (the median of the 99th percentiles of {} probes, 3 seconds at a time), ceiling {:.2} ms",
-            probe.count(),
-            budget.ceiling_ms(ms)
+    let app = probe.application();
+    crate::control::set_latency_baseline(client, id, ms, app.map(|a| a.ms)).await?;
+    crate::control::event(client, id, "latency", &baseline_event(ms, app, budget, probe.count())).await?;
+    Ok(Some((ms, app.map(|a| a.ms))))
+}
+
+/// The baseline as its event says it.
+fn baseline_event(ms: f64, app: Option<Application>, budget: LatencyBudget, probes: usize) -> String {
+    let app_text = match app {
+        Some(a) => format!(
+            "the application's transactions {:.2} ms on average ({:.2} in flight, {:.0} a second)",
+            a.ms, a.in_flight, a.per_s
         ),
+        None => "too few of the application's transactions to measure".into(),
+    };
+    format!(
+        "baseline {ms:.2} ms (the median of the 99th percentiles of {probes} probes, 3 seconds at a time); {app_text}; ceiling {:.2} ms",
+        budget.ceiling_ms(ms, app.map(|a| a.ms))
     )
-    .await?;
-    Ok(Some(ms))
 }
 
 #[cfg(test)]
@@ -362,7 +472,7 @@ mod tests {
 
     #[test]
     fn over_budget_halves_the_batches_then_parks_workers_then_rests_longer_and_says_when_it_cannot_hold() {
-        let mut c = Controller::new(LatencyBudget::Times(2.0), 1.0, 2);
+        let mut c = Controller::new(LatencyBudget::Times(2.0), 1.0, None, 2);
         c.observe(5.0, None);
         assert_eq!((c.scale, c.rest_ms, c.doing), (0.5, 0, Doing::SlowingDown));
         for _ in 0..4 {
@@ -383,7 +493,7 @@ mod tests {
 
     #[test]
     fn over_budget_between_batches_too_holds_the_pace() {
-        let mut c = Controller::new(LatencyBudget::Times(2.0), 1.0, 1);
+        let mut c = Controller::new(LatencyBudget::Times(2.0), 1.0, None, 1);
         c.observe(5.0, None);
         assert_eq!(c.scale, 0.5);
         c.observe(5.0, Some(4.0));
@@ -400,7 +510,7 @@ mod tests {
 
     #[test]
     fn under_budget_rests_less_first_then_lets_the_workers_run_then_grows_the_batches_back() {
-        let mut c = Controller::new(LatencyBudget::Ms(10.0), 1.0, 2);
+        let mut c = Controller::new(LatencyBudget::Ms(10.0), 1.0, None, 2);
         c.scale = 0.25;
         c.rest_ms = 90;
         c.active = 1;
@@ -426,7 +536,7 @@ mod tests {
 
     #[test]
     fn one_calm_measurement_among_slow_ones_does_not_speed_up() {
-        let mut c = Controller::new(LatencyBudget::Times(2.0), 1.0, 1);
+        let mut c = Controller::new(LatencyBudget::Times(2.0), 1.0, None, 1);
         for _ in 0..5 {
             c.observe(5.0, None);
         }
@@ -453,6 +563,55 @@ mod tests {
         // The windows' 99th percentiles: 1.0, 1.2, 40.0, 1.3.
         assert_eq!(windowed_median(&v, 60), Some(1.25));
         assert_eq!(windowed_median(&v[..30], 60), percentile(v[..30].to_vec(), PERCENTILE));
+    }
+
+    #[test]
+    fn the_applications_mean_time_is_its_statements_in_flight_over_its_transactions_a_second() {
+        // 240 counts over 12 seconds: 0.4 statements in flight on average,
+        // and 200 of the application's transactions a second beside the
+        // tool's two a tick.
+        let v: Vec<(f64, i32, i64)> = (0..240)
+            .map(|i| (i as f64 * 0.05, i32::from(i % 5 < 2), 1_000 + i64::from(i) * (10 + 2)))
+            .collect();
+        let a = little(&v).unwrap();
+        assert!((a.in_flight - 0.4).abs() < 1e-9, "{a:?}");
+        assert!((a.per_s - 200.0).abs() < 1e-6, "{a:?}");
+        assert!((a.ms - 0.4 / a.per_s * 1000.0).abs() < 1e-9, "{a:?}");
+        // Only the tool's own transactions, or too few counts: nothing to tell.
+        let idle: Vec<(f64, i32, i64)> = (0..240).map(|i| (i as f64 * 0.05, 0, i64::from(i) * 2)).collect();
+        assert_eq!(little(&idle), None);
+        assert_eq!(little(&v[..10]), None);
+    }
+
+    #[test]
+    fn a_multiple_allows_the_probe_that_many_times_the_applications_time() {
+        let b = LatencyBudget::Times(2.0);
+        // The application's transactions take 4 ms, the probe's 1 ms: the
+        // probe may take 1 + 4 ms before the application takes 8.
+        assert_eq!(b.ceiling_ms(1.0, Some(4.0)), 5.0);
+        // Without the application's figure, or below the probe's own, the
+        // probe's baseline stands in for it.
+        assert_eq!(b.ceiling_ms(1.0, None), 2.0);
+        assert_eq!(b.ceiling_ms(1.0, Some(0.3)), 2.0);
+        assert_eq!(LatencyBudget::Times(1.5).ceiling_ms(2.0, Some(6.0)), 5.0);
+        assert_eq!(LatencyBudget::Ms(15.0).ceiling_ms(1.0, Some(4.0)), 15.0);
+        let c = Controller::new(b, 1.0, Some(4.0), 1);
+        assert_eq!(c.ceiling_ms(), 5.0);
+        let e = baseline_event(
+            1.0,
+            Some(Application {
+                ms: 4.0,
+                in_flight: 0.8,
+                per_s: 200.0,
+            }),
+            b,
+            240,
+        );
+        assert!(
+            e.contains("the application's transactions 4.00 ms on average (0.80 in flight, 200 a second)"),
+            "{e}"
+        );
+        assert!(e.ends_with("ceiling 5.00 ms"), "{e}");
     }
 
     #[test]

@@ -111,10 +111,17 @@ pub enum LatencyBudget {
 }
 
 impl LatencyBudget {
-    /// The ceiling in milliseconds, given the baseline.
-    pub fn ceiling_ms(self, baseline_ms: f64) -> f64 {
+    /// The probe's ceiling in milliseconds, given its baseline and the
+    /// application's mean transaction time measured beside it. What the
+    /// migration adds to a commit it adds to the application's as well, so
+    /// a multiple allows the probe that many times the application's own
+    /// time over its baseline (`baseline + (f - 1) × app`); the mean is at
+    /// most the application's 99th percentile, so the allowance errs low.
+    /// Without the application's figure, or below the probe's own, the
+    /// probe's baseline stands in for it.
+    pub fn ceiling_ms(self, baseline_ms: f64, app_ms: Option<f64>) -> f64 {
         match self {
-            LatencyBudget::Times(f) => f * baseline_ms,
+            LatencyBudget::Times(f) => baseline_ms + (f - 1.0) * app_ms.unwrap_or(0.0).max(baseline_ms),
             LatencyBudget::Ms(ms) => ms,
         }
     }

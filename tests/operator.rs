@@ -554,6 +554,73 @@ async fn status_doc(db: &Db, plan: &str) -> serde_json::Value {
     serde_json::from_str(&json.stdout).unwrap()
 }
 
+/// Beside the baseline the run measures the application's own
+/// transactions: here two sessions whose transactions each take 20 ms, so
+/// a 2x budget allows the probe 20 ms over its baseline, not one baseline.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_latency_budget_measures_the_applications_transactions_beside_its_baseline() {
+    use std::sync::atomic::{AtomicBool, Ordering};
+    use std::sync::Arc;
+    let cluster = Cluster::start();
+    let db = cluster.database().await;
+    seed(&db, 20, 2_000).await;
+    let stop = Arc::new(AtomicBool::new(false));
+    let mut apps = Vec::new();
+    for _ in 0..2 {
+        let c = db.client().await;
+        let stop = stop.clone();
+        apps.push(tokio::spawn(async move {
+            while !stop.load(Ordering::Relaxed) {
+                // It reads a table, as applications do: a session's
+                // transactions are counted in pg_stat_database once it has
+                // touched one.
+                c.batch_execute("SELECT pg_sleep(0.02) FROM workflow_runs LIMIT 1")
+                    .await
+                    .unwrap();
+            }
+        }));
+    }
+    let dir = scratch();
+    let plan = db.plan_file(dir.path(), "p.yaml", &event_plan(500, "throttle:\n  latency: 2x\n"));
+    let plan = plan.to_str().unwrap().to_string();
+    let p = db.migrate(&["plan", &plan]).await;
+    p.ok();
+    assert!(p.stdout.contains(repartition::latency::APPLICATION), "{}", p.stdout);
+    db.migrate(&["apply", &plan]).await.ok();
+    stop.store(true, Ordering::Relaxed);
+    for a in apps {
+        a.await.unwrap();
+    }
+    let doc = status_doc(&db, &plan).await;
+    assert_json_documented(&doc);
+    let l = &doc["migration"]["latency"];
+    let app = l["application_ms"].as_f64().unwrap();
+    assert!((15.0..40.0).contains(&app), "{doc}");
+    let base = l["baseline_ms"].as_f64().unwrap();
+    let ceiling = l["ceiling_ms"].as_f64().unwrap();
+    assert!((ceiling - (base + app.max(base))).abs() < 1e-9, "{doc}");
+    let baseline_event = db
+        .client()
+        .await
+        .query_one(
+            "SELECT detail FROM repartition.events WHERE kind = 'latency' ORDER BY id LIMIT 1",
+            &[],
+        )
+        .await
+        .unwrap()
+        .get::<_, String>(0);
+    assert!(
+        baseline_event.contains("the application's transactions") && baseline_event.contains("in flight"),
+        "{baseline_event}"
+    );
+    let status = db.migrate(&["status", &plan]).await;
+    assert!(
+        status.stdout.contains("the application's transactions"),
+        "{}",
+        status.stdout
+    );
+}
+
 /// A budget no pace can hold (an absolute 0.001 ms): the run learns the
 /// baseline before its first step and, its batches back to back, halves
 /// them down to the slowest, then rests after each; once the probes

@@ -106,6 +106,7 @@ def tool_figures(d):
     t0 = min((b[2] for b in batches), default=None)
     out["latency_course"] = [(round(at - t0, 1) if t0 else None, detail)
                              for at, kind, detail in events if kind == "latency"]
+    out["course_t0"] = t0
     out["swapped_at"] = min((at for at, kind, _ in events if kind == "swapped"), default=None)
     # Sync builds its non-unique indexes after the backfill and advances to
     # 'backfilled' once they (and an ANALYZE) are done.
@@ -134,10 +135,12 @@ def partman_batches(d, start):
     return out
 
 
-def traffic(d, window, swap=None):
+def traffic(d, window, swap=None, course_t0=None):
     """Latencies (from the scheduled start, as pgbench logs them under -R) of
     the transactions that finished inside the window, and the worst one that
-    overlapped the swap's locks."""
+    overlapped the swap's locks; with course_t0 (a budgeted run's first
+    batch), the same without lag for each 3 seconds from it, to be read
+    beside the run's latency course."""
     lines = []
     for path in glob.glob(f"{d}/traffic/log*"):
         with open(path) as f:
@@ -189,6 +192,16 @@ def traffic(d, window, swap=None):
         by_script[name] = {"p50_ms": percentile(s, 50), "p99_ms": percentile(s, 99),
                            "p99_without_lag_ms": percentile(sv, 99), "n": len(s)}
     res["by_statement"] = by_script
+    if course_t0 is not None:
+        course = []
+        t = course_t0
+        while t < hi:
+            sv = sorted(x[1] - x[4] for x in inside if not x[3] and t <= x[0] < t + 3)
+            if sv:
+                course.append((round(t + 3 - course_t0, 1), len(sv), percentile(sv, 99),
+                               round(statistics.mean(sv), 3)))
+            t += 3
+        res["course_without_lag"] = course
     res["waits"] = waits(f"{d}/traffic/waits", window)
     for what, h in (swap or {}).items():
         # A transaction overlapped the locks if it ended after they were
@@ -311,7 +324,7 @@ def contenders(base):
                 window = (float(meta["window_start"]), float(meta["window_end"]))
             else:
                 window = (timed["start"], timed["end"])
-            c["application"] = traffic(d, window, c.get("held"))
+            c["application"] = traffic(d, window, c.get("held"), c.get("course_t0") if c.get("latency_course") else None)
         out.append(c)
     # The faster run of the limit: ratios then err against the contenders.
     limits = [c for c in out if c["kind"] == "single" and c["status"] == "ok" and c.get("copy_s")]

@@ -104,7 +104,12 @@ pub struct MigrationRow {
     pub last_lock: Option<LockHold>,
     /// The latency budget's baseline, latest measurement and action.
     pub latency_baseline_ms: Option<f64>,
+    /// The application's mean transaction time beside the baseline, when
+    /// it could be measured.
+    pub latency_app_ms: Option<f64>,
     pub latency_ms: Option<f64>,
+    /// The application's mean transaction time over the latest seconds.
+    pub latency_app_now_ms: Option<f64>,
     pub latency_doing: Option<String>,
 }
 
@@ -122,7 +127,7 @@ const COLUMNS: &str = "id, method, table_name, state, phase, blueprint, plan_sou
     batches, abort_step, abort_partition, abort_block, rows_moved_back, created_at, updated_at, move_started_at, finished_at, last_error, \
     paused, paused_reason, batch_rows_override, pause_ms_override, batch_rows_chosen, throttled, waiting_for_swap, swap_requested, \
     paused_at, paused_by, last_lock_step, last_lock_held_ms, last_lock_wait_ms, last_lock_at, \
-    latency_baseline_ms, latency_ms, latency_doing";
+    latency_baseline_ms, latency_app_ms, latency_ms, latency_app_now_ms, latency_doing";
 
 fn from_row(r: &tokio_postgres::Row) -> Result<MigrationRow> {
     let bp: serde_json::Value = r.get("blueprint");
@@ -171,29 +176,39 @@ fn from_row(r: &tokio_postgres::Row) -> Result<MigrationRow> {
                 .unwrap_or_default(),
         }),
         latency_baseline_ms: r.get("latency_baseline_ms"),
+        latency_app_ms: r.get("latency_app_ms"),
+        latency_app_now_ms: r.get("latency_app_now_ms"),
         latency_ms: r.get("latency_ms"),
         latency_doing: r.get("latency_doing"),
     })
 }
 
-/// The latency budget's baseline, once learned.
-pub async fn set_latency_baseline(client: &impl GenericClient, id: i64, ms: f64) -> Result<()> {
+/// The latency budget's baseline, once learned, and the application's
+/// mean transaction time beside it.
+pub async fn set_latency_baseline(client: &impl GenericClient, id: i64, ms: f64, app_ms: Option<f64>) -> Result<()> {
     client
         .execute(
-            "UPDATE repartition.migrations SET latency_baseline_ms = $2 WHERE id = $1",
-            &[&id, &ms],
+            "UPDATE repartition.migrations SET latency_baseline_ms = $2, latency_app_ms = $3 WHERE id = $1",
+            &[&id, &ms, &app_ms],
         )
         .await
         .context("cannot record the latency baseline")?;
     Ok(())
 }
 
-/// The latency budget's latest measurement and what the run does about it.
-pub async fn set_latency(client: &impl GenericClient, id: i64, ms: f64, doing: &str) -> Result<()> {
+/// The latency budget's latest measurement, the application's mean
+/// transaction time beside it, and what the run does about it.
+pub async fn set_latency(
+    client: &impl GenericClient,
+    id: i64,
+    ms: f64,
+    app_ms: Option<f64>,
+    doing: &str,
+) -> Result<()> {
     client
         .execute(
-            "UPDATE repartition.migrations SET latency_ms = $2, latency_doing = $3 WHERE id = $1",
-            &[&id, &ms, &doing],
+            "UPDATE repartition.migrations SET latency_ms = $2, latency_app_now_ms = $3, latency_doing = $4 WHERE id = $1",
+            &[&id, &ms, &app_ms, &doing],
         )
         .await
         .context("cannot record the latency measurement")?;

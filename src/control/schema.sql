@@ -82,6 +82,14 @@ BEGIN
             ADD COLUMN IF NOT EXISTS latency_ms float8,
             ADD COLUMN IF NOT EXISTS latency_doing text;
     END IF;
+    -- The application's mean transaction time, measured beside the
+    -- baseline and over the latest seconds.
+    IF NOT EXISTS (SELECT 1 FROM pg_attribute WHERE attrelid = 'repartition.migrations'::regclass
+                     AND attname = 'latency_app_now_ms' AND NOT attisdropped) THEN
+        ALTER TABLE repartition.migrations
+            ADD COLUMN IF NOT EXISTS latency_app_ms float8,
+            ADD COLUMN IF NOT EXISTS latency_app_now_ms float8;
+    END IF;
 END $$;
 
 -- One unfinished migration per table.

@@ -279,10 +279,16 @@ pub fn latency_probe(bp: &Blueprint) -> Vec<Part> {
         "latency probe",
         How::Plain,
         "with throttle.latency: twenty times a second on a connection of its own, beside the batches; its first 240 (12 seconds), before the first step changes anything, are the baseline",
-        vec![Statement::new(
-            "a row of its own written and committed, waiting for the WAL flush as the application's writes do: the latency the budget holds",
-            crate::latency::PROBE,
-        )],
+        vec![
+            Statement::new(
+                "a row of its own written and committed, waiting for the WAL flush as the application's writes do: the latency the budget holds",
+                crate::latency::PROBE,
+            ),
+            Statement::new(
+                "then the application's statements in flight and the database's transactions: over the baseline, the application's mean transaction time, which a multiple of the baseline allows the probe over it",
+                crate::latency::APPLICATION,
+            ),
+        ],
     )]
 }
 

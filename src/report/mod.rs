@@ -423,8 +423,10 @@ pub fn status_json(
                 "latency": m.blueprint.settings.throttle.latency.map(|b| serde_json::json!({
                     "budget": String::from(b),
                     "baseline_ms": m.latency_baseline_ms,
-                    "ceiling_ms": m.latency_baseline_ms.map(|ms| b.ceiling_ms(ms)),
+                    "application_ms": m.latency_app_ms,
+                    "ceiling_ms": m.latency_baseline_ms.map(|ms| b.ceiling_ms(ms, m.latency_app_ms)),
                     "measured_ms": m.latency_ms,
+                    "application_now_ms": m.latency_app_now_ms,
                     "doing": m.latency_doing,
                 })),
                 "operator_settings": {
@@ -446,15 +448,22 @@ pub fn status_json(
 /// against it, and what the run does about it.
 fn latency_line(b: crate::plan_file::LatencyBudget, m: &MigrationRow) -> String {
     let budget = String::from(b);
+    let app = m
+        .latency_app_ms
+        .map(|a| format!("; the application's transactions {a:.2} ms on average"))
+        .unwrap_or_default();
     match (m.latency_baseline_ms, m.latency_ms) {
         (None, _) => format!("Latency budget: {budget}; the baseline is learned before the first step"),
         (Some(base), None) => format!(
-            "Latency budget: {budget} (commits {base:.2} ms at the 99th percentile before the first step, ceiling {:.2} ms)",
-            b.ceiling_ms(base)
+            "Latency budget: {budget} (commits {base:.2} ms before the first step{app}; ceiling {:.2} ms)",
+            b.ceiling_ms(base, m.latency_app_ms)
         ),
         (Some(base), Some(now)) => format!(
-            "Latency budget: {budget} (baseline {base:.2} ms, ceiling {:.2} ms): commits take {now:.2} ms now; {}",
-            b.ceiling_ms(base),
+            "Latency budget: {budget} (baseline {base:.2} ms{app}; ceiling {:.2} ms): commits take {now:.2} ms now{}; {}",
+            b.ceiling_ms(base, m.latency_app_ms),
+            m.latency_app_now_ms
+                .map(|a| format!(", the application's transactions {a:.2} ms on average"))
+                .unwrap_or_default(),
             m.latency_doing.as_deref().unwrap_or("")
         ),
     }

@@ -385,26 +385,27 @@ impl<'a> Mover<'a> {
             return Ok(());
         }
         let probe = crate::latency::Probe::start(&self.ctx.cfg, self.bp.method.as_str(), self.id).await?;
-        let recorded: Option<f64> = self
+        let row = self
             .client
             .query_one(
-                "SELECT latency_baseline_ms FROM repartition.migrations WHERE id = $1",
+                "SELECT latency_baseline_ms, latency_app_ms FROM repartition.migrations WHERE id = $1",
                 &[&self.id],
             )
-            .await?
-            .get(0);
+            .await?;
+        let recorded: Option<f64> = row.get(0);
         // Learned by `apply` before the first step; here only for a run
         // stopped while it learned.
-        let baseline = match recorded {
-            Some(ms) => ms,
+        let (baseline, app_ms) = match recorded {
+            Some(ms) => (ms, row.get(1)),
             None => match crate::latency::learn_baseline(self.ctx, &*self.client, self.id, budget, &probe).await? {
-                Some(ms) => ms,
+                Some(learned) => learned,
                 None => return Ok(()),
             },
         };
-        let ctl = crate::latency::Controller::new(budget, baseline, self.bp.settings.workers);
+        let ctl = crate::latency::Controller::new(budget, baseline, app_ms, self.bp.settings.workers);
         tracing::info!(
             baseline_ms = baseline,
+            app_ms,
             ceiling_ms = ctl.ceiling_ms(),
             "latency budget: commits of the application's kind are measured beside the batches"
         );
@@ -435,15 +436,22 @@ impl<'a> Mover<'a> {
         b.ctl.observe(ms, b.probe.tail_between_batches(crate::latency::WINDOW));
         let (scale, rest, active) = (b.ctl.scale, b.ctl.rest_ms, b.ctl.active);
         let doing = b.ctl.describe();
-        control::set_latency(&*self.client, self.id, ms, &doing).await?;
+        let app = b
+            .probe
+            .application_over(crate::latency::APPLICATION_WINDOW)
+            .map(|a| a.ms);
+        control::set_latency(&*self.client, self.id, ms, app, &doing).await?;
         // Each change of course is kept, so that the pace's history can be
         // read after the run beside the application's own figures.
         if doing != before {
+            let app = app
+                .map(|a| format!(" (the application's transactions {a:.2} ms on average)"))
+                .unwrap_or_default();
             control::event(
                 &*self.client,
                 self.id,
                 "latency",
-                &format!("{ms:.2} ms measured: {doing}"),
+                &format!("{ms:.2} ms measured{app}: {doing}"),
             )
             .await?;
         }
