@@ -18,6 +18,9 @@
 #   scripts/bench.sh --json PATH        # default: ./bench-results.json
 #   scripts/bench.sh --sizes "5000 10000 20000 50000"   # batch sizes tried for "best"
 #   scripts/bench.sh --rate 100         # the application's transactions/s (200)
+#   scripts/bench.sh --connection-life 30   # seconds each of the application's
+#                                       # connections lives (5); its first statements
+#                                       # on a new connection load the catalog
 #   scripts/bench.sh --budgets "2x"     # throttle.latency budgets run with traffic ("1.5x 2x 4x")
 #   scripts/bench.sh --only REGEX       # only contenders whose label matches
 #   scripts/bench.sh --gentle-variants "A=/path/bin B=/path/bin"
@@ -37,6 +40,7 @@ SIZES="5000 10000 20000 50000"
 ID_STEP=10000        # ids per transaction of the plain id-range copy
 LOOP_ROWS=5000       # rows per batch of the server-side move loop
 RATE=200             # the application's transactions per second
+LIFE=5               # seconds each of the application's connections lives
 BUDGETS="1.5x 2x 4x" # throttle.latency budgets measured with traffic
 BUDGET_SECS=90       # a run with a budget is stopped after this long
 ONLY=
@@ -50,6 +54,7 @@ while [ $# -gt 0 ]; do
         --json=*) JSON=${1#*=} ;;
         --sizes) SIZES=${2:?--sizes needs a list}; shift ;;
         --rate) RATE=${2:?--rate needs a number}; shift ;;
+        --connection-life) LIFE=${2:?--connection-life needs a number of seconds}; shift ;;
         --budgets) BUDGETS=${2?--budgets needs a list (may be empty)}; shift ;;
         --only) ONLY=${2:?--only needs a regular expression}; shift ;;
         --only=*) ONLY=${1#*=} ;;
@@ -65,6 +70,10 @@ if ! [[ $ROWS =~ ^[0-9]+$ ]] || [ "$ROWS" -lt 10000 ]; then
 fi
 if ! [[ $RATE =~ ^[0-9]+$ ]] || [ "$RATE" -lt 1 ]; then
     echo "--rate must be a positive number" >&2
+    exit 2
+fi
+if ! [[ $LIFE =~ ^[0-9]+$ ]] || [ "$LIFE" -lt 1 ]; then
+    echo "--connection-life must be a positive number of seconds" >&2
     exit 2
 fi
 if [ -n "$ONLY" ]; then
@@ -277,12 +286,16 @@ traffic_start() {
     mkdir -p "$dir"
     rm -f "$DIR/stop"
     put traffic yes
-    # Chunks of 5 s, so that every transaction's log line is flushed.
+    # Chunks of $LIFE s (5 by default), so that every transaction's log
+    # line is flushed: pgbench writes its log at exit. Each chunk connects
+    # anew, and a connection's first statement of each kind loads the
+    # catalog for the relations it touches (through the move's view, ten
+    # of them here, and the routing's function).
     (
         n=0
         while [ ! -f "$DIR/stop" ]; do
             n=$((n + 1))
-            pgbench -n -M prepared -c 4 -j 2 -R "$RATE" -T 5 -D maxid="$ROWS" -l --log-prefix="$dir/log$n" \
+            pgbench -n -M prepared -c 4 -j 2 -R "$RATE" -T "$LIFE" -D maxid="$ROWS" -l --log-prefix="$dir/log$n" \
                 -f "$DIR/ins.sql" -f "$DIR/upd.sql" -f "$DIR/sel.sql" "$DB" >>"$dir/pgbench.out" 2>&1 \
                 || echo "pgbench exited with an error" >>"$dir/pgbench.out"
         done
@@ -626,6 +639,7 @@ fi
     echo "memory_kb=$(awk '/MemTotal/ {print $2}' /proc/meminfo)"
     echo "id_step=$ID_STEP"
     echo "rate=$RATE"
+    echo "connection_life=$LIFE"
     echo "sizes=$SIZES"
     echo "only=$ONLY"
     echo "migrate_bin=${MIGRATE_BIN:-}"

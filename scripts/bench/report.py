@@ -402,7 +402,8 @@ def print_tables(run, cs):
     periods = [c for c in cs if c["kind"] == "baseline" or c["name"].endswith("-traffic")]
     if periods:
         print()
-        print(f"The application: pgbench -M prepared, 4 clients at {run['rate']} transactions/s "
+        print(f"The application: pgbench -M prepared, 4 clients at {run['rate']} transactions/s, "
+              f"each connection {run.get('connection_life', '5')} s long "
               "(a single-row insert, an update by id, a read by id), latency from the scheduled start;"
               " failed: transactions that failed, aborted: clients that gave up")
         print()
@@ -538,6 +539,7 @@ def main():
         "memory_kb": int(run["memory_kb"]),
         "id_range_step": int(run["id_step"]),
         "traffic_rate": int(run["rate"]),
+        "traffic_connection_life_s": int(run.get("connection_life", 5)),
         "batch_sizes_tried": run["sizes"].split(),
         "only": run.get("only") or None,
         "migrate_bin": run.get("migrate_bin") or None,
