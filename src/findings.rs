@@ -76,6 +76,7 @@ pub mod codes {
     // Notes: told, never failing.
     pub const NO_UNIQUE_KEY: &str = "no-unique-key";
     pub const KEY_COLUMN_ADDED: &str = "key-column-added";
+    pub const KEY_MADE_NOT_NULL: &str = "key-made-not-null";
     pub const LOCK_TIMEOUT_CAPPED: &str = "lock-timeout-capped";
     pub const LATENCY_BUDGET_METHOD_COST: &str = "latency-budget-method-cost";
     pub const POLICIES_INACTIVE: &str = "policies-inactive";

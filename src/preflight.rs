@@ -359,7 +359,7 @@ pub async fn partition_sizes(client: &Client, bp: &Blueprint, table_bytes: i64) 
     let pages = (table_bytes / bp.settings.block_size.max(1)).max(1) as f64;
     let percent = (100.0 * 1000.0 / pages).clamp(1.0, 100.0);
     let sql = format!(
-        "SELECT width_bucket({k}, {array}), count(*) FROM ONLY {t} TABLESAMPLE SYSTEM ({percent}) GROUP BY 1",
+        "SELECT width_bucket({k}, {array}), count(*) FROM ONLY {t} TABLESAMPLE SYSTEM ({percent}) WHERE {k} IS NOT NULL GROUP BY 1",
         k = bp.key.column,
         t = bp.table
     );

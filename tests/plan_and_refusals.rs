@@ -78,12 +78,6 @@ async fn refusals_are_one_sentence_and_change_nothing() {
             expect: "of type text",
         },
         Case {
-            name: "nullable key",
-            setup: "ALTER TABLE workflow_events ADD COLUMN t2 timestamptz",
-            plan: p("").replace("column: ts", "column: t2"),
-            expect: "may be NULL",
-        },
-        Case {
             name: "integer key with an interval",
             setup: "",
             plan: p("").replace("column: ts", "column: n"),

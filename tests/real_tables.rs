@@ -1,7 +1,8 @@
 //! Tables as real applications have them, which the tool refused or broke
 //! on: a key of type `timestamp(6)` (Rails' datetime), a partial unique
 //! index, a foreign key of the table to itself, a sequence far ahead of the
-//! rows retention left, a fresh table with an integer key. Each method runs
+//! rows retention left, a fresh table with an integer key, a key that may
+//! be NULL. Each method runs
 //! under the application's traffic, dies, resumes, and every row is
 //! compared with what committed.
 
@@ -466,4 +467,81 @@ async fn attach_takes_a_table_without_any_key() {
         "{}",
         split.stderr
     );
+}
+
+/// A key that may be NULL, as `created_at` often is: every method makes
+/// it NOT NULL first. A row with a NULL key stops the run at the validation
+/// with a sentence, and the check refuses new ones meanwhile; an abort
+/// drops the check. Without such rows the run makes the key NOT NULL under
+/// the application's traffic, killed once the check is added and resumed.
+async fn nullable_key(method: &str) {
+    let cluster = Cluster::start();
+    let db = cluster.database().await;
+    seed(&db, 40, 8_000).await;
+    db.exec("ALTER TABLE workflow_events ALTER COLUMN ts DROP NOT NULL")
+        .await;
+    db.exec("INSERT INTO workflow_events (run_id, ts, type) VALUES (1, NULL, 'no key')")
+        .await;
+    let dir = scratch();
+    let yaml = event_plan(400, "").replace("method: move", &format!("method: {method}"));
+    let plan = db.plan_file(dir.path(), "p.yaml", &yaml);
+    let plan = plan.to_str().unwrap();
+    let shown = db.migrate(&["plan", plan]).await;
+    shown.ok();
+    for needle in [
+        "key-made-not-null",
+        "CHECK (\"ts\" IS NOT NULL) NOT VALID",
+        "ALTER COLUMN \"ts\" SET NOT NULL",
+    ] {
+        assert!(
+            shown.stdout.contains(needle),
+            "{method}: plan lacks {needle:?}:\n{}",
+            shown.stdout
+        );
+    }
+    let null_ts = "INSERT INTO workflow_events (run_id, ts, type) VALUES (1, NULL, 'no key either')";
+    let refused = db.migrate(&["apply", plan]).await;
+    assert_ne!(refused.code, 0, "{method}: {}", refused.stdout);
+    assert!(
+        refused
+            .stderr
+            .contains("have a NULL \"ts\", which no partition would hold: give them a key, then `migrate resume`"),
+        "{method}: {}",
+        refused.stderr
+    );
+    assert!(
+        db.client().await.execute(null_ts, &[]).await.is_err(),
+        "{method}: the check lets a NULL key in"
+    );
+    db.migrate(&["abort", plan]).await.ok();
+    let checks = "SELECT count(*) FROM pg_constraint WHERE conname = 'workflow_events__key_not_null'";
+    assert_eq!(db.scalar_i64(checks).await, 0, "{method}: the abort left the check");
+    db.exec(null_ts).await;
+    db.exec("DELETE FROM workflow_events WHERE ts IS NULL").await;
+
+    under_load(&db, plan, method, "constrain:after-not-null-check").await;
+    assert_eq!(db.scalar_i64(checks).await, 0, "{method}: the check was left");
+    assert_eq!(
+        db.scalar_i64(
+            "SELECT count(*) FROM pg_attribute WHERE attrelid = 'public.workflow_events'::regclass AND attname = 'ts' AND attnotnull"
+        )
+        .await,
+        1,
+        "{method}: the key is not NOT NULL"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_key_that_may_be_null_by_move() {
+    nullable_key("move").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_key_that_may_be_null_by_sync() {
+    nullable_key("sync").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_key_that_may_be_null_by_attach() {
+    nullable_key("attach").await;
 }

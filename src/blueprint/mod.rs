@@ -197,6 +197,10 @@ pub struct Key {
     /// its partitions are the values the table holds, none made ahead.
     #[serde(default)]
     pub list_text: bool,
+    /// The key column may be NULL: the run makes it NOT NULL first
+    /// (`method::shared::not_null`).
+    #[serde(default)]
+    pub made_not_null: bool,
 }
 
 #[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]

@@ -46,6 +46,12 @@ pub fn cutoff_check(table: &QualifiedName) -> Ident {
     table.name.derive("__cutoff")
 }
 
+/// The CHECK constraint that proves a key that may be NULL has none,
+/// before the column is made NOT NULL.
+pub fn key_not_null_check(table: &QualifiedName) -> Ident {
+    table.name.derive("__key_not_null")
+}
+
 /// A unique constraint's or an index's name on the partitioned table
 /// before the swap.
 pub fn on_shadow(name: &Ident) -> Ident {

@@ -18,7 +18,8 @@ const BOOTSTRAP_LOCK: (i32, i32) = (0x5250_4d47, 0);
 pub enum Phase {
     Planned,
     /// attach: the cutoff constraint is validated and the unique indexes
-    /// that include the key are built.
+    /// that include the key are built; every method: a key that could be
+    /// NULL is NOT NULL.
     Constrained,
     Prepared,
     /// move: the view is in front of both tables.

@@ -45,6 +45,36 @@ pub fn drop_step(bp: &Blueprint) -> Step {
     )
 }
 
+/// For a key the run makes NOT NULL: the check it adds first goes, if
+/// it is still there.
+pub fn key_check_step(bp: &Blueprint) -> Option<Step> {
+    let part = crate::method::shared::not_null::abort_part(bp)?;
+    Some(step(
+        "abort (key check)",
+        "before the key is NOT NULL: one short transaction, the check on it goes",
+        vec![part],
+    ))
+}
+
+/// An abort before the prepare: a check left on a key that may be NULL
+/// goes, and the record says what the abort leaves.
+pub async fn before_prepare(ctx: &Context, s: &Session, steps: &[Step]) -> Result<()> {
+    let bp = &s.m.blueprint;
+    if !bp.key.made_not_null {
+        return nothing_changed(ctx, s).await;
+    }
+    if s.m.phase == crate::control::Phase::Planned {
+        run_named(ctx, s, steps, "abort (key check)").await?;
+    } else {
+        let detail = format!("{} was made NOT NULL and stays so", bp.key.column);
+        ctx.reporter.phase("abort", &detail);
+        control::event(&**s.client, s.m.id, "abort", &detail).await?;
+    }
+    crate::exec::tx::record(&s.client, s.m.id, &Record::Aborted).await?;
+    let _ = control::reload(&**s.client, s.m.id).await?;
+    Ok(())
+}
+
 /// Foreign keys restored NOT VALID are validated without blocking writers.
 pub fn validate_step(bp: &Blueprint) -> Step {
     step(

@@ -485,7 +485,11 @@ fn doing(m: &MigrationRow) -> &'static str {
         ("done", _) => "done",
         ("aborted", _) => "aborted; the original table is back as it was",
         ("aborting", _) => "aborting",
-        (_, Phase::Planned) if m.blueprint.method == crate::plan_file::Method::Attach => "planned; next: constrain",
+        (_, Phase::Planned)
+            if m.blueprint.method == crate::plan_file::Method::Attach || m.blueprint.key.made_not_null =>
+        {
+            "planned; next: constrain"
+        }
         (_, Phase::Planned) => "planned; next: prepare",
         (_, Phase::Constrained) => "constrained; next: prepare the partitioned table",
         (_, Phase::Prepared) if m.blueprint.method == crate::plan_file::Method::Sync => {

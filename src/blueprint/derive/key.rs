@@ -40,6 +40,7 @@ pub fn key(plan: &PlanFile, info: &TableInfo) -> Result<(Key, Vec<String>)> {
             list,
             hash: None,
             list_text: false,
+            made_not_null: false,
         },
         Some(c) if list && KeyKind::from_type_name(&c.type_name) != Some(KeyKind::Integer) && !listable(c) => {
             return Err(plan
@@ -80,6 +81,7 @@ pub fn key(plan: &PlanFile, info: &TableInfo) -> Result<(Key, Vec<String>)> {
                 list: false,
                 hash: spec.modulus.map(|m| m.0 as u32),
                 list_text: false,
+                made_not_null: false,
             }
         }
         Some(c) => {
@@ -93,12 +95,9 @@ pub fn key(plan: &PlanFile, info: &TableInfo) -> Result<(Key, Vec<String>)> {
                     )
                     .into());
             };
-            if !c.not_null {
-                refusals.push(format!(
-                    "the partition key {} may be NULL; no partition would hold a NULL key (add NOT NULL, after making sure no row has NULL)",
-                    c.name
-                ));
-            }
+            // No partition would hold a NULL key: the run makes the
+            // column NOT NULL first (`method::shared::not_null`).
+            let made_not_null = !c.not_null;
             if c.generated {
                 refusals.push(format!("the partition key {} is a generated column", c.name));
             }
@@ -110,6 +109,7 @@ pub fn key(plan: &PlanFile, info: &TableInfo) -> Result<(Key, Vec<String>)> {
                 list,
                 hash: spec.modulus.map(|m| m.0 as u32),
                 list_text,
+                made_not_null,
             }
         }
     };

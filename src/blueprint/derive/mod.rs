@@ -134,6 +134,12 @@ pub fn draft(plan: &PlanFile, facts: &Facts) -> Result<Draft> {
     }
     let (key, refusals) = key::key(plan, info)?;
     acc.refusals.extend(refusals);
+    if key.made_not_null {
+        acc.note(codes::KEY_MADE_NOT_NULL, format!(
+            "the partition key {k} may be NULL, and no partition would hold a NULL key: the run first adds CHECK ({k} IS NOT NULL) NOT VALID under a brief lock (from then on the application's writes of a NULL {k} fail, as they will on the partitioned table), validates it while the application reads and writes, then makes {k} NOT NULL, which the valid check spares a scan; rows with a NULL {k} stop the run there; {k} stays NOT NULL after an abort",
+            k = key.column
+        ));
+    }
     acc.refusals.extend(table::carried(table, info));
     table::row_security(plan, info, facts.server.version_num, facts.access.as_ref(), &mut acc);
     table::triggers(plan, info, &mut acc);

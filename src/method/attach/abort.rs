@@ -9,15 +9,19 @@ use crate::method::{abort, How, Part, Step};
 use anyhow::Result;
 
 pub fn steps(bp: &Blueprint) -> Vec<Step> {
+    // A check on a key that may be NULL goes too; a key made NOT NULL
+    // stays so.
+    let mut parts: Vec<Part> = crate::method::shared::not_null::abort_part(bp).into_iter().collect();
+    parts.extend([
+        Part::new("constraint", How::Transaction, "first", sql::abort_constraint(bp))
+            .locking(vec![bp.table.to_string()]),
+        Part::new("indexes", How::Alone, "then", sql::abort_indexes(bp)).locking(vec![bp.table.to_string()]),
+    ]);
     vec![
         abort::step(
             "abort (constraint)",
             "the cutoff constraint and the built indexes go",
-            vec![
-                Part::new("constraint", How::Transaction, "first", sql::abort_constraint(bp))
-                    .locking(vec![bp.table.to_string()]),
-                Part::new("indexes", How::Alone, "then", sql::abort_indexes(bp)).locking(vec![bp.table.to_string()]),
-            ],
+            parts,
         ),
         abort::drop_step(bp),
     ]

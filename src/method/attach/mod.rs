@@ -45,7 +45,10 @@ fn key_index_parts(bp: &Blueprint, k: &KeyIndex, build: Statement) -> [Part; 2] 
 
 pub fn steps(bp: &Blueprint) -> Vec<Step> {
     let table = vec![bp.table.to_string()];
-    let mut constrain = vec![
+    // A key that may be NULL is made NOT NULL first: the bound then proves
+    // the first partition's constraint, which holds no NULL.
+    let mut constrain = crate::method::shared::not_null::parts(bp);
+    constrain.extend([
         Part::new(
             "column",
             How::Transaction,
@@ -61,7 +64,7 @@ pub fn steps(bp: &Blueprint) -> Vec<Step> {
         )
         .locking(table.clone()),
         Part::new("validate", How::Alone, "then", vec![sql::validate_check(bp)]).locking(table.clone()),
-    ];
+    ]);
     for (k, st) in sql::def(bp).key_indexes.iter().zip(sql::key_indexes(bp)) {
         constrain.extend(key_index_parts(bp, k, st));
     }
@@ -125,6 +128,7 @@ pub async fn run(ctx: &Context, s: &mut Session, step: &Step) -> Result<Flow> {
 async fn constrain(ctx: &Context, c: &Client, bp: &Blueprint, step: &Step, id: i64) -> Result<()> {
     let s = &bp.settings;
     let what = step.name;
+    crate::method::shared::not_null::run(ctx, c, bp, step, id).await?;
     if sql::def(bp).add_column.is_some() && !column_exists(c, bp).await? {
         step.part("column")?.run(c, s, "constrain (column)", id).await?;
     }

@@ -63,7 +63,8 @@ pub fn back_step(bp: &Blueprint) -> Step {
 pub fn steps(bp: &Blueprint) -> Vec<Step> {
     let mut unroute_rels = swap_relations(bp);
     unroute_rels.extend(bp.incoming_fks.iter().map(|f| f.table.to_string()));
-    vec![
+    let mut v: Vec<Step> = abort::key_check_step(bp).into_iter().collect();
+    v.extend([
         reroute_step(bp),
         back_step(bp),
         abort::step(
@@ -77,7 +78,8 @@ pub fn steps(bp: &Blueprint) -> Vec<Step> {
         ),
         abort::drop_step(bp),
         abort::validate_step(bp),
-    ]
+    ]);
+    v
 }
 
 /// Moves the rows back from the recorded abort cursor.
@@ -101,7 +103,7 @@ pub async fn run(ctx: &Context, s: &mut Session) -> Result<()> {
     let bp = s.m.blueprint.clone();
     let bp = &bp;
     match s.m.phase {
-        Phase::Planned => abort::nothing_changed(ctx, s).await,
+        Phase::Planned | Phase::Constrained => abort::before_prepare(ctx, s, &steps(bp)).await,
         Phase::Prepared => abort::run_named(ctx, s, &steps(bp), "abort (drop)").await,
         _ => {
             let steps = steps(bp);

@@ -157,9 +157,10 @@ fn finish(bp: &Blueprint) -> Part {
 }
 
 pub fn steps(bp: &Blueprint) -> Vec<Step> {
+    let from = crate::method::shared::not_null::prepare_from(bp);
     let prepare = Step {
         name: "prepare",
-        from: Some(Phase::Planned),
+        from: Some(from),
         to: Some(Phase::Prepared),
         summary: "one transaction: the partitioned table, empty, with its partitions, keys and indexes",
         parts: vec![Part::new(
@@ -168,7 +169,7 @@ pub fn steps(bp: &Blueprint) -> Vec<Step> {
             "first",
             [prepare::statements(bp), sql::partitions_fill_quietly(bp)].concat(),
         )
-        .recording(Record::Advance(Phase::Planned, Phase::Prepared))
+        .recording(Record::Advance(from, Phase::Prepared))
         .locking(prepare_relations(bp))],
     };
     let route = Part::new("route", How::Transaction, "once", sql::route(bp))
@@ -177,7 +178,8 @@ pub fn steps(bp: &Blueprint) -> Vec<Step> {
     let swap = Part::new("swap", How::Transaction, "last", sql::swap(bp))
         .recording(Record::Advance(Phase::Moved, Phase::Swapped))
         .locking(swap_relations(bp));
-    let mut v = vec![prepare];
+    let mut v: Vec<Step> = crate::method::shared::not_null::step(bp).into_iter().collect();
+    v.push(prepare);
     v.extend(steps_with(bp, route, swap));
     v
 }
@@ -197,6 +199,7 @@ pub async fn run(ctx: &Context, s: &mut Session, step: &Step) -> Result<Flow> {
     let id = s.m.id;
     match step.name {
         "prepare" | "route" | "finish" => run_plain(&s.client, &bp, step, id).await?,
+        "constrain" => crate::method::shared::not_null::run(ctx, &s.client, &bp, step, id).await?,
         "move" => {
             let analyze = step.part("analyze")?;
             let mut mover = Mover::new(ctx, &mut s.client, &s.m, &bp.old).await?;

@@ -3,6 +3,7 @@
 //! ([`swap`]), and the small pieces below. Pure: no I/O.
 
 pub mod materialized;
+pub mod not_null;
 pub mod prepare;
 pub mod routing;
 pub mod swap;

@@ -36,14 +36,16 @@ pub fn steps(bp: &Blueprint) -> Vec<Step> {
     ]);
     backfill.extend(indexes::parts(bp));
     backfill.extend(analyze_and_record(&bp.shadow, Phase::Prepared, Phase::Backfilled));
-    vec![
+    let from = crate::method::shared::not_null::prepare_from(bp);
+    let mut steps: Vec<Step> = crate::method::shared::not_null::step(bp).into_iter().collect();
+    steps.extend([
         Step {
             name: "prepare",
-            from: Some(Phase::Planned),
+            from: Some(from),
             to: Some(Phase::Prepared),
             summary: "one transaction; from its commit every write to the original is mirrored",
             parts: vec![Part::new("prepare", How::Transaction, "first", sql::prepare(bp))
-                .recording(Record::Advance(Phase::Planned, Phase::Prepared))
+                .recording(Record::Advance(from, Phase::Prepared))
                 .locking(prepare_rels)],
         },
         Step {
@@ -91,7 +93,8 @@ pub fn steps(bp: &Blueprint) -> Vec<Step> {
             ]
             .concat(),
         },
-    ]
+    ]);
+    steps
 }
 
 /// Before the swap the copy's partitions take the foreign keys, which the
@@ -145,6 +148,7 @@ pub async fn run(ctx: &Context, s: &mut Session, step: &Step) -> Result<Flow> {
     let id = s.m.id;
     match step.name {
         "prepare" | "swap" | "cleanup" => run_plain(&s.client, &bp, step, id).await?,
+        "constrain" => crate::method::shared::not_null::run(ctx, &s.client, &bp, step, id).await?,
         "backfill" => {
             let backfilled = AtomicBool::new(false);
             let mut mover = Mover::new(ctx, &mut s.client, &s.m, &bp.table).await?;
