@@ -643,9 +643,9 @@ async fn an_identity_attached_split_and_split_aborted_sends_what_plan_printed() 
 /// trigger with a WHEN clause, a deferred constraint trigger, a statement
 /// trigger, an `UPDATE OF` trigger), row-level
 /// security (15 on), a materialized view with a unique index, a partial
-/// unique index and a primary key with INCLUDE and a fillfactor: the
-/// guarded copies, the policies, the rebuild and the clauses are printed as
-/// they run.
+/// unique index, a primary key with INCLUDE and a fillfactor, and a key
+/// that may be NULL: the guarded copies, the policies, the rebuild, the
+/// clauses and the key made NOT NULL are printed as they run.
 async fn seed_consumers(db: &Db) {
     seed(db, 20, 3000).await;
     db.exec(
@@ -664,7 +664,8 @@ async fn seed_consumers(db: &Db) {
          CREATE UNIQUE INDEX event_counts_type ON event_counts (type);
          CREATE UNIQUE INDEX workflow_events_live ON workflow_events (run_id, id) WHERE type <> 'gone';
          ALTER TABLE workflow_events DROP CONSTRAINT workflow_events_pkey,
-           ADD CONSTRAINT workflow_events_pkey PRIMARY KEY (id) INCLUDE (run_id) WITH (fillfactor = 80);",
+           ADD CONSTRAINT workflow_events_pkey PRIMARY KEY (id) INCLUDE (run_id) WITH (fillfactor = 80);
+         ALTER TABLE workflow_events ALTER COLUMN ts DROP NOT NULL;",
     )
     .await;
     if db
@@ -692,7 +693,7 @@ async fn what_real_tables_carry_is_sent_as_plan_printed_by_move() {
         &db,
         &plan,
         &[(&["apply"], None)],
-        &phases(&["prepare", "route", "move", "swap", "finish"]),
+        &phases(&["constrain", "prepare", "route", "move", "swap", "finish"]),
     )
     .await;
 }
@@ -715,7 +716,7 @@ async fn what_real_tables_carry_is_sent_as_plan_printed_by_sync() {
             (&["cleanup"], None),
         ],
         &[
-            phases(&["prepare", "backfill", "verify", "swap", "cleanup"]),
+            phases(&["constrain", "prepare", "backfill", "verify", "swap", "cleanup"]),
             vec![("unswap", "unswap")],
         ]
         .concat(),
@@ -740,6 +741,27 @@ async fn what_real_tables_carry_is_sent_as_plan_printed_by_attach_and_split() {
             group("split", &["prepare", "route", "move", "swap", "finish"]),
         ]
         .concat(),
+    )
+    .await;
+}
+
+/// A key that may be NULL, the run stopped once its check is added and
+/// aborted: the abort drops the check as `plan` printed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_key_that_may_be_null_stopped_and_aborted_sends_what_plan_printed() {
+    let cluster = logging_cluster();
+    let db = cluster.database().await;
+    seed(&db, 20, 3000).await;
+    db.exec("ALTER TABLE workflow_events ALTER COLUMN ts DROP NOT NULL")
+        .await;
+    let dir = scratch();
+    let plan = plan_for(&db, dir.path(), "move");
+    check(
+        &cluster,
+        &db,
+        &plan,
+        &[(&["apply"], Some("constrain:after-not-null-check")), (&["abort"], None)],
+        &abort(&["abort (key check)", "abort (drop)"]),
     )
     .await;
 }

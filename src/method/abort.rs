@@ -56,8 +56,9 @@ pub fn key_check_step(bp: &Blueprint) -> Option<Step> {
     ))
 }
 
-/// An abort before the prepare: a check left on a key that may be NULL
-/// goes, and the record says what the abort leaves.
+/// An abort before the prepare, for a key that may be NULL: a check left
+/// on it goes (a key made NOT NULL stays so), then the drop step, which
+/// has nothing to drop, records the abort as `plan` printed it.
 pub async fn before_prepare(ctx: &Context, s: &Session, steps: &[Step]) -> Result<()> {
     let bp = &s.m.blueprint;
     if !bp.key.made_not_null {
@@ -70,9 +71,7 @@ pub async fn before_prepare(ctx: &Context, s: &Session, steps: &[Step]) -> Resul
         ctx.reporter.phase("abort", &detail);
         control::event(&**s.client, s.m.id, "abort", &detail).await?;
     }
-    crate::exec::tx::record(&s.client, s.m.id, &Record::Aborted).await?;
-    let _ = control::reload(&**s.client, s.m.id).await?;
-    Ok(())
+    run_named(ctx, s, steps, "abort (drop)").await
 }
 
 /// Foreign keys restored NOT VALID are validated without blocking writers.
