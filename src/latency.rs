@@ -110,21 +110,11 @@ impl Probe {
                     return;
                 }
                 let ms = t.elapsed().as_secs_f64() * 1000.0;
-                {
-                    let mut q = into.lock().unwrap_or_else(|p| p.into_inner());
-                    q.push_back((Instant::now(), ms, during_batch));
-                    while q.len() > KEEP {
-                        q.pop_front();
-                    }
-                }
+                keep(&into, (Instant::now(), ms, during_batch));
                 // A count that fails (a view the role may not read) leaves
                 // the probe alone: the budget then goes by the probe only.
                 if let Ok(row) = client.query_one(&count, &[]).await {
-                    let mut q = counts_into.lock().unwrap_or_else(|p| p.into_inner());
-                    q.push_back((Instant::now(), row.get(0), row.get(1)));
-                    while q.len() > KEEP {
-                        q.pop_front();
-                    }
+                    keep(&counts_into, (Instant::now(), row.get(0), row.get(1)));
                 }
             }
         });
@@ -196,6 +186,15 @@ impl Probe {
 impl Drop for Probe {
     fn drop(&mut self) {
         self.task.abort();
+    }
+}
+
+/// Appends to one of the probe's records, keeping the latest `KEEP`.
+fn keep<T>(q: &Mutex<VecDeque<T>>, v: T) {
+    let mut q = q.lock().unwrap_or_else(|p| p.into_inner());
+    q.push_back(v);
+    while q.len() > KEEP {
+        q.pop_front();
     }
 }
 

@@ -48,7 +48,7 @@ pub fn drop_step(bp: &Blueprint) -> Step {
 /// For a key the run makes NOT NULL: the check it adds first goes, if
 /// it is still there.
 pub fn key_check_step(bp: &Blueprint) -> Option<Step> {
-    let part = crate::method::shared::not_null::abort_part(bp)?;
+    let part = crate::method::not_null::abort_part(bp)?;
     Some(step(
         "abort (key check)",
         "before the key is NOT NULL: one short transaction, the check on it goes",

@@ -1,7 +1,8 @@
 //! The methods. Each is a folder holding its pure SQL (`sql.rs`) beside
 //! its driver (`mod.rs`) and its abort; [`shared`] holds the statement
-//! builders more than one method renders, and [`batches`] the batch loop
-//! that moves or copies rows.
+//! builders more than one method renders, [`batches`] the batch loop
+//! that moves or copies rows, and [`not_null`] the parts every method
+//! begins with for a key that may be NULL.
 //!
 //! Every method is one list of [`Step`]s, rendered from the blueprint
 //! without I/O: `plan` prints the list, and the runner executes it, each
@@ -12,6 +13,7 @@ pub mod abort;
 pub mod attach;
 pub mod batches;
 pub mod moving;
+pub mod not_null;
 pub mod shared;
 pub mod sync;
 
@@ -290,6 +292,16 @@ pub fn latency_probe(bp: &Blueprint) -> Vec<Part> {
             ),
         ],
     )]
+}
+
+/// Whether a constraint of that name is on the relation.
+pub async fn constraint_on(c: &Client, rel: &crate::sql::QualifiedName, name: &crate::sql::Ident) -> Result<bool> {
+    Ok(c.query_one(
+        "SELECT EXISTS (SELECT 1 FROM pg_constraint WHERE conrelid = to_regclass($1) AND conname = $2)",
+        &[&rel.to_string(), &name.as_str()],
+    )
+    .await?
+    .get(0))
 }
 
 /// A part that only writes the step's control record.

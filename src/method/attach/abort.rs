@@ -11,7 +11,7 @@ use anyhow::Result;
 pub fn steps(bp: &Blueprint) -> Vec<Step> {
     // A check on a key that may be NULL goes too; a key made NOT NULL
     // stays so.
-    let mut parts: Vec<Part> = crate::method::shared::not_null::abort_part(bp).into_iter().collect();
+    let mut parts: Vec<Part> = crate::method::not_null::abort_part(bp).into_iter().collect();
     parts.extend([
         Part::new("constraint", How::Transaction, "first", sql::abort_constraint(bp))
             .locking(vec![bp.table.to_string()]),

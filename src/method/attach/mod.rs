@@ -47,7 +47,7 @@ pub fn steps(bp: &Blueprint) -> Vec<Step> {
     let table = vec![bp.table.to_string()];
     // A key that may be NULL is made NOT NULL first: the bound then proves
     // the first partition's constraint, which holds no NULL.
-    let mut constrain = crate::method::shared::not_null::parts(bp);
+    let mut constrain = crate::method::not_null::parts(bp);
     constrain.extend([
         Part::new(
             "column",
@@ -128,7 +128,7 @@ pub async fn run(ctx: &Context, s: &mut Session, step: &Step) -> Result<Flow> {
 async fn constrain(ctx: &Context, c: &Client, bp: &Blueprint, step: &Step, id: i64) -> Result<()> {
     let s = &bp.settings;
     let what = step.name;
-    crate::method::shared::not_null::run(ctx, c, bp, step, id).await?;
+    crate::method::not_null::run(ctx, c, bp, step, id).await?;
     if sql::def(bp).add_column.is_some() && !column_exists(c, bp).await? {
         step.part("column")?.run(c, s, "constrain (column)", id).await?;
     }
@@ -170,18 +170,8 @@ async fn column_exists(c: &Client, bp: &Blueprint) -> Result<bool> {
         .get(0))
 }
 
-/// Whether a constraint of that name is on the relation.
-pub async fn constraint_on(c: &Client, rel: &crate::sql::QualifiedName, name: &crate::sql::Ident) -> Result<bool> {
-    Ok(c.query_one(
-        "SELECT EXISTS (SELECT 1 FROM pg_constraint WHERE conrelid = to_regclass($1) AND conname = $2)",
-        &[&rel.to_string(), &name.as_str()],
-    )
-    .await?
-    .get(0))
-}
-
 async fn constraint_exists(c: &Client, bp: &Blueprint) -> Result<bool> {
-    constraint_on(c, &bp.table, &sql::def(bp).check).await
+    crate::method::constraint_on(c, &bp.table, &sql::def(bp).check).await
 }
 
 /// Some(valid) when the index exists.

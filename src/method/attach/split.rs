@@ -303,7 +303,7 @@ pub async fn abort(ctx: &Context, s: &mut Session) -> Result<()> {
         anyhow::bail!("the split's abort has no unroute step");
     };
     let (c, set, id) = (&s.client, &bp.settings, s.m.id);
-    if !super::constraint_on(c, &bp.old, &def(bp).check).await? {
+    if !crate::method::constraint_on(c, &bp.old, &def(bp).check).await? {
         unroute.part("bound")?.run(c, set, "abort (bound)", id).await?;
     }
     unroute.part("validate")?.run(c, set, "abort (bound)", id).await?;

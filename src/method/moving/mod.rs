@@ -157,7 +157,7 @@ fn finish(bp: &Blueprint) -> Part {
 }
 
 pub fn steps(bp: &Blueprint) -> Vec<Step> {
-    let from = crate::method::shared::not_null::prepare_from(bp);
+    let from = crate::method::not_null::prepare_from(bp);
     let prepare = Step {
         name: "prepare",
         from: Some(from),
@@ -178,7 +178,7 @@ pub fn steps(bp: &Blueprint) -> Vec<Step> {
     let swap = Part::new("swap", How::Transaction, "last", sql::swap(bp))
         .recording(Record::Advance(Phase::Moved, Phase::Swapped))
         .locking(swap_relations(bp));
-    let mut v: Vec<Step> = crate::method::shared::not_null::step(bp).into_iter().collect();
+    let mut v: Vec<Step> = crate::method::not_null::step(bp).into_iter().collect();
     v.push(prepare);
     v.extend(steps_with(bp, route, swap));
     v
@@ -199,7 +199,7 @@ pub async fn run(ctx: &Context, s: &mut Session, step: &Step) -> Result<Flow> {
     let id = s.m.id;
     match step.name {
         "prepare" | "route" | "finish" => run_plain(&s.client, &bp, step, id).await?,
-        "constrain" => crate::method::shared::not_null::run(ctx, &s.client, &bp, step, id).await?,
+        "constrain" => crate::method::not_null::run(ctx, &s.client, &bp, step, id).await?,
         "move" => {
             let analyze = step.part("analyze")?;
             let mut mover = Mover::new(ctx, &mut s.client, &s.m, &bp.old).await?;

@@ -3,7 +3,6 @@
 //! ([`swap`]), and the small pieces below. Pure: no I/O.
 
 pub mod materialized;
-pub mod not_null;
 pub mod prepare;
 pub mod routing;
 pub mod swap;

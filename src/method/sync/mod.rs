@@ -36,8 +36,8 @@ pub fn steps(bp: &Blueprint) -> Vec<Step> {
     ]);
     backfill.extend(indexes::parts(bp));
     backfill.extend(analyze_and_record(&bp.shadow, Phase::Prepared, Phase::Backfilled));
-    let from = crate::method::shared::not_null::prepare_from(bp);
-    let mut steps: Vec<Step> = crate::method::shared::not_null::step(bp).into_iter().collect();
+    let from = crate::method::not_null::prepare_from(bp);
+    let mut steps: Vec<Step> = crate::method::not_null::step(bp).into_iter().collect();
     steps.extend([
         Step {
             name: "prepare",
@@ -148,7 +148,7 @@ pub async fn run(ctx: &Context, s: &mut Session, step: &Step) -> Result<Flow> {
     let id = s.m.id;
     match step.name {
         "prepare" | "swap" | "cleanup" => run_plain(&s.client, &bp, step, id).await?,
-        "constrain" => crate::method::shared::not_null::run(ctx, &s.client, &bp, step, id).await?,
+        "constrain" => crate::method::not_null::run(ctx, &s.client, &bp, step, id).await?,
         "backfill" => {
             let backfilled = AtomicBool::new(false);
             let mut mover = Mover::new(ctx, &mut s.client, &s.m, &bp.table).await?;

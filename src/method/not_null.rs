@@ -56,12 +56,12 @@ pub fn parts(bp: &Blueprint) -> Vec<Part> {
     }
     let (t, k, c) = (&bp.table, &bp.key.column, check(bp));
     let rels = vec![t.to_string()];
-    let mut add = super::session_limits(bp);
+    let mut add = super::shared::session_limits(bp);
     add.push(Statement::new(
         "no new row may have a NULL key from now on: checked for new rows at once, validated for old ones next",
         format!("ALTER TABLE {t} ADD CONSTRAINT {c} CHECK ({k} IS NOT NULL) NOT VALID"),
     ));
-    let mut set = super::session_limits(bp);
+    let mut set = super::shared::session_limits(bp);
     set.extend([
         Statement::new(
             "the key NOT NULL: the valid check proves it, so no scan under the lock",
@@ -96,7 +96,7 @@ pub async fn run(ctx: &Context, c: &Client, bp: &Blueprint, step: &Step, id: i64
         return Ok(());
     }
     let s = &bp.settings;
-    if !check_exists(c, bp).await? {
+    if !super::constraint_on(c, &bp.table, &check(bp)).await? {
         step.part("not null check")?.run(c, s, "constrain", id).await?;
     }
     crate::failpoint::hit("constrain:after-not-null-check");
@@ -127,22 +127,13 @@ pub async fn run(ctx: &Context, c: &Client, bp: &Blueprint, step: &Step, id: i64
     step.part("not null")?.run(c, s, "constrain", id).await
 }
 
-async fn check_exists(c: &Client, bp: &Blueprint) -> Result<bool> {
-    Ok(c.query_one(
-        "SELECT EXISTS (SELECT 1 FROM pg_catalog.pg_constraint WHERE conrelid = to_regclass($1) AND conname = $2)",
-        &[&bp.table.to_string(), &check(bp).as_str()],
-    )
-    .await?
-    .get(0))
-}
-
 /// For an abort before the key is NOT NULL: the check goes, and the
 /// application may write a NULL key again.
 pub fn abort_part(bp: &Blueprint) -> Option<Part> {
     if !bp.key.made_not_null {
         return None;
     }
-    let mut stmts = super::session_limits(bp);
+    let mut stmts = super::shared::session_limits(bp);
     stmts.push(Statement::new(
         "the check on the key goes (a key made NOT NULL stays so)",
         format!("ALTER TABLE {} DROP CONSTRAINT IF EXISTS {}", bp.table, check(bp)),
