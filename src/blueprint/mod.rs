@@ -198,7 +198,7 @@ pub struct Key {
     #[serde(default)]
     pub list_text: bool,
     /// The key column may be NULL: the run makes it NOT NULL first
-    /// (`method::shared::not_null`).
+    /// (`method::not_null`).
     #[serde(default)]
     pub made_not_null: bool,
 }

@@ -96,7 +96,7 @@ pub fn key(plan: &PlanFile, info: &TableInfo) -> Result<(Key, Vec<String>)> {
                     .into());
             };
             // No partition would hold a NULL key: the run makes the
-            // column NOT NULL first (`method::shared::not_null`).
+            // column NOT NULL first (`method::not_null`).
             let made_not_null = !c.not_null;
             if c.generated {
                 refusals.push(format!("the partition key {} is a generated column", c.name));
