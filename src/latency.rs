@@ -450,12 +450,19 @@ pub async fn learn_baseline(
     Ok(Some((ms, app.map(|a| a.ms))))
 }
 
+/// The application's mean transaction time as every report of it words it.
+pub fn application_phrase(ms: f64) -> String {
+    format!("the application's transactions {ms:.2} ms on average")
+}
+
 /// The baseline as its event says it.
 fn baseline_event(ms: f64, app: Option<Application>, budget: LatencyBudget, probes: usize) -> String {
     let app_text = match app {
         Some(a) => format!(
-            "the application's transactions {:.2} ms on average ({:.2} in flight, {:.0} a second)",
-            a.ms, a.in_flight, a.per_s
+            "{} ({:.2} in flight, {:.0} a second)",
+            application_phrase(a.ms),
+            a.in_flight,
+            a.per_s
         ),
         None => "too few of the application's transactions to measure".into(),
     };

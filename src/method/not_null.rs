@@ -49,6 +49,14 @@ pub fn step(bp: &Blueprint) -> Option<Step> {
     })
 }
 
+/// The check dropped: once the key is NOT NULL, and by an abort before.
+fn drop_check(bp: &Blueprint, why: &'static str) -> Statement {
+    Statement::new(
+        why,
+        format!("ALTER TABLE {} DROP CONSTRAINT IF EXISTS {}", bp.table, check(bp)),
+    )
+}
+
 /// The parts, without a record: attach's constrain step begins with them.
 pub fn parts(bp: &Blueprint) -> Vec<Part> {
     if !bp.key.made_not_null {
@@ -67,10 +75,7 @@ pub fn parts(bp: &Blueprint) -> Vec<Part> {
             "the key NOT NULL: the valid check proves it, so no scan under the lock",
             format!("ALTER TABLE {t} ALTER COLUMN {k} SET NOT NULL"),
         ),
-        Statement::new(
-            "the check has done its work",
-            format!("ALTER TABLE {t} DROP CONSTRAINT IF EXISTS {c}"),
-        ),
+        drop_check(bp, "the check has done its work"),
     ]);
     vec![
         Part::new("not null check", How::Transaction, "unless it exists already", add).locking(rels.clone()),
@@ -134,9 +139,9 @@ pub fn abort_part(bp: &Blueprint) -> Option<Part> {
         return None;
     }
     let mut stmts = super::shared::session_limits(bp);
-    stmts.push(Statement::new(
+    stmts.push(drop_check(
+        bp,
         "the check on the key goes (a key made NOT NULL stays so)",
-        format!("ALTER TABLE {} DROP CONSTRAINT IF EXISTS {}", bp.table, check(bp)),
     ));
     Some(Part::new("not null check", How::Transaction, "first", stmts).locking(vec![bp.table.to_string()]))
 }

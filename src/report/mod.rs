@@ -450,7 +450,7 @@ fn latency_line(b: crate::plan_file::LatencyBudget, m: &MigrationRow) -> String 
     let budget = String::from(b);
     let app = m
         .latency_app_ms
-        .map(|a| format!("; the application's transactions {a:.2} ms on average"))
+        .map(|a| format!("; {}", crate::latency::application_phrase(a)))
         .unwrap_or_default();
     match (m.latency_baseline_ms, m.latency_ms) {
         (None, _) => format!("Latency budget: {budget}; the baseline is learned before the first step"),
@@ -462,7 +462,7 @@ fn latency_line(b: crate::plan_file::LatencyBudget, m: &MigrationRow) -> String 
             "Latency budget: {budget} (baseline {base:.2} ms{app}; ceiling {:.2} ms): commits take {now:.2} ms now{}; {}",
             b.ceiling_ms(base, m.latency_app_ms),
             m.latency_app_now_ms
-                .map(|a| format!(", the application's transactions {a:.2} ms on average"))
+                .map(|a| format!(", {}", crate::latency::application_phrase(a)))
                 .unwrap_or_default(),
             m.latency_doing.as_deref().unwrap_or("")
         ),

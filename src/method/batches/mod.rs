@@ -445,7 +445,7 @@ impl<'a> Mover<'a> {
         // read after the run beside the application's own figures.
         if doing != before {
             let app = app
-                .map(|a| format!(" (the application's transactions {a:.2} ms on average)"))
+                .map(|a| format!(" ({})", crate::latency::application_phrase(a)))
                 .unwrap_or_default();
             control::event(
                 &*self.client,
