@@ -3,10 +3,10 @@
 # cluster: the physical limit (one INSERT … SELECT), a plain batched id-range
 # copy, the move's statement looped inside the server (its own cost, with no
 # client), `migrate apply` with the move and sync methods at several batch
-# sizes, two workers and the gentle mode, and pg_partman's
-# partition_data_proc; then what an application sees during a move compared
-# with a period without one and a period with only the view, what its
-# statements waited on, and what it sees during the swap.
+# sizes, the move with one worker (its default is two) and in the gentle
+# mode, and pg_partman's partition_data_proc; then what an application sees
+# during a move compared with a period without one and a period with only
+# the view, what its statements waited on, and what it sees during the swap.
 #
 # Every contender gets its own copy of the table (a database created from a
 # template), the same monthly partitions and indexes, and a CHECKPOINT first.
@@ -579,14 +579,12 @@ bench idrange "plain id-range copy, $ID_STEP ids per transaction" idrange run_co
 bench limitloop "the naive LIMIT loop: DELETE … WHERE id IN (SELECT id … LIMIT $LOOP_ROWS) RETURNING, in the server" limitloop run_copy limitloop
 bench serverloop "the move's statement looped in the server, $LOOP_ROWS rows a batch, no client" serverloop run_copy serverloop
 
-bench move-default "move, default settings" tool run_tool move ""
+# The move's default is two workers; one worker runs beside it.
+bench move-default "move, default settings (2 workers)" tool run_tool move ""
 for s in $SIZES; do
     bench "move-$s" "move, batch size $s" tool run_tool move "size: $s"
 done
-BEST_MOVE=$(python3 scripts/bench/report.py best "$DIR" move)
-bench move-workers "move, ${BEST_MOVE:+batch size }${BEST_MOVE:-default settings}, 2 workers" tool \
-    run_tool move "${BEST_MOVE:+size: $BEST_MOVE
-}workers: 2"
+bench move-one "move, default settings, 1 worker" tool run_tool move "workers: 1"
 
 bench sync-default "sync, default settings" tool run_tool sync ""
 for s in $SIZES; do

@@ -330,10 +330,12 @@ impl Controller {
             scale: 1.0,
             rest_ms: 0,
             workers,
-            active: workers,
+            // A parallel pass starts on one worker; the others join while
+            // the application stays well within the budget.
+            active: 1,
             measured_ms: None,
             between_batches_ms: None,
-            doing: Doing::FullSpeed,
+            doing: if workers > 1 { Doing::Holding } else { Doing::FullSpeed },
             calm: 0,
         }
     }
@@ -342,13 +344,16 @@ impl Controller {
         self.budget.ceiling_ms(self.baseline_ms, self.app_ms)
     }
 
-    /// One step of feedback. Over the budget, halve the batches first (a
-    /// shorter batch writes less WAL at once), then let one worker fewer
-    /// run, then double the rest; well under it, the same back: shorten
-    /// the rest, let one more worker run, let the batches grow, but only
-    /// after `CALM` measurements in a row well under it: one calm window
-    /// among slow ones is the noise of the tail, and speeding up on it
-    /// kept the pace from ever reaching the rests.
+    /// One step of feedback. Over the budget, let one worker fewer run
+    /// first (the largest step: the load of a whole connection), then
+    /// halve the batches (a shorter batch writes less WAL at once), then
+    /// double the rest; well under it, the same back: shorten the rest,
+    /// let the batches grow, let one more worker run, but only after
+    /// `CALM` measurements in a row well under it: one calm window among
+    /// slow ones is the noise of the tail, and speeding up on it kept the
+    /// pace from ever reaching the rests. Halving the batches before
+    /// parking a worker took five windows (15 s) to halve the load: the
+    /// two workers' main pass of 2,000,000 rows was nearly over by then.
     pub fn observe(&mut self, ms: f64, between_batches_ms: Option<f64>) {
         self.measured_ms = Some(ms);
         self.between_batches_ms = between_batches_ms;
@@ -361,11 +366,11 @@ impl Controller {
         if ms > ceiling && between_batches_ms.is_some_and(|b| b > ceiling && b >= ms * BATCHES_ADD_LITTLE) {
             self.doing = Doing::OverBetweenBatches;
         } else if ms > ceiling {
-            if self.scale > MIN_SCALE {
-                self.scale = (self.scale * 0.5).max(MIN_SCALE);
-                self.doing = Doing::SlowingDown;
-            } else if self.active > 1 {
+            if self.active > 1 {
                 self.active -= 1;
+                self.doing = Doing::SlowingDown;
+            } else if self.scale > MIN_SCALE {
+                self.scale = (self.scale * 0.5).max(MIN_SCALE);
                 self.doing = Doing::SlowingDown;
             } else if self.rest_ms < MAX_REST_MS {
                 self.rest_ms = (self.rest_ms * 2).clamp(20, MAX_REST_MS);
@@ -379,11 +384,11 @@ impl Controller {
             if self.rest_ms > 0 {
                 self.rest_ms = if self.rest_ms <= 20 { 0 } else { self.rest_ms * 2 / 3 };
                 self.doing = Doing::SpeedingUp;
-            } else if self.active < self.workers {
-                self.active += 1;
+            } else if self.scale < 1.0 {
+                self.scale = (self.scale * 1.25).min(1.0);
                 self.doing = Doing::SpeedingUp;
             } else {
-                self.scale = (self.scale * 1.25).min(1.0);
+                self.active += 1;
                 self.doing = Doing::SpeedingUp;
             }
         } else {
@@ -477,17 +482,20 @@ mod tests {
     use super::*;
 
     #[test]
-    fn over_budget_halves_the_batches_then_parks_workers_then_rests_longer_and_says_when_it_cannot_hold() {
+    fn over_budget_parks_workers_then_halves_the_batches_then_rests_longer_and_says_when_it_cannot_hold() {
         let mut c = Controller::new(LatencyBudget::Times(2.0), 1.0, None, 2);
+        // The second worker runs only once the application is calm.
+        assert_eq!(c.active, 1);
+        c.active = 2;
         c.observe(5.0, None);
-        assert_eq!((c.scale, c.rest_ms, c.doing), (0.5, 0, Doing::SlowingDown));
+        assert_eq!((c.active, c.scale, c.rest_ms, c.doing), (1, 1.0, 0, Doing::SlowingDown));
+        assert!(c.describe().contains("1 of 2 workers"), "{}", c.describe());
+        c.observe(5.0, None);
+        assert_eq!((c.active, c.scale), (1, 0.5));
         for _ in 0..4 {
             c.observe(5.0, None);
         }
-        assert_eq!((c.scale, c.active), (MIN_SCALE, 2));
-        c.observe(5.0, None);
-        assert_eq!((c.active, c.rest_ms), (1, 0));
-        assert!(c.describe().contains("1 of 2 workers"), "{}", c.describe());
+        assert_eq!((c.scale, c.active, c.rest_ms), (MIN_SCALE, 1, 0));
         c.observe(5.0, None);
         assert_eq!(c.rest_ms, 20);
         for _ in 0..10 {
@@ -515,7 +523,7 @@ mod tests {
     }
 
     #[test]
-    fn under_budget_rests_less_first_then_lets_the_workers_run_then_grows_the_batches_back() {
+    fn under_budget_rests_less_first_then_grows_the_batches_back_then_lets_the_workers_run() {
         let mut c = Controller::new(LatencyBudget::Ms(10.0), 1.0, None, 2);
         c.scale = 0.25;
         c.rest_ms = 90;
@@ -531,10 +539,14 @@ mod tests {
         }
         assert_eq!((c.rest_ms, c.active), (0, 1));
         c.observe(2.0, None);
-        assert_eq!((c.active, c.scale), (2, 0.25));
-        for _ in 0..10 {
+        assert_eq!((c.active, c.scale), (1, 0.3125));
+        for _ in 0..6 {
             c.observe(2.0, None);
         }
+        assert_eq!((c.active, c.scale), (1, 1.0));
+        c.observe(2.0, None);
+        assert_eq!((c.active, c.doing), (2, Doing::SpeedingUp));
+        c.observe(2.0, None);
         assert_eq!((c.scale, c.doing), (1.0, Doing::FullSpeed));
         c.observe(8.0, None);
         assert_eq!(c.doing, Doing::Holding);

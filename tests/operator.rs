@@ -794,7 +794,7 @@ async fn a_latency_budget_slows_the_batches_and_status_says_what_it_measures() {
 async fn a_latency_budget_with_room_runs_at_the_plans_pace_and_plan_notes_a_tight_one() {
     let cluster = Cluster::start();
     let db = cluster.database().await;
-    seed(&db, 20, 30_000).await;
+    seed(&db, 20, 40_000).await;
     let dir = scratch();
     let tight = db.plan_file(
         dir.path(),
@@ -811,7 +811,10 @@ async fn a_latency_budget_with_room_runs_at_the_plans_pace_and_plan_notes_a_tigh
     let plan = db.plan_file(
         dir.path(),
         "p.yaml",
-        &event_plan(500, "  pause: 100ms\nthrottle:\n  latency: 10s\n"),
+        // A measurement every 3 s: the second worker joins after two calm
+        // ones, and the third finds the run at the plan's pace; 40,000 rows
+        // last about 13 s at this pause.
+        &event_plan(500, "  pause: 250ms\nthrottle:\n  latency: 10s\n"),
     );
     let plan = plan.to_str().unwrap();
     db.migrate(&["apply", plan]).await.ok();
@@ -821,4 +824,14 @@ async fn a_latency_budget_with_room_runs_at_the_plans_pace_and_plan_notes_a_tigh
     assert_eq!(l["doing"], "under the budget: as fast as the plan allows", "{doc}");
     assert!(l["measured_ms"].as_f64().unwrap() < 10_000.0, "{doc}");
     assert_eq!(doc["migration"]["batch_rows"], 500, "{doc}");
+    // The pass began on one worker; the second joined while it was calm.
+    assert_eq!(
+        db.scalar_i64(
+            "SELECT count(*) FROM repartition.events WHERE kind = 'latency' \
+             AND detail LIKE '%under the budget: speeding up (%, 2 of 2 workers,%'"
+        )
+        .await,
+        1,
+        "{doc}"
+    );
 }

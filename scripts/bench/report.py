@@ -3,7 +3,6 @@
 the printed table and the JSON file.
 
     report.py report DIR JSON_PATH   # print the tables, write the JSON
-    report.py best DIR METHOD        # the batch size of METHOD's fastest run ("" = default)
     report.py traffic-wall DIR       # seconds the longest run with traffic took ("" = none ran)
 
 DIR/c/NN-NAME/ holds one contender: meta (key=value lines), timed.json (wall
@@ -514,10 +513,6 @@ def rounded(v):
 
 def main():
     cmd, base = sys.argv[1], sys.argv[2]
-    if cmd == "best":
-        b = best(contenders(base), sys.argv[3])
-        print("" if not b or b["name"].endswith("-default") else b["name"].rsplit("-", 1)[1])
-        return
     if cmd == "traffic-wall":
         walls = [c["wall_s"] for c in contenders(base) if c["kind"] == "tool" and c["traffic"] and c["wall_s"]]
         print(f"{max(1.0, *walls):.1f}" if walls else "")

@@ -296,7 +296,7 @@ pub fn plan(r: &Resolved, where_: &str) -> String {
     }
     let _ = writeln!(
         o,
-        "Batches: {}, pause {}ms{}; lock_timeout {}ms, statement_timeout {}ms, {} retries",
+        "Batches: {}, pause {}ms{}{}; lock_timeout {}ms, statement_timeout {}ms, {} retries",
         match bp.settings.target_ms {
             Some(t) => format!(
                 "from about {} rows, tuned toward {t}ms each (between a tenth and ten times that)",
@@ -309,6 +309,14 @@ pub fn plan(r: &Resolved, where_: &str) -> String {
             format!(
                 ", gentle: each batch commits synchronously and is followed by a rest of {}% of its time",
                 crate::plan_file::GENTLE_REST_PERCENT
+            )
+        } else {
+            String::new()
+        },
+        if bp.settings.workers > 1 {
+            format!(
+                "; the main pass on {} connections at once, each over its own range of pages (batch.workers)",
+                bp.settings.workers
             )
         } else {
             String::new()

@@ -359,7 +359,7 @@ fn settings(plan: &PlanFile, facts: &Facts, acc: &mut Acc) -> Settings {
         throttle: spec.throttle.clone(),
         hooks: spec.hooks.clone(),
         postpone_swap: spec.swap.postpone,
-        workers: spec.batch.workers(),
+        workers: spec.batch.workers(spec.method),
         gentle: spec.batch.mode == crate::plan_file::BatchMode::Gentle,
         accepted: plan.spec.accept.clone(),
     }

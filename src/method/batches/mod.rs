@@ -115,6 +115,14 @@ struct Shared {
     budget_active: AtomicI64,
     /// The primary's range is done: no worker waits any more.
     primary_done: std::sync::atomic::AtomicBool,
+    /// A throttle condition holds. The primary alone reads the conditions,
+    /// for every worker; the others wait between two batches while it is
+    /// set, and the primary records the wait once they all do, so that a
+    /// run shown as throttled moves nothing.
+    throttled: std::sync::atomic::AtomicBool,
+    /// The other workers still on their ranges, and those of them held.
+    running: Arc<AtomicI64>,
+    holding: Arc<AtomicI64>,
 }
 
 /// Which statement a route's batches run.
@@ -233,6 +241,7 @@ impl<'a> Mover<'a> {
         shared.budget_rows.store(self.batch_rows as i64, Ordering::Relaxed);
         if let Some(b) = &self.budget {
             shared.budget_rest_ms.store(b.ctl.rest_ms as i64, Ordering::Relaxed);
+            shared.budget_active.store(i64::from(b.ctl.active), Ordering::Relaxed);
         }
         self.shared = Some(shared.clone());
         let start = self.cursor;
@@ -276,13 +285,22 @@ impl<'a> Mover<'a> {
                     worker: w,
                     in_flight: self.in_flight.clone(),
                 }
-                .into_range(kind, to),
+                .into_range(kind, to, Counted::new(shared.running.clone())),
             );
         }
         let first_end = start + chunk;
         let primary = async {
             let r = self.pass(route, first_end).await;
             shared.primary_done.store(true, Ordering::Relaxed);
+            // The others' ranges may outlast this one: the latency budget
+            // and the throttle conditions are still read here for them.
+            if r.is_ok() {
+                while shared.running.load(Ordering::Relaxed) > 0 && !self.ctx.stopping() {
+                    self.steer().await?;
+                    self.throttle().await?;
+                    tokio::time::sleep(THROTTLE_EVERY).await;
+                }
+            }
             r
         };
         let (mine, others) = tokio::join!(primary, futures_util::future::try_join_all(helpers));
@@ -304,10 +322,27 @@ impl<'a> Mover<'a> {
         Ok((Pass::Complete, moved))
     }
 
-    /// A helper worker's whole range.
-    async fn into_range(mut self, kind: RouteKind, end: i64) -> Result<(Pass, i64)> {
+    /// A helper worker's whole range, counted in `running` until it ends.
+    async fn into_range(mut self, kind: RouteKind, end: i64, _running: Counted) -> Result<(Pass, i64)> {
         let route = self.route_of(kind).await?;
+        self.hold().await;
+        self.parked().await;
         self.pass(&route, end).await
+    }
+
+    /// A helper worker waits here while the primary finds a throttle
+    /// condition true.
+    async fn hold(&self) {
+        let Some(sh) = self.shared.as_ref().filter(|_| !self.primary) else {
+            return;
+        };
+        if !sh.throttled.load(Ordering::Relaxed) {
+            return;
+        }
+        let _held = Counted::new(sh.holding.clone());
+        while sh.throttled.load(Ordering::Relaxed) && !self.ctx.stopping() {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
     }
 
     /// A route whose batches send `b`'s statements: its settings in one
@@ -681,8 +716,14 @@ impl<'a> Mover<'a> {
         if !rest.is_zero() {
             tokio::time::sleep(rest).await;
         }
-        // A worker the budget has stopped waits here, between two batches,
-        // until it may run again or the primary's range is done.
+        self.parked().await;
+        Ok(())
+    }
+
+    /// A worker the budget has stopped waits here, between two batches
+    /// (or before its first), until it may run or the primary's range is
+    /// done.
+    async fn parked(&self) {
         while let Some(sh) = &self.shared {
             let active = sh.budget_active.load(Ordering::Relaxed);
             if self.worker == 0
@@ -695,7 +736,6 @@ impl<'a> Mover<'a> {
             }
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
-        Ok(())
     }
 
     /// Moves the batch size toward the plan's target batch duration,
@@ -783,42 +823,78 @@ impl<'a> Mover<'a> {
         self.watch_statements().await?;
         let mut c = control::controls(self.client, &self.controls, self.id).await?;
         if c.paused {
-            let why = control::paused_reason(self.client, self.id).await?;
-            self.ctx.reporter.phase(
-                "paused",
-                &match why {
-                    Some(w) => format!("{w}; `migrate continue` goes on, `migrate abort` goes back"),
-                    None => "paused by the operator; `migrate continue` resumes".into(),
-                },
-            );
+            // Every worker pauses; the primary tells.
+            if self.primary {
+                let why = control::paused_reason(self.client, self.id).await?;
+                self.ctx.reporter.phase(
+                    "paused",
+                    &match why {
+                        Some(w) => format!("{w}; `migrate continue` goes on, `migrate abort` goes back"),
+                        None => "paused by the operator; `migrate continue` resumes".into(),
+                    },
+                );
+            }
             while c.paused && !self.ctx.stopping() {
                 tokio::time::sleep(Duration::from_millis(500)).await;
                 c = control::controls(self.client, &self.controls, self.id).await?;
             }
-            self.ctx.reporter.phase("move", "continuing");
+            if self.primary {
+                self.ctx.reporter.phase("move", "continuing");
+            }
         }
         if let Some(n) = c.batch_rows {
             self.operator_size = true;
             if n as u64 != self.batch_rows {
                 tracing::info!(batch_rows = n, "batch size set by the operator");
+                // From the next batch on, not the one after it.
+                let pages = self.pages as f64 * n as f64 / self.batch_rows.max(1) as f64;
+                self.pages = (pages.ceil() as i64).clamp(1, MAX_PAGES);
                 self.batch_rows = n as u64;
             }
         }
         if let Some(p) = c.pause_ms {
             self.pause_ms = p as u64;
         }
-        // Conditions that make the run wait by itself.
+        // Conditions that make the run wait by itself, read by the
+        // primary for every worker.
+        if !self.primary && self.shared.is_some() {
+            self.hold().await;
+            return Ok(());
+        }
         if self.throttle_checked.is_some_and(|t| t.elapsed() < THROTTLE_EVERY) {
             return Ok(());
         }
         self.throttle_checked = Some(Instant::now());
         self.steer().await?;
+        self.throttle().await
+    }
+
+    /// Waits while a throttle condition holds, recorded in the control
+    /// table and told once every worker has stopped; the others go on
+    /// afterwards, whatever happened meanwhile.
+    async fn throttle(&mut self) -> Result<()> {
+        let r = self.throttled().await;
+        if let Some(sh) = &self.shared {
+            sh.throttled.store(false, Ordering::Relaxed);
+        }
+        r
+    }
+
+    async fn throttled(&mut self) -> Result<()> {
         let mut waited = false;
         while let Some(why) = crate::throttle::reason(self.client, &self.bp.settings.throttle, &self.source).await? {
             if !waited {
+                waited = true;
+                if let Some(sh) = &self.shared {
+                    sh.throttled.store(true, Ordering::Relaxed);
+                    while sh.holding.load(Ordering::Relaxed) < sh.running.load(Ordering::Relaxed)
+                        && !self.ctx.stopping()
+                    {
+                        tokio::time::sleep(Duration::from_millis(10)).await;
+                    }
+                }
                 self.ctx.reporter.phase("throttled", &why);
                 crate::throttle::record(self.client, self.id, Some(&why)).await?;
-                waited = true;
             }
             if self.ctx.stopping() {
                 break;
@@ -847,7 +923,7 @@ impl<'a> Mover<'a> {
         let mut retry = Retry::new(policy, "a move batch", &relations);
         let mut started = chrono::Utc::now();
         loop {
-            let _flying = self.in_flight.as_ref().map(|n| InFlight::new(n.clone()));
+            let _flying = self.in_flight.as_ref().map(|n| Counted::new(n.clone()));
             match one_batch(self.client, route, id, (from, to), (chosen, advance), started).await {
                 Ok(rows) => {
                     self.rate.last_pages = to - from;
@@ -885,17 +961,18 @@ impl<'a> Mover<'a> {
     }
 }
 
-/// A batch in flight, for the latency probe, until dropped.
-struct InFlight(Arc<AtomicI64>);
+/// One more in a shared count until dropped: a batch in flight (for the
+/// latency probe), a worker on its range or one held by the throttle.
+struct Counted(Arc<AtomicI64>);
 
-impl InFlight {
-    fn new(n: Arc<AtomicI64>) -> InFlight {
+impl Counted {
+    fn new(n: Arc<AtomicI64>) -> Counted {
         n.fetch_add(1, Ordering::Relaxed);
-        InFlight(n)
+        Counted(n)
     }
 }
 
-impl Drop for InFlight {
+impl Drop for Counted {
     fn drop(&mut self) {
         self.0.fetch_sub(1, Ordering::Relaxed);
     }

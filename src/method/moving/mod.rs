@@ -53,7 +53,11 @@ pub fn move_parts(bp: &Blueprint) -> Vec<Part> {
         Part::new(
             "batch",
             How::Batches,
-            "over the pages of the original, then sweeps over the pages that still hold rows",
+            if bp.settings.workers > 1 {
+                "over the pages of the original, one contiguous range of them per worker, each worker on its own connection (a table of a few batches goes on one); then sweeps, on one, over the pages that still hold rows"
+            } else {
+                "over the pages of the original, then sweeps over the pages that still hold rows"
+            },
             BatchSql::forward(bp).statements(),
         ),
     ]);

@@ -30,7 +30,11 @@ pub fn steps(bp: &Blueprint) -> Vec<Step> {
         Part::new(
             "batch",
             How::Batches,
-            "over the pages the original has when the backfill starts",
+            if bp.settings.workers > 1 {
+                "over the pages the original has when the backfill starts, one contiguous range of them per worker, each worker on its own connection"
+            } else {
+                "over the pages the original has when the backfill starts"
+            },
             BatchSql::backfill(bp).statements(),
         ),
     ]);
