@@ -201,8 +201,10 @@ async fn a_job_queue_under_move_is_refused_or_fails_loudly() {
     tokio::time::sleep(Duration::from_millis(500)).await;
     let dir = scratch();
     let hooked = dir.path().join("hook.txt");
+    // Batches 100 ms apart keep the view up for seconds on two workers:
+    // the watch looks every 2 s.
     let hooks = format!(
-        "  pause: 20ms\nhooks:\n  on_failure: 'echo \"$MIGRATE_EVENT: $MIGRATE_ERROR\" >> {}'\n",
+        "  pause: 100ms\nhooks:\n  on_failure: 'echo \"$MIGRATE_EVENT: $MIGRATE_ERROR\" >> {}'\n",
         hooked.display()
     );
     let plan = db.plan_file(dir.path(), "p.yaml", &event_plan(200, &hooks));
