@@ -288,19 +288,25 @@ async fn the_batch_size_tunes_itself_by_default_and_status_reports_it() {
     // move depends on the machine and its load; the tuner's law itself is a
     // unit test of the batch loop). Always within ten times the start.
     let c = db.client().await;
-    let batches: Vec<(i64, f64)> = c
+    // Each worker's batches follow one another over its own pages: the
+    // second batch is the one that starts where the first ended.
+    let batches: Vec<(i64, f64, i64, i64)> = c
         .query(
-            "SELECT rows::int8, (extract(epoch FROM finished_at - started_at) * 1000)::float8 \
+            "SELECT rows::int8, (extract(epoch FROM finished_at - started_at) * 1000)::float8, from_block, to_block \
              FROM repartition.batches WHERE direction = 'forward' ORDER BY batch_no",
             &[],
         )
         .await
         .unwrap()
         .iter()
-        .map(|r| (r.get(0), r.get(1)))
+        .map(|r| (r.get(0), r.get(1), r.get(2), r.get(3)))
         .collect();
     assert!(batches.len() >= 3, "{batches:?}");
-    let ((r1, ms1), (r2, _)) = (batches[0], batches[1]);
+    let (r1, ms1, _, end1) = batches[0];
+    let (r2, ..) = *batches
+        .iter()
+        .find(|b| b.2 == end1)
+        .unwrap_or_else(|| panic!("no batch follows the first: {batches:?}"));
     if ms1 < 60.0 {
         assert!(
             r2 as f64 > r1 as f64 * 1.1,
